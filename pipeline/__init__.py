@@ -1,0 +1,27 @@
+"""specpipe: audio datasets to normalized uint8 log-mel spectrogram images in one Zarr store."""
+
+from pipeline.config import SpectrogramConfig
+from pipeline.errors import (
+    AudioError,
+    ConfigError,
+    InputError,
+    SpecpipeError,
+    StatisticsError,
+    StoreError,
+)
+from pipeline.runner import RunReport, preprocess
+from pipeline.stats import GlobalStats, Range
+
+__all__ = [
+    "AudioError",
+    "ConfigError",
+    "GlobalStats",
+    "InputError",
+    "Range",
+    "RunReport",
+    "SpecpipeError",
+    "SpectrogramConfig",
+    "StatisticsError",
+    "StoreError",
+    "preprocess",
+]

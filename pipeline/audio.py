@@ -1,0 +1,112 @@
+"""Bringing one audio file to the common clip shape: mono, resampled, fixed length.
+
+Decoding is soundfile's (libsndfile), resampling soxr's through ``librosa.resample`` at
+librosa's default quality, and the mono mix librosa's (the mean of channels), so a clip
+equals what ``librosa.load(path, sr=sample_rate)`` gives, cropped from its start and
+zero-padded at its end. Only the samples the clip needs are decoded, plus a margin that
+lets the resampler's filter see the same future samples it would see in the whole file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from pipeline.errors import EmptyAudioError, NonFiniteAudioError, TruncatedAudioError
+
+MONO = "mean of channels"
+RESAMPLER = "soxr_hq"
+CROP = "start"
+PAD = "zeros at end"
+
+# libsndfile shrinks the frame count of a WAV/AIFF file whose data chunk runs past the end
+# of the file, and only says so in its log: "data : 44100 (should be 14670)".
+_SHORT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+# Input samples decoded past the clip's end. Measured: with 256 the first n resampled
+# samples equal a whole-file resample to float32 rounding for ratios down to 48 kHz ->
+# 22.05 kHz; four times that, scaled with the downsampling ratio, leaves room.
+RESAMPLE_MARGIN = 1024
+
+
+def source_frames_needed(n_samples: int, source_rate: int, sample_rate: int) -> int:
+    """Input frames to decode so that resampling gives ``n_samples`` exact output samples."""
+    if source_rate == sample_rate:
+        return n_samples
+    ratio = max(1, math.ceil(source_rate / sample_rate))
+    return math.ceil(n_samples * source_rate / sample_rate) + RESAMPLE_MARGIN * ratio
+
+
+def fit_clip(
+    samples: np.ndarray, *, source_rate: int, sample_rate: int, n_samples: int
+) -> np.ndarray:
+    """Mix decoded samples to mono, resample them and crop or pad them to ``n_samples``.
+
+    Parameters
+    ----------
+    samples : np.ndarray [shape=(frames, channels)], float32
+        Decoded audio as soundfile returns it with ``always_2d=True``.
+    source_rate, sample_rate : int
+        Rates in Hz of ``samples`` and of the clip.
+    n_samples : int
+        Length of the clip.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_samples,)], float32
+    """
+    mono = librosa.to_mono(np.ascontiguousarray(samples.T))
+    resampled = librosa.resample(
+        mono, orig_sr=source_rate, target_sr=sample_rate, res_type=RESAMPLER
+    )
+    return librosa.util.fix_length(resampled, size=n_samples).astype(np.float32, copy=False)
+
+
+def check_header(f: sf.SoundFile) -> None:
+    """Raise if an open file's header already shows that it cannot give a clip."""
+    if f.frames <= 0:
+        raise EmptyAudioError("the file holds no samples")
+    if short := _SHORT_DATA_CHUNK.search(f.extra_info):
+        declared, present = map(int, short.groups())
+        raise TruncatedAudioError(
+            f"the header declares {declared} bytes of audio data but the file holds {present}"
+        )
+
+
+def read_clip(path: str | os.PathLike[str], *, sample_rate: int, n_samples: int) -> np.ndarray:
+    """Decode one file into a mono float32 clip of ``n_samples`` samples at ``sample_rate``.
+
+    Raises
+    ------
+    soundfile.LibsndfileError
+        libsndfile cannot open or decode the file.
+    EmptyAudioError, TruncatedAudioError, NonFiniteAudioError
+        The file decodes but cannot give a meaningful clip.
+    """
+    with sf.SoundFile(path) as f:
+        check_header(f)
+        wanted = min(f.frames, source_frames_needed(n_samples, f.samplerate, sample_rate))
+        samples = f.read(wanted, dtype="float32", always_2d=True)
+        source_rate = f.samplerate
+    if len(samples) < wanted:
+        raise TruncatedAudioError(
+            f"the header declares {wanted} frames or more but only {len(samples)} could be read"
+        )
+    if not np.isfinite(samples).all():
+        raise NonFiniteAudioError("the file holds NaN or infinite samples")
+    return fit_clip(samples, source_rate=source_rate, sample_rate=sample_rate, n_samples=n_samples)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The reason recorded for a failed file: the error's type and what went wrong.
+
+    libsndfile messages repeat the path (already in the store's ``paths``); its bare
+    reason is kept instead, e.g. ``LibsndfileError: Format not recognised``.
+    """
+    reason = getattr(exc, "error_string", None) or str(exc) or "no details"
+    return f"{type(exc).__name__}: {reason.rstrip('.')}"

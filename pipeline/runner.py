@@ -1,0 +1,320 @@
+"""Running the two passes over a plan, on Dask or in plain loops: the only module that knows Dask.
+
+Pass 1 maps :func:`pipeline.tasks.batch_extrema` over the batches and tree-reduces the
+partial statistics on the cluster (bounded fan-in, so no task gathers every file); pass 2
+maps :func:`pipeline.tasks.write_batch`, each task writing its own shard, and tree-reduces
+the write summaries. The client only ever holds futures and the final small results.
+
+The second pass recomputes the log-mels instead of reading float copies kept by the first
+pass; the README explains the measurement behind that choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any, Protocol
+
+from pipeline import store
+from pipeline.config import SpectrogramConfig
+from pipeline.discover import list_audio_files
+from pipeline.errors import ConfigError
+from pipeline.plan import DEFAULT_SPLIT_EVERY, Batch, plan_batches, tree_reduce
+from pipeline.stats import STATS_NAMES, Extrema, GlobalStats, StatsName
+from pipeline.tasks import Failure, WriteSummary, batch_extrema, write_batch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64
+SYNC = "sync"  # scheduler value: run the plan in plain loops in this process, without Dask
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+    def close(self) -> Any: ...
+
+
+Progress = Callable[[str, int], ProgressBar]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _no_progress(description: str, total: int) -> ProgressBar:
+    return _NoBar()
+
+
+class Executor(Protocol):
+    def map_reduce(
+        self,
+        fn: Callable[..., Any],
+        iterables: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        combine: Callable[..., Any],
+        bar: ProgressBar,
+    ) -> Any: ...
+
+
+class LoopExecutor:
+    """Runs every task as a plain call, in order: the reference the Dask run must equal."""
+
+    def map_reduce(
+        self,
+        fn: Callable[..., Any],
+        iterables: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        combine: Callable[..., Any],
+        bar: ProgressBar,
+    ) -> Any:
+        parts = []
+        for args in zip(*iterables, strict=True):
+            parts.append(fn(*args, **kwargs))
+            bar.update(1)
+        return tree_reduce(parts, combine)
+
+
+class DaskExecutor:
+    """Runs every task on a Dask cluster and reduces the results there, as a tree."""
+
+    def __init__(self, client: Any, split_every: int = DEFAULT_SPLIT_EVERY) -> None:
+        self.client = client
+        self.split_every = split_every
+
+    def map_reduce(
+        self,
+        fn: Callable[..., Any],
+        iterables: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        combine: Callable[..., Any],
+        bar: ProgressBar,
+    ) -> Any:
+        from distributed import as_completed
+
+        # pure=False: the write pass has side effects, and a rerun must really run again.
+        futures = self.client.map(fn, *iterables, **kwargs, pure=False)
+        root = tree_reduce(futures, combine, split_every=self.split_every, submit=self._submit)
+        for _ in as_completed(futures):
+            bar.update(1)
+        del futures  # let the cluster free partial results once the tree has used them
+        return root.result()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+
+@contextlib.contextmanager
+def open_executor(
+    *, workers: int | None = None, scheduler: str | None = None
+) -> Iterator[Executor]:
+    """An executor for the run: a new local cluster, an existing scheduler, or plain loops."""
+    if scheduler == SYNC:
+        yield LoopExecutor()
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            _log_dashboard(client)
+            yield DaskExecutor(client)
+        return
+    n_workers = workers or os.cpu_count() or 1
+    # Without bokeh the scheduler still serves HTTP, but its dashboard page is empty.
+    has_bokeh = importlib.util.find_spec("bokeh") is not None
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":8787" if has_bokeh else ":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        logger.info("Started a local Dask cluster of %d worker processes.", n_workers)
+        if has_bokeh:
+            _log_dashboard(client)
+        else:
+            logger.info("No Dask dashboard: install specpipe[dashboard] (bokeh) for one.")
+        yield DaskExecutor(client)
+
+
+def _log_dashboard(client: Any) -> None:
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" in services:
+        logger.info("Dask dashboard: %s", client.dashboard_link)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did, for the person who started it."""
+
+    output: str
+    n_files: int
+    n_valid: int
+    n_failed: int
+    failures: tuple[Failure, ...]
+    stats: GlobalStats
+    used: StatsName
+    clipped_fraction: float
+
+
+def preprocess(
+    input_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    config: SpectrogramConfig,
+    *,
+    stats: StatsName | None = None,
+    stats_from: str | os.PathLike[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: Progress = _no_progress,
+) -> RunReport:
+    """Turn the audio files under ``input_dir`` into a finished store at ``output``.
+
+    Parameters
+    ----------
+    stats : {"mean", "extrema"}, optional
+        The statistics that scale the images; default "mean", or with ``stats_from`` the
+        one that store used.
+    stats_from : path, optional
+        A finished store whose statistics scale these images; the first pass is skipped and
+        the configs must agree.
+    workers : int, optional
+        Worker processes of the local cluster; default the machine's cores.
+    scheduler : str, optional
+        Address of an existing Dask scheduler, or ``"sync"`` for plain loops.
+    progress : callable, optional
+        ``progress(description, total)`` returns a bar with ``update`` and ``close``.
+
+    Raises
+    ------
+    SpecpipeError
+        Before any work starts, for invalid parameters, no audio or an output in the way.
+    """
+    if stats is not None and stats not in STATS_NAMES:
+        raise ConfigError(f"Expected stats to be one of {STATS_NAMES}. Got {stats!r} instead.")
+    if batch_size <= 0:
+        raise ConfigError(f"Expected a positive batch size. Got {batch_size} instead.")
+    root, output = os.fspath(input_dir), os.fspath(output)
+    paths = list_audio_files(root)
+    store.check_writable(output, overwrite=overwrite)
+    source = _source_stats(stats_from, config) if stats_from is not None else None
+    used: StatsName = stats or (source[1] if source else "mean")
+    batches = plan_batches(len(paths), batch_size)
+    path_lists = [paths[b.start : b.stop] for b in batches]
+    logger.info("%d audio files in %d batches of up to %d.", len(paths), len(batches), batch_size)
+
+    with open_executor(workers=workers, scheduler=scheduler) as executor:
+        store.create(
+            output,
+            n_files=len(paths),
+            batch_size=batch_size,
+            config=config,
+            attrs={"input": root, "versions": _versions()},
+        )
+        if source is None:
+            global_stats = _run_pass(
+                executor,
+                progress,
+                "pass 1/2: statistics",
+                batch_extrema,
+                path_lists,
+                kwargs={"root": root, "config": config},
+                combine=Extrema.merge_all,
+            ).finalize()
+        else:
+            global_stats = source[0]
+        summary: WriteSummary = _run_pass(
+            executor,
+            progress,
+            f"pass {1 if source else 2}/{1 if source else 2}: images",
+            write_batch,
+            path_lists,
+            batches,
+            kwargs={
+                "root": root,
+                "config": config,
+                "scale": global_stats.range(used),
+                "output": output,
+            },
+            combine=WriteSummary.merge_all,
+        )
+
+    clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
+    store.finish(
+        output,
+        {
+            "stats": {
+                **global_stats.to_dict(),
+                "used": used,
+                "clipped_fraction": clipped,
+                "from": os.fspath(stats_from) if stats_from is not None else None,
+            },
+            "counts": {
+                "files": summary.n_files,
+                "valid": summary.n_valid,
+                "failed": summary.n_failed,
+            },
+        },
+    )
+    return RunReport(
+        output=output,
+        n_files=summary.n_files,
+        n_valid=summary.n_valid,
+        n_failed=summary.n_failed,
+        failures=summary.failures,
+        stats=global_stats,
+        used=used,
+        clipped_fraction=clipped,
+    )
+
+
+def _run_pass(
+    executor: Executor,
+    progress: Progress,
+    description: str,
+    fn: Callable[..., Any],
+    *iterables: Sequence[Any],
+    kwargs: dict[str, Any],
+    combine: Callable[..., Any],
+) -> Any:
+    bar = progress(description, len(iterables[0]))
+    try:
+        return executor.map_reduce(fn, iterables, kwargs, combine, bar)
+    finally:
+        bar.close()
+
+
+def _source_stats(
+    stats_from: str | os.PathLike[str], config: SpectrogramConfig
+) -> tuple[GlobalStats, StatsName]:
+    source_config, source_stats, source_used = store.read_stats(stats_from)
+    if source_config != config:
+        theirs, ours = source_config.to_dict(), config.to_dict()
+        differing = ", ".join(
+            f"{k} ({theirs[k]!r} there, {ours[k]!r} here)" for k in ours if theirs[k] != ours[k]
+        )
+        raise ConfigError(
+            f"--stats-from {os.fspath(stats_from)!r} was made with other parameters: {differing}. "
+            "Its statistics only make sense for the same analysis."
+        )
+    return source_stats, source_used  # type: ignore[return-value]
+
+
+def _versions() -> dict[str, str]:
+    return {name: version(name) for name in ("specpipe", "librosa", "numpy", "zarr", "dask")}
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "SYNC", "Batch", "RunReport", "open_executor", "preprocess"]

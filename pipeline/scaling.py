@@ -1,0 +1,44 @@
+"""Log-mel values to uint8 images and back.
+
+An image is the log-mel min-max scaled to 0..255 with the dataset statistics, rounded to
+nearest and clipped (never wrapped), flipped so that row 0 is the highest mel band (low
+frequencies at the bottom of a picture), and inverted so that black means more energy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.stats import Range
+
+
+def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, int]:
+    """Images of log-mel spectrograms, and how many pixels the clipping changed.
+
+    Parameters
+    ----------
+    logmel : np.ndarray [shape=(..., n_mels, n_frames)]
+    scale : Range
+        The log-mel values that map to 0 and 255 before the inversion.
+
+    Returns
+    -------
+    image : np.ndarray [shape=(..., n_mels, n_frames)], uint8
+    n_clipped : int
+        Pixels whose rounded value fell outside 0..255.
+    """
+    # In float64, so that a value's rounding does not depend on the dtype it came in.
+    x = np.asarray(logmel, np.float64)
+    levels = np.rint((x - scale.min) / (scale.max - scale.min) * 255.0)
+    n_clipped = int(np.count_nonzero((levels < 0) | (levels > 255)))
+    image = np.clip(levels, 0, 255).astype(np.uint8)
+    return 255 - image[..., ::-1, :], n_clipped
+
+
+def image_to_logmel(image: np.ndarray, scale: Range) -> np.ndarray:
+    """The log-mel values an image stands for: undo the inversion, the flip, the scaling.
+
+    Exact up to half a quantization step, ``(max - min) / 510``, where nothing was clipped.
+    """
+    levels = 255.0 - np.asarray(image, np.float64)[..., ::-1, :]
+    return (levels * ((scale.max - scale.min) / 255.0) + scale.min).astype(np.float32)

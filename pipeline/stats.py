@@ -1,0 +1,129 @@
+"""Dataset-wide normalization statistics as a mergeable accumulator.
+
+Each batch of files gives an :class:`Extrema`; any tree of :meth:`Extrema.merge` calls
+gives the same final statistics, bit for bit, because the sums behind the means are kept
+as exact fractions (float addition is not associative, ``Fraction`` addition is) and
+minimum and maximum are associative already.
+
+Two statistics come out, both always computed:
+
+``mean``
+    the mean of the per-file minima and of the per-file maxima (the reference post's
+    ``calc_global_norm_stats``);
+``extrema``
+    the true minimum and maximum over the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.errors import StatisticsError
+
+StatsName = Literal["mean", "extrema"]
+STATS_NAMES: tuple[StatsName, ...] = ("mean", "extrema")
+
+
+@dataclass(frozen=True)
+class Extrema:
+    """Partial statistics over some files: count, exact sums and bounds of their extrema."""
+
+    count: int = 0
+    sum_min: Fraction = Fraction(0)
+    sum_max: Fraction = Fraction(0)
+    min: float = math.inf
+    max: float = -math.inf
+
+    @classmethod
+    def from_files(cls, file_min: np.ndarray, file_max: np.ndarray) -> Extrema:
+        """Statistics of files given their extrema; NaN entries (failed files) are skipped."""
+        file_min = np.asarray(file_min, dtype=np.float64)
+        file_max = np.asarray(file_max, dtype=np.float64)
+        ok = ~(np.isnan(file_min) | np.isnan(file_max))
+        lows, highs = file_min[ok], file_max[ok]
+        if lows.size == 0:
+            return cls()
+        return cls(
+            count=int(lows.size),
+            sum_min=sum(map(Fraction, lows.tolist()), Fraction(0)),
+            sum_max=sum(map(Fraction, highs.tolist()), Fraction(0)),
+            min=float(lows.min()),
+            max=float(highs.max()),
+        )
+
+    def merge(self, other: Extrema) -> Extrema:
+        return Extrema(
+            count=self.count + other.count,
+            sum_min=self.sum_min + other.sum_min,
+            sum_max=self.sum_max + other.sum_max,
+            min=min(self.min, other.min),
+            max=max(self.max, other.max),
+        )
+
+    @staticmethod
+    def merge_all(*parts: Extrema) -> Extrema:
+        total = Extrema()
+        for part in parts:
+            total = total.merge(part)
+        return total
+
+    def finalize(self) -> GlobalStats:
+        """The two statistics; an error when no file contributed."""
+        if self.count == 0:
+            raise StatisticsError("No file could be analysed, so there are no statistics.")
+        return GlobalStats(
+            mean=Range(float(self.sum_min / self.count), float(self.sum_max / self.count)),
+            extrema=Range(self.min, self.max),
+        )
+
+
+@dataclass(frozen=True)
+class Range:
+    """The log-mel values that map to the ends of the uint8 scale."""
+
+    min: float
+    max: float
+
+    def check(self, name: str) -> Range:
+        if not (math.isfinite(self.min) and math.isfinite(self.max) and self.min < self.max):
+            raise StatisticsError(
+                f"The {name!r} statistics give no usable range (min={self.min}, "
+                f"max={self.max}): are all clips silent or constant?"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    """Both statistics of a dataset."""
+
+    mean: Range
+    extrema: Range
+
+    def range(self, name: StatsName) -> Range:
+        if name not in STATS_NAMES:
+            raise StatisticsError(f"Expected stats to be one of {STATS_NAMES}. Got {name!r}.")
+        return getattr(self, name).check(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: {"min": r.min, "max": r.max} for name, r in self._items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GlobalStats:
+        try:
+            return cls(
+                **{
+                    name: Range(float(data[name]["min"]), float(data[name]["max"]))
+                    for name in STATS_NAMES
+                }
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StatisticsError(f"Recorded statistics are incomplete: {exc!r}") from None
+
+    def _items(self) -> list[tuple[str, Range]]:
+        return [(name, getattr(self, name)) for name in STATS_NAMES]

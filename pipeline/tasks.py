@@ -1,0 +1,142 @@
+"""What one task does with one batch of files: analyse it, or scale and store it.
+
+These functions run inside Dask workers (or plain loops); they take and return small,
+picklable values, catch every per-file failure, and record it instead of raising.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline import store
+from pipeline.audio import describe_error, read_clip
+from pipeline.config import SpectrogramConfig
+from pipeline.features import log_mel
+from pipeline.plan import Batch
+from pipeline.scaling import scale_to_uint8
+from pipeline.stats import Extrema, Range
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORTED_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Log-mels of the files of one batch that decoded, and the reasons of those that did not."""
+
+    logmel: np.ndarray  # (n_valid, n_mels, n_frames) float32, valid files only
+    valid: np.ndarray  # (n_files,) bool
+    errors: list[str]  # (n_files,), "" where valid
+    file_min: np.ndarray  # (n_files,) float32, NaN where not valid
+    file_max: np.ndarray
+
+
+def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
+    """Decode, fit and analyse the files ``root/paths``; failures are recorded, not raised."""
+    clips = np.zeros((len(paths), config.n_samples), dtype=np.float32)
+    valid = np.zeros(len(paths), dtype=bool)
+    errors = [""] * len(paths)
+    for i, rel in enumerate(paths):
+        try:
+            clips[i] = read_clip(
+                os.path.join(root, rel), sample_rate=config.sample_rate, n_samples=config.n_samples
+            )
+            valid[i] = True
+        except Exception as exc:  # one broken file must never stop the run
+            errors[i] = describe_error(exc)
+            logger.debug("Skipping %s: %s", rel, errors[i])
+    logmel = log_mel(clips[valid], config)
+    file_min = np.full(len(paths), np.nan, dtype=np.float32)
+    file_max = np.full(len(paths), np.nan, dtype=np.float32)
+    if len(logmel):
+        file_min[valid] = logmel.min(axis=(1, 2))
+        file_max[valid] = logmel.max(axis=(1, 2))
+    return Analysis(logmel, valid, errors, file_min, file_max)
+
+
+def batch_extrema(paths: list[str], *, root: str, config: SpectrogramConfig) -> Extrema:
+    """First pass: the statistics of one batch."""
+    result = analyse(root, paths, config)
+    return Extrema.from_files(result.file_min, result.file_max)
+
+
+@dataclass(frozen=True)
+class Failure:
+    row: int
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    """Counts over the batches written so far, and the first failures in row order."""
+
+    n_files: int = 0
+    n_valid: int = 0
+    n_clipped: int = 0
+    n_pixels: int = 0
+    failures: tuple[Failure, ...] = field(default_factory=tuple)
+
+    @property
+    def n_failed(self) -> int:
+        return self.n_files - self.n_valid
+
+    def merge(self, other: WriteSummary) -> WriteSummary:
+        failures = sorted(self.failures + other.failures, key=lambda f: f.row)
+        return WriteSummary(
+            n_files=self.n_files + other.n_files,
+            n_valid=self.n_valid + other.n_valid,
+            n_clipped=self.n_clipped + other.n_clipped,
+            n_pixels=self.n_pixels + other.n_pixels,
+            failures=tuple(failures[:MAX_REPORTED_FAILURES]),
+        )
+
+    @staticmethod
+    def merge_all(*parts: WriteSummary) -> WriteSummary:
+        total = WriteSummary()
+        for part in parts:
+            total = total.merge(part)
+        return total
+
+
+def write_batch(
+    paths: list[str],
+    batch: Batch,
+    *,
+    root: str,
+    config: SpectrogramConfig,
+    scale: Range,
+    output: str,
+) -> WriteSummary:
+    """Second pass: analyse one batch, scale it to images and write its rows of the store."""
+    result = analyse(root, paths, config)
+    images = np.full((len(paths), *config.image_shape), store.FAILED_PIXEL, dtype=np.uint8)
+    scaled, n_clipped = scale_to_uint8(result.logmel, scale)
+    images[result.valid] = scaled
+    store.write_rows(
+        output,
+        batch,
+        store.Rows(
+            images=images,
+            paths=paths,
+            valid=result.valid,
+            errors=result.errors,
+            file_min=result.file_min,
+            file_max=result.file_max,
+        ),
+    )
+    failures = tuple(
+        Failure(batch.start + i, paths[i], error) for i, error in enumerate(result.errors) if error
+    )
+    return WriteSummary(
+        n_files=len(paths),
+        n_valid=int(result.valid.sum()),
+        n_clipped=n_clipped,
+        n_pixels=result.logmel.size,
+        failures=failures[:MAX_REPORTED_FAILURES],
+    )

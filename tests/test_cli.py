@@ -1,0 +1,142 @@
+"""The command line as a user meets it: real processes, real exit codes, real messages."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+
+def specpipe(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_preprocess_on_a_local_cluster_of_two_workers(dataset, tmp_path):
+    out = tmp_path / "cli.zarr"
+    result = specpipe("preprocess", dataset, out, "--workers", 2, "--n-mels", 64, "--batch-size", 4)
+    assert f"Wrote 15 clips to {out}: 10 valid, 5 failed." in result.stdout
+    assert "bad/not_audio.wav: LibsndfileError: Format not recognised" in result.stdout
+    assert "Started a local Dask cluster of 2 worker processes" in result.stderr
+    assert "pass 1/2: statistics" in result.stderr and "pass 2/2: images" in result.stderr
+    group = zarr.open_group(out, mode="r")
+    assert group["images"].shape == (15, 64, 87)
+    assert group.attrs["status"] == "complete"
+
+
+def test_options_reach_the_store(dataset, tmp_path, cluster_address):
+    out = tmp_path / "options.zarr"
+    specpipe(
+        "preprocess",
+        dataset,
+        out,
+        "--scheduler",
+        cluster_address,
+        "--sample-rate",
+        16000,
+        "--n-mels",
+        40,
+        "--hop-length",
+        160,
+        "--n-fft",
+        400,
+        "--fmin",
+        50,
+        "--fmax",
+        7000,
+        "--frames",
+        50,
+        "--stats",
+        "extrema",
+    )
+    attrs = zarr.open_group(out, mode="r").attrs
+    config = attrs["config"]
+    assert (config["sample_rate"], config["n_mels"], config["hop_length"], config["n_fft"]) == (
+        16000,
+        40,
+        160,
+        400,
+    )
+    assert (config["fmin"], config["fmax"], config["n_frames"]) == (50, 7000, 50)
+    assert attrs["stats"]["used"] == "extrema"
+    assert zarr.open_group(out, mode="r")["images"].shape == (15, 40, 50)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fmax", "20000"], "Nyquist"),
+        (["--n-mels", "400"], "too large for n_fft"),
+        (["--duration", "0"], "positive duration"),
+        (["--duration", "-2"], "positive duration"),
+        (["--batch-size", "0"], "positive batch size"),
+        (["--stats-from", "nowhere.zarr"], "No Zarr store"),
+        (["--workers", "0"], "must be positive"),
+    ],
+)
+def test_invalid_parameters_fail_before_any_work(dataset, tmp_path, args, message):
+    out = tmp_path / "never.zarr"
+    result = CliRunner().invoke(main, ["preprocess", str(dataset), str(out), *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_existing_output_needs_overwrite(dataset, tmp_path):
+    out = tmp_path / "out.zarr"
+    specpipe("preprocess", dataset, out, "--scheduler", "sync")
+    first = zarr.open_group(out, mode="r")["images"][:]
+    result = specpipe("preprocess", dataset, out, "--scheduler", "sync", check=False)
+    assert result.returncode == 1
+    assert "already exists. Pass --overwrite" in result.stderr
+    specpipe("preprocess", dataset, out, "--scheduler", "sync", "--overwrite", "--n-mels", 32)
+    assert zarr.open_group(out, mode="r")["images"].shape[1] == 32 != first.shape[1]
+
+
+def test_no_audio_is_a_clear_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    result = specpipe("preprocess", tmp_path / "in", tmp_path / "out.zarr", check=False)
+    assert result.returncode == 1
+    assert "No audio files under" in result.stderr
+
+
+def test_scan_reports_the_dataset(dataset):
+    result = specpipe("scan", dataset)
+    out = result.stdout
+    # Headers only: NaN samples are found by preprocess, not by scan.
+    assert "15 audio files" in out and "11 readable, 4 unreadable" in out
+    for expected in (
+        "WAV / PCM_16",
+        "FLAC / PCM_24",
+        "OGG / VORBIS",
+        "44100",
+        "8000",
+        "16-bit",
+        "compressed",
+        "p50=",
+    ):
+        assert expected in out
+    assert "bad/not_audio.wav: LibsndfileError: Format not recognised" in out
+    assert "bad/header_only.wav: EmptyAudioError" in out
+    assert "bad/truncated.wav: TruncatedAudioError" in out
+
+
+def test_demo_then_preprocess(tmp_path):
+    specpipe("demo", tmp_path / "demo", "--count", 12)
+    result = specpipe(
+        "preprocess", tmp_path / "demo", tmp_path / "demo.zarr", "--scheduler", "sync"
+    )
+    assert "Wrote 14 clips" in result.stdout and "12 valid, 2 failed" in result.stdout
+    images = zarr.open_group(tmp_path / "demo.zarr", mode="r")["images"][:]
+    assert len(np.unique(images)) > 100

@@ -1,0 +1,67 @@
+import dataclasses
+import json
+
+import pytest
+
+from pipeline.config import SpectrogramConfig
+from pipeline.errors import ConfigError
+
+
+def test_defaults_follow_the_post_and_librosa():
+    config = SpectrogramConfig.from_options()
+    assert config.sample_rate == 22050
+    assert config.n_fft == 2 * config.hop_length == 512
+    assert config.fmax == config.sample_rate / 2
+    assert config.n_samples == 22050
+    assert config.n_frames == 1 + 22050 // 256
+
+
+@pytest.mark.parametrize("frames", [2, 64, 87, 128])
+def test_frames_gives_exactly_that_many_frames(frames):
+    config = SpectrogramConfig.from_options(frames=frames, hop_length=128, n_mels=40)
+    assert config.n_frames == frames
+
+
+def test_duration_is_rounded_to_samples():
+    assert SpectrogramConfig.from_options(duration=0.5, sample_rate=16000).n_samples == 8000
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"fmax": 12000.0}, "Nyquist"),
+        ({"fmin": 5000.0, "fmax": 4000.0}, "fmin < fmax"),
+        ({"fmin": -1.0}, "fmin >= 0"),
+        ({"n_mels": 400}, "too large for n_fft"),
+        ({"duration": 0.0}, "positive duration"),
+        ({"duration": -1.0}, "positive duration"),
+        ({"duration": 1.0, "frames": 10}, "either duration or frames"),
+        ({"frames": 1}, "frames >= 2"),
+        ({"hop_length": 0}, "hop_length to be a positive integer"),
+        ({"sample_rate": 0}, "sample_rate to be a positive integer"),
+        ({"n_mels": 2.5}, "n_mels to be a positive integer"),
+        ({"fmax": float("nan")}, "finite"),
+    ],
+)
+def test_invalid_parameters_are_named(options, message):
+    with pytest.raises(ConfigError, match=message):
+        SpectrogramConfig.from_options(**options)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SpectrogramConfig().n_mels = 3  # type: ignore[misc]
+
+
+def test_round_trips_through_json():
+    config = SpectrogramConfig.from_options(sample_rate=16000, n_mels=80, fmin=20, fmax=7600)
+    recorded = json.loads(json.dumps(config.to_dict()))
+    assert SpectrogramConfig.from_dict(recorded) == config
+    for key in ("n_frames", "window", "center", "mel_norm", "resampler", "crop", "pad", "eps"):
+        assert key in recorded
+
+
+def test_from_dict_refuses_conventions_it_does_not_implement():
+    recorded = SpectrogramConfig().to_dict() | {"window": "hamming"}
+    with pytest.raises(ConfigError, match="window"):
+        SpectrogramConfig.from_dict(recorded)

@@ -1,0 +1,221 @@
+"""End-to-end runs on real worker processes, checked against an independent reference."""
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import zarr
+
+from pipeline import store
+from pipeline.config import SpectrogramConfig
+from pipeline.errors import ConfigError, InputError, StatisticsError, StoreError
+from pipeline.runner import SYNC, preprocess
+from tests.conftest import BROKEN_FILES, GOOD_FILES, write_dataset
+
+ARRAYS = ("images", "paths", "valid", "errors", "file_min", "file_max")
+
+
+def read_all(path):
+    group = zarr.open_group(path, mode="r")
+    return {name: group[name][:] for name in ARRAYS}, dict(group.attrs)
+
+
+def reference(root: Path, config: SpectrogramConfig):
+    """The post's method done right, file by file with librosa and numpy: no specpipe code."""
+    logmels = {}
+    for rel, *_ in GOOD_FILES:
+        y, _ = librosa.load(root / rel, sr=config.sample_rate, mono=True)
+        y = librosa.util.fix_length(y, size=config.n_samples)
+        mel = librosa.feature.melspectrogram(
+            y=y,
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+        )
+        logmels[rel] = np.log(mel + 1e-9)
+    lows = np.array([m.min() for m in logmels.values()], np.float64)
+    highs = np.array([m.max() for m in logmels.values()], np.float64)
+    stats = {
+        "mean": (lows.mean(), highs.mean()),
+        "extrema": (lows.min(), highs.max()),
+    }
+    return logmels, stats
+
+
+def reference_image(logmel, lo, hi):
+    scaled = np.clip(np.rint((logmel.astype(np.float64) - lo) / (hi - lo) * 255), 0, 255)
+    return 255 - np.flipud(scaled).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def dask_run(dataset, config, cluster_address, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dask.zarr"
+    report = preprocess(dataset, out, config, scheduler=cluster_address, batch_size=3)
+    return out, report
+
+
+def test_store_matches_the_librosa_reference(dask_run, dataset, config):
+    out, report = dask_run
+    arrays, attrs = read_all(out)
+    logmels, stats = reference(dataset, config)
+    paths = arrays["paths"].tolist()
+    assert paths == sorted([rel for rel, *_ in GOOD_FILES] + BROKEN_FILES)
+    assert attrs["status"] == "complete"
+    for name in ("mean", "extrema"):
+        np.testing.assert_allclose(
+            [attrs["stats"][name]["min"], attrs["stats"][name]["max"]], stats[name], rtol=1e-5
+        )
+    assert attrs["stats"]["used"] == "mean"
+    lo, hi = attrs["stats"]["mean"]["min"], attrs["stats"]["mean"]["max"]
+    for rel, logmel in logmels.items():
+        row = paths.index(rel)
+        assert arrays["valid"][row] and arrays["errors"][row] == ""
+        np.testing.assert_allclose(arrays["file_min"][row], logmel.min(), rtol=1e-5)
+        np.testing.assert_allclose(arrays["file_max"][row], logmel.max(), rtol=1e-5)
+        expected = reference_image(logmel, lo, hi)
+        # float32 rounding may move a value across a .5 boundary; nothing else may differ.
+        difference = np.abs(arrays["images"][row].astype(int) - expected)
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, rel
+    assert report.n_valid == len(GOOD_FILES)
+
+
+def test_broken_files_keep_their_rows_with_reasons(dask_run):
+    out, report = dask_run
+    arrays, attrs = read_all(out)
+    paths = arrays["paths"].tolist()
+    reasons = {rel: arrays["errors"][paths.index(rel)] for rel in BROKEN_FILES}
+    assert reasons == {
+        "bad/empty.wav": "LibsndfileError: Format not recognised",
+        "bad/header_only.wav": "EmptyAudioError: the file holds no samples",
+        "bad/not_audio.wav": "LibsndfileError: Format not recognised",
+        "bad/nan.wav": "NonFiniteAudioError: the file holds NaN or infinite samples",
+        "bad/truncated.wav": reasons["bad/truncated.wav"],
+    }
+    assert reasons["bad/truncated.wav"].startswith("TruncatedAudioError: the header declares")
+    for rel in BROKEN_FILES:
+        row = paths.index(rel)
+        assert not arrays["valid"][row]
+        assert (arrays["images"][row] == 255).all()
+        assert np.isnan(arrays["file_min"][row]) and np.isnan(arrays["file_max"][row])
+    assert attrs["counts"] == {"files": 15, "valid": 10, "failed": 5}
+    assert [f.path for f in report.failures] == sorted(BROKEN_FILES)
+
+
+@pytest.mark.parametrize(
+    ("executor", "batch_size"), [(SYNC, 15), (SYNC, 1), ("cluster", 4), ("cluster", 64)]
+)
+def test_contents_do_not_depend_on_workers_or_batch_size(
+    dask_run, dataset, config, cluster_address, tmp_path, executor, batch_size
+):
+    scheduler = cluster_address if executor == "cluster" else SYNC
+    out = tmp_path / "again.zarr"
+    preprocess(dataset, out, config, scheduler=scheduler, batch_size=batch_size)
+    expected, expected_attrs = read_all(dask_run[0])
+    arrays, attrs = read_all(out)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(arrays[name], expected[name], err_msg=name)
+    assert attrs["stats"] == expected_attrs["stats"]
+
+
+def test_same_batch_size_writes_identical_bytes_on_disk(dask_run, dataset, config, tmp_path):
+    out = tmp_path / "sync.zarr"
+    preprocess(dataset, out, config, scheduler=SYNC, batch_size=3)
+    chunk_files = sorted(
+        p.relative_to(out)
+        for p in out.rglob("*")
+        if p.parent.name != out.name and p.is_file() and p.name != "zarr.json"
+    )
+    assert chunk_files
+    for rel in chunk_files:
+        assert (out / rel).read_bytes() == (dask_run[0] / rel).read_bytes(), rel
+
+
+def test_no_write_is_lost_with_many_small_shards(dataset, config, cluster_address, tmp_path):
+    """Two workers, one clip per shard: every row must hold its own image, none the fill."""
+    out = tmp_path / "small.zarr"
+    preprocess(dataset, out, config, scheduler=cluster_address, batch_size=1)
+    arrays, _ = read_all(out)
+    reference_run = tmp_path / "reference.zarr"
+    preprocess(dataset, reference_run, config, scheduler=SYNC, batch_size=15)
+    expected, _ = read_all(reference_run)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(arrays[name], expected[name], err_msg=name)
+    assert all(arrays["paths"])  # no row left at the fill value
+    assert (arrays["images"][arrays["valid"]] != 255).any(axis=(1, 2)).all()
+
+
+def test_extrema_statistics_never_clip(dataset, config, tmp_path):
+    report = preprocess(dataset, tmp_path / "x.zarr", config, scheduler=SYNC, stats="extrema")
+    _, attrs = read_all(tmp_path / "x.zarr")
+    assert attrs["stats"]["used"] == report.used == "extrema"
+    assert attrs["stats"]["clipped_fraction"] == 0.0
+    images = zarr.open_group(tmp_path / "x.zarr")["images"][:]
+    valid = zarr.open_group(tmp_path / "x.zarr")["valid"][:]
+    assert images[valid].min() == 0 and images[valid].max() == 255  # the range is used fully
+
+
+def test_mean_statistics_clip_and_say_how_much(dask_run):
+    _, attrs = read_all(dask_run[0])
+    assert 0 < attrs["stats"]["clipped_fraction"] < 0.5
+
+
+def test_stats_from_scales_a_split_like_its_training_split(dask_run, config, tmp_path, rng):
+    validation = write_dataset(tmp_path / "validation", rng, broken=False)
+    out = tmp_path / "validation.zarr"
+    report = preprocess(validation, out, config, scheduler=SYNC, stats_from=dask_run[0])
+    _, train_attrs = read_all(dask_run[0])
+    arrays, attrs = read_all(out)
+    assert attrs["stats"]["mean"] == train_attrs["stats"]["mean"]
+    assert attrs["stats"]["extrema"] == train_attrs["stats"]["extrema"]
+    assert attrs["stats"]["from"] == str(dask_run[0])
+    assert report.used == "mean"
+    # Its own extrema differ, and the images were scaled with the training statistics.
+    lo, hi = train_attrs["stats"]["mean"]["min"], train_attrs["stats"]["mean"]["max"]
+    row = 0
+    y, _ = librosa.load(validation / arrays["paths"][row], sr=config.sample_rate)
+    mel = librosa.feature.melspectrogram(
+        y=librosa.util.fix_length(y, size=config.n_samples),
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+    )
+    expected = reference_image(np.log(mel + 1e-9), lo, hi)
+    assert np.abs(arrays["images"][row].astype(int) - expected).max() <= 1
+
+
+def test_stats_from_refuses_another_analysis(dask_run, dataset, tmp_path):
+    other = SpectrogramConfig.from_options(n_mels=32)
+    with pytest.raises(ConfigError, match="n_mels"):
+        preprocess(dataset, tmp_path / "x.zarr", other, scheduler=SYNC, stats_from=dask_run[0])
+
+
+def test_stats_from_refuses_an_unfinished_store(dataset, config, tmp_path):
+    unfinished = tmp_path / "unfinished.zarr"
+    store.create(unfinished, n_files=1, batch_size=1, config=config, attrs={})
+    with pytest.raises(StoreError, match="unfinished"):
+        preprocess(dataset, tmp_path / "x.zarr", config, scheduler=SYNC, stats_from=unfinished)
+
+
+def test_a_run_that_fails_leaves_an_unfinished_store(tmp_path, config):
+    source = tmp_path / "all_bad"
+    source.mkdir()
+    (source / "x.wav").write_text("not audio")
+    out = tmp_path / "out.zarr"
+    with pytest.raises(StatisticsError, match="No file could be analysed"):
+        preprocess(source, out, config, scheduler=SYNC)
+    with pytest.raises(StoreError, match="unfinished"):
+        store.read_attrs(out)
+
+
+def test_errors_before_any_work(dask_run, dataset, config, tmp_path):
+    with pytest.raises(StoreError, match="already exists"):
+        preprocess(dataset, dask_run[0], config, scheduler=SYNC)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="No audio files"):
+        preprocess(tmp_path / "empty", tmp_path / "x.zarr", config, scheduler=SYNC)
+    assert not (tmp_path / "x.zarr").exists()

@@ -1,0 +1,72 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import StatisticsError
+from pipeline.plan import tree_reduce
+from pipeline.stats import Extrema, GlobalStats, Range
+
+finite = st.floats(min_value=-25, max_value=15, allow_nan=False, width=32)
+entries = st.lists(st.tuples(finite, finite, st.booleans()), min_size=1, max_size=120)
+
+
+def as_arrays(rows):
+    lows = np.array([min(a, b) for a, b, _ in rows], dtype=np.float32)
+    highs = np.array([max(a, b) for a, b, _ in rows], dtype=np.float32)
+    failed = np.array([f for _, _, f in rows])
+    lows[failed] = np.nan
+    highs[failed] = np.nan
+    return lows, highs
+
+
+def reduce_in_batches(lows, highs, batch_size, split_every):
+    parts = [
+        Extrema.from_files(lows[i : i + batch_size], highs[i : i + batch_size])
+        for i in range(0, len(lows), batch_size)
+    ]
+    return tree_reduce(parts, Extrema.merge_all, split_every=split_every)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=entries, batch_size=st.integers(1, 50), split_every=st.integers(2, 9))
+def test_any_batch_size_and_tree_shape_gives_the_same_statistics(rows, batch_size, split_every):
+    lows, highs = as_arrays(rows)
+    one_by_one = reduce_in_batches(lows, highs, 1, 2)
+    reduced = reduce_in_batches(lows, highs, batch_size, split_every)
+    assert reduced == one_by_one  # exact, not approximately
+    ok = ~np.isnan(lows)
+    if not ok.any():
+        with pytest.raises(StatisticsError, match="No file"):
+            reduced.finalize()
+        return
+    stats = reduced.finalize()
+    # Independent reference: plain numpy over the good files.
+    assert stats.extrema == Range(float(lows[ok].min()), float(highs[ok].max()))
+    assert math.isclose(
+        stats.mean.min, np.mean(lows[ok], dtype=np.float64), rel_tol=1e-12, abs_tol=1e-12
+    )
+    assert math.isclose(
+        stats.mean.max, np.mean(highs[ok], dtype=np.float64), rel_tol=1e-12, abs_tol=1e-12
+    )
+
+
+def test_mean_is_the_post_statistic_and_extrema_the_true_one():
+    lows = np.array([-20.0, -10.0, np.nan], dtype=np.float32)
+    highs = np.array([2.0, 6.0, np.nan], dtype=np.float32)
+    stats = Extrema.from_files(lows, highs).finalize()
+    assert stats.mean == Range(-15.0, 4.0)
+    assert stats.extrema == Range(-20.0, 6.0)
+
+
+def test_round_trips_through_a_dict():
+    stats = GlobalStats(mean=Range(-15.0, 4.0), extrema=Range(-20.0, 6.0))
+    assert GlobalStats.from_dict(stats.to_dict()) == stats
+
+
+@pytest.mark.parametrize("bad", [Range(1.0, 1.0), Range(2.0, 1.0), Range(0.0, math.inf)])
+def test_degenerate_range_is_refused(bad):
+    with pytest.raises(StatisticsError, match="no usable range"):
+        GlobalStats(mean=bad, extrema=bad).range("mean")
