@@ -65,8 +65,9 @@ def chirp(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def noise_burst(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Band-passed noise with a percussive envelope."""
-    low, high = sorted(rng.uniform(100, 0.45 * sr, 2))
-    sos = scipy.signal.butter(4, [low, max(high, low * 1.2)], "bandpass", fs=sr, output="sos")
+    low = rng.uniform(100, 0.3 * sr)
+    high = rng.uniform(1.2 * low, 0.45 * sr)
+    sos = scipy.signal.butter(4, [low, high], "bandpass", fs=sr, output="sos")
     return scipy.signal.sosfilt(sos, rng.standard_normal(n)) * _envelope(n, sr, rng)
 
 

@@ -144,22 +144,25 @@ def write_rows(store: str | os.PathLike[str], batch: Batch, rows: Rows) -> None:
         The region does not align with the store's shards, which would let two tasks
         write parts of one shard and silently lose one of the writes.
     """
-    group = zarr.open_group(_url(store), mode="r+")
-    images = _array(group, "images")
-    shard = images.shards[0] if images.shards else images.chunks[0]
-    n = images.shape[0]
-    if batch.start % shard or (batch.stop != min(batch.start + shard, n)):
-        raise StoreError(
-            f"Region {batch.start}:{batch.stop} does not align with the store's shards of "
-            f"{shard} clips; refusing a write that could overlap another task's."
-        )
-    region = slice(batch.start, batch.stop)
-    images[region] = rows.images
-    _array(group, "paths")[region] = np.array(rows.paths, dtype=np.dtypes.StringDType())
-    _array(group, "valid")[region] = rows.valid
-    _array(group, "errors")[region] = np.array(rows.errors, dtype=np.dtypes.StringDType())
-    _array(group, "file_min")[region] = rows.file_min
-    _array(group, "file_max")[region] = rows.file_max
+    # Measured: encoding a shard's inner chunks as one batch instead of one by one (zarr's
+    # default) nearly halves the cost of a write. Scoped, so a user's zarr config is untouched.
+    with zarr.config.set({"codec_pipeline.batch_size": max(len(batch), 1)}):
+        group = zarr.open_group(_url(store), mode="r+")
+        images = _array(group, "images")
+        shard = images.shards[0] if images.shards else images.chunks[0]
+        n = images.shape[0]
+        if batch.start % shard or (batch.stop != min(batch.start + shard, n)):
+            raise StoreError(
+                f"Region {batch.start}:{batch.stop} does not align with the store's shards of "
+                f"{shard} clips; refusing a write that could overlap another task's."
+            )
+        region = slice(batch.start, batch.stop)
+        images[region] = rows.images
+        _array(group, "paths")[region] = np.array(rows.paths, dtype=np.dtypes.StringDType())
+        _array(group, "valid")[region] = rows.valid
+        _array(group, "errors")[region] = np.array(rows.errors, dtype=np.dtypes.StringDType())
+        _array(group, "file_min")[region] = rows.file_min
+        _array(group, "file_max")[region] = rows.file_max
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:

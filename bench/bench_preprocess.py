@@ -1,0 +1,197 @@
+"""``make bench``: specpipe against the reference post's loop, on one generated dataset.
+
+Reports, from one invocation on the same files: files/s of ``specpipe preprocess
+--workers 2`` (end to end, and without the cluster's start-up), files/s of the post's
+sequential loop, their ratio, and the peak resident memory of each process tree. Then it
+measures the choice behind the second pass (recompute the log-mels, or read float copies
+kept by the first pass). Results also go to bench/results/preprocess.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import zarr
+
+from pipeline.config import SpectrogramConfig
+from pipeline.demo import generate_demo
+from pipeline.discover import list_audio_files
+from pipeline.tasks import analyse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dataset(count: int) -> Path:
+    folder = ROOT / "data" / f"bench-{count}"
+    if not folder.exists():
+        print(f"Generating {count} clips in {folder} ...", flush=True)
+        generate_demo(folder, count=count, seed=1, broken=False)
+    return folder
+
+
+def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess[str], float, int]:
+    """Run a command; return its result, wall seconds and the peak RSS of its process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [parent, *parent.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
+    return result, seconds, peak
+
+
+def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64) -> dict:
+    """Per batch: recomputing the log-mels vs writing and reading back float32 copies."""
+    paths = list_audio_files(folder)[: batch * 8]
+    batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    analyse(str(folder), batches[0], config)  # warm: imports and first-call costs
+    start = time.perf_counter()
+    logmels = [analyse(str(folder), b, config).logmel for b in batches]
+    recompute = time.perf_counter() - start
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        zarr.config.set({"codec_pipeline.batch_size": batch}),  # as pipeline.store writes
+    ):
+        scratch = zarr.create_array(
+            f"{tmp}/scratch.zarr",
+            shape=(len(paths), *config.image_shape),
+            dtype="float32",
+            chunks=(1, *config.image_shape),
+            shards=(batch, *config.image_shape),
+        )
+        start = time.perf_counter()
+        for i, logmel in enumerate(logmels):
+            scratch[i * batch : i * batch + len(logmel)] = logmel
+        write = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(len(batches)):
+            np.asarray(scratch[i * batch : (i + 1) * batch])
+        read = time.perf_counter() - start
+        stored = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+    return {
+        "files": len(paths),
+        "recompute_ms_per_file": 1e3 * recompute / len(paths),
+        "scratch_write_ms_per_file": 1e3 * write / len(paths),
+        "scratch_read_ms_per_file": 1e3 * read / len(paths),
+        "scratch_bytes_per_file": stored / len(paths),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", 2000)))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    folder = dataset(args.files)
+    config = SpectrogramConfig.from_options()
+    print(f"Dataset: {args.files} clips in {folder}; {os.cpu_count()} cores.", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.zarr"
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "preprocess",
+            str(folder),
+            str(out),
+            "--workers",
+            str(args.workers),
+        ]
+        result, ours_seconds, ours_peak = run_measured(command)
+        seconds_line = next(x for x in result.stdout.splitlines() if x.startswith("Seconds:"))
+        startup = float(seconds_line.split("startup ")[1].split(",")[0])
+    print(f"specpipe --workers {args.workers}: {ours_seconds:.1f} s ({seconds_line})", flush=True)
+
+    loop_command = [sys.executable, str(ROOT / "bench" / "post_loop.py"), str(folder)]
+    loop_result, loop_seconds, loop_peak = run_measured(loop_command)
+    loop = json.loads(loop_result.stdout.strip().splitlines()[-1])
+    if loop["files"] != args.files:
+        sys.exit(f"The post's loop saw {loop['files']} files, not {args.files}.")
+    print(f"post's loop: {loop_seconds:.1f} s", flush=True)
+
+    n = args.files
+    results = {
+        "files": n,
+        "cores": os.cpu_count(),
+        "specpipe": {
+            "command": " ".join(command[1:]),
+            "seconds": ours_seconds,
+            "files_per_s": n / ours_seconds,
+            "files_per_s_after_startup": n / (ours_seconds - startup),
+            "cluster_startup_s": startup,
+            "peak_rss_mib": ours_peak / 2**20,
+        },
+        "post_loop": {
+            "seconds": loop_seconds,
+            "files_per_s": n / loop_seconds,
+            "peak_rss_mib": loop_peak / 2**20,
+        },
+        "second_pass": second_pass_choice(folder, config),
+    }
+    results["speedup"] = results["specpipe"]["files_per_s"] / results["post_loop"]["files_per_s"]
+    results["speedup_after_startup"] = (
+        results["specpipe"]["files_per_s_after_startup"] / results["post_loop"]["files_per_s"]
+    )
+    report(results)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "preprocess.json").write_text(json.dumps(results, indent=2))
+
+
+def report(r: dict) -> None:
+    ours, loop, second = r["specpipe"], r["post_loop"], r["second_pass"]
+    print()
+    print(f"{'':34}{'files/s':>10}{'peak RSS MiB':>14}")
+    print(
+        f"{'specpipe preprocess --workers 2':34}{ours['files_per_s']:>10.1f}"
+        f"{ours['peak_rss_mib']:>14.0f}"
+    )
+    print(f"{'  same, without cluster start-up':34}{ours['files_per_s_after_startup']:>10.1f}")
+    print(
+        f"{'post loop (librosa, 2 passes)':34}{loop['files_per_s']:>10.1f}"
+        f"{loop['peak_rss_mib']:>14.0f}"
+    )
+    print(
+        f"ratio specpipe / post loop: {r['speedup']:.1f}x end to end, "
+        f"{r['speedup_after_startup']:.1f}x without start-up"
+    )
+    print(
+        f"second pass, per file: recompute {second['recompute_ms_per_file']:.2f} ms; float32 "
+        f"scratch write {second['scratch_write_ms_per_file']:.2f} ms + read "
+        f"{second['scratch_read_ms_per_file']:.2f} ms, "
+        f"{second['scratch_bytes_per_file'] / 1e3:.0f} kB on disk"
+    )
+
+
+if __name__ == "__main__":
+    main()
