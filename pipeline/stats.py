@@ -16,6 +16,7 @@ Two statistics come out, both always computed:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -67,10 +68,7 @@ class Extrema:
 
     @staticmethod
     def merge_all(*parts: Extrema) -> Extrema:
-        total = Extrema()
-        for part in parts:
-            total = total.merge(part)
-        return total
+        return functools.reduce(Extrema.merge, parts, Extrema())
 
     def finalize(self) -> GlobalStats:
         """The two statistics; an error when no file contributed."""

@@ -6,6 +6,7 @@ picklable values, catch every per-file failure, and record it instead of raising
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -98,10 +99,7 @@ class WriteSummary:
 
     @staticmethod
     def merge_all(*parts: WriteSummary) -> WriteSummary:
-        total = WriteSummary()
-        for part in parts:
-            total = total.merge(part)
-        return total
+        return functools.reduce(WriteSummary.merge, parts, WriteSummary())
 
 
 def write_batch(

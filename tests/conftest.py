@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -33,6 +34,26 @@ BROKEN_FILES = [
     "bad/nan.wav",
     "bad/truncated.wav",
 ]
+
+
+def librosa_log_mel(y: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """The independent reference: librosa's own melspectrogram, then the post's log."""
+    mel = librosa.feature.melspectrogram(
+        y=y,
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+    )
+    return np.log(mel + 1e-9)
+
+
+def librosa_clip_log_mel(path: Path, config: SpectrogramConfig) -> np.ndarray:
+    """A file's reference log-mel: librosa.load at the rate, cropped or padded, analysed."""
+    y, _ = librosa.load(path, sr=config.sample_rate, mono=True)
+    return librosa_log_mel(librosa.util.fix_length(y, size=config.n_samples), config)
 
 
 @pytest.fixture

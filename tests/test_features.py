@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.config import SpectrogramConfig
 from pipeline.features import log_mel, mel_filters
+from tests.conftest import librosa_log_mel
 
 CONFIGS = [
     SpectrogramConfig.from_options(),
@@ -12,19 +13,6 @@ CONFIGS = [
     ),
     SpectrogramConfig.from_options(sample_rate=44100, hop_length=512, n_mels=64, frames=40),
 ]
-
-
-def librosa_log_mel(y: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
-    mel = librosa.feature.melspectrogram(
-        y=y,
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        n_mels=config.n_mels,
-        fmin=config.fmin,
-        fmax=config.fmax,
-    )
-    return np.log(mel + 1e-9)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["default", "speech", "44k"])

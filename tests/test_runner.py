@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pytest
 import zarr
@@ -11,7 +10,7 @@ from pipeline import store
 from pipeline.config import SpectrogramConfig
 from pipeline.errors import ConfigError, InputError, StatisticsError, StoreError
 from pipeline.runner import SYNC, preprocess
-from tests.conftest import BROKEN_FILES, GOOD_FILES, write_dataset
+from tests.conftest import BROKEN_FILES, GOOD_FILES, librosa_clip_log_mel, write_dataset
 
 ARRAYS = ("images", "paths", "valid", "errors", "file_min", "file_max")
 
@@ -23,20 +22,7 @@ def read_all(path):
 
 def reference(root: Path, config: SpectrogramConfig):
     """The post's method done right, file by file with librosa and numpy: no specpipe code."""
-    logmels = {}
-    for rel, *_ in GOOD_FILES:
-        y, _ = librosa.load(root / rel, sr=config.sample_rate, mono=True)
-        y = librosa.util.fix_length(y, size=config.n_samples)
-        mel = librosa.feature.melspectrogram(
-            y=y,
-            sr=config.sample_rate,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            fmin=config.fmin,
-            fmax=config.fmax,
-        )
-        logmels[rel] = np.log(mel + 1e-9)
+    logmels = {rel: librosa_clip_log_mel(root / rel, config) for rel, *_ in GOOD_FILES}
     lows = np.array([m.min() for m in logmels.values()], np.float64)
     highs = np.array([m.max() for m in logmels.values()], np.float64)
     stats = {
@@ -176,15 +162,8 @@ def test_stats_from_scales_a_split_like_its_training_split(dask_run, config, tmp
     # Its own extrema differ, and the images were scaled with the training statistics.
     lo, hi = train_attrs["stats"]["mean"]["min"], train_attrs["stats"]["mean"]["max"]
     row = 0
-    y, _ = librosa.load(validation / arrays["paths"][row], sr=config.sample_rate)
-    mel = librosa.feature.melspectrogram(
-        y=librosa.util.fix_length(y, size=config.n_samples),
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        n_mels=config.n_mels,
-    )
-    expected = reference_image(np.log(mel + 1e-9), lo, hi)
+    logmel = librosa_clip_log_mel(validation / arrays["paths"][row], config)
+    expected = reference_image(logmel, lo, hi)
     assert np.abs(arrays["images"][row].astype(int) - expected).max() <= 1
 
 
