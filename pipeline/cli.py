@@ -87,8 +87,6 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
             "frames",
         )
     }
-    if options["workers"] is not None and options["workers"] <= 0:
-        raise click.BadParameter("must be positive", param_hint="--workers")
     try:
         config = SpectrogramConfig.from_options(**feature_options)
         report = runner.preprocess(input_dir, output, config, progress=_progress, **options)

@@ -213,6 +213,10 @@ def preprocess(
         raise ConfigError(f"Expected stats to be one of {STATS_NAMES}. Got {stats!r} instead.")
     if batch_size <= 0:
         raise ConfigError(f"Expected a positive batch size. Got {batch_size} instead.")
+    if workers is not None and workers <= 0:
+        raise ConfigError(f"Expected a positive number of workers. Got {workers} instead.")
+    if workers is not None and scheduler is not None:
+        raise ConfigError("--workers sizes a new local cluster; it cannot apply to --scheduler.")
     root, output = os.fspath(input_dir), os.fspath(output)
     paths = list_audio_files(root)
     store.check_writable(output, overwrite=overwrite)
@@ -245,10 +249,11 @@ def preprocess(
             clock.lap("statistics")
         else:
             global_stats = source[0]
+        n_passes = 1 if source else 2
         summary: WriteSummary = _run_pass(
             executor,
             progress,
-            f"pass {1 if source else 2}/{1 if source else 2}: images",
+            f"pass {n_passes}/{n_passes}: images",
             write_batch,
             path_lists,
             batches,

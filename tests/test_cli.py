@@ -82,7 +82,8 @@ def test_options_reach_the_store(dataset, tmp_path, cluster_address):
         (["--duration", "-2"], "positive duration"),
         (["--batch-size", "0"], "positive batch size"),
         (["--stats-from", "nowhere.zarr"], "No Zarr store"),
-        (["--workers", "0"], "must be positive"),
+        (["--workers", "0"], "positive number of workers"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "cannot apply to --scheduler"),
     ],
 )
 def test_invalid_parameters_fail_before_any_work(dataset, tmp_path, args, message):
