@@ -88,7 +88,8 @@ def read_clip(path: str | os.PathLike[str], *, sample_rate: int, n_samples: int)
     EmptyAudioError, TruncatedAudioError, NonFiniteAudioError
         The file decodes but cannot give a meaningful clip.
     """
-    with sf.SoundFile(path) as f:
+    # As bytes: soundfile would encode a str strictly and fail on a non-UTF-8 file name.
+    with sf.SoundFile(os.fsencode(path)) as f:
         check_header(f)
         wanted = min(f.frames, source_frames_needed(n_samples, f.samplerate, sample_rate))
         samples = f.read(wanted, dtype="float32", always_2d=True)

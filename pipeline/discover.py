@@ -22,6 +22,15 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
+def utf8_safe(text: str) -> str:
+    """``text`` with any undecodable file-name bytes as backslash escapes ("caf\\xe9.wav").
+
+    A file name that is not valid UTF-8 reaches Python with surrogate escapes, which can
+    be neither stored as UTF-8 nor printed; the file itself is still opened by its real name.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def is_audio_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
 

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.audio import check_header, describe_error
-from pipeline.discover import list_audio_files
+from pipeline.discover import list_audio_files, utf8_safe
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
 BIT_DEPTHS = {
@@ -57,7 +57,7 @@ class FileHeader:
 def read_header(root: str, rel: str) -> FileHeader:
     """The header of one file; its failure is recorded, never raised."""
     try:
-        with sf.SoundFile(os.path.join(root, rel)) as f:
+        with sf.SoundFile(os.fsencode(os.path.join(root, rel))) as f:
             check_header(f)
             return FileHeader(rel, f.format, f.subtype, f.samplerate, f.channels, f.frames)
     except Exception as exc:
@@ -121,7 +121,7 @@ def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
             ]
     if unreadable:
         lines += ["", "unreadable files"]
-        lines += [f"  {h.path}: {h.error}" for h in unreadable[:max_unreadable]]
+        lines += [f"  {utf8_safe(h.path)}: {h.error}" for h in unreadable[:max_unreadable]]
         if len(unreadable) > max_unreadable:
             lines.append(f"  ... and {len(unreadable) - max_unreadable} more")
     return "\n".join(lines)

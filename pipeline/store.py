@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 
 from pipeline.config import SpectrogramConfig
+from pipeline.discover import utf8_safe
 from pipeline.errors import StoreError
 from pipeline.plan import Batch
 from pipeline.stats import GlobalStats
@@ -158,11 +159,15 @@ def write_rows(store: str | os.PathLike[str], batch: Batch, rows: Rows) -> None:
             )
         region = slice(batch.start, batch.stop)
         images[region] = rows.images
-        _array(group, "paths")[region] = np.array(rows.paths, dtype=np.dtypes.StringDType())
+        _array(group, "paths")[region] = _utf8_strings(rows.paths)
         _array(group, "valid")[region] = rows.valid
-        _array(group, "errors")[region] = np.array(rows.errors, dtype=np.dtypes.StringDType())
+        _array(group, "errors")[region] = _utf8_strings(rows.errors)
         _array(group, "file_min")[region] = rows.file_min
         _array(group, "file_max")[region] = rows.file_max
+
+
+def _utf8_strings(texts: list[str]) -> np.ndarray:
+    return np.array([utf8_safe(t) for t in texts], dtype=np.dtypes.StringDType())
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:

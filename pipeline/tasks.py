@@ -16,6 +16,7 @@ import numpy as np
 from pipeline import store
 from pipeline.audio import describe_error, read_clip
 from pipeline.config import SpectrogramConfig
+from pipeline.discover import utf8_safe
 from pipeline.features import log_mel
 from pipeline.plan import Batch
 from pipeline.scaling import scale_to_uint8
@@ -129,7 +130,9 @@ def write_batch(
         ),
     )
     failures = tuple(
-        Failure(batch.start + i, paths[i], error) for i, error in enumerate(result.errors) if error
+        Failure(batch.start + i, utf8_safe(paths[i]), error)
+        for i, error in enumerate(result.errors)
+        if error
     )
     return WriteSummary(
         n_files=len(paths),

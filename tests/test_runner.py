@@ -1,5 +1,6 @@
 """End-to-end runs on real worker processes, checked against an independent reference."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,20 @@ def test_no_write_is_lost_with_many_small_shards(dataset, config, cluster_addres
         np.testing.assert_array_equal(arrays[name], expected[name], err_msg=name)
     assert all(arrays["paths"])  # no row left at the fill value
     assert (arrays["images"][arrays["valid"]] != 255).any(axis=(1, 2)).all()
+
+
+def test_a_file_name_that_is_not_utf8_does_not_stop_the_run(tmp_path, config, rng):
+    source = write_dataset(tmp_path / "in", rng, broken=False)
+    odd = os.fsencode(source / "a") + b"/caf\xe9.wav"
+    (source / "a" / "tone_16k.wav").rename(os.fsdecode(odd))
+    out = tmp_path / "out.zarr"
+    report = preprocess(source, out, config, scheduler=SYNC)
+    assert report.n_valid == len(GOOD_FILES)
+    assert "a/caf\\xe9.wav" in zarr.open_group(out, mode="r")["paths"][:].tolist()
+    # A broken file with such a name is reported in the same readable form.
+    Path(os.fsdecode(odd)).write_bytes(b"not audio")
+    report = preprocess(source, out, config, scheduler=SYNC, overwrite=True)
+    assert [f.path for f in report.failures] == ["a/caf\\xe9.wav"]
 
 
 def test_extrema_statistics_never_clip(dataset, config, tmp_path):
