@@ -67,6 +67,21 @@ def fit_clip(
     return librosa.util.fix_length(resampled, size=n_samples).astype(np.float32, copy=False)
 
 
+def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
+    """Open a file whose header shows it can give a clip; use it as a context manager.
+
+    Raises what :func:`check_header` raises, and libsndfile's errors.
+    """
+    # As bytes: soundfile would encode a str strictly and fail on a non-UTF-8 file name.
+    f = sf.SoundFile(os.fsencode(path))
+    try:
+        check_header(f)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def check_header(f: sf.SoundFile) -> None:
     """Raise if an open file's header already shows that it cannot give a clip."""
     if f.frames <= 0:
@@ -88,9 +103,7 @@ def read_clip(path: str | os.PathLike[str], *, sample_rate: int, n_samples: int)
     EmptyAudioError, TruncatedAudioError, NonFiniteAudioError
         The file decodes but cannot give a meaningful clip.
     """
-    # As bytes: soundfile would encode a str strictly and fail on a non-UTF-8 file name.
-    with sf.SoundFile(os.fsencode(path)) as f:
-        check_header(f)
+    with open_audio(path) as f:
         wanted = min(f.frames, source_frames_needed(n_samples, f.samplerate, sample_rate))
         samples = f.read(wanted, dtype="float32", always_2d=True)
         source_rate = f.samplerate

@@ -211,8 +211,6 @@ def preprocess(
     """
     if stats is not None and stats not in STATS_NAMES:
         raise ConfigError(f"Expected stats to be one of {STATS_NAMES}. Got {stats!r} instead.")
-    if batch_size <= 0:
-        raise ConfigError(f"Expected a positive batch size. Got {batch_size} instead.")
     if workers is not None and workers <= 0:
         raise ConfigError(f"Expected a positive number of workers. Got {workers} instead.")
     if workers is not None and scheduler is not None:

@@ -11,9 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 
-from pipeline.audio import check_header, describe_error
+from pipeline.audio import describe_error, open_audio
 from pipeline.discover import list_audio_files, utf8_safe
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
@@ -57,8 +56,7 @@ class FileHeader:
 def read_header(root: str, rel: str) -> FileHeader:
     """The header of one file; its failure is recorded, never raised."""
     try:
-        with sf.SoundFile(os.fsencode(os.path.join(root, rel))) as f:
-            check_header(f)
+        with open_audio(os.path.join(root, rel)) as f:
             return FileHeader(rel, f.format, f.subtype, f.samplerate, f.channels, f.frames)
     except Exception as exc:
         return FileHeader(rel, error=describe_error(exc))
