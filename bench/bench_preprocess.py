@@ -77,16 +77,12 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
     start = time.perf_counter()
     logmels = [analyse(str(folder), b, config).logmel for b in batches]
     recompute = time.perf_counter() - start
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        zarr.config.set({"codec_pipeline.batch_size": batch}),  # as pipeline.store writes
-    ):
-        scratch = zarr.create_array(
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = zarr.create_array(  # laid out as pipeline.store lays out images
             f"{tmp}/scratch.zarr",
             shape=(len(paths), *config.image_shape),
             dtype="float32",
-            chunks=(1, *config.image_shape),
-            shards=(batch, *config.image_shape),
+            chunks=(batch, *config.image_shape),
         )
         start = time.perf_counter()
         for i, logmel in enumerate(logmels):

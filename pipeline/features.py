@@ -88,3 +88,18 @@ def log_mel(clips: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     # One BLAS product over the whole batch: (n_mels, bins) @ (..., bins, frames).
     mel = np.matmul(filters, power)
     return np.log(mel + np.float32(config.eps))
+
+
+def mel_band_centres(config: SpectrogramConfig) -> np.ndarray:
+    """Centre frequency in Hz of each mel band, lowest first: the peaks of the filter bank."""
+    edges = librosa.mel_frequencies(
+        n_mels=config.n_mels + 2, fmin=config.fmin, fmax=config.fmax, htk=MEL_HTK
+    )
+    return edges[1:-1]
+
+
+def frame_times(config: SpectrogramConfig) -> np.ndarray:
+    """Time in seconds of each frame's centre, from the start of the clip."""
+    return librosa.frames_to_time(
+        np.arange(config.n_frames), sr=config.sample_rate, hop_length=config.hop_length
+    )

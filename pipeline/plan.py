@@ -1,7 +1,7 @@
 """How files are grouped into tasks and store regions, and how partial results are combined.
 
 Pure arithmetic, no Dask and no Zarr: the runner turns a plan into futures or plain calls,
-and both give identical bytes. A batch is exactly one shard of the image array and one
+and both give identical bytes. A batch is exactly one chunk of the image array and one
 chunk of every per-file array, so each store object is written whole by one task.
 """
 

@@ -2,7 +2,7 @@
 
 Pass 1 maps :func:`pipeline.tasks.batch_extrema` over the batches and tree-reduces the
 partial statistics on the cluster (bounded fan-in, so no task gathers every file); pass 2
-maps :func:`pipeline.tasks.write_batch`, each task writing its own shard, and tree-reduces
+maps :func:`pipeline.tasks.write_batch`, each task writing its own chunks, and tree-reduces
 the write summaries. The client only ever holds futures and the final small results.
 
 The second pass recomputes the log-mels instead of reading float copies kept by the first

@@ -121,8 +121,8 @@ def test_same_batch_size_writes_identical_bytes_on_disk(dask_run, dataset, confi
         assert (out / rel).read_bytes() == (dask_run[0] / rel).read_bytes(), rel
 
 
-def test_no_write_is_lost_with_many_small_shards(dataset, config, cluster_address, tmp_path):
-    """Two workers, one clip per shard: every row must hold its own image, none the fill."""
+def test_no_write_is_lost_with_many_small_chunks(dataset, config, cluster_address, tmp_path):
+    """Two workers, one clip per chunk: every row must hold its own image, none the fill."""
     out = tmp_path / "small.zarr"
     preprocess(dataset, out, config, scheduler=cluster_address, batch_size=1)
     arrays, _ = read_all(out)

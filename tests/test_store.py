@@ -34,8 +34,8 @@ def test_layout(empty_store):
     images = group["images"]
     assert images.shape == (10, 16, 10)
     assert images.dtype == np.uint8
-    assert images.chunks == (1, 16, 10)  # one clip reads without decompressing others
-    assert images.shards == (4, 16, 10)  # one stored object per batch
+    assert images.chunks == (4, 16, 10)  # one stored object per batch
+    assert images.shards is None
     assert images.metadata.dimension_names == ("clip", "mel", "frame")
     for name in store.PER_CLIP_ARRAYS:
         assert group[name].shape == (10,)
@@ -55,7 +55,7 @@ def test_every_aligned_batch_lands(empty_store):
 
 
 @pytest.mark.parametrize("region", [(2, 6), (0, 2), (4, 10), (8, 9)])
-def test_a_region_that_could_share_a_shard_is_refused(empty_store, region):
+def test_a_region_that_could_share_a_chunk_is_refused(empty_store, region):
     batch = Batch(0, *region)
     with pytest.raises(StoreError, match="does not align"):
         store.write_rows(empty_store, batch, rows_for(batch, 1))
