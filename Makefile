@@ -4,12 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= data/demo
 DEMO_STORE ?= data/demo.zarr
+TORCH_VERSION ?= 2.13.0
 
-.PHONY: install preprocess test bench lint format clean
+.PHONY: install preprocess test bench bench-read lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# torch first, pinned: 2.13.0 is the CPU build these machines keep; an open range would
+	@# pull a CUDA build of several GB. The torch extra itself asks only for a minimum.
+	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)'
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch,xarray,viz]'
 	@echo "Installed specpipe into $(VENV); try: make preprocess"
 
 preprocess:
@@ -19,8 +23,11 @@ preprocess:
 test:
 	$(BIN)/python -m pytest
 
-bench:
+bench: bench-read
 	$(BIN)/python bench/bench_preprocess.py
+
+bench-read:
+	$(BIN)/python bench/bench_read.py
 
 lint:
 	$(BIN)/ruff check pipeline tests bench

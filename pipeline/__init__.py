@@ -9,6 +9,7 @@ from pipeline.errors import (
     StatisticsError,
     StoreError,
 )
+from pipeline.reader import SpectrogramStore, open_store
 from pipeline.runner import RunReport, preprocess
 from pipeline.stats import GlobalStats, Range
 
@@ -21,7 +22,9 @@ __all__ = [
     "RunReport",
     "SpecpipeError",
     "SpectrogramConfig",
+    "SpectrogramStore",
     "StatisticsError",
     "StoreError",
+    "open_store",
     "preprocess",
 ]

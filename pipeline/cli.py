@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from tqdm import tqdm
 
 from pipeline import runner
@@ -69,7 +71,7 @@ def main() -> None:
     "--batch-size",
     default=runner.DEFAULT_BATCH_SIZE,
     show_default=True,
-    help="Files per task, and clips per shard of the store.",
+    help="Files per task, and clips per chunk of the store.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it is an existing store.")
 def preprocess(input_dir: str, output: str, **options: Any) -> None:
@@ -141,3 +143,122 @@ def demo(folder: str, count: int, seed: int, broken: bool) -> None:
 
     written = generate_demo(folder, count=count, seed=seed, broken=broken)
     click.echo(f"Wrote {len(written)} files under {folder}.")
+
+
+def _open(path: str) -> Any:
+    from pipeline.reader import open_store
+
+    try:
+        return open_store(path)
+    except SpecpipeError as exc:
+        raise _fail(exc) from exc
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option(
+    "--failures",
+    "max_failures",
+    default=20,
+    show_default=True,
+    help="Failed clips to list, with their reasons.",
+)
+def info(store_path: str, max_failures: int) -> None:
+    """Describe a store: parameters, statistics, counts, failures and size."""
+    reader = _open(store_path)
+    attrs, config = reader.attrs, reader.config
+    n_failed = len(reader) - len(reader.valid_indices)
+    click.echo(f"{reader.path}: specpipe store, format {attrs['format_version']}, complete")
+    click.echo(f"  created {attrs.get('created', '?')} from {attrs.get('input', '?')}")
+    click.echo(f"  clips {len(reader)}: {len(reader.valid_indices)} valid, {n_failed} failed")
+    click.echo(
+        f"  images uint8 {config.n_mels} x {config.n_frames} (mels x frames), "
+        f"{reader.chunk_length} clips per chunk"
+    )
+    click.echo(f"  size on disk {reader.size_on_disk() / 2**20:.2f} MiB")
+    click.echo("Parameters:")
+    for key, value in config.to_dict().items():
+        click.echo(f"  {key:<12} {value}")
+    click.echo("Statistics of log(mel power + eps):")
+    for name in STATS_NAMES:
+        r = getattr(reader.stats, name)
+        mark = "  (used)" if name == reader.used else ""
+        click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
+    stats = attrs["stats"]
+    click.echo(f"  {stats['clipped_fraction']:.3%} of pixels clipped by the scaling.")
+    if stats.get("from"):
+        click.echo(f"  statistics taken from {stats['from']}")
+    failed = np.flatnonzero(~reader.valid)
+    if len(failed):
+        click.echo(f"Failures ({min(len(failed), max_failures)} of {len(failed)} shown):")
+        for i in failed[:max_failures]:
+            click.echo(f"  {i}: {reader.paths[i]}: {reader.errors[i]}")
+
+
+@main.command("export-png")
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.argument("outdir", metavar="OUTDIR", type=click.Path(file_okay=False))
+@click.option("--indices", help="Clips to export, e.g. '0,5,10-19'.  [default: all valid]")
+def export_png(store_path: str, outdir: str, indices: str | None) -> None:
+    """Write clips as 8-bit grayscale PNGs under OUTDIR, one per clip, named by input path."""
+    from pipeline import pictures
+
+    reader = _open(store_path)
+    try:
+        chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
+        written, skipped = pictures.export_png(reader, outdir, chosen)
+    except SpecpipeError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"Wrote {len(written)} PNG files under {outdir}.")
+    if skipped:
+        click.echo(f"Skipped {len(skipped)} failed clips: {', '.join(map(str, skipped[:20]))}")
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("-o", "--output", default="preview.png", show_default=True, help="Image file.")
+@click.option("--indices", help="Clips to show, e.g. '0,5,10-19'.  [default: spread evenly]")
+@click.option("--count", default=12, show_default=True, help="Clips shown without --indices.")
+def preview(store_path: str, output: str, indices: str | None, count: int) -> None:
+    """Save a contact sheet of clips and a histogram of log-mel values with both statistics."""
+    from pipeline import pictures
+
+    reader = _open(store_path)
+    try:
+        chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
+        pictures.preview(reader, output, indices=chosen, count=count)
+    except SpecpipeError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"Wrote {output}.")
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("--index", "index", type=int, required=True, help="The clip to turn into audio.")
+@click.option("-o", "--output", required=True, help="Audio file to write (.wav, .flac, ...).")
+@click.option("--n-iter", default=32, show_default=True, help="Griffin-Lim iterations.")
+def invert(store_path: str, index: int, output: str, n_iter: int) -> None:
+    """Estimate a clip's audio from its image (Griffin-Lim) and write it to a file."""
+    import soundfile
+
+    kind = Path(output).suffix.lstrip(".").upper()
+    if kind not in soundfile.available_formats():
+        raise click.ClickException(
+            f"Cannot write audio to {output!r}: its extension names no format soundfile "
+            f"writes ({', '.join(sorted(soundfile.available_formats()))})."
+        )
+    reader = _open(store_path)
+    if not 0 <= index < len(reader):
+        raise click.ClickException(
+            f"Index {index} is outside the store's clips 0-{len(reader) - 1}."
+        )
+    if not reader.valid[index]:
+        raise click.ClickException(
+            f"Clip {index} ({reader.paths[index]}) failed and has no image: {reader.errors[index]}"
+        )
+    audio = reader.to_audio(index, n_iter=n_iter)
+    soundfile.write(output, audio, reader.config.sample_rate)
+    click.echo(
+        f"Wrote {output}: {len(audio) / reader.config.sample_rate:.2f} s at "
+        f"{reader.config.sample_rate} Hz, from clip {index} ({reader.paths[index]})."
+    )

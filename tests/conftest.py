@@ -119,3 +119,13 @@ def cluster_address() -> Iterator[str]:
         dashboard_address=":0",
     ) as cluster:
         yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="session")
+def finished_store(dataset: Path, config: SpectrogramConfig, tmp_path_factory) -> Path:
+    """The session dataset preprocessed in plain loops, in chunks of 4 clips."""
+    from pipeline.runner import SYNC, preprocess
+
+    out = tmp_path_factory.mktemp("stores") / "finished.zarr"
+    preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    return out

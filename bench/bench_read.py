@@ -1,0 +1,155 @@
+"""``make bench-read``: training-time reads, the store against a folder of PNG files.
+
+One invocation, the same images: a store made from generated demo audio, and the same
+clips exported as one PNG per clip (the post's output). Each is read through a PyTorch
+``DataLoader(num_workers=2, batch_size=64)`` in random order, as float32 tensors in
+[-1, 1]; the store also with its chunk-aware shuffle. After one warm-up pass each (so that
+both are read from the page cache, as in a training run's later epochs), timed passes
+taken in turn give the median images/s. Reports the ratios and the number of files on
+disk of each. Results also go to bench/results/read.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.pictures import export_png
+from pipeline.reader import open_store
+from pipeline.torch import ChunkShuffleSampler, SpectrogramDataset
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 64
+WORKERS = 2
+
+
+class PngFolder(Dataset):
+    """What training code does with the post's output: open and decode one PNG per item."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.files[i]) as image:
+            pixels = np.array(image)  # a writable copy, as torch wants
+        return torch.from_numpy(pixels).unsqueeze(0).to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def prepare(count: int) -> tuple[Path, list[Path]]:
+    audio = ROOT / "data" / f"bench-read-{count}"
+    store = ROOT / "data" / f"bench-read-{count}.zarr"
+    pngs = ROOT / "data" / f"bench-read-{count}-png"
+    specpipe = [sys.executable, "-m", "pipeline"]
+    if not audio.exists():
+        subprocess.run([*specpipe, "demo", audio, "--count", str(count), "--no-broken"], check=True)
+    if not store.exists():
+        subprocess.run([*specpipe, "preprocess", audio, store, "--workers", "2"], check=True)
+    if not pngs.exists():
+        export_png(open_store(store), pngs)
+    return store, sorted(pngs.rglob("*.png"))
+
+
+def loader(dataset: Dataset, sampler: Sampler[int] | None) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=BATCH,
+        num_workers=WORKERS,
+        shuffle=sampler is None,
+        sampler=sampler,
+        persistent_workers=True,
+    )
+
+
+def one_pass(batches: DataLoader) -> float:
+    """Images/s of one pass over a loader."""
+    n = 0
+    start = time.perf_counter()
+    for batch in batches:
+        n += len(batch)
+    return n / (time.perf_counter() - start)
+
+
+def measure(loaders: dict[str, DataLoader], passes: int) -> dict[str, float]:
+    """Median images/s per loader over passes taken in turn, so that drift in the machine's
+    speed falls on every contender alike; one warm-up pass each first."""
+    for batches in loaders.values():
+        one_pass(batches)  # worker start, imports, page cache
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(passes):
+        for name, batches in loaders.items():
+            rates[name].append(one_pass(batches))
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def files_under(path: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(path))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=5000, help="Clips in the dataset.")
+    parser.add_argument("--passes", type=int, default=5, help="Timed passes of each.")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    store, png_files = prepare(args.count)
+    dataset = SpectrogramDataset(store)
+    png = PngFolder([png_files[i] for i in range(len(png_files))])
+    assert len(png) == len(dataset), "the PNG export and the store disagree"
+
+    results: dict[str, Any] = {
+        "count": len(dataset),
+        "image_shape": list(dataset.config.image_shape),
+        "batch_size": BATCH,
+        "num_workers": WORKERS,
+        "files_on_disk": {"store": files_under(store), "png_folder": len(png_files)},
+        "images_per_second": measure(
+            {
+                "png_folder_random": loader(png, None),
+                "store_random": loader(dataset, None),
+                "store_chunk_shuffle": loader(dataset, ChunkShuffleSampler(dataset, seed=0)),
+            },
+            args.passes,
+        ),
+    }
+    speed = results["images_per_second"]
+    results["ratio_to_png"] = {
+        k: speed[k] / speed["png_folder_random"] for k in ("store_random", "store_chunk_shuffle")
+    }
+    out = ROOT / "bench" / "results" / "read.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+    print(
+        f"{len(dataset)} images of {dataset.config.image_shape}, batches of {BATCH}, "
+        f"{WORKERS} DataLoader workers, median of {args.passes} passes:"
+    )
+    files = results["files_on_disk"]
+    print(
+        f"  PNG folder, random order    {speed['png_folder_random']:8.0f} images/s  "
+        f"({files['png_folder']} files)"
+    )
+    for key, label in (("store_random", "random order"), ("store_chunk_shuffle", "chunk shuffle")):
+        print(
+            f"  store, {label:<20} {speed[key]:8.0f} images/s  ({files['store']} files)  "
+            f"{results['ratio_to_png'][key]:.1f}x the PNG folder"
+        )
+    print(f"Results in {out.relative_to(ROOT)}.")
+
+
+if __name__ == "__main__":
+    main()

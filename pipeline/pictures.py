@@ -1,0 +1,193 @@
+"""Pictures of a store for people: one PNG per clip, and a contact sheet with a histogram.
+
+Needs the ``viz`` extra (Pillow and matplotlib), imported only when a picture is made so
+that the pipeline itself does not depend on them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import SpecpipeError
+from pipeline.reader import SpectrogramStore
+
+PNG_SUFFIX = ".png"
+
+
+class ExtraMissingError(SpecpipeError):
+    """An optional dependency that this feature needs is not installed."""
+
+
+def _require(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ExtraMissingError(
+            f"This needs {module}, which is not installed: pip install 'specpipe[{extra}]'."
+        )
+
+
+def parse_indices(text: str, n: int) -> np.ndarray:
+    """Clip indices from ``"0,5,10-19"`` (inclusive ranges), each checked against ``n``."""
+    picked: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, sep, last = part.partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise SpecpipeError(
+                f"Expected indices like '0,5,10-19'. Got {part!r} in {text!r}."
+            ) from None
+        if not 0 <= lo <= hi < n:
+            raise SpecpipeError(f"Indices {part!r} are outside the store's clips 0-{n - 1}.")
+        picked.extend(range(lo, hi + 1))
+    if not picked:
+        raise SpecpipeError(f"No indices in {text!r}.")
+    return np.asarray(picked, dtype=np.int64)
+
+
+def png_path(outdir: str | os.PathLike[str], clip_path: str) -> Path:
+    """Where a clip's PNG goes: its input path under ``outdir``, with ``.png`` appended.
+
+    The audio extension is kept (``a/b.wav.png``) so that ``b.wav`` and ``b.flac`` never
+    write the same picture.
+    """
+    root = Path(outdir).resolve()
+    target = (root / (clip_path + PNG_SUFFIX)).resolve()
+    if not target.is_relative_to(root):
+        raise SpecpipeError(f"Clip path {clip_path!r} would leave {str(outdir)!r}; refused.")
+    return target
+
+
+def export_png(
+    reader: SpectrogramStore,
+    outdir: str | os.PathLike[str],
+    indices: Sequence[int] | np.ndarray | None = None,
+) -> tuple[list[Path], list[int]]:
+    """Write each asked-for valid clip as an 8-bit grayscale PNG, pixel for pixel.
+
+    Returns the files written and the indices skipped because their clip failed.
+    """
+    _require("PIL", "viz")
+    from PIL import Image
+
+    chosen = reader.valid_indices if indices is None else np.asarray(indices, dtype=np.int64)
+    skipped = [int(i) for i in chosen if not reader.valid[i]]
+    chosen = np.asarray([i for i in chosen if reader.valid[i]], dtype=np.int64)
+    written = []
+    for start in range(0, len(chosen), reader.chunk_length):
+        block = chosen[start : start + reader.chunk_length]
+        for i, image in zip(block, reader.read_many(block), strict=True):
+            target = png_path(outdir, reader.paths[i])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, mode="L").save(target)
+            written.append(target)
+    return written, skipped
+
+
+def evenly_spaced(candidates: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` of ``candidates``, spread evenly from first to last."""
+    if len(candidates) <= count:
+        return candidates
+    return candidates[np.linspace(0, len(candidates) - 1, count).round().astype(int)]
+
+
+def preview(
+    reader: SpectrogramStore,
+    output: str | os.PathLike[str],
+    *,
+    indices: Sequence[int] | np.ndarray | None = None,
+    count: int = 12,
+    columns: int = 4,
+    histogram_clips: int = 256,
+) -> None:
+    """Save a contact sheet of clips with axes, above a histogram of log-mel values.
+
+    The histogram is of the values the images stand for (``to_logmel``) over up to
+    ``histogram_clips`` valid clips, with both statistics marked: pixels the scaling
+    clipped pile up at the used statistic's ends.
+    """
+    _require("matplotlib", "viz")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    shown = (
+        evenly_spaced(reader.valid_indices, count)
+        if indices is None
+        else np.asarray(indices, np.int64)
+    )
+    if len(shown) == 0:
+        raise SpecpipeError(f"Store {reader.path!r} has no valid clip to show.")
+    rows = -(-len(shown) // columns)
+    fig = plt.figure(figsize=(3.2 * columns, 2.6 * rows + 3.0), layout="constrained")
+    grid = fig.add_gridspec(rows + 1, columns, height_ratios=[2.6] * rows + [3.0])
+    for k, (i, image) in enumerate(zip(shown, reader.read_many(shown), strict=True)):
+        _draw_clip(fig.add_subplot(grid[k // columns, k % columns]), reader, int(i), image)
+    _draw_histogram(fig.add_subplot(grid[rows, :]), reader, histogram_clips)
+    fig.suptitle(f"{reader.path}: {len(reader)} clips, {len(reader.valid_indices)} valid")
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+
+
+def _draw_clip(ax: Any, reader: SpectrogramStore, index: int, image: np.ndarray) -> None:
+    config = reader.config
+    duration = config.n_samples / config.sample_rate
+    # Rows are equally spaced in mel, not in Hz: label a few rows with their frequency.
+    ax.imshow(
+        image,
+        cmap="gray",
+        vmin=0,
+        vmax=255,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0, duration, config.n_mels - 0.5, -0.5),
+    )
+    ticks = np.linspace(0, config.n_mels - 1, 5).round().astype(int)
+    ax.set_yticks(ticks, [_hz(f) for f in reader.mel_frequencies[ticks]])
+    ax.set_xlabel("time (s)", fontsize=8)
+    ax.set_ylabel("frequency", fontsize=8)
+    ax.tick_params(labelsize=7)
+    label = str(reader.paths[index]) if reader.valid[index] else f"{reader.paths[index]} (failed)"
+    ax.set_title(f"{index}: {_shorten(label)}", fontsize=8)
+
+
+def _draw_histogram(ax: Any, reader: SpectrogramStore, n_clips: int) -> None:
+    sample = evenly_spaced(reader.valid_indices, n_clips)
+    values = reader.to_logmel(reader.read_many(sample)).ravel()
+    ax.hist(values, bins=128, color="0.4")
+    ax.set_yscale("log")
+    styles = {"mean": ("tab:red", "--"), "extrema": ("tab:blue", ":")}
+    for name, (colour, line) in styles.items():
+        r = getattr(reader.stats, name)
+        used = " (used)" if name == reader.used else ""
+        for value in (r.min, r.max):
+            ax.axvline(value, color=colour, linestyle=line, linewidth=1.5)
+        ax.plot(
+            [], [], color=colour, linestyle=line, label=f"{name}{used}: {r.min:.2f} .. {r.max:.2f}"
+        )
+    clipped = reader.attrs["stats"].get("clipped_fraction")
+    note = f"; the run clipped {clipped:.2%} of all pixels" if clipped is not None else ""
+    ax.set_title(
+        f"log-mel values of {len(sample)} clips, as stored (clipped values pile up at the "
+        f"used statistic's ends{note})",
+        fontsize=9,
+    )
+    ax.set_xlabel("log(mel power + eps)")
+    ax.set_ylabel("pixels")
+    ax.legend(fontsize=8)
+
+
+def _hz(f: float) -> str:
+    return f"{f / 1000:.1f} kHz" if f >= 1000 else f"{f:.0f} Hz"
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3) :]

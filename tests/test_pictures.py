@@ -1,0 +1,93 @@
+"""Pictures for people and the reading commands: info, export-png, preview, invert."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from PIL import Image
+
+from pipeline import pictures
+from pipeline.cli import main
+from pipeline.errors import SpecpipeError
+from pipeline.reader import open_store
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_parse_indices():
+    assert pictures.parse_indices("0, 5,10-12", 20).tolist() == [0, 5, 10, 11, 12]
+    for bad in ("3-1", "20", "x", "", "1-25"):
+        with pytest.raises(SpecpipeError):
+            pictures.parse_indices(bad, 20)
+
+
+def test_png_path_keeps_the_audio_extension_and_stays_inside(tmp_path):
+    assert pictures.png_path(tmp_path, "a/b.wav") == (tmp_path / "a" / "b.wav.png").resolve()
+    with pytest.raises(SpecpipeError, match="would leave"):
+        pictures.png_path(tmp_path, "../escape.wav")
+
+
+def test_export_png_writes_the_stored_pixels(finished_store, tmp_path):
+    reader = open_store(finished_store)
+    out = run("export-png", finished_store, tmp_path / "png")
+    assert "Wrote 10 PNG files" in out
+    files = sorted((tmp_path / "png").rglob("*.png"))
+    assert len(files) == 10
+    for i in reader.valid_indices:
+        with Image.open(tmp_path / "png" / f"{reader.paths[i]}.png") as image:
+            assert image.mode == "L"
+            np.testing.assert_array_equal(np.asarray(image), reader[i])
+    failed = int(np.flatnonzero(~reader.valid)[0])
+    out = run("export-png", finished_store, tmp_path / "some", "--indices", f"{failed},0-1")
+    assert f"Skipped 1 failed clips: {failed}" in out
+
+
+def test_info_reports_parameters_statistics_counts_and_failures(finished_store):
+    reader = open_store(finished_store)
+    out = run("info", finished_store)
+    assert "clips 15: 10 valid, 5 failed" in out
+    assert "n_mels       64" in out
+    assert f"mean     min {reader.stats.mean.min:10.4f}" in out
+    assert "(used)" in out.split("mean")[-1].splitlines()[0]
+    assert "bad/not_audio.wav: LibsndfileError: Format not recognised" in out
+    assert "size on disk" in out
+    assert "(2 of 5 shown)" in run("info", finished_store, "--failures", 2)
+
+
+def test_preview_writes_a_picture(finished_store, tmp_path):
+    target = tmp_path / "preview.png"
+    run("preview", finished_store, "-o", target, "--count", 5)
+    with Image.open(target) as image:
+        assert image.format == "PNG" and image.width > 600 and image.height > 400
+
+
+def test_invert_writes_audio_at_the_store_rate(finished_store, tmp_path):
+    reader = open_store(finished_store)
+    i = int(reader.valid_indices[0])
+    target = tmp_path / "clip.wav"
+    run("invert", finished_store, "--index", i, "-o", target, "--n-iter", 8)
+    audio, rate = sf.read(target, dtype="float32")
+    assert rate == reader.config.sample_rate and audio.shape == (reader.config.n_samples,)
+    np.testing.assert_allclose(audio, reader.to_audio(i, n_iter=8), atol=1e-4)  # 16-bit WAV
+
+
+def test_reading_commands_fail_clearly(finished_store, tmp_path):
+    reader = open_store(finished_store)
+    failed = int(np.flatnonzero(~reader.valid)[0])
+    assert "failed and has no image" in run(
+        "invert", finished_store, "--index", failed, "-o", tmp_path / "x.wav", code=1
+    )
+    assert "outside the store's clips" in run(
+        "invert", finished_store, "--index", 99, "-o", tmp_path / "x.wav", code=1
+    )
+    assert "no format soundfile writes" in run(
+        "invert", finished_store, "--index", 0, "-o", tmp_path / "x.abc", code=1
+    )
+    assert "No Zarr store" in run("info", tmp_path / "nothing.zarr", code=1)
+    assert "outside the store's clips" in run(
+        "export-png", finished_store, tmp_path / "p", "--indices", "0-99", code=1
+    )
