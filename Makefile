@@ -13,7 +13,7 @@ install:
 	@# torch first, pinned: 2.13.0 is the CPU build these machines keep; an open range would
 	@# pull a CUDA build of several GB. The torch extra itself asks only for a minimum.
 	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)'
-	$(BIN)/python -m pip install --quiet -e '.[dev,torch,xarray,viz]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch,xarray,viz,s3,slurm]'
 	@echo "Installed specpipe into $(VENV); try: make preprocess"
 
 preprocess:

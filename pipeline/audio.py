@@ -72,8 +72,16 @@ def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
 
     Raises what :func:`check_header` raises, and libsndfile's errors.
     """
-    # As bytes: soundfile would encode a str strictly and fail on a non-UTF-8 file name.
-    f = sf.SoundFile(os.fsencode(path))
+    location = os.fspath(path)
+    if "://" in location:
+        # Read through fsspec; libsndfile seeks in the file object, so only the blocks
+        # holding the header and the needed samples are fetched.
+        import fsspec
+
+        f = sf.SoundFile(fsspec.open(location, "rb").open())
+    else:
+        # As bytes: soundfile would encode a str strictly and fail on a non-UTF-8 file name.
+        f = sf.SoundFile(os.fsencode(location))
     try:
         check_header(f)
     except BaseException:

@@ -41,8 +41,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("input_dir", metavar="INPUT", type=click.Path(file_okay=False))
-@click.argument("output", metavar="OUTPUT", type=click.Path())
+@click.argument("input_dir", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT")
 @click.option(
     "--sample-rate", default=22050, show_default=True, help="Hz every file is resampled to."
 )
@@ -60,7 +60,6 @@ def main() -> None:
 )
 @click.option(
     "--stats-from",
-    type=click.Path(file_okay=False),
     help="Scale with the statistics of this finished store; skip the first pass.",
 )
 @click.option(
@@ -73,9 +72,26 @@ def main() -> None:
     show_default=True,
     help="Files per task, and clips per chunk of the store.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it is an existing store.")
+@click.option(
+    "--tls-ca-file", type=click.Path(dir_okay=False), help="CA certificate for a tls:// scheduler."
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Client private key (PEM).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUTPUT if it is a finished store, or an unfinished one of another run.",
+)
 def preprocess(input_dir: str, output: str, **options: Any) -> None:
-    """Turn the audio files under INPUT into one Zarr store of uint8 images at OUTPUT."""
+    """Turn the audio files under INPUT into one Zarr store of uint8 images at OUTPUT.
+
+    INPUT and OUTPUT are local paths or fsspec URLs (s3://bucket/audio, gs://...). An
+    unfinished OUTPUT left by this same command is resumed, not started over.
+    """
+    tls_files = [options.pop(k) for k in ("tls_ca_file", "tls_cert", "tls_key")]
+    if any(tls_files) and not all(tls_files):
+        raise click.UsageError("Give all three of --tls-ca-file, --tls-cert and --tls-key.")
+    options["tls"] = runner.TLSFiles(*tls_files) if all(tls_files) else None
     feature_options = {
         k: options.pop(k)
         for k in (

@@ -22,6 +22,10 @@ class StoreError(SpecpipeError):
     """An output or source store is missing, unfinished, foreign or in the way."""
 
 
+class SchedulerError(SpecpipeError):
+    """The Dask scheduler given cannot be reached, or refuses this client."""
+
+
 class AudioError(SpecpipeError):
     """One audio file cannot give a clip; the run records it and goes on."""
 

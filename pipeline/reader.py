@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 
 import librosa
 import numpy as np
@@ -136,8 +135,8 @@ class SpectrogramStore:
         return np.asarray(self._arrays["frame"][:])
 
     def size_on_disk(self) -> int:
-        """Bytes of every file of a local store."""
-        return sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
+        """Bytes of every object of the store, local or remote."""
+        return zstore.size_on_disk(self.path)
 
     def to_logmel(self, image: np.ndarray) -> np.ndarray:
         """The log-mel an image (or a stack of images) stands for, float32.

@@ -12,6 +12,7 @@ pass; the README explains the measurement behind that choice.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from pipeline import store
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import list_audio_files
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SchedulerError, StoreError
 from pipeline.plan import DEFAULT_SPLIT_EVERY, Batch, plan_batches, tree_reduce
 from pipeline.stats import STATS_NAMES, Extrema, GlobalStats, StatsName
 from pipeline.tasks import Failure, WriteSummary, batch_extrema, write_batch
@@ -113,11 +114,34 @@ class DaskExecutor:
         return self.client.submit(fn, *args, pure=False)
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a client of a scheduler that requires TLS (``tls://`` addresses)."""
+
+    ca_file: str
+    cert: str
+    key: str
+
+    def security(self) -> Any:
+        from distributed.security import Security
+
+        return Security(
+            tls_ca_file=self.ca_file,
+            tls_client_cert=self.cert,
+            tls_client_key=self.key,
+            require_encryption=True,
+        )
+
+
 @contextlib.contextmanager
 def open_executor(
-    *, workers: int | None = None, scheduler: str | None = None
+    *, workers: int | None = None, scheduler: str | None = None, tls: TLSFiles | None = None
 ) -> Iterator[Executor]:
-    """An executor for the run: a new local cluster, an existing scheduler, or plain loops."""
+    """An executor for the run: a new local cluster, an existing scheduler, or plain loops.
+
+    With an existing scheduler and no ``tls``, Dask's own configuration supplies any
+    certificates (``distributed.comm.tls.*``), as it does for every Dask client.
+    """
     if scheduler == SYNC:
         yield LoopExecutor()
         return
@@ -125,7 +149,22 @@ def open_executor(
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler) as client:
+        security = tls.security() if tls is not None else None
+        try:
+            client = Client(scheduler, security=security)
+        except Exception as exc:  # distributed raises OSError, TimeoutError, TypeError...
+            hint = (
+                " Give its certificates with --tls-ca-file, --tls-cert and --tls-key."
+                if (scheduler.startswith("tls://") and tls is None)
+                else ""
+            )
+            raise SchedulerError(
+                f"Could not connect to the Dask scheduler at {scheduler}: "
+                f"{type(exc).__name__}: {exc}.{hint}"
+            ) from exc
+        with client:
+            n = len(client.scheduler_info().get("workers", {}))
+            logger.info("Connected to the Dask scheduler at %s (%d workers).", scheduler, n)
             _log_dashboard(client)
             yield DaskExecutor(client)
         return
@@ -184,6 +223,7 @@ def preprocess(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     scheduler: str | None = None,
+    tls: TLSFiles | None = None,
     overwrite: bool = False,
     progress: Progress = _no_progress,
 ) -> RunReport:
@@ -201,6 +241,8 @@ def preprocess(
         Worker processes of the local cluster; default the machine's cores.
     scheduler : str, optional
         Address of an existing Dask scheduler, or ``"sync"`` for plain loops.
+    tls : TLSFiles, optional
+        Certificates for a ``tls://`` scheduler, instead of Dask's configuration.
     progress : callable, optional
         ``progress(description, total)`` returns a bar with ``update`` and ``close``.
 
@@ -215,46 +257,74 @@ def preprocess(
         raise ConfigError(f"Expected a positive number of workers. Got {workers} instead.")
     if workers is not None and scheduler is not None:
         raise ConfigError("--workers sizes a new local cluster; it cannot apply to --scheduler.")
+    if tls is not None and (scheduler is None or scheduler == SYNC):
+        raise ConfigError("TLS certificates are for a running scheduler, given by --scheduler.")
     root, output = os.fspath(input_dir), os.fspath(output)
     paths = list_audio_files(root)
-    store.check_writable(output, overwrite=overwrite)
     source = _source_stats(stats_from, config) if stats_from is not None else None
     used: StatsName = stats or (source[1] if source else "mean")
     batches = plan_batches(len(paths), batch_size)
-    path_lists = [paths[b.start : b.stop] for b in batches]
+    listing = "\n".join(paths).encode("utf-8", "surrogateescape")
+    plan = {
+        "input": root,
+        "files": len(paths),
+        "files_sha256": hashlib.sha256(listing).hexdigest(),
+        "batch_size": batch_size,
+        "used": used,
+        "stats_from": os.fspath(stats_from) if stats_from is not None else None,
+    }
+    resumed = _resumable(output, config, plan)
+    if resumed is None:
+        store.check_writable(output, overwrite=overwrite)
     logger.info("%d audio files in %d batches of up to %d.", len(paths), len(batches), batch_size)
 
     clock = _Clock()
-    with open_executor(workers=workers, scheduler=scheduler) as executor:
+    with open_executor(workers=workers, scheduler=scheduler, tls=tls) as executor:
         clock.lap("startup")
-        store.create(
-            output,
-            n_files=len(paths),
-            batch_size=batch_size,
-            config=config,
-            attrs={"input": root, "versions": _versions()},
-        )
-        if source is None:
+        if resumed is None:
+            store.create(
+                output,
+                n_files=len(paths),
+                batch_size=batch_size,
+                config=config,
+                attrs={"input": root, "plan": plan, "versions": _versions()},
+            )
+            done: list[Batch] = []
+        else:
+            done = store.written_batches(output, batches)
+            logger.info(
+                "Resuming the unfinished run in %s: %d of %d batches are already written%s.",
+                output,
+                len(done),
+                len(batches),
+                ", and its statistics known" if "statistics" in resumed else "",
+            )
+        if source is not None:
+            global_stats = source[0]
+        elif resumed is not None and "statistics" in resumed:
+            global_stats = GlobalStats.from_dict(resumed["statistics"])
+        else:
             global_stats = _run_pass(
                 executor,
                 progress,
                 "pass 1/2: statistics",
                 batch_extrema,
-                path_lists,
+                [paths[b.start : b.stop] for b in batches],
                 kwargs={"root": root, "config": config},
                 combine=Extrema.merge_all,
             ).finalize()
+            store.record_statistics(output, global_stats.to_dict())
             clock.lap("statistics")
-        else:
-            global_stats = source[0]
         n_passes = 1 if source else 2
+        done_starts = {b.start for b in done}
+        todo = [b for b in batches if b.start not in done_starts]
         summary: WriteSummary = _run_pass(
             executor,
             progress,
             f"pass {n_passes}/{n_passes}: images",
             write_batch,
-            path_lists,
-            batches,
+            [paths[b.start : b.stop] for b in todo],
+            todo,
             kwargs={
                 "root": root,
                 "config": config,
@@ -264,6 +334,9 @@ def preprocess(
             combine=WriteSummary.merge_all,
         )
         clock.lap("images")
+    if done:
+        earlier = [WriteSummary.of_rows(b.start, *store.read_rows(output, b), config) for b in done]
+        summary = WriteSummary.merge_all(summary, *earlier)
 
     clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
     store.finish(
@@ -322,6 +395,29 @@ def _run_pass(
         bar.close()
 
 
+def _resumable(
+    output: str, config: SpectrogramConfig, plan: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The attributes of an unfinished store at ``output`` that this same run can finish.
+
+    A run killed part-way leaves its store incomplete; running the same command again
+    (same input files, parameters, batch size and statistics) resumes it instead of
+    starting over. Anything else at ``output`` is left to ``store.check_writable``.
+    """
+    if not store.is_store(output):
+        return None
+    try:
+        attrs = store.read_attrs(output, require_complete=False)
+    except StoreError:
+        return None
+    if attrs.get("status") == "complete":
+        return None
+    if attrs.get("plan") != plan or attrs.get("config") != config.to_dict():
+        logger.info("%s holds an unfinished run of another plan; it cannot be resumed.", output)
+        return None
+    return attrs
+
+
 def _source_stats(
     stats_from: str | os.PathLike[str], config: SpectrogramConfig
 ) -> tuple[GlobalStats, StatsName]:
@@ -342,4 +438,12 @@ def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("specpipe", "librosa", "numpy", "zarr", "dask")}
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "SYNC", "Batch", "RunReport", "open_executor", "preprocess"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "SYNC",
+    "Batch",
+    "RunReport",
+    "TLSFiles",
+    "open_executor",
+    "preprocess",
+]

@@ -12,8 +12,8 @@ import numpy as np
 from pipeline.stats import Range
 
 
-def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, int]:
-    """Images of log-mel spectrograms, and how many pixels the clipping changed.
+def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:
+    """Images of log-mel spectrograms, and how many pixels of each the clipping changed.
 
     Parameters
     ----------
@@ -24,13 +24,13 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, int]:
     Returns
     -------
     image : np.ndarray [shape=(..., n_mels, n_frames)], uint8
-    n_clipped : int
-        Pixels whose rounded value fell outside 0..255.
+    n_clipped : np.ndarray [shape=(...)], int64
+        Per image, the pixels whose rounded value fell outside 0..255.
     """
     # In float64, so that a value's rounding does not depend on the dtype it came in.
     x = np.asarray(logmel, np.float64)
     levels = np.rint((x - scale.min) / (scale.max - scale.min) * 255.0)
-    n_clipped = int(np.count_nonzero((levels < 0) | (levels > 255)))
+    n_clipped = np.count_nonzero((levels < 0) | (levels > 255), axis=(-2, -1))
     image = np.clip(levels, 0, 255).astype(np.uint8)
     return 255 - image[..., ::-1, :], n_clipped
 

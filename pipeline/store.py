@@ -9,6 +9,7 @@ Layout of a store at OUTPUT (a Zarr v3 group):
 ``valid``    bool (clip,)
 ``errors``   str (clip,), "" for good rows, the reason for failed ones
 ``file_min``, ``file_max``   float32 (clip,), each file's log-mel extrema, NaN if failed
+``clipped``  uint32 (clip,), pixels of each image that the scaling clipped
 
 Every array is chunked by batch, so one task writes one whole chunk of each and no two
 tasks ever touch the same stored object. Not sharded with one inner chunk per clip:
@@ -17,7 +18,13 @@ writing it 6 times slower than one zstd chunk, and made one clip no faster to re
 
 The group's ``status`` attribute is ``"incomplete"`` from creation until the very last
 write sets it to ``"complete"`` (and consolidates the metadata, so that readers such as
-xarray open it in one read).
+xarray open it in one read). An incomplete store can be resumed: its ``plan`` attribute
+says what run made it, ``statistics`` holds pass 1's result once known, and a batch is
+written when its chunk of ``paths``, always written last, is there.
+
+OUTPUT may be a local path or an fsspec URL (``s3://bucket/x.zarr``); file-system
+operations go through fsspec, and credentials come from the usual places (environment,
+config files), never from arguments.
 Reading clips is :mod:`pipeline.reader`'s job; it opens the arrays through :func:`open_arrays`.
 """
 
@@ -25,12 +32,11 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import zarr
 
@@ -42,7 +48,7 @@ from pipeline.plan import Batch
 from pipeline.stats import GlobalStats
 
 FORMAT = "specpipe"
-FORMAT_VERSION = 2  # 2: mel and frame coordinates, consolidated metadata
+FORMAT_VERSION = 2  # 2: one chunk per batch, coordinates, consolidated metadata, resume
 FAILED_PIXEL = 255  # a failed row's image: all white, i.e. no energy
 IMAGE_CONVENTIONS: dict[str, Any] = {
     "dtype": "uint8",
@@ -53,15 +59,28 @@ IMAGE_CONVENTIONS: dict[str, Any] = {
     "scaling": "clip(rint((logmel - min) / (max - min) * 255), 0, 255), flipped, then 255 - x",
     "failed_rows": "all 255 (no energy); valid is False",
 }
-PER_CLIP_ARRAYS = ("paths", "valid", "errors", "file_min", "file_max")
+# Written in this order; ``paths`` last, so that its chunk marks a batch as written.
+PER_CLIP_ARRAYS = ("valid", "errors", "file_min", "file_max", "clipped", "paths")
 
 
 def _url(store: str | os.PathLike[str]) -> str:
     return os.fspath(store)
 
 
+def _fs(store: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(_url(store))
+    return fs, path.rstrip("/")
+
+
 def is_store(store: str | os.PathLike[str]) -> bool:
-    return (Path(store) / "zarr.json").is_file()
+    fs, path = _fs(store)
+    return bool(fs.isfile(f"{path}/zarr.json"))
+
+
+def size_on_disk(store: str | os.PathLike[str]) -> int:
+    """Bytes of every object of a store."""
+    fs, path = _fs(store)
+    return int(fs.du(path))
 
 
 def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
@@ -70,10 +89,10 @@ def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
     An existing store is replaced only with ``overwrite``; anything else at OUTPUT that is
     not a Zarr store is never deleted, since it may be a user's folder given by mistake.
     """
-    path = Path(store)
-    if not path.exists():
+    fs, path = _fs(store)
+    if not fs.exists(path):
         return
-    if not is_store(path):
+    if not is_store(store):
         raise StoreError(
             f"Output {str(store)!r} exists and is not a Zarr store; refusing to replace it. "
             "Choose a new path."
@@ -91,9 +110,9 @@ def create(
     attrs: dict[str, Any],
 ) -> None:
     """Create an empty store, marked incomplete, replacing one already checked writable."""
-    path = Path(store)
-    if path.exists():
-        shutil.rmtree(path)
+    fs, path = _fs(store)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
     group = zarr.open_group(_url(store), mode="w-", zarr_format=3)
     group.attrs.put(
         {
@@ -121,6 +140,7 @@ def create(
         ("errors", str, ""),
         ("file_min", "float32", np.nan),
         ("file_max", "float32", np.nan),
+        ("clipped", "uint32", 0),
     ]
     # Coordinates, named after the dimensions they label, so xarray indexes by them.
     group.create_array(
@@ -156,6 +176,7 @@ class Rows:
     errors: list[str]
     file_min: np.ndarray
     file_max: np.ndarray
+    clipped: np.ndarray
 
 
 def write_rows(store: str | os.PathLike[str], batch: Batch, rows: Rows) -> None:
@@ -177,11 +198,16 @@ def write_rows(store: str | os.PathLike[str], batch: Batch, rows: Rows) -> None:
         )
     region = slice(batch.start, batch.stop)
     images[region] = rows.images
-    _array(group, "paths")[region] = _utf8_strings(rows.paths)
-    _array(group, "valid")[region] = rows.valid
-    _array(group, "errors")[region] = _utf8_strings(rows.errors)
-    _array(group, "file_min")[region] = rows.file_min
-    _array(group, "file_max")[region] = rows.file_max
+    values = {
+        "valid": rows.valid,
+        "errors": _utf8_strings(rows.errors),
+        "file_min": rows.file_min,
+        "file_max": rows.file_max,
+        "clipped": rows.clipped,
+        "paths": _utf8_strings(rows.paths),
+    }
+    for name in PER_CLIP_ARRAYS:  # paths last: its chunk says the whole batch is there
+        _array(group, name)[region] = values[name]
 
 
 def _utf8_strings(texts: list[str]) -> np.ndarray:
@@ -204,6 +230,34 @@ def finish(store: str | os.PathLike[str], attrs: dict[str, Any]) -> None:
         # both read it, and without it xarray warns on every open instead.
         warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
         zarr.consolidate_metadata(_url(store))
+
+
+def record_statistics(store: str | os.PathLike[str], statistics: dict[str, Any]) -> None:
+    """Keep pass 1's result in an incomplete store, so that a resumed run need not redo it."""
+    group = zarr.open_group(_url(store), mode="r+", use_consolidated=False)
+    group.attrs["statistics"] = statistics
+
+
+def written_batches(store: str | os.PathLike[str], batches: list[Batch]) -> list[Batch]:
+    """The batches whose rows an earlier run wrote completely."""
+    paths = _array(zarr.open_group(_url(store), mode="r", use_consolidated=False), "paths")
+    # Unwritten chunks read as the fill value "", and every written row has a path.
+    starts = np.array([b.start for b in batches], dtype=np.int64)
+    firsts = np.asarray(paths.get_coordinate_selection(starts))
+    return [b for b, first in zip(batches, firsts.tolist(), strict=True) if first != ""]
+
+
+def read_rows(
+    store: str | os.PathLike[str], batch: Batch
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Paths, errors and clipped-pixel counts of one written batch."""
+    group = zarr.open_group(_url(store), mode="r", use_consolidated=False)
+    region = slice(batch.start, batch.stop)
+    return (
+        [str(p) for p in np.asarray(_array(group, "paths")[region]).tolist()],
+        [str(e) for e in np.asarray(_array(group, "errors")[region]).tolist()],
+        np.asarray(_array(group, "clipped")[region]),
+    )
 
 
 def read_attrs(store: str | os.PathLike[str], *, require_complete: bool = True) -> dict[str, Any]:

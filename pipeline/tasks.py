@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from pipeline import store
 from pipeline.audio import describe_error, read_clip
 from pipeline.config import SpectrogramConfig
-from pipeline.discover import utf8_safe
+from pipeline.discover import join, utf8_safe
 from pipeline.features import log_mel
 from pipeline.plan import Batch
 from pipeline.scaling import scale_to_uint8
@@ -46,7 +46,7 @@ def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
     for i, rel in enumerate(paths):
         try:
             clips[i] = read_clip(
-                os.path.join(root, rel), sample_rate=config.sample_rate, n_samples=config.n_samples
+                join(root, rel), sample_rate=config.sample_rate, n_samples=config.n_samples
             )
             valid[i] = True
         except Exception as exc:  # one broken file must never stop the run
@@ -102,6 +102,26 @@ class WriteSummary:
     def merge_all(*parts: WriteSummary) -> WriteSummary:
         return functools.reduce(WriteSummary.merge, parts, WriteSummary())
 
+    @classmethod
+    def of_rows(
+        cls,
+        start: int,
+        paths: Sequence[str],
+        errors: Sequence[str],
+        clipped: np.ndarray,
+        config: SpectrogramConfig,
+    ) -> WriteSummary:
+        """The summary of rows ``start, start + 1, ...``, written now or by an earlier run."""
+        failures = [Failure(start + i, paths[i], e) for i, e in enumerate(errors) if e]
+        n_valid = len(paths) - len(failures)
+        return cls(
+            n_files=len(paths),
+            n_valid=n_valid,
+            n_clipped=int(np.sum(clipped, dtype=np.int64)),
+            n_pixels=n_valid * config.n_mels * config.n_frames,
+            failures=tuple(failures[:MAX_REPORTED_FAILURES]),
+        )
+
 
 def write_batch(
     paths: list[str],
@@ -117,6 +137,8 @@ def write_batch(
     images = np.full((len(paths), *config.image_shape), store.FAILED_PIXEL, dtype=np.uint8)
     scaled, n_clipped = scale_to_uint8(result.logmel, scale)
     images[result.valid] = scaled
+    clipped = np.zeros(len(paths), dtype=np.uint32)
+    clipped[result.valid] = n_clipped
     store.write_rows(
         output,
         batch,
@@ -127,17 +149,9 @@ def write_batch(
             errors=result.errors,
             file_min=result.file_min,
             file_max=result.file_max,
+            clipped=clipped,
         ),
     )
-    failures = tuple(
-        Failure(batch.start + i, utf8_safe(paths[i]), error)
-        for i, error in enumerate(result.errors)
-        if error
-    )
-    return WriteSummary(
-        n_files=len(paths),
-        n_valid=int(result.valid.sum()),
-        n_clipped=n_clipped,
-        n_pixels=result.logmel.size,
-        failures=failures[:MAX_REPORTED_FAILURES],
+    return WriteSummary.of_rows(
+        batch.start, [utf8_safe(p) for p in paths], result.errors, clipped, config
     )

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError, InputError, StatisticsError, StoreError
 from pipeline.runner import SYNC, preprocess
 from tests.conftest import BROKEN_FILES, GOOD_FILES, librosa_clip_log_mel, write_dataset
 
-ARRAYS = ("images", "paths", "valid", "errors", "file_min", "file_max")
+ARRAYS = ("images", "paths", "valid", "errors", "file_min", "file_max", "clipped")
 
 
 def read_all(path):
@@ -213,3 +213,37 @@ def test_errors_before_any_work(dask_run, dataset, config, tmp_path):
     with pytest.raises(InputError, match="No audio files"):
         preprocess(tmp_path / "empty", tmp_path / "x.zarr", config, scheduler=SYNC)
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_an_unfinished_run_is_resumed_from_the_batches_it_wrote(dataset, config, tmp_path):
+    out, reference_run = tmp_path / "resumed.zarr", tmp_path / "reference.zarr"
+    preprocess(dataset, reference_run, config, scheduler=SYNC, batch_size=4)
+    preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    # As a killed run leaves it: incomplete, statistics known, the last two batches missing.
+    group = zarr.open_group(out, mode="r+", use_consolidated=False)
+    group.attrs["status"] = "incomplete"
+    for name in ("images/c/2/0/0", "paths/c/2", "images/c/3/0/0", "paths/c/3"):
+        (out / name).unlink()
+    kept = (out / "images" / "c" / "0" / "0" / "0").stat()
+
+    report = preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    assert (report.n_files, report.n_valid, report.n_failed) == (15, 10, 5)
+    assert "statistics" not in report.seconds  # pass 1 was not run again
+    assert (out / "images" / "c" / "0" / "0" / "0").stat().st_mtime_ns == kept.st_mtime_ns
+    arrays, attrs = read_all(out)
+    expected, expected_attrs = read_all(reference_run)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(arrays[name], expected[name], err_msg=name)
+    assert attrs["stats"] == expected_attrs["stats"]
+    assert attrs["counts"] == expected_attrs["counts"]
+    assert [f.path for f in report.failures] == sorted(BROKEN_FILES)
+
+
+def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_path):
+    out = tmp_path / "other.zarr"
+    preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    zarr.open_group(out, mode="r+", use_consolidated=False).attrs["status"] = "incomplete"
+    with pytest.raises(StoreError, match="--overwrite"):
+        preprocess(dataset, out, config, scheduler=SYNC, batch_size=5)
+    report = preprocess(dataset, out, config, scheduler=SYNC, batch_size=5, overwrite=True)
+    assert "statistics" in report.seconds  # started over

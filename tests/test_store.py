@@ -19,6 +19,7 @@ def rows_for(batch, value):
         errors=[""] * n,
         file_min=np.full(n, -1.0, np.float32),
         file_max=np.full(n, 1.0, np.float32),
+        clipped=np.zeros(n, np.uint32),
     )
 
 

@@ -1,0 +1,131 @@
+"""Real servers for tests: Dask schedulers and workers started with the `dask` command, and
+an S3-compatible server (moto), all on 127.0.0.1 and stopped when the test ends."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Gave up waiting for {what} after {timeout:.0f} s.")
+        time.sleep(0.02)
+
+
+class Processes:
+    """Starts processes in their own sessions and kills each whole group at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            list(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # The recipes' scripts find `dask` on PATH, as a user's activated venv gives it.
+            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})},
+        )
+        self.started.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        """SIGKILL a process and everything it started (a nanny and its worker)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            self.kill(proc)
+
+
+RECIPES = Path(__file__).resolve().parent.parent / "cluster" / "local"
+
+
+def start_dask_cluster(
+    procs: Processes, n_workers: int, *, tls_dir: Path | None = None
+) -> tuple[str, list[subprocess.Popen]]:
+    """A scheduler and ``n_workers`` one-thread workers, started by the recipe's scripts
+    in cluster/local (which run `dask scheduler` and `dask worker`), bound to 127.0.0.1."""
+    scheduler_file = procs.logs / "scheduler.json"
+    common = {"HOST": "127.0.0.1", **({"TLS_DIR": str(tls_dir)} if tls_dir else {})}
+    procs.start(
+        "scheduler",
+        str(RECIPES / "start-scheduler.sh"),
+        env={**common, "PORT": "0", "DASHBOARD": ":0", "SCHEDULER_FILE": str(scheduler_file)},
+    )
+    wait_for(scheduler_file.exists, "the scheduler file")
+    address = json.loads(scheduler_file.read_text())["address"]
+    workers = [
+        procs.start(
+            f"worker-{i}",
+            str(RECIPES / "start-workers.sh"),
+            address,
+            env={**common, "NWORKERS": "1", "NAME": f"worker-{i}"},
+        )
+        for i in range(n_workers)
+    ]
+    return address, workers
+
+
+def n_workers_connected(address: str, tls_dir: Path | None = None) -> int:
+    from distributed import Client
+    from distributed.security import Security
+
+    security = (
+        Security(
+            tls_ca_file=str(tls_dir / "ca.pem"),
+            tls_client_cert=str(tls_dir / "client.pem"),
+            tls_client_key=str(tls_dir / "client.key"),
+            require_encryption=True,
+        )
+        if tls_dir
+        else None
+    )
+    with Client(address, security=security, timeout=20) as client:
+        return len(client.scheduler_info()["workers"])
+
+
+def start_s3_server(procs: Processes) -> str:
+    """moto's S3-compatible server on loopback; returns its endpoint URL."""
+    port = free_port()
+    procs.start("moto", str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port))
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, "the S3 server")
+    return endpoint

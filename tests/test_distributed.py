@@ -1,0 +1,205 @@
+"""Submission to a Dask cluster of separate processes started with the `dask` command:
+same bytes as a local run, a worker killed mid-run, TLS, and a client killed and resumed."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from pipeline.config import SpectrogramConfig
+from pipeline.demo import generate_demo
+from pipeline.errors import StoreError
+from pipeline.reader import open_store
+from pipeline.runner import SYNC, preprocess
+from tests.processes import Processes, n_workers_connected, start_dask_cluster, wait_for
+
+BATCH = 2
+OPTIONS = ["--n-mels", "64", "--batch-size", str(BATCH)]
+CONFIG = SpectrogramConfig.from_options(n_mels=64)
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """Enough files (200 tasks per pass) that a run is still going when something is killed."""
+    folder = tmp_path_factory.mktemp("cluster") / "audio"
+    generate_demo(folder, count=400, seed=3, broken=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_run(audio, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "local.zarr"
+    preprocess(audio, out, CONFIG, scheduler=SYNC, batch_size=BATCH)
+    return out
+
+
+@pytest.fixture
+def procs(tmp_path):
+    running = Processes(tmp_path)
+    yield running
+    running.stop_all()
+
+
+def specpipe(*args) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *map(str, args)]
+
+
+def stored_objects(store: Path) -> dict[str, bytes]:
+    """Every stored object but the root metadata, which records times and paths."""
+    return {
+        p.relative_to(store).as_posix(): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p != store / "zarr.json" and not p.name.endswith(".partial")
+    }
+
+
+def assert_same_bytes(store: Path, reference: Path) -> None:
+    ours, theirs = stored_objects(store), stored_objects(reference)
+    assert ours.keys() == theirs.keys()
+    different = [k for k in ours if ours[k] != theirs[k]]
+    assert not different, different[:5]
+    assert open_store(store).attrs["stats"] == open_store(reference).attrs["stats"]
+
+
+def written_chunks(store: Path) -> list[Path]:
+    folder = store / "paths" / "c"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_submitted_run_writes_the_same_bytes_as_a_local_run(audio, local_run, procs, tmp_path):
+    address, _ = start_dask_cluster(procs, 2)
+    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+    out = tmp_path / "cluster.zarr"
+    result = subprocess.run(
+        specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Connected to the Dask scheduler at {address} (2 workers)" in result.stderr
+    assert "pass 2/2: images" in result.stderr
+    assert_same_bytes(out, local_run)
+
+
+def test_a_worker_killed_mid_run_does_not_stop_it(audio, local_run, procs, tmp_path):
+    address, workers = start_dask_cluster(procs, 2)
+    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+    out = tmp_path / "killed-worker.zarr"
+    command = specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS)
+    run = procs.start("client", *command)
+    wait_for(lambda: len(written_chunks(out)) >= 3, "the first images", timeout=240)
+    procs.kill(workers[1])  # SIGKILL the nanny and its worker process at once
+    n_at_kill = len(written_chunks(out))
+    assert run.wait(timeout=300) == 0, procs.log("client")
+    assert n_at_kill < 200, "the run ended before the worker was killed; the test proved nothing"
+    assert_same_bytes(out, local_run)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A private CA, a node certificate and a client certificate, named as make-certs.sh
+    names them (trustme makes them here, so that tests need no openssl binary)."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(folder / "ca.pem")
+    for who, identity in (("node", "127.0.0.1"), ("client", "specpipe-client")):
+        cert = ca.issue_cert(identity)
+        cert.private_key_pem.write_to_path(folder / f"{who}.key")
+        (folder / f"{who}.pem").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+    return folder
+
+
+def test_a_tls_scheduler_refuses_a_client_without_certificates(
+    audio, certificates, procs, tmp_path
+):
+    address, _ = start_dask_cluster(procs, 1, tls_dir=certificates)
+    assert address.startswith("tls://")
+    wait_for(lambda: n_workers_connected(address, certificates) == 1, "a TLS worker")
+
+    refused = subprocess.run(
+        specpipe("preprocess", audio, tmp_path / "refused.zarr", "--scheduler", address),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s"},
+    )
+    assert refused.returncode != 0
+    assert f"Could not connect to the Dask scheduler at {address}" in refused.stderr
+    assert "--tls-ca-file" in refused.stderr
+    assert not (tmp_path / "refused.zarr").exists()
+
+    out = tmp_path / "tls.zarr"
+    accepted = subprocess.run(
+        specpipe(
+            "preprocess",
+            audio,
+            out,
+            "--scheduler",
+            address,
+            "--tls-ca-file",
+            certificates / "ca.pem",
+            "--tls-cert",
+            certificates / "client.pem",
+            "--tls-key",
+            certificates / "client.key",
+            *OPTIONS,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert len(open_store(out)) == 402
+
+
+def test_a_client_killed_mid_run_is_resumed_without_redoing_written_batches(
+    audio, local_run, procs, tmp_path
+):
+    address, _ = start_dask_cluster(procs, 2)
+    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+    out = tmp_path / "resumed.zarr"
+    command = specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS)
+    first = procs.start("first-client", *command)
+    wait_for(lambda: len(written_chunks(out)) >= 4, "some batches written", timeout=240)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(1.0)  # tasks already running on the workers may still finish their batch
+
+    with pytest.raises(StoreError, match="unfinished"):
+        open_store(out)
+    before = {p.name: p.stat() for p in written_chunks(out)}
+    # A batch of failed files only has all-255 images, the fill value, which zarr skips.
+    image_chunks = [out / "images" / "c" / name / "0" / "0" for name in before]
+    images_before = {p: p.stat() for p in image_chunks if p.exists()}
+    assert images_before
+    assert 0 < len(before) < 200
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    resumed = re.search(r"(\d+) of (\d+) batches are already written", again.stderr)
+    assert resumed, again.stderr
+    assert int(resumed.group(1)) >= len(before) and int(resumed.group(2)) == 201
+    assert "statistics known" in again.stderr and "pass 1/2" not in again.stderr
+    for chunk, stat in images_before.items():  # written once, never again
+        now = chunk.stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), chunk
+    assert_same_bytes(out, local_run)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="make-certs.sh needs openssl")
+def test_make_certs_writes_what_the_scripts_and_the_client_use(tmp_path, procs):
+    from tests.processes import RECIPES
+
+    subprocess.run([RECIPES / "make-certs.sh", tmp_path / "certs"], check=True, timeout=120)
+    for name in ("ca.pem", "node.pem", "node.key", "client.pem", "client.key"):
+        assert (tmp_path / "certs" / name).is_file(), name
+    address, _ = start_dask_cluster(procs, 1, tls_dir=tmp_path / "certs")
+    wait_for(lambda: n_workers_connected(address, tmp_path / "certs") == 1, "a TLS worker")

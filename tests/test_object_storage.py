@@ -1,0 +1,126 @@
+"""Audio in and store out on object storage: a real S3-compatible server (moto) on loopback,
+credentials from the environment as boto finds them, worker processes reading and writing."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.reader import open_store
+from pipeline.runner import SYNC, preprocess
+from tests.conftest import write_dataset
+from tests.processes import Processes, start_s3_server
+
+SECRET = "not-a-real-secret-but-it-must-not-leak"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3 server with a bucket holding the test dataset under audio/."""
+    logs = tmp_path_factory.mktemp("s3")
+    procs = Processes(logs)
+    endpoint = start_s3_server(procs)
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "specpipe-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("bucket")
+    local = write_dataset(logs / "audio", np.random.default_rng(7))
+    fs.put(f"{local}/", "bucket/audio/", recursive=True)
+    yield {"fs": fs, "env": env, "local": local}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    s3fs.S3FileSystem.clear_instance_cache()
+    procs.stop_all()
+
+
+def test_two_workers_read_audio_from_s3_and_write_the_store_there(s3, config, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "preprocess",
+            "s3://bucket/audio",
+            "s3://bucket/out.zarr",
+            "--workers",
+            "2",
+            "--n-mels",
+            "64",
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **s3["env"]},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Wrote 15 clips to s3://bucket/out.zarr: 10 valid, 5 failed." in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+    local = tmp_path / "local.zarr"
+    preprocess(s3["local"], local, config, scheduler=SYNC, batch_size=4)
+    remote, reference = open_store("s3://bucket/out.zarr"), open_store(local)
+    np.testing.assert_array_equal(remote[:], reference[:])
+    assert remote.paths.tolist() == reference.paths.tolist()
+    assert remote.errors.tolist() == reference.errors.tolist()
+    assert remote.attrs["stats"] == reference.attrs["stats"]
+    # Object for object, the same bytes as the local store's files.
+    fs = s3["fs"]
+    fs.invalidate_cache()
+    objects = {
+        key.removeprefix("bucket/out.zarr/")
+        for key in fs.find("bucket/out.zarr")
+        if key != "bucket/out.zarr/zarr.json"
+    }
+    files = {
+        p.relative_to(local).as_posix()
+        for p in local.rglob("*")
+        if p.is_file() and p != local / "zarr.json"
+    }
+    assert objects == files
+    for key in sorted(objects):
+        assert fs.cat(f"bucket/out.zarr/{key}") == (local / key).read_bytes(), key
+
+
+def test_an_unfinished_remote_store_is_refused_and_resumed(s3, config):
+    url = "s3://bucket/resume.zarr"
+    preprocess("s3://bucket/audio", url, config, scheduler=SYNC, batch_size=4)
+    group = zarr.open_group(url, mode="r+", use_consolidated=False)
+    group.attrs["status"] = "incomplete"
+    s3["fs"].rm("bucket/resume.zarr/paths/c/2")  # as if the run died before the last batch
+    with pytest.raises(Exception, match="unfinished"):
+        open_store(url)
+    report = preprocess("s3://bucket/audio", url, config, scheduler=SYNC, batch_size=4)
+    assert report.n_files == 15 and report.n_failed == 5
+    assert len(open_store(url)) == 15
+
+
+def test_unreachable_storage_is_a_clear_error_that_does_not_show_credentials(s3, tmp_path):
+    # Port 9 (discard) on loopback refuses the connection at once.
+    env = {**os.environ, **s3["env"], "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "preprocess", "s3://bucket/audio", tmp_path / "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "Cannot list input 's3://bucket/audio'" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
