@@ -6,7 +6,7 @@ DEMO_DIR ?= data/demo
 DEMO_STORE ?= data/demo.zarr
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install preprocess test bench bench-read lint format clean
+.PHONY: install preprocess test bench bench-read bench-scale lint format clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: bench-read
 
 bench-read:
 	$(BIN)/python bench/bench_read.py
+
+bench-scale:
+	$(BIN)/python bench/bench_scale.py
 
 lint:
 	$(BIN)/ruff check pipeline tests bench

@@ -124,6 +124,8 @@ def _echo_summary(report: runner.RunReport) -> None:
         click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
     click.echo(f"  {report.clipped_fraction:.3%} of pixels clipped by the scaling.")
     click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()) + ".")
+    if report.n_tasks:
+        click.echo(f"Dask tasks: {report.n_tasks}.")
     if report.failures:
         shown = report.failures[:SHOWN_FAILURES]
         click.echo(f"First {len(shown)} of {report.n_failed} failures:")

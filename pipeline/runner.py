@@ -91,6 +91,7 @@ class DaskExecutor:
     def __init__(self, client: Any, split_every: int = DEFAULT_SPLIT_EVERY) -> None:
         self.client = client
         self.split_every = split_every
+        self.n_tasks = 0  # submitted so far: batch tasks plus reduction tasks
 
     def map_reduce(
         self,
@@ -104,6 +105,7 @@ class DaskExecutor:
 
         # pure=False: the write pass has side effects, and a rerun must really run again.
         futures = self.client.map(fn, *iterables, **kwargs, pure=False)
+        self.n_tasks += len(futures)
         root = tree_reduce(futures, combine, split_every=self.split_every, submit=self._submit)
         for _ in as_completed(futures):
             bar.update(1)
@@ -111,6 +113,7 @@ class DaskExecutor:
         return root.result()
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.n_tasks += 1
         return self.client.submit(fn, *args, pure=False)
 
 
@@ -211,6 +214,7 @@ class RunReport:
     used: StatsName
     clipped_fraction: float
     seconds: dict[str, float]  # wall time of "startup", "statistics" and "images"
+    n_tasks: int = 0  # Dask tasks submitted (0 without Dask)
 
 
 def preprocess(
@@ -334,6 +338,7 @@ def preprocess(
             combine=WriteSummary.merge_all,
         )
         clock.lap("images")
+        n_tasks = getattr(executor, "n_tasks", 0)
     if done:
         earlier = [WriteSummary.of_rows(b.start, *store.read_rows(output, b), config) for b in done]
         summary = WriteSummary.merge_all(summary, *earlier)
@@ -365,6 +370,7 @@ def preprocess(
         used=used,
         clipped_fraction=clipped,
         seconds=clock.laps,
+        n_tasks=n_tasks,
     )
 
 
@@ -388,6 +394,8 @@ def _run_pass(
     kwargs: dict[str, Any],
     combine: Callable[..., Any],
 ) -> Any:
+    if not iterables[0]:  # a resumed run whose batches were all written
+        return combine()
     bar = progress(description, len(iterables[0]))
     try:
         return executor.map_reduce(fn, iterables, kwargs, combine, bar)

@@ -247,3 +247,18 @@ def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_
         preprocess(dataset, out, config, scheduler=SYNC, batch_size=5)
     report = preprocess(dataset, out, config, scheduler=SYNC, batch_size=5, overwrite=True)
     assert "statistics" in report.seconds  # started over
+
+
+def test_a_run_killed_just_before_its_completion_mark_finishes_without_work(
+    dataset, config, tmp_path
+):
+    out = tmp_path / "almost.zarr"
+    first = preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    zarr.open_group(out, mode="r+", use_consolidated=False).attrs["status"] = "incomplete"
+    again = preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    assert (again.n_files, again.n_valid, again.clipped_fraction) == (
+        first.n_files,
+        first.n_valid,
+        first.clipped_fraction,
+    )
+    assert store.read_attrs(out)["status"] == "complete"

@@ -1,0 +1,177 @@
+"""``make bench-scale``: how tasks and memory grow with the number of files.
+
+For each size, generates that many tiny audio files (0.05 s, so that the run measures
+orchestration, not audio work), starts a scheduler and two workers with
+cluster/local's scripts, runs ``specpipe preprocess --scheduler`` as a separate client
+process, and samples the resident memory of every process. Reports per size: batches,
+Dask tasks, peak RSS of the client, the scheduler, the workers and all together, and
+wall time. Results also go to bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "cluster" / "local"
+BIN = Path(sys.executable).parent
+MiB = 2**20
+
+
+def tiny_dataset(n: int) -> Path:
+    folder = ROOT / "data" / f"scale-{n}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    print(f"Generating {n} files in {folder} ...", flush=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        path = folder / f"{i // 1000:04d}" / f"clip_{i:07d}.wav"
+        if i % 1000 == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.1 * rng.standard_normal(800)).astype(np.float32), 16000, "PCM_16")
+    done.touch()
+    return folder
+
+
+class PeakRSS:
+    """Samples the resident memory of named processes (and their children) until stopped."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.pids = processes
+        self.peak = dict.fromkeys(processes, 0)
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self, pid: int) -> int:
+        try:
+            root = psutil.Process(pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.Error:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = {name: self._rss(pid) for name, pid in self.pids.items()}
+            for name, rss in now.items():
+                self.peak[name] = max(self.peak[name], rss)
+            self.peak_total = max(self.peak_total, sum(now.values()))
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start(script: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(RECIPES / script), *args],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env},
+    )
+
+
+def measure(n: int, workdir: Path) -> dict:
+    folder = tiny_dataset(n)
+    scheduler_file = workdir / f"scheduler-{n}.json"
+    scheduler_file.unlink(missing_ok=True)
+    common = {"HOST": "127.0.0.1"}
+    procs = [
+        start(
+            "start-scheduler.sh",
+            env={**common, "PORT": "0", "DASHBOARD": ":0", "SCHEDULER_FILE": str(scheduler_file)},
+            log=workdir / f"scheduler-{n}.log",
+        )
+    ]
+    try:
+        while not scheduler_file.exists():
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        procs += [
+            start(
+                "start-workers.sh",
+                address,
+                env={**common, "NWORKERS": "1", "NAME": f"w{i}"},
+                log=workdir / f"worker-{n}-{i}.log",
+            )
+            for i in range(2)
+        ]
+        time.sleep(3)  # let the workers connect
+        command = [
+            sys.executable, "-m", "pipeline", "preprocess", str(folder),
+            str(ROOT / "data" / f"scale-{n}.zarr"), "--scheduler", address, "--overwrite",
+            "--duration", "0.05", "--n-mels", "32", "--hop-length", "128",
+        ]  # fmt: skip
+        start_time = time.perf_counter()
+        client = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        watched = {"client": client.pid, "scheduler": procs[0].pid}
+        watched |= {f"worker{i}": p.pid for i, p in enumerate(procs[1:])}
+        with PeakRSS(watched) as peaks:
+            out, err = client.communicate()
+        wall = time.perf_counter() - start_time
+        if client.returncode != 0:
+            sys.exit(f"run of {n} files failed:\n{out}\n{err}")
+    finally:
+        for p in procs:
+            os.killpg(p.pid, 9)
+            p.wait()
+    tasks = int(re.search(r"Dask tasks: (\d+)", out).group(1))  # type: ignore[union-attr]
+    return {
+        "files": n,
+        "batches": -(-n // 64),
+        "tasks": tasks,
+        "client_mib": peaks.peak["client"] / MiB,
+        "scheduler_mib": peaks.peak["scheduler"] / MiB,
+        "workers_mib": (peaks.peak["worker0"] + peaks.peak["worker1"]) / MiB,
+        "all_mib": peaks.peak_total / MiB,
+        "seconds": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    args = parser.parse_args()
+    workdir = ROOT / "data" / "scale-logs"
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"{'files':>8} {'batches':>8} {'tasks':>7} {'client':>8} {'scheduler':>10} "
+          f"{'workers':>8} {'all':>8} {'seconds':>8}   (peak RSS in MiB)")  # fmt: skip
+    for n in args.sizes:
+        row = measure(n, workdir)
+        rows.append(row)
+        print(
+            f"{row['files']:>8} {row['batches']:>8} {row['tasks']:>7} {row['client_mib']:>8.0f} "
+            f"{row['scheduler_mib']:>10.0f} {row['workers_mib']:>8.0f} {row['all_mib']:>8.0f} "
+            f"{row['seconds']:>8.1f}",
+            flush=True,
+        )
+    out = ROOT / "bench" / "results" / "scale.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"Results in {out.relative_to(ROOT)}.")
+
+
+if __name__ == "__main__":
+    main()
