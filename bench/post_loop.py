@@ -2,8 +2,9 @@
 
 Per file and per pass: ``librosa.load`` (resampling to the rate), ``melspectrogram`` (which
 rebuilds the mel filter bank every call) and the log. Pass 1 averages per-file extrema,
-pass 2 scales each spectrogram to uint8. Clips are cropped or padded to the same length as
-specpipe's, so both do the same amount of analysis. Prints a JSON line with its timings.
+pass 2 scales each spectrogram to uint8 and saves it as one PNG file. Clips are cropped or
+padded to the same length as specpipe's, so both do the same amount of analysis. Prints a
+JSON line with its timings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 import librosa
 import numpy as np
+from PIL import Image
 
 from pipeline.discover import list_audio_files
 
@@ -31,6 +33,7 @@ def log_mel(path: str, args: argparse.Namespace) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("input")
+    parser.add_argument("output", help="Folder for the PNG files.")
     parser.add_argument("--sample-rate", type=int, default=22050)
     parser.add_argument("--hop-length", type=int, default=256)
     parser.add_argument("--n-mels", type=int, default=128)
@@ -47,10 +50,11 @@ def main() -> None:
     lo, hi = lo / len(paths), hi / len(paths)
     middle = time.perf_counter()
     checksum = 0
-    for path in paths:
+    for i, path in enumerate(paths):
         mels = log_mel(path, args)
         image = np.clip(np.rint((mels - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
         image = 255 - np.flip(image, axis=0)
+        Image.fromarray(image).save(os.path.join(args.output, f"{i:07d}.png"))
         checksum += int(image.sum())
     end = time.perf_counter()
     print(

@@ -78,6 +78,13 @@ def main() -> None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Client private key (PEM).")
 @click.option(
+    "--scratch/--no-scratch",
+    default=True,
+    show_default=True,
+    help="Keep pass 1's log-mels in OUTPUT for pass 2 (4 bytes a pixel, until the end), "
+    "or compute them again.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace OUTPUT if it is a finished store, or an unfinished one of another run.",

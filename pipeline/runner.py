@@ -5,8 +5,9 @@ partial statistics on the cluster (bounded fan-in, so no task gathers every file
 maps :func:`pipeline.tasks.write_batch`, each task writing its own chunks, and tree-reduces
 the write summaries. The client only ever holds futures and the final small results.
 
-The second pass recomputes the log-mels instead of reading float copies kept by the first
-pass; the README explains the measurement behind that choice.
+By default pass 1 keeps its log-mels in the store's scratch array and pass 2 scales them
+from there; with ``scratch=False`` pass 2 computes them again. The README gives the
+measurements behind the default.
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ def preprocess(
     scheduler: str | None = None,
     tls: TLSFiles | None = None,
     overwrite: bool = False,
+    scratch: bool = True,
     progress: Progress = _no_progress,
 ) -> RunReport:
     """Turn the audio files under ``input_dir`` into a finished store at ``output``.
@@ -247,6 +249,9 @@ def preprocess(
         Address of an existing Dask scheduler, or ``"sync"`` for plain loops.
     tls : TLSFiles, optional
         Certificates for a ``tls://`` scheduler, instead of Dask's configuration.
+    scratch : bool
+        Keep pass 1's log-mels in the store until pass 2 has scaled them (4 bytes per
+        pixel, removed at the end), instead of computing them twice.
     progress : callable, optional
         ``progress(description, total)`` returns a bar with ``update`` and ``close``.
 
@@ -268,6 +273,7 @@ def preprocess(
     source = _source_stats(stats_from, config) if stats_from is not None else None
     used: StatsName = stats or (source[1] if source else "mean")
     batches = plan_batches(len(paths), batch_size)
+    scratch = scratch and source is None  # with --stats-from there is no pass 1 to keep
     listing = "\n".join(paths).encode("utf-8", "surrogateescape")
     plan = {
         "input": root,
@@ -276,6 +282,7 @@ def preprocess(
         "batch_size": batch_size,
         "used": used,
         "stats_from": os.fspath(stats_from) if stats_from is not None else None,
+        "scratch": scratch,
     }
     resumed = _resumable(output, config, plan)
     if resumed is None:
@@ -286,15 +293,17 @@ def preprocess(
     with open_executor(workers=workers, scheduler=scheduler, tls=tls) as executor:
         clock.lap("startup")
         if resumed is None:
-            store.create(
+            target = store.create(
                 output,
                 n_files=len(paths),
                 batch_size=batch_size,
                 config=config,
                 attrs={"input": root, "plan": plan, "versions": _versions()},
+                scratch=scratch,
             )
             done: list[Batch] = []
         else:
+            target = store.Target(output, resumed["run_id"])
             done = store.written_batches(output, batches)
             logger.info(
                 "Resuming the unfinished run in %s: %d of %d batches are already written%s.",
@@ -314,7 +323,8 @@ def preprocess(
                 "pass 1/2: statistics",
                 batch_extrema,
                 [paths[b.start : b.stop] for b in batches],
-                kwargs={"root": root, "config": config},
+                batches,
+                kwargs={"root": root, "config": config, "output": target if scratch else None},
                 combine=Extrema.merge_all,
             ).finalize()
             store.record_statistics(output, global_stats.to_dict())
@@ -333,7 +343,8 @@ def preprocess(
                 "root": root,
                 "config": config,
                 "scale": global_stats.range(used),
-                "output": output,
+                "output": target,
+                "from_scratch": scratch,
             },
             combine=WriteSummary.merge_all,
         )

@@ -27,18 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_REPORTED_FAILURES = 10
 
 
-@dataclass(frozen=True)
-class Analysis:
-    """Log-mels of the files of one batch that decoded, and the reasons of those that did not."""
-
-    logmel: np.ndarray  # (n_valid, n_mels, n_frames) float32, valid files only
-    valid: np.ndarray  # (n_files,) bool
-    errors: list[str]  # (n_files,), "" where valid
-    file_min: np.ndarray  # (n_files,) float32, NaN where not valid
-    file_max: np.ndarray
-
-
-def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
+def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> store.Analysis:
     """Decode, fit and analyse the files ``root/paths``; failures are recorded, not raised."""
     clips = np.zeros((len(paths), config.n_samples), dtype=np.float32)
     valid = np.zeros(len(paths), dtype=bool)
@@ -58,12 +47,22 @@ def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
     if len(logmel):
         file_min[valid] = logmel.min(axis=(1, 2))
         file_max[valid] = logmel.max(axis=(1, 2))
-    return Analysis(logmel, valid, errors, file_min, file_max)
+    return store.Analysis(logmel, valid, errors, file_min, file_max)
 
 
-def batch_extrema(paths: list[str], *, root: str, config: SpectrogramConfig) -> Extrema:
-    """First pass: the statistics of one batch."""
+def batch_extrema(
+    paths: list[str],
+    batch: Batch,
+    *,
+    root: str,
+    config: SpectrogramConfig,
+    output: store.Target | None = None,
+) -> Extrema:
+    """First pass: the statistics of one batch; with ``output``, its log-mels and per-file
+    arrays are also kept in the store's scratch array for the second pass."""
     result = analyse(root, paths, config)
+    if output is not None:
+        store.write_scratch(output, batch, result)
     return Extrema.from_files(result.file_min, result.file_max)
 
 
@@ -130,10 +129,12 @@ def write_batch(
     root: str,
     config: SpectrogramConfig,
     scale: Range,
-    output: str,
+    output: store.Target,
+    from_scratch: bool = False,
 ) -> WriteSummary:
-    """Second pass: analyse one batch, scale it to images and write its rows of the store."""
-    result = analyse(root, paths, config)
+    """Second pass: one batch's log-mels, read from the scratch array or computed again,
+    scaled to images and written as the batch's rows of the store."""
+    result = store.read_scratch(output, batch) if from_scratch else analyse(root, paths, config)
     images = np.full((len(paths), *config.image_shape), store.FAILED_PIXEL, dtype=np.uint8)
     scaled, n_clipped = scale_to_uint8(result.logmel, scale)
     images[result.valid] = scaled

@@ -7,12 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-import zarr
 
+from pipeline.errors import StoreError
 from pipeline.reader import open_store
 from pipeline.runner import SYNC, preprocess
 from tests.conftest import write_dataset
 from tests.processes import Processes, start_s3_server
+from tests.test_runner import Interrupted, interrupt_images_after
 
 SECRET = "not-a-real-secret-but-it-must-not-leak"
 
@@ -98,17 +99,26 @@ def test_two_workers_read_audio_from_s3_and_write_the_store_there(s3, config, tm
         assert fs.cat(f"bucket/out.zarr/{key}") == (local / key).read_bytes(), key
 
 
-def test_an_unfinished_remote_store_is_refused_and_resumed(s3, config):
+def test_an_unfinished_remote_store_is_refused_and_resumed(s3, config, tmp_path):
     url = "s3://bucket/resume.zarr"
-    preprocess("s3://bucket/audio", url, config, scheduler=SYNC, batch_size=4)
-    group = zarr.open_group(url, mode="r+", use_consolidated=False)
-    group.attrs["status"] = "incomplete"
-    s3["fs"].rm("bucket/resume.zarr/paths/c/2")  # as if the run died before the last batch
-    with pytest.raises(Exception, match="unfinished"):
+    with pytest.raises(Interrupted):
+        preprocess(
+            "s3://bucket/audio",
+            url,
+            config,
+            scheduler=SYNC,
+            batch_size=4,
+            progress=interrupt_images_after(2),
+        )
+    with pytest.raises(StoreError, match="unfinished"):
         open_store(url)
     report = preprocess("s3://bucket/audio", url, config, scheduler=SYNC, batch_size=4)
+    assert "statistics" not in report.seconds  # resumed after pass 1
     assert report.n_files == 15 and report.n_failed == 5
-    assert len(open_store(url)) == 15
+    reference = tmp_path / "reference.zarr"
+    preprocess(s3["local"], reference, config, scheduler=SYNC, batch_size=4)
+    np.testing.assert_array_equal(open_store(url)[:], open_store(reference)[:])
+    assert not s3["fs"].exists("bucket/resume.zarr/scratch")
 
 
 def test_unreachable_storage_is_a_clear_error_that_does_not_show_credentials(s3, tmp_path):

@@ -215,21 +215,53 @@ def test_errors_before_any_work(dask_run, dataset, config, tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
-def test_an_unfinished_run_is_resumed_from_the_batches_it_wrote(dataset, config, tmp_path):
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_images_after(n_batches: int):
+    """A progress callback that stops the run after ``n_batches`` batches of images, as a
+    killed client stops it: no cleanup, no completion mark."""
+
+    class Bar:
+        def __init__(self, description: str) -> None:
+            self.images, self.done = "images" in description, 0
+
+        def update(self, n: int = 1) -> None:
+            self.done += n
+            if self.images and self.done >= n_batches:
+                raise Interrupted
+
+        def close(self) -> None:
+            pass
+
+    return lambda description, total: Bar(description)
+
+
+@pytest.mark.parametrize("scratch", [True, False])
+def test_an_unfinished_run_is_resumed_from_the_batches_it_wrote(dataset, config, tmp_path, scratch):
     out, reference_run = tmp_path / "resumed.zarr", tmp_path / "reference.zarr"
     preprocess(dataset, reference_run, config, scheduler=SYNC, batch_size=4)
-    preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
-    # As a killed run leaves it: incomplete, statistics known, the last two batches missing.
-    group = zarr.open_group(out, mode="r+", use_consolidated=False)
-    group.attrs["status"] = "incomplete"
-    for name in ("images/c/2/0/0", "paths/c/2", "images/c/3/0/0", "paths/c/3"):
-        (out / name).unlink()
-    kept = (out / "images" / "c" / "0" / "0" / "0").stat()
+    with pytest.raises(Interrupted):
+        preprocess(
+            dataset,
+            out,
+            config,
+            scheduler=SYNC,
+            batch_size=4,
+            scratch=scratch,
+            progress=interrupt_images_after(2),
+        )
+    with pytest.raises(StoreError, match="unfinished"):
+        store.read_attrs(out)
+    assert (out / "paths" / "c" / "1").exists() and not (out / "paths" / "c" / "2").exists()
+    kept = (out / "images" / "c" / "1" / "0" / "0").stat()
 
-    report = preprocess(dataset, out, config, scheduler=SYNC, batch_size=4)
+    report = preprocess(dataset, out, config, scheduler=SYNC, batch_size=4, scratch=scratch)
     assert (report.n_files, report.n_valid, report.n_failed) == (15, 10, 5)
     assert "statistics" not in report.seconds  # pass 1 was not run again
-    assert (out / "images" / "c" / "0" / "0" / "0").stat().st_mtime_ns == kept.st_mtime_ns
+    assert (out / "images" / "c" / "1" / "0" / "0").stat().st_mtime_ns == kept.st_mtime_ns
+    assert not (out / "scratch").exists()
     arrays, attrs = read_all(out)
     expected, expected_attrs = read_all(reference_run)
     for name in ARRAYS:
@@ -237,6 +269,18 @@ def test_an_unfinished_run_is_resumed_from_the_batches_it_wrote(dataset, config,
     assert attrs["stats"] == expected_attrs["stats"]
     assert attrs["counts"] == expected_attrs["counts"]
     assert [f.path for f in report.failures] == sorted(BROKEN_FILES)
+
+
+def test_scratch_and_recompute_write_the_same_bytes(dataset, config, tmp_path):
+    kept, again = tmp_path / "scratch.zarr", tmp_path / "recompute.zarr"
+    preprocess(dataset, kept, config, scheduler=SYNC, batch_size=4, scratch=True)
+    preprocess(dataset, again, config, scheduler=SYNC, batch_size=4, scratch=False)
+    files = sorted(p.relative_to(kept) for p in kept.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert not any(p.parts[0] == "scratch" for p in files)
+    for rel in files:
+        if rel.as_posix() != "zarr.json":  # the root metadata records times and the plan
+            assert (kept / rel).read_bytes() == (again / rel).read_bytes(), rel
 
 
 def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_path):
