@@ -431,7 +431,11 @@ def _resumable(
         return None
     if attrs.get("status") == "complete":
         return None
-    if attrs.get("plan") != plan or attrs.get("config") != config.to_dict():
+    if (
+        attrs.get("plan") != plan
+        or attrs.get("config") != config.to_dict()
+        or "run_id" not in attrs
+    ):
         logger.info("%s holds an unfinished run of another plan; it cannot be resumed.", output)
         return None
     return attrs
