@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.errors import StoreError
 from pipeline.pictures import export_png
 from pipeline.reader import open_store
 from pipeline.torch import ChunkShuffleSampler, SpectrogramDataset
@@ -37,8 +39,9 @@ WORKERS = 2
 class PngFolder(Dataset):
     """What training code does with the post's output: open and decode one PNG per item."""
 
-    def __init__(self, files: list[Path]) -> None:
+    def __init__(self, files: list[Path], as_float: bool = True) -> None:
         self.files = files
+        self.as_float = as_float
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,7 +49,8 @@ class PngFolder(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         with Image.open(self.files[i]) as image:
             pixels = np.array(image)  # a writable copy, as torch wants
-        return torch.from_numpy(pixels).unsqueeze(0).to(torch.float32).div_(127.5).sub_(1.0)
+        item = torch.from_numpy(pixels).unsqueeze(0)
+        return item.to(torch.float32).div_(127.5).sub_(1.0) if self.as_float else item
 
 
 def prepare(count: int) -> tuple[Path, list[Path]]:
@@ -56,11 +60,22 @@ def prepare(count: int) -> tuple[Path, list[Path]]:
     specpipe = [sys.executable, "-m", "pipeline"]
     if not audio.exists():
         subprocess.run([*specpipe, "demo", audio, "--count", str(count), "--no-broken"], check=True)
-    if not store.exists():
-        subprocess.run([*specpipe, "preprocess", audio, store, "--workers", "2"], check=True)
+    if not _readable(store):  # absent, or left by another version of specpipe
+        subprocess.run(
+            [*specpipe, "preprocess", audio, store, "--workers", "2", "--overwrite"], check=True
+        )
+        shutil.rmtree(pngs, ignore_errors=True)
     if not pngs.exists():
         export_png(open_store(store), pngs)
     return store, sorted(pngs.rglob("*.png"))
+
+
+def _readable(store: Path) -> bool:
+    try:
+        open_store(store)
+    except StoreError:
+        return False
+    return True
 
 
 def loader(dataset: Dataset, sampler: Sampler[int] | None) -> DataLoader:
@@ -108,6 +123,7 @@ def main() -> None:
 
     store, png_files = prepare(args.count)
     dataset = SpectrogramDataset(store)
+    raw = SpectrogramDataset(store, as_float=False)
     png = PngFolder([png_files[i] for i in range(len(png_files))])
     assert len(png) == len(dataset), "the PNG export and the store disagree"
 
@@ -122,6 +138,9 @@ def main() -> None:
                 "png_folder_random": loader(png, None),
                 "store_random": loader(dataset, None),
                 "store_chunk_shuffle": loader(dataset, ChunkShuffleSampler(dataset, seed=0)),
+                # uint8 items, converted after the batch arrives (on the GPU, in training):
+                "png_folder_random_uint8": loader(PngFolder(png.files, as_float=False), None),
+                "store_chunk_shuffle_uint8": loader(raw, ChunkShuffleSampler(raw, seed=0)),
             },
             args.passes,
         ),
@@ -130,6 +149,9 @@ def main() -> None:
     results["ratio_to_png"] = {
         k: speed[k] / speed["png_folder_random"] for k in ("store_random", "store_chunk_shuffle")
     }
+    results["ratio_to_png_uint8"] = (
+        speed["store_chunk_shuffle_uint8"] / speed["png_folder_random_uint8"]
+    )
     out = ROOT / "bench" / "results" / "read.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -148,6 +170,11 @@ def main() -> None:
             f"  store, {label:<20} {speed[key]:8.0f} images/s  ({files['store']} files)  "
             f"{results['ratio_to_png'][key]:.1f}x the PNG folder"
         )
+    print(
+        f"  uint8 items: PNG folder {speed['png_folder_random_uint8']:.0f} images/s, store "
+        f"with chunk shuffle {speed['store_chunk_shuffle_uint8']:.0f} images/s, "
+        f"{results['ratio_to_png_uint8']:.1f}x"
+    )
     print(f"Results in {out.relative_to(ROOT)}.")
 
 
