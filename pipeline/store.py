@@ -66,6 +66,7 @@ IMAGE_CONVENTIONS: dict[str, Any] = {
 # Written in this order; ``paths`` last, so that its chunk marks a batch as written.
 PER_CLIP_ARRAYS = ("valid", "errors", "file_min", "file_max", "clipped", "paths")
 SCRATCH = "scratch"
+SCRATCH_WRITES = ("valid", "errors", "file_min", "file_max")  # written by pass 1 with it
 
 
 @dataclass(frozen=True)
@@ -250,8 +251,11 @@ class Rows:
     clipped: np.ndarray
 
 
-def write_rows(store: Writable, batch: Batch, rows: Rows) -> None:
+def write_rows(store: Writable, batch: Batch, rows: Rows, *, after_scratch: bool = False) -> None:
     """Write one batch's rows; the region must be exactly one chunk of the arrays.
+
+    ``after_scratch``: pass 1 already wrote the arrays that do not depend on the statistics
+    (see :func:`write_scratch`), so only images, clipped counts and paths are written.
 
     Raises
     ------
@@ -272,8 +276,10 @@ def write_rows(store: Writable, batch: Batch, rows: Rows) -> None:
         "clipped": rows.clipped,
         "paths": _utf8_strings(rows.paths),
     }
+    skipped = SCRATCH_WRITES if after_scratch else ()
     for name in PER_CLIP_ARRAYS:  # paths last: its chunk says the whole batch is there
-        arrays[name][region] = values[name]
+        if name not in skipped:
+            arrays[name][region] = values[name]
 
 
 def _check_region(array: zarr.Array, batch: Batch) -> None:
@@ -325,10 +331,14 @@ def write_scratch(store: Writable, batch: Batch, pass1: Analysis) -> None:
         logmel = np.full((len(batch), *pass1.logmel.shape[1:]), np.nan, dtype=np.float32)
         logmel[pass1.valid] = pass1.logmel
     arrays[SCRATCH][region] = logmel
-    arrays["valid"][region] = pass1.valid
-    arrays["errors"][region] = _utf8_strings(pass1.errors)
-    arrays["file_min"][region] = pass1.file_min
-    arrays["file_max"][region] = pass1.file_max
+    values = {
+        "valid": pass1.valid,
+        "errors": _utf8_strings(pass1.errors),
+        "file_min": pass1.file_min,
+        "file_max": pass1.file_max,
+    }
+    for name in SCRATCH_WRITES:
+        arrays[name][region] = values[name]
 
 
 def read_scratch(store: Writable, batch: Batch) -> Analysis:

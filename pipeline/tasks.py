@@ -152,6 +152,7 @@ def write_batch(
             file_max=result.file_max,
             clipped=clipped,
         ),
+        after_scratch=from_scratch,
     )
     return WriteSummary.of_rows(
         batch.start, [utf8_safe(p) for p in paths], result.errors, clipped, config
