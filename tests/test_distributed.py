@@ -47,6 +47,14 @@ def procs(tmp_path):
     running.stop_all()
 
 
+@pytest.fixture
+def cluster(procs):
+    """A scheduler and two workers, each its own process group, all connected."""
+    address, workers = start_dask_cluster(procs, 2)
+    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+    return address, workers
+
+
 def specpipe(*args) -> list[str]:
     return [sys.executable, "-m", "pipeline", *map(str, args)]
 
@@ -73,9 +81,8 @@ def written_chunks(store: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
-def test_submitted_run_writes_the_same_bytes_as_a_local_run(audio, local_run, procs, tmp_path):
-    address, _ = start_dask_cluster(procs, 2)
-    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+def test_submitted_run_writes_the_same_bytes_as_a_local_run(audio, local_run, cluster, tmp_path):
+    address, _ = cluster
     out = tmp_path / "cluster.zarr"
     result = subprocess.run(
         specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS),
@@ -89,9 +96,8 @@ def test_submitted_run_writes_the_same_bytes_as_a_local_run(audio, local_run, pr
     assert_same_bytes(out, local_run)
 
 
-def test_a_worker_killed_mid_run_does_not_stop_it(audio, local_run, procs, tmp_path):
-    address, workers = start_dask_cluster(procs, 2)
-    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+def test_a_worker_killed_mid_run_does_not_stop_it(audio, local_run, procs, cluster, tmp_path):
+    address, workers = cluster
     out = tmp_path / "killed-worker.zarr"
     command = specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS)
     run = procs.start("client", *command)
@@ -161,10 +167,9 @@ def test_a_tls_scheduler_refuses_a_client_without_certificates(
 
 
 def test_a_client_killed_mid_run_is_resumed_without_redoing_written_batches(
-    audio, local_run, procs, tmp_path
+    audio, local_run, procs, cluster, tmp_path
 ):
-    address, _ = start_dask_cluster(procs, 2)
-    wait_for(lambda: n_workers_connected(address) == 2, "two workers")
+    address, _ = cluster
     out = tmp_path / "resumed.zarr"
     command = specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS)
     first = procs.start("first-client", *command)
