@@ -17,6 +17,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from pipeline.discover import is_url
 from pipeline.errors import EmptyAudioError, NonFiniteAudioError, TruncatedAudioError
 
 MONO = "mean of channels"
@@ -73,7 +74,7 @@ def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
     Raises what :func:`check_header` raises, and libsndfile's errors.
     """
     location = os.fspath(path)
-    if "://" in location:
+    if is_url(location):
         # Read through fsspec; libsndfile seeks in the file object, so only the blocks
         # holding the header and the needed samples are fetched.
         import fsspec
