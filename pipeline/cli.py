@@ -14,7 +14,7 @@ from tqdm import tqdm
 from pipeline import runner
 from pipeline.config import SpectrogramConfig
 from pipeline.errors import SpecpipeError
-from pipeline.stats import STATS_NAMES
+from pipeline.stats import STATS_NAMES, GlobalStats
 
 SHOWN_FAILURES = 5
 
@@ -120,16 +120,20 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     _echo_summary(report)
 
 
+def _echo_stats(stats: GlobalStats, used: str, clipped_fraction: float) -> None:
+    for name in STATS_NAMES:
+        r = getattr(stats, name)
+        mark = "  (used)" if name == used else ""
+        click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
+    click.echo(f"  {clipped_fraction:.3%} of pixels clipped by the scaling.")
+
+
 def _echo_summary(report: runner.RunReport) -> None:
     click.echo(
         f"Wrote {report.n_files} clips to {report.output}: "
         f"{report.n_valid} valid, {report.n_failed} failed."
     )
-    for name in STATS_NAMES:
-        r = getattr(report.stats, name)
-        mark = "  (used)" if name == report.used else ""
-        click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
-    click.echo(f"  {report.clipped_fraction:.3%} of pixels clipped by the scaling.")
+    _echo_stats(report.stats, report.used, report.clipped_fraction)
     click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()) + ".")
     if report.n_tasks:
         click.echo(f"Dask tasks: {report.n_tasks}.")
@@ -205,12 +209,8 @@ def info(store_path: str, max_failures: int) -> None:
     for key, value in config.to_dict().items():
         click.echo(f"  {key:<12} {value}")
     click.echo("Statistics of log(mel power + eps):")
-    for name in STATS_NAMES:
-        r = getattr(reader.stats, name)
-        mark = "  (used)" if name == reader.used else ""
-        click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
     stats = attrs["stats"]
-    click.echo(f"  {stats['clipped_fraction']:.3%} of pixels clipped by the scaling.")
+    _echo_stats(reader.stats, reader.used, stats["clipped_fraction"])
     if stats.get("from"):
         click.echo(f"  statistics taken from {stats['from']}")
     failed = np.flatnonzero(~reader.valid)
