@@ -351,7 +351,10 @@ def preprocess(
         clock.lap("images")
         n_tasks = getattr(executor, "n_tasks", 0)
     if done:
-        earlier = [WriteSummary.of_rows(b.start, *store.read_rows(output, b), config) for b in done]
+        earlier = [
+            WriteSummary.of_rows(b.start, *rows, config)
+            for b, rows in zip(done, store.read_rows(output, done), strict=True)
+        ]
         summary = WriteSummary.merge_all(summary, *earlier)
 
     clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0

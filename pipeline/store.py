@@ -376,16 +376,22 @@ def written_batches(store: str | os.PathLike[str], batches: list[Batch]) -> list
 
 
 def read_rows(
-    store: str | os.PathLike[str], batch: Batch
-) -> tuple[list[str], list[str], np.ndarray]:
-    """Paths, errors and clipped-pixel counts of one written batch."""
+    store: str | os.PathLike[str], batches: list[Batch]
+) -> list[tuple[list[str], list[str], np.ndarray]]:
+    """Paths, errors and clipped-pixel counts of each written batch."""
     group = zarr.open_group(_url(store), mode="r", use_consolidated=False)
-    region = slice(batch.start, batch.stop)
-    return (
-        [str(p) for p in np.asarray(_array(group, "paths")[region]).tolist()],
-        [str(e) for e in np.asarray(_array(group, "errors")[region]).tolist()],
-        np.asarray(_array(group, "clipped")[region]),
-    )
+    paths, errors, clipped = (_array(group, n) for n in ("paths", "errors", "clipped"))
+    rows = []
+    for batch in batches:
+        region = slice(batch.start, batch.stop)
+        rows.append(
+            (
+                [str(p) for p in np.asarray(paths[region]).tolist()],
+                [str(e) for e in np.asarray(errors[region]).tolist()],
+                np.asarray(clipped[region]),
+            )
+        )
+    return rows
 
 
 def read_attrs(store: str | os.PathLike[str], *, require_complete: bool = True) -> dict[str, Any]:
