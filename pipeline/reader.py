@@ -8,11 +8,20 @@ reads lazily: only the arrays' metadata and the small per-clip arrays are read o
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import librosa
 import numpy as np
+import zarr
+from numcodecs import Zstd
+from zarr.buffer.cpu import NDBuffer
+from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.core.metadata import ArrayV3Metadata
+from zarr.storage import LocalStore
 
 from pipeline import features
 from pipeline import store as zstore
@@ -40,6 +49,12 @@ class SpectrogramStore:
         self.used: StatsName = self.attrs["stats"]["used"]
         self.scale: Range = self.stats.range(self.used)
         self._images = self._arrays["images"]
+        self._buffers = threading.local()
+        self._decode_chunk = _chunk_decoder(self._images)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Pickled as its path: a copy opens the store again, with buffers of its own.
+        return open_store, (self.path,)
 
     def __repr__(self) -> str:
         return (
@@ -60,12 +75,42 @@ class SpectrogramStore:
             return np.asarray(self._images[index])
         return self.read_many(index)
 
-    def read_many(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_many(
+        self, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Images at ``indices`` (any order, repeats allowed, or a boolean mask), stacked.
 
         Reads each chunk that holds a requested clip once, so a batch drawn from few
-        chunks costs few reads.
+        chunks costs few reads. ``out``, a uint8 array of shape ``(n, n_mels, n_frames)``,
+        receives the images instead of a new array.
         """
+        idx = self._clip_indices(indices)
+        shape = (idx.size, *self.config.image_shape)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8:
+            raise ValueError(f"out must be a uint8 array of shape {shape}.")
+        if idx.size == 0:
+            return out
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        # Group the sorted indices by chunk; each group is read as one contiguous span.
+        breaks = np.flatnonzero(np.diff(sorted_idx // self.chunk_length)) + 1
+        if breaks.size == 0:  # one chunk, the usual batch: gather straight into out
+            lo = int(sorted_idx[0])
+            span = self._read_span(lo, int(sorted_idx[-1]) + 1)
+            # mode="clip" only because the indices are checked: "raise" buffers the output.
+            np.take(span, idx - lo, axis=0, out=out, mode="clip")
+            return out
+        for group, positions in zip(
+            np.split(sorted_idx, breaks), np.split(order, breaks), strict=True
+        ):
+            lo = int(group[0])
+            out[positions] = self._read_span(lo, int(group[-1]) + 1)[group - lo]
+        return out
+
+    def _clip_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``indices`` checked, as non-negative int64 clip indices."""
         idx = np.asarray(indices)
         if idx.dtype == bool:
             if idx.shape != (len(self),):
@@ -76,22 +121,26 @@ class SpectrogramStore:
         idx = idx.astype(np.int64)
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"Clip indices must lie in [-{len(self)}, {len(self)}).")
-        idx %= max(len(self), 1)
-        out = np.empty((idx.size, *self.config.image_shape), dtype=np.uint8)
-        if idx.size == 0:
-            return out
-        rows_per_chunk = self.chunk_length
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        # Group the sorted indices by chunk; each group is read as one contiguous span.
-        breaks = np.flatnonzero(np.diff(sorted_idx // rows_per_chunk)) + 1
-        for group, positions in zip(
-            np.split(sorted_idx, breaks), np.split(order, breaks), strict=True
-        ):
-            lo, hi = int(group[0]), int(group[-1]) + 1
-            span = np.asarray(self._images[lo:hi])
-            out[positions] = span[group - lo]
-        return out
+        return idx % max(len(self), 1)
+
+    def _read_span(self, lo: int, hi: int) -> np.ndarray:
+        """Clips ``lo:hi``, all within one chunk, decoded into this thread's chunk buffer.
+
+        The view is valid until this thread's next read. A buffer kept for reuse, rather
+        than a new array per read, is what makes batches cheap: measured in a DataLoader
+        worker, first writes to freshly allocated memory cost more than the decoding.
+        """
+        buffer = getattr(self._buffers, "chunk", None)
+        if buffer is None:
+            buffer = np.empty((self.chunk_length, *self.config.image_shape), dtype=np.uint8)
+            self._buffers.chunk = buffer
+        if self._decode_chunk is None:
+            span = buffer[: hi - lo]
+            self._images.get_basic_selection(slice(lo, hi), out=NDBuffer.from_numpy_array(span))
+            return span
+        chunk, start = divmod(lo, self.chunk_length)
+        self._decode_chunk(chunk, buffer)
+        return buffer[start : start + hi - lo]
 
     @property
     def chunk_length(self) -> int:
@@ -199,6 +248,41 @@ def logmel_to_audio(
         length=config.n_samples,
         random_state=seed,
     ).astype(np.float32)
+
+
+def _chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None] | None:
+    """A function that decodes one whole chunk of ``images`` into a buffer, or None.
+
+    Given for a local store holding the layout specpipe writes (chunks of whole uint8
+    images, encoded as bytes, then zstd):
+    it reads the chunk's file and decodes it with numcodecs' Zstd, the decoder zarr's own
+    ZstdCodec calls, without zarr's asynchronous machinery around it. Measured in a
+    DataLoader worker that machinery cost more than the decoding, and reading through this
+    function made the read benchmark 13 to 27% faster. For any other store or encoding,
+    None: reads go through zarr.
+    """
+    metadata = images.metadata
+    if (
+        not isinstance(images.store, LocalStore)
+        or not isinstance(metadata, ArrayV3Metadata)
+        or images.dtype != np.uint8
+        or images.chunks[1:] != images.shape[1:]  # a chunk is whole images
+        or [type(codec) for codec in metadata.codecs] != [BytesCodec, ZstdCodec]
+    ):
+        return None
+    directory = Path(images.store.root) / images.path
+    zstd = Zstd()
+
+    def decode(chunk: int, out: np.ndarray) -> None:
+        key = metadata.encode_chunk_key((chunk, 0, 0))
+        try:
+            encoded = (directory / key).read_bytes()
+        except FileNotFoundError:  # zarr leaves out chunks that hold only the fill value
+            out.fill(metadata.fill_value)
+            return
+        zstd.decode(encoded, out=out)
+
+    return decode
 
 
 def open_store(path: str | os.PathLike[str]) -> SpectrogramStore:

@@ -1,5 +1,8 @@
 """Reading a finished store: indexing, refusals, and the inverses to log-mel and to audio."""
 
+import pickle
+import shutil
+
 import librosa
 import numpy as np
 import pytest
@@ -47,6 +50,36 @@ def test_read_many_keeps_the_order_asked_for(reader, raw):
         reader[[0, 15]]
     with pytest.raises(IndexError):
         reader[np.ones(3, bool)]
+
+
+def test_read_many_fills_out_alike_with_or_without_zarr_decoding(finished_store, reader, raw):
+    # A local store's chunks are decoded by the reader itself; through fsspec, by zarr.
+    through_zarr = open_store(finished_store.as_uri())
+    assert reader._decode_chunk is not None and through_zarr._decode_chunk is None
+    order = np.random.default_rng(0).permutation(15)
+    for each in (reader, through_zarr):
+        out = np.empty((15, 64, 87), np.uint8)
+        assert each.read_many(order, out=out) is out
+        np.testing.assert_array_equal(out, raw["images"][order])
+        last_chunk = [14, 12, 13]  # 3 clips in a chunk of 4
+        np.testing.assert_array_equal(each.read_many(last_chunk), raw["images"][last_chunk])
+    with pytest.raises(ValueError, match="uint8 array of shape"):
+        reader.read_many([1, 2], out=np.empty((3, 64, 87), np.uint8))
+
+
+def test_a_pickled_reader_opens_the_store_again(reader):
+    copy = pickle.loads(pickle.dumps(reader))
+    assert copy is not reader and copy.path == reader.path
+    np.testing.assert_array_equal(copy[[3, 9]], reader[[3, 9]])
+
+
+def test_a_chunk_zarr_left_out_reads_as_its_fill_value(finished_store, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(finished_store, copy)
+    (copy / "images" / "c" / "1" / "0" / "0").unlink()  # as zarr skips a chunk of fill value
+    expected = zarr.open_array(copy / "images", mode="r")[:]
+    assert (expected[4:8] == 255).all()
+    np.testing.assert_array_equal(open_store(copy).read_many(np.arange(15)), expected)
 
 
 def test_per_clip_arrays(reader, raw):
