@@ -1,24 +1,54 @@
-"""PyTorch access to a store: a map-style Dataset of its valid clips, and a chunk-aware sampler.
+"""PyTorch access to a store: a map-style Dataset of its valid clips, chunk-aware samplers,
+and a loader that reads whole batches.
 
 Needs the ``torch`` extra (``pip install 'specpipe[torch]'``). Each DataLoader worker opens
 the store itself on first use; what is pickled to a worker is only the path and the small
-index arrays. A DataLoader that batches fetches whole batches through ``__getitems__``,
-which reads each chunk touched by a batch once.
+index arrays.
+
+Three ways to read, slowest first (``make bench-read`` measures them):
+
+- ``DataLoader(dataset, batch_size=B, sampler=ChunkShuffleSampler(dataset))``: items are
+  fetched a batch at a time through ``__getitems__``, which reads each chunk once, then
+  collated by the DataLoader.
+- ``DataLoader(dataset, batch_size=None, sampler=ChunkBatchSampler(dataset, B))``: each
+  worker reads, converts and stacks a whole batch in one go, straight into the shared
+  memory that carries it to the training process.
+- ``SpectrogramLoader(dataset, B, num_workers=...)``: as the second, except that workers
+  send the stored uint8 pixels, a quarter of float32's bytes, and the conversion to
+  [-1, 1] happens on arrival (on the GPU when ``device`` names one).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+    get_worker_info,
+)
+from torch.utils.data._utils.collate import default_collate
 
 from pipeline.reader import SpectrogramStore, open_store
 
 Transform = Callable[[torch.Tensor], Any]
+
+
+def to_unit_range(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 pixels as float32 in [-1, 1]: 0 (black, most energy) is -1, 255 is 1.
+
+    The one conversion every reading path uses, so that they agree to the bit.
+    """
+    return torch.div(pixels, 127.5, out=out).sub_(1.0)
 
 
 class SpectrogramDataset(Dataset):
@@ -34,8 +64,10 @@ class SpectrogramDataset(Dataset):
     transform : callable, optional
         Applied to each item's tensor, of shape (1, n_mels, n_frames).
 
-    Item ``i`` is the ``i``-th valid clip; ``store_indices[i]`` is its row in the store and
-    ``paths[i]`` its file.
+    ``dataset[i]`` is the ``i``-th valid clip; ``store_indices[i]`` is its row in the store
+    and ``paths[i]`` its file. ``dataset[indices]``, with a sequence of ints, is the whole
+    batch stacked, shape (len(indices), 1, n_mels, n_frames): what a DataLoader with
+    ``batch_size=None`` and a batch sampler such as ``ChunkBatchSampler`` asks for.
     """
 
     def __init__(
@@ -67,17 +99,58 @@ class SpectrogramDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store_indices)
 
-    def __getitem__(self, i: int) -> Any:
-        return self.__getitems__([i])[0]
+    def __getitem__(self, index: Any) -> Any:
+        if np.ndim(index) == 0:  # an int, or a numpy or torch scalar
+            return self.__getitems__([int(index)])[0]
+        if self.transform is not None:
+            # A transform works on items; stack what it returns as the DataLoader would.
+            return default_collate(self.__getitems__(index))
+        if not self.as_float:
+            # Read straight into the batch: no uint8 array in between.
+            batch = _empty_batch((len(index), 1, *self.config.image_shape), torch.uint8)
+            self._read(index, out=batch)
+            return batch
+        pixels = self._read(index)
+        return to_unit_range(pixels, out=_empty_batch(pixels.shape, torch.float32))
 
-    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        images = self.reader.read_many(self.store_indices[np.asarray(indices, dtype=np.int64)])
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> list[Any]:
+        batch = self._read(indices)
         # Converted as one batch: per-item tensor operations cost more than the read.
-        batch = torch.from_numpy(images).unsqueeze(1)
         if self.as_float:
-            batch = batch.to(torch.float32).div_(127.5).sub_(1.0)
+            batch = to_unit_range(batch)
         items = list(batch.unbind(0))
         return items if self.transform is None else [self.transform(x) for x in items]
+
+    def _read(
+        self, indices: Sequence[int] | np.ndarray, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The uint8 pixels of items ``indices``, shape (n, 1, n_mels, n_frames), in ``out``
+        when given."""
+        rows = self.store_indices[np.asarray(indices, dtype=np.int64)]
+        if out is None:
+            return torch.from_numpy(self.reader.read_many(rows)).unsqueeze(1)
+        self.reader.read_many(rows, out=out.numpy()[:, 0])
+        return out
+
+
+def _empty_batch(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker, one in shared memory.
+
+    A batch made in a worker goes to the training process through shared memory. Made
+    there to begin with, it is not copied into it again: default_collate does the same
+    for the batches it stacks, with the same calls.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    like = torch.empty(0, dtype=dtype)
+    return like.new(like._typed_storage()._new_shared(math.prod(shape))).view(*shape)
+
+
+def _chunk_groups(dataset: SpectrogramDataset) -> list[np.ndarray]:
+    """The dataset's item indices, one array per chunk of the store, in store order."""
+    chunk_of = dataset.store_indices // dataset.chunk_length
+    starts = np.flatnonzero(np.diff(chunk_of)) + 1
+    return np.split(np.arange(len(dataset)), starts)
 
 
 class ChunkShuffleSampler(Sampler[int]):
@@ -89,9 +162,7 @@ class ChunkShuffleSampler(Sampler[int]):
     """
 
     def __init__(self, dataset: SpectrogramDataset, seed: int | None = None) -> None:
-        chunk_of = dataset.store_indices // dataset.chunk_length
-        starts = np.flatnonzero(np.r_[True, np.diff(chunk_of) != 0])
-        self._groups = np.split(np.arange(len(dataset)), starts[1:])
+        self._groups = _chunk_groups(dataset)
         self._rng = np.random.default_rng(seed)
         self._n = len(dataset)
 
@@ -103,4 +174,126 @@ class ChunkShuffleSampler(Sampler[int]):
             yield from self._rng.permutation(self._groups[g]).tolist()
 
 
-__all__ = ["ChunkShuffleSampler", "SpectrogramDataset"]
+class ChunkBatchSampler(Sampler[list[int]]):
+    """Random batches of item indices, each drawn from as few chunks as possible.
+
+    Each pass shuffles the clips within every chunk and cuts each chunk into whole
+    batches of ``batch_size``. What is left over in the chunks (all of it when
+    ``batch_size`` exceeds the chunk length) is pooled in a random chunk order and cut
+    into batches too, so those touch only neighbouring chunks. The batches then come in
+    random order; the one short batch, if any, comes last unless ``drop_last``. With the
+    batch size equal to the store's chunk length (the default batch size of
+    ``specpipe preprocess``, 64) nearly every batch is one chunk, read once.
+
+    Use it as a DataLoader's ``sampler`` with ``batch_size=None``, so that the dataset
+    reads each batch whole, or as its ``batch_sampler``.
+    """
+
+    def __init__(
+        self,
+        dataset: SpectrogramDataset,
+        batch_size: int,
+        seed: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self._groups = _chunk_groups(dataset)
+        self._rng = np.random.default_rng(seed)
+        self._n = len(dataset)
+
+    def __len__(self) -> int:
+        return self._n // self.batch_size if self.drop_last else -(-self._n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        size, rng = self.batch_size, self._rng
+        batches: list[np.ndarray] = []
+        leftovers: list[np.ndarray] = []
+        for g in rng.permutation(len(self._groups)):
+            items = rng.permutation(self._groups[g])
+            whole = len(items) - len(items) % size
+            batches.extend(items[:whole].reshape(-1, size))
+            leftovers.append(items[whole:])
+        pool = np.concatenate(leftovers) if leftovers else np.empty(0, dtype=np.int64)
+        whole = len(pool) - len(pool) % size
+        batches.extend(pool[:whole].reshape(-1, size))
+        for b in rng.permutation(len(batches)):
+            yield batches[b].tolist()
+        if whole < len(pool) and not self.drop_last:
+            yield pool[whole:].tolist()
+
+
+class SpectrogramLoader:
+    """Batches of a dataset, read whole by DataLoader workers; the fastest way to read.
+
+    Parameters
+    ----------
+    dataset : SpectrogramDataset
+    batch_size : int
+        Items per batch; the store's chunk length (64 by default) reads fastest.
+    shuffle : bool
+        True: ``ChunkBatchSampler`` batches, a new order each pass. False: store order.
+    seed : int, optional
+        Seed of the shuffle.
+    drop_last : bool
+        Drop the last batch when it is short.
+    device : str or torch.device, optional
+        Where batches are delivered. The uint8 pixels are moved there and converted there,
+        so a GPU receives a quarter of the bytes float32 would take.
+    **dataloader_kwargs
+        Passed to the ``DataLoader``: ``num_workers``, ``pin_memory``,
+        ``persistent_workers``, ``prefetch_factor``, ...
+
+    Without a ``transform``, workers send the stored uint8 pixels, and a float dataset's
+    batches are converted to [-1, 1] on arrival, exactly as the dataset converts items.
+    With a ``transform``, workers deliver the dataset's own items, transformed and stacked.
+    ``dataloader`` is the DataLoader underneath.
+    """
+
+    def __init__(
+        self,
+        dataset: SpectrogramDataset,
+        batch_size: int = 64,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        drop_last: bool = False,
+        device: str | torch.device | None = None,
+        **dataloader_kwargs: Any,
+    ) -> None:
+        self.dataset = dataset
+        self.device = None if device is None else torch.device(device)
+        # Shipping uint8 and converting here costs less than shipping float32: in a
+        # worker, most of a float batch's cost is faulting in 4 bytes of shared memory
+        # per pixel.
+        self._convert = dataset.as_float and dataset.transform is None
+        source = dataset
+        if self._convert:
+            source = copy.copy(dataset)
+            source.as_float = False
+        sampler: Sampler[list[int]] = (
+            ChunkBatchSampler(dataset, batch_size, seed=seed, drop_last=drop_last)
+            if shuffle
+            else BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last)
+        )
+        self.dataloader = DataLoader(source, batch_size=None, sampler=sampler, **dataloader_kwargs)
+
+    def __len__(self) -> int:
+        return len(self.dataloader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.dataloader:
+            if self.device is not None:
+                batch = batch.to(self.device, non_blocking=True)
+            yield to_unit_range(batch) if self._convert else batch
+
+
+__all__ = [
+    "ChunkBatchSampler",
+    "ChunkShuffleSampler",
+    "SpectrogramDataset",
+    "SpectrogramLoader",
+    "to_unit_range",
+]

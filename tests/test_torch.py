@@ -8,7 +8,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.reader import open_store
-from pipeline.torch import ChunkShuffleSampler, SpectrogramDataset
+from pipeline.torch import (
+    ChunkBatchSampler,
+    ChunkShuffleSampler,
+    SpectrogramDataset,
+    SpectrogramLoader,
+)
+
+
+def same_items(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal as multisets of items: each sorted by a per-item key first."""
+    key = lambda t: t.double().flatten(1).sum(1).argsort()  # noqa: E731
+    assert torch.equal(got[key(got)], expected[key(expected)])
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +64,7 @@ def test_dataloader_with_two_worker_processes_yields_every_valid_clip(finished_s
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=True)
     batches = list(loader)
     assert all(b.shape[1:] == (1, 64, 87) for b in batches)
-    got = torch.cat(batches)
-    expected = torch.stack([ds[i] for i in range(len(ds))])
-    # Same multiset of items: sort by a per-item key and compare.
-    key = lambda t: t.flatten(1).sum(1).argsort()  # noqa: E731
-    torch.testing.assert_close(got[key(got)], expected[key(expected)])
+    same_items(torch.cat(batches), torch.stack([ds[i] for i in range(len(ds))]))
 
 
 def test_chunk_shuffle_visits_each_chunk_in_one_run(finished_store, reader):
@@ -73,3 +80,74 @@ def test_chunk_shuffle_visits_each_chunk_in_one_run(finished_store, reader):
     assert changes == n_chunks - 1  # never returns to a chunk it has left
     loader = DataLoader(ds, batch_size=4, num_workers=2, sampler=sampler)
     assert sum(len(b) for b in loader) == len(ds)
+
+
+@pytest.mark.parametrize("as_float", [True, False])
+def test_a_sequence_of_indices_gives_the_items_stacked(finished_store, as_float):
+    ds = SpectrogramDataset(finished_store, as_float=as_float)
+    indices = [7, 0, 3, 3, 9]
+    batch = ds[indices]
+    assert batch.shape == (5, 1, 64, 87)
+    assert torch.equal(ds[np.int64(7)], batch[0]) and torch.equal(ds[torch.tensor(0)], batch[1])
+    assert torch.equal(batch, torch.stack([ds[i] for i in indices]))
+    flipped = SpectrogramDataset(finished_store, as_float=as_float, transform=lambda x: x.flip(-1))
+    assert torch.equal(flipped[np.array(indices)], batch.flip(-1))
+
+
+def chunks_of(ds: SpectrogramDataset, batch: list[int]) -> set[int]:
+    return set((ds.store_indices[batch] // ds.chunk_length).tolist())
+
+
+def test_chunk_batches_split_each_pass_into_batches_of_few_chunks(finished_store):
+    ds = SpectrogramDataset(finished_store)  # 10 valid items in chunks of 4 rows
+    per_chunk = np.bincount(ds.store_indices // ds.chunk_length)
+    for size in (1, 2, 3, 4, 6, 20):
+        sampler = ChunkBatchSampler(ds, size, seed=1)
+        first, second = list(sampler), list(sampler)
+        for batches in (first, second):
+            assert len(batches) == len(sampler) == -(-len(ds) // size)
+            assert sorted(i for b in batches for i in b) == list(range(len(ds)))
+            assert [len(b) for b in batches[:-1]] == [size] * (len(batches) - 1)
+            one_chunk = sum(len(chunks_of(ds, b)) == 1 for b in batches)
+            assert one_chunk >= int((per_chunk // size).sum())  # every whole batch a chunk has
+        assert list(ChunkBatchSampler(ds, size, seed=1)) == first  # reproducible from the seed
+        if size < len(ds):
+            assert first != second  # a new order each pass
+    dropped = list(ChunkBatchSampler(ds, 3, seed=0, drop_last=True))
+    assert (
+        [len(b) for b in dropped]
+        == [3, 3, 3]
+        == [3] * len(ChunkBatchSampler(ds, 3, drop_last=True))
+    )
+    with pytest.raises(ValueError, match="batch_size"):
+        ChunkBatchSampler(ds, 0)
+
+
+@pytest.mark.parametrize("as_float", [True, False])
+def test_whole_batches_from_two_worker_processes(finished_store, as_float):
+    ds = SpectrogramDataset(finished_store, as_float=as_float)
+    loader = DataLoader(
+        ds, batch_size=None, sampler=ChunkBatchSampler(ds, 3, seed=0), num_workers=2
+    )
+    batches = list(loader)
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    same_items(torch.cat(batches), ds[range(len(ds))])
+
+
+def test_spectrogram_loader_delivers_the_datasets_items(finished_store):
+    ds = SpectrogramDataset(finished_store)
+    everything = ds[range(len(ds))]
+    loader = SpectrogramLoader(ds, 4, seed=0, num_workers=2, device="cpu")
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3
+    assert all(b.dtype == torch.float32 for b in batches)
+    assert loader.dataloader.dataset.as_float is False  # workers send uint8
+    # Converted on arrival, bit for bit as the dataset converts its items.
+    same_items(torch.cat(batches), everything)
+    in_order = list(SpectrogramLoader(ds, 4, shuffle=False, num_workers=2))
+    assert torch.equal(torch.cat(in_order), everything)
+    raw = SpectrogramDataset(finished_store, as_float=False)
+    assert torch.equal(torch.cat(list(SpectrogramLoader(raw, 4, shuffle=False))), raw[range(10)])
+    flipped = SpectrogramDataset(finished_store, transform=lambda x: x.flip(-1))
+    got = torch.cat(list(SpectrogramLoader(flipped, 4, shuffle=False, drop_last=True)))
+    assert torch.equal(got, everything[:8].flip(-1))
