@@ -1,43 +1,48 @@
-# The commands a newcomer types. Everything runs from the .venv that `make install` creates.
+# The commands a newcomer types. Each creates the .venv it needs, or refreshes it when
+# pyproject.toml changed since it was made, so a fresh clone needs nothing typed first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/demo
 DEMO_STORE ?= data/demo.zarr
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: install preprocess test bench bench-read bench-scale lint format clean
 
-install:
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: 2.13.0 is the CPU build these machines keep; an open range would
 	@# pull a CUDA build of several GB. The torch extra itself asks only for a minimum.
 	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)'
 	$(BIN)/python -m pip install --quiet -e '.[dev,torch,xarray,viz,s3,slurm]'
-	@echo "Installed specpipe into $(VENV); try: make preprocess"
+	@touch $@
+	@echo "Installed specpipe into $(VENV)."
 
-preprocess:
+preprocess: $(STAMP)
 	@test -d $(DEMO_DIR) || $(BIN)/specpipe demo $(DEMO_DIR)
 	$(BIN)/specpipe preprocess $(DEMO_DIR) $(DEMO_STORE) --overwrite
 
-test:
+test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: bench-read
+bench: $(STAMP) bench-read
 	$(BIN)/python bench/bench_preprocess.py
 
-bench-read:
+bench-read: $(STAMP)
 	$(BIN)/python bench/bench_read.py
 
-bench-scale:
+bench-scale: $(STAMP)
 	$(BIN)/python bench/bench_scale.py
 
-lint:
+lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/mypy
 
-format:
+format: $(STAMP)
 	$(BIN)/ruff check --fix pipeline tests bench
 	$(BIN)/ruff format pipeline tests bench
 

@@ -5,10 +5,12 @@ from pipeline.errors import (
     AudioError,
     ConfigError,
     InputError,
+    RunLockedError,
     SpecpipeError,
     StatisticsError,
     StoreError,
 )
+from pipeline.executors import DaskExecutor, LoopExecutor, open_executor
 from pipeline.reader import SpectrogramStore, open_store
 from pipeline.runner import RunReport, preprocess
 from pipeline.stats import GlobalStats, Range
@@ -16,15 +18,19 @@ from pipeline.stats import GlobalStats, Range
 __all__ = [
     "AudioError",
     "ConfigError",
+    "DaskExecutor",
     "GlobalStats",
     "InputError",
+    "LoopExecutor",
     "Range",
+    "RunLockedError",
     "RunReport",
     "SpecpipeError",
     "SpectrogramConfig",
     "SpectrogramStore",
     "StatisticsError",
     "StoreError",
+    "open_executor",
     "open_store",
     "preprocess",
 ]

@@ -1,9 +1,16 @@
-"""The ``specpipe`` command line: the only place that talks to a person."""
+"""The ``specpipe`` command line: the only place that talks to a person.
+
+Every error a user can meet ends the command with one line that names the thing and the
+fix, never a traceback (``SPECPIPE_TRACEBACK=1`` shows one for a bug report).
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +18,57 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import runner
-from pipeline.config import SpectrogramConfig
+from pipeline import config as defaults
 from pipeline.errors import SpecpipeError
+from pipeline.executors import TLSFiles, open_executor
+from pipeline.plan import DEFAULT_BATCH_SIZE
 from pipeline.stats import STATS_NAMES, GlobalStats
 
 SHOWN_FAILURES = 5
+_FIXES = {
+    errno.ENOSPC: "Free some space or choose another location; an unfinished store is marked "
+    "so, and the same command resumes it.",
+    errno.EACCES: "Check the permissions of that path.",
+    errno.EROFS: "That file system is read-only: choose another location.",
+    errno.ENAMETOOLONG: "Choose a shorter path.",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message a person sees for an error, on one line."""
+    if isinstance(exc, SpecpipeError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        fix = _FIXES.get(exc.errno or 0, "")
+        return f"{exc.strerror or exc}{where}. {fix}".strip()
+    return (
+        f"internal error: {type(exc).__name__}: {exc}. This is a bug in specpipe: run again "
+        "with SPECPIPE_TRACEBACK=1 to see where it happened, and report it."
+    )
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "Interrupted. An unfinished store is marked so; the same command resumes it."
+            ) from None
+        except Exception as exc:
+            if os.environ.get("SPECPIPE_TRACEBACK") and not isinstance(exc, SpecpipeError):
+                raise
+            raise click.ClickException(_one_line(exc).replace("\n", " ")) from None
 
 
 def _progress(description: str, total: int) -> tqdm:
     return tqdm(total=total, desc=description, unit="batch", file=sys.stderr, dynamic_ncols=True)
 
 
-def _fail(exc: SpecpipeError) -> click.ClickException:
-    return click.ClickException(str(exc))
-
-
-@click.group()
+@click.group(cls=_Commands)
 @click.version_option(package_name="specpipe")
 def main() -> None:
     """Audio datasets to normalized log-mel spectrogram images in one Zarr store."""
@@ -35,7 +76,7 @@ def main() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("specpipe: %(message)s"))
     log = logging.getLogger("pipeline")
-    log.addHandler(handler)
+    log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
 
@@ -44,14 +85,20 @@ def main() -> None:
 @click.argument("input_dir", metavar="INPUT")
 @click.argument("output", metavar="OUTPUT")
 @click.option(
-    "--sample-rate", default=22050, show_default=True, help="Hz every file is resampled to."
+    "--sample-rate",
+    type=int,
+    help=f"Hz every file is resampled to.  [default: {defaults.SAMPLE_RATE}]",
 )
-@click.option("--n-mels", default=128, show_default=True, help="Mel bands (image height).")
-@click.option("--hop-length", default=256, show_default=True, help="Samples between frames.")
+@click.option("--n-mels", type=int, help=f"Mel bands (image height).  [default: {defaults.N_MELS}]")
+@click.option(
+    "--hop-length", type=int, help=f"Samples between frames.  [default: {defaults.HOP_LENGTH}]"
+)
 @click.option("--n-fft", type=int, help="FFT size.  [default: 2 x hop length]")
-@click.option("--fmin", default=0.0, show_default=True, help="Lowest mel frequency, Hz.")
+@click.option("--fmin", type=float, help=f"Lowest mel frequency, Hz.  [default: {defaults.FMIN:g}]")
 @click.option("--fmax", type=float, help="Highest mel frequency, Hz.  [default: sample rate / 2]")
-@click.option("--duration", type=float, help="Clip length in seconds.  [default: 1.0]")
+@click.option(
+    "--duration", type=float, help=f"Clip length in seconds.  [default: {defaults.DURATION:g}]"
+)
 @click.option("--frames", type=int, help="Clip length in frames, instead of --duration.")
 @click.option(
     "--stats",
@@ -68,7 +115,7 @@ def main() -> None:
 @click.option("--scheduler", help="Address of a running Dask scheduler, or 'sync' for no Dask.")
 @click.option(
     "--batch-size",
-    default=runner.DEFAULT_BATCH_SIZE,
+    default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Files per task, and clips per chunk of the store.",
 )
@@ -87,7 +134,7 @@ def main() -> None:
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace OUTPUT if it is a finished store, or an unfinished one of another run.",
+    help="Replace OUTPUT if it is a store that specpipe wrote (and nothing else).",
 )
 def preprocess(input_dir: str, output: str, **options: Any) -> None:
     """Turn the audio files under INPUT into one Zarr store of uint8 images at OUTPUT.
@@ -95,48 +142,49 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     INPUT and OUTPUT are local paths or fsspec URLs (s3://bucket/audio, gs://...). An
     unfinished OUTPUT left by this same command is resumed, not started over.
     """
+    from pipeline import runner
+    from pipeline.config import SpectrogramConfig
+
     tls_files = [options.pop(k) for k in ("tls_ca_file", "tls_cert", "tls_key")]
     if any(tls_files) and not all(tls_files):
         raise click.UsageError("Give all three of --tls-ca-file, --tls-cert and --tls-key.")
-    options["tls"] = runner.TLSFiles(*tls_files) if all(tls_files) else None
-    feature_options = {
-        k: options.pop(k)
-        for k in (
-            "sample_rate",
-            "n_mels",
-            "hop_length",
-            "n_fft",
-            "fmin",
-            "fmax",
-            "duration",
-            "frames",
-        )
-    }
-    try:
-        config = SpectrogramConfig.from_options(**feature_options)
-        report = runner.preprocess(input_dir, output, config, progress=_progress, **options)
-    except SpecpipeError as exc:
-        raise _fail(exc) from exc
-    _echo_summary(report)
+    cluster = {k: options.pop(k) for k in ("workers", "scheduler")}
+    names = ("sample_rate", "n_mels", "hop_length", "n_fft", "fmin", "fmax", "duration", "frames")
+    config = SpectrogramConfig.from_options(**{k: options.pop(k) for k in names})
+    started = time.perf_counter()
+    with open_executor(**cluster, tls=TLSFiles(*tls_files) if all(tls_files) else None) as ex:
+        options["progress"] = _progress
+        cluster_seconds = time.perf_counter() - started
+        try:
+            report = runner.preprocess(input_dir, output, config, executor=ex, **options)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC and not exc.filename:  # Zarr's writes do not say where
+                raise OSError(exc.errno, exc.strerror, output) from None
+            raise
+    _echo_summary(report, cluster_seconds)
 
 
-def _echo_stats(stats: GlobalStats, used: str, clipped_fraction: float) -> None:
+def _echo_stats(stats: GlobalStats, used: str, clipped_fraction: float | None) -> None:
     for name in STATS_NAMES:
         r = getattr(stats, name)
         mark = "  (used)" if name == used else ""
         click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
-    click.echo(f"  {clipped_fraction:.3%} of pixels clipped by the scaling.")
+    if clipped_fraction is not None:
+        click.echo(f"  {clipped_fraction:.3%} of pixels clipped by the scaling.")
 
 
-def _echo_summary(report: runner.RunReport) -> None:
+def _echo_summary(report: Any, cluster_seconds: float) -> None:
     click.echo(
         f"Wrote {report.n_files} clips to {report.output}: "
         f"{report.n_valid} valid, {report.n_failed} failed."
     )
     _echo_stats(report.stats, report.used, report.clipped_fraction)
-    click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()) + ".")
+    laps = {"executor": cluster_seconds, **report.seconds}
+    click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in laps.items()) + ".")
     if report.n_tasks:
         click.echo(f"Dask tasks: {report.n_tasks}.")
+    for folder in report.skipped:
+        click.echo(f"Skipped folder {folder.path}: {folder.reason}")
     if report.failures:
         shown = report.failures[:SHOWN_FAILURES]
         click.echo(f"First {len(shown)} of {report.n_failed} failures:")
@@ -145,20 +193,23 @@ def _echo_summary(report: runner.RunReport) -> None:
 
 
 @main.command()
-@click.argument("input_dir", metavar="INPUT", type=click.Path(file_okay=False))
+@click.argument("input_dir", metavar="INPUT")
 def scan(input_dir: str) -> None:
     """Report what INPUT holds, from file headers only."""
     from pipeline.scan import format_report, scan
 
-    try:
-        click.echo(format_report(scan(input_dir)))
-    except SpecpipeError as exc:
-        raise _fail(exc) from exc
+    click.echo(format_report(scan(input_dir)))
 
 
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--count", default=300, show_default=True, help="Audio clips to write.")
+@click.option(
+    "--count",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Audio clips to write.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--broken/--no-broken",
@@ -177,28 +228,28 @@ def demo(folder: str, count: int, seed: int, broken: bool) -> None:
 def _open(path: str) -> Any:
     from pipeline.reader import open_store
 
-    try:
-        return open_store(path)
-    except SpecpipeError as exc:
-        raise _fail(exc) from exc
+    return open_store(path)
 
 
 @main.command()
-@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.argument("store_path", metavar="STORE")
 @click.option(
     "--failures",
     "max_failures",
     default=20,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Failed clips to list, with their reasons.",
 )
 def info(store_path: str, max_failures: int) -> None:
     """Describe a store: parameters, statistics, counts, failures and size."""
+    from pipeline.schema import FORMAT_VERSION
+
     reader = _open(store_path)
     attrs, config = reader.attrs, reader.config
     n_failed = len(reader) - len(reader.valid_indices)
-    click.echo(f"{reader.path}: specpipe store, format {attrs['format_version']}, complete")
-    click.echo(f"  created {attrs.get('created', '?')} from {attrs.get('input', '?')}")
+    click.echo(f"{reader.path}: specpipe store, format {FORMAT_VERSION}, complete")
+    click.echo(f"  created {attrs.created} from {attrs.input}")
     click.echo(f"  clips {len(reader)}: {len(reader.valid_indices)} valid, {n_failed} failed")
     click.echo(
         f"  images uint8 {config.n_mels} x {config.n_frames} (mels x frames), "
@@ -209,10 +260,11 @@ def info(store_path: str, max_failures: int) -> None:
     for key, value in config.to_dict().items():
         click.echo(f"  {key:<12} {value}")
     click.echo("Statistics of log(mel power + eps):")
-    stats = attrs["stats"]
-    _echo_stats(reader.stats, reader.used, stats["clipped_fraction"])
-    if stats.get("from"):
-        click.echo(f"  statistics taken from {stats['from']}")
+    _echo_stats(reader.stats, reader.used, reader.clipped_fraction)
+    if attrs.stats.source:
+        click.echo(f"  statistics taken from {attrs.stats.source['store']}")
+    for folder in attrs.skipped:
+        click.echo(f"Skipped folder {folder['path']}: {folder['reason']}")
     failed = np.flatnonzero(~reader.valid)
     if len(failed):
         click.echo(f"Failures ({min(len(failed), max_failures)} of {len(failed)} shown):")
@@ -221,47 +273,53 @@ def info(store_path: str, max_failures: int) -> None:
 
 
 @main.command("export-png")
-@click.argument("store_path", metavar="STORE", type=click.Path())
-@click.argument("outdir", metavar="OUTDIR", type=click.Path(file_okay=False))
+@click.argument("store_path", metavar="STORE")
+@click.argument("outdir", metavar="OUTDIR")
 @click.option("--indices", help="Clips to export, e.g. '0,5,10-19'.  [default: all valid]")
 def export_png(store_path: str, outdir: str, indices: str | None) -> None:
     """Write clips as 8-bit grayscale PNGs under OUTDIR, one per clip, named by input path."""
     from pipeline import pictures
 
     reader = _open(store_path)
-    try:
-        chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
-        written, skipped = pictures.export_png(reader, outdir, chosen)
-    except SpecpipeError as exc:
-        raise _fail(exc) from exc
+    chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
+    written, skipped = pictures.export_png(reader, outdir, chosen)
     click.echo(f"Wrote {len(written)} PNG files under {outdir}.")
     if skipped:
         click.echo(f"Skipped {len(skipped)} failed clips: {', '.join(map(str, skipped[:20]))}")
 
 
 @main.command()
-@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.argument("store_path", metavar="STORE")
 @click.option("-o", "--output", default="preview.png", show_default=True, help="Image file.")
 @click.option("--indices", help="Clips to show, e.g. '0,5,10-19'.  [default: spread evenly]")
-@click.option("--count", default=12, show_default=True, help="Clips shown without --indices.")
+@click.option(
+    "--count",
+    default=12,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clips shown without --indices.",
+)
 def preview(store_path: str, output: str, indices: str | None, count: int) -> None:
     """Save a contact sheet of clips and a histogram of log-mel values with both statistics."""
     from pipeline import pictures
 
     reader = _open(store_path)
-    try:
-        chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
-        pictures.preview(reader, output, indices=chosen, count=count)
-    except SpecpipeError as exc:
-        raise _fail(exc) from exc
+    chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
+    pictures.preview(reader, output, indices=chosen, count=count)
     click.echo(f"Wrote {output}.")
 
 
 @main.command()
-@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.argument("store_path", metavar="STORE")
 @click.option("--index", "index", type=int, required=True, help="The clip to turn into audio.")
 @click.option("-o", "--output", required=True, help="Audio file to write (.wav, .flac, ...).")
-@click.option("--n-iter", default=32, show_default=True, help="Griffin-Lim iterations.")
+@click.option(
+    "--n-iter",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Griffin-Lim iterations.",
+)
 def invert(store_path: str, index: int, output: str, n_iter: int) -> None:
     """Estimate a clip's audio from its image (Griffin-Lim) and write it to a file."""
     import soundfile
@@ -271,6 +329,11 @@ def invert(store_path: str, index: int, output: str, n_iter: int) -> None:
         raise click.ClickException(
             f"Cannot write audio to {output!r}: its extension names no format soundfile "
             f"writes ({', '.join(sorted(soundfile.available_formats()))})."
+        )
+    folder = Path(output).parent
+    if not folder.is_dir():
+        raise click.ClickException(
+            f"Cannot write {output!r}: the folder {str(folder)!r} does not exist. Create it first."
         )
     reader = _open(store_path)
     if not 0 <= index < len(reader):

@@ -1,9 +1,11 @@
 """The frozen, validated description of everything that shapes a spectrogram image.
 
 One :class:`SpectrogramConfig` travels to every task and is written whole into the store's
-attributes, so a store always says how its images were made. Parameter names follow
-librosa (``sr``-style names are spelled out as ``sample_rate`` only where the CLI needs a
-word; the rest are librosa's own).
+attributes, so a store always says how its images were made. Its names are librosa's
+(``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``), except ``sample_rate`` for
+librosa's ``sr``; ``config.librosa_kwargs`` gives them under librosa's own names.
+
+The defaults are written here once; the command line shows these same values.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import numpy as np
 
 from pipeline import audio, features
 from pipeline.errors import ConfigError
+
+SAMPLE_RATE = 22050
+HOP_LENGTH = 256
+N_MELS = 128
+FMIN = 0.0
+DURATION = 1.0  # seconds per clip
+# Derived defaults: n_fft is twice hop_length (the post's choice), fmax the Nyquist
+# frequency of sample_rate, n_samples DURATION seconds at sample_rate.
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -35,7 +45,7 @@ def _finite_float(name: str, value: Any) -> float:
     return parsed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SpectrogramConfig:
     """Parameters of the audio fitting, the log-mel analysis and the image shape.
 
@@ -43,35 +53,65 @@ class SpectrogramConfig:
     ----------
     sample_rate : int
         Rate in Hz that every file is resampled to (librosa's ``sr``).
-    n_samples : int
+    n_samples : int, optional
         Fixed clip length in samples at ``sample_rate``: longer audio is cropped from its
-        start, shorter audio is zero-padded at its end.
-    n_fft : int
-        FFT size; also the window length.
+        start, shorter audio is zero-padded at its end. Default: one second.
+    n_fft : int, optional
+        FFT size; also the window length. Default: ``2 * hop_length``.
     hop_length : int
         Samples between successive frames.
     n_mels : int
         Number of mel bands (image height).
     fmin, fmax : float
-        Frequency range of the mel filter bank in Hz; ``fmax`` at most ``sample_rate / 2``.
+        Frequency range of the mel filter bank in Hz. ``fmax`` defaults to the Nyquist
+        frequency, ``sample_rate / 2``, and may not exceed it.
     eps : float
         Added to the mel power before the logarithm, ``log(mel_power + eps)``.
+
+    Building a config allocates nothing in proportion to its sizes: whether a setting
+    fits the machine is the run plan's check, made before any work.
     """
 
-    sample_rate: int = 22050
-    n_samples: int = 22050
-    n_fft: int = 512
-    hop_length: int = 256
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float = 11025.0
-    eps: float = 1e-9
+    sample_rate: int
+    n_samples: int
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    fmin: float
+    fmax: float
+    eps: float
 
-    def __post_init__(self) -> None:
-        for name in ("sample_rate", "n_samples", "n_fft", "hop_length", "n_mels"):
-            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
-        for name in ("fmin", "fmax", "eps"):
-            object.__setattr__(self, name, _finite_float(name, getattr(self, name)))
+    def __init__(
+        self,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        n_samples: int | None = None,
+        n_fft: int | None = None,
+        hop_length: int = HOP_LENGTH,
+        n_mels: int = N_MELS,
+        fmin: float = FMIN,
+        fmax: float | None = None,
+        eps: float = features.EPS,
+    ) -> None:
+        sample_rate = _positive_int("sample_rate", sample_rate)
+        hop_length = _positive_int("hop_length", hop_length)
+        values = {
+            "sample_rate": sample_rate,
+            "n_samples": _positive_int(
+                "n_samples", round(DURATION * sample_rate) if n_samples is None else n_samples
+            ),
+            "n_fft": _positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft),
+            "hop_length": hop_length,
+            "n_mels": _positive_int("n_mels", n_mels),
+            "fmin": _finite_float("fmin", fmin),
+            "fmax": _finite_float("fmax", sample_rate / 2 if fmax is None else fmax),
+            "eps": _finite_float("eps", eps),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
         nyquist = self.sample_rate / 2
         if self.fmin < 0:
             raise ConfigError(f"Expected fmin >= 0 Hz. Got {self.fmin} instead.")
@@ -84,14 +124,13 @@ class SpectrogramConfig:
             raise ConfigError(f"Expected fmin < fmax. Got fmin={self.fmin:g}, fmax={self.fmax:g}.")
         if self.eps <= 0:
             raise ConfigError(f"Expected eps > 0. Got {self.eps!r} instead.")
-        filters = features.mel_filters(
+        empty = features.count_empty_mel_filters(
             sr=self.sample_rate,
             n_fft=self.n_fft,
             n_mels=self.n_mels,
             fmin=self.fmin,
             fmax=self.fmax,
         )
-        empty = int((filters.max(axis=1) == 0).sum())
         if empty:
             raise ConfigError(
                 f"n_mels={self.n_mels} is too large for n_fft={self.n_fft} at sample_rate "
@@ -101,49 +140,31 @@ class SpectrogramConfig:
 
     @classmethod
     def from_options(
-        cls,
-        *,
-        sample_rate: int = 22050,
-        n_mels: int = 128,
-        hop_length: int = 256,
-        n_fft: int | None = None,
-        fmin: float = 0.0,
-        fmax: float | None = None,
-        duration: float | None = None,
-        frames: int | None = None,
+        cls, *, duration: float | None = None, frames: int | None = None, **kwargs: Any
     ) -> SpectrogramConfig:
-        """Build a config from the CLI's options, resolving the defaults that depend on others.
-
-        ``n_fft`` defaults to twice ``hop_length`` (the post's choice), ``fmax`` to the
-        Nyquist frequency, and the clip length to one second. ``frames`` asks for a clip
-        that gives exactly that many centred frames.
+        """A config from the command line's options: the clip length as ``duration`` in
+        seconds or as ``frames`` (exactly that many centred frames), the rest as keywords
+        of the constructor; ``None`` means the default.
         """
-        sample_rate = _positive_int("sample_rate", sample_rate)
-        hop_length = _positive_int("hop_length", hop_length)
+        given = {k: v for k, v in kwargs.items() if v is not None}
         if duration is not None and frames is not None:
             raise ConfigError("Give either duration or frames, not both.")
+        sample_rate = _positive_int("sample_rate", given.get("sample_rate", SAMPLE_RATE))
         if frames is not None:
-            n_samples = (_positive_int("frames", frames) - 1) * hop_length
-            if n_samples == 0:
+            hop_length = _positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
+            if _positive_int("frames", frames) < 2:
                 raise ConfigError("Expected frames >= 2, since one frame is no clip.")
-        else:
-            seconds = 1.0 if duration is None else _finite_float("duration", duration)
+            given["n_samples"] = (frames - 1) * hop_length
+        elif duration is not None:
+            seconds = _finite_float("duration", duration)
             if seconds <= 0:
                 raise ConfigError(f"Expected a positive duration. Got {seconds:g} s instead.")
-            n_samples = round(seconds * sample_rate)
-            if n_samples == 0:
+            given["n_samples"] = round(seconds * sample_rate)
+            if given["n_samples"] == 0:
                 raise ConfigError(
                     f"A duration of {seconds:g} s holds no sample at {sample_rate} Hz."
                 )
-        return cls(
-            sample_rate=sample_rate,
-            n_samples=n_samples,
-            n_fft=2 * hop_length if n_fft is None else n_fft,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            fmin=fmin,
-            fmax=sample_rate / 2 if fmax is None else fmax,
-        )
+        return cls(**given)
 
     @property
     def n_frames(self) -> int:
@@ -153,6 +174,18 @@ class SpectrogramConfig:
     @property
     def image_shape(self) -> tuple[int, int]:
         return (self.n_mels, self.n_frames)
+
+    @property
+    def librosa_kwargs(self) -> dict[str, Any]:
+        """The analysis parameters under librosa's names, for :func:`features.log_mel`."""
+        return {
+            "sr": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "n_mels": self.n_mels,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter that shaped the images, for the store's ``config`` attribute."""
@@ -175,13 +208,21 @@ class SpectrogramConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpectrogramConfig:
         """Rebuild a config from :meth:`to_dict` output; derived and fixed keys are checked."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        config = cls(**{k: v for k, v in data.items() if k in fields})
+        fields = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise ConfigError(f"The recorded config lacks {', '.join(missing)}.")
+        config = cls(**{name: data[name] for name in fields})
         expected = config.to_dict()
-        differing = sorted(k for k in expected if k in data and data[k] != expected[k])
+        differing = sorted(k for k in expected if data.get(k) != expected[k])
         if differing:
             raise ConfigError(
                 "The recorded config does not match this version of specpipe in "
                 f"{', '.join(differing)}."
             )
         return config
+
+    def differences(self, other: SpectrogramConfig) -> str:
+        """The parameters in which two configs differ, for messages: ``"n_mels (64, 128)"``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return ", ".join(f"{k} ({mine[k]!r}, {theirs[k]!r})" for k in mine if mine[k] != theirs[k])

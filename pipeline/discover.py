@@ -8,8 +8,10 @@ always ``join(root, relative_path)``.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from pathlib import Path
+import stat
+from dataclasses import dataclass
 
 from pipeline.errors import InputError
 
@@ -47,36 +49,143 @@ def is_audio_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
 
 
-def list_audio_files(root: str | os.PathLike[str]) -> list[str]:
-    """Relative paths, with "/" separators, of the audio files under ``root``, sorted.
+@dataclass(frozen=True)
+class SkippedFolder:
+    """A folder under the input that was not listed, and why."""
 
-    Hidden files and folders (names starting with ".") are skipped.
+    path: str  # relative to the input, "/"-separated
+    reason: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The audio files under an input location, in store order, and the folders skipped."""
+
+    root: str
+    files: tuple[str, ...]
+    skipped: tuple[SkippedFolder, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sha256(self) -> str:
+        """A fingerprint of the list of files, which fixes every file's row."""
+        listing = "\n".join(self.files).encode("utf-8", "surrogateescape")
+        return hashlib.sha256(listing).hexdigest()
+
+
+def list_audio_files(root: str | os.PathLike[str]) -> Listing:
+    """The audio files under ``root``, as relative "/"-separated paths, sorted.
+
+    Hidden files and folders (names starting with ".") are left out on purpose. Links to
+    folders are followed, each folder listed once; a folder that cannot be read, or that
+    a link leads back to, is reported in ``skipped`` with the reason. Any entry with an
+    audio name that is not a folder is listed, even a FIFO or a broken link: it fails
+    when opened, with its reason in the store, rather than disappearing.
 
     Raises
     ------
     InputError
-        ``root`` is not a folder, or holds no audio file.
+        ``root`` is not a folder, cannot be listed, or holds no audio file.
     """
-    found = _list_url(os.fspath(root)) if is_url(os.fspath(root)) else _list_local(root)
-    if not found:
+    location = os.fspath(root)
+    listing = _list_url(location) if is_url(location) else _list_local(location)
+    if not listing.files:
         extensions = ", ".join(sorted(AUDIO_EXTENSIONS))
-        raise InputError(f"No audio files under {str(root)!r} (looked for {extensions}).")
-    return sorted(found)
+        raise InputError(f"No audio files under {location!r} (looked for {extensions}).")
+    return listing
 
 
-def _list_local(root: str | os.PathLike[str]) -> list[str]:
-    base = Path(root)
-    if not base.is_dir():
-        raise InputError(f"Input {str(root)!r} is not a folder.")
-    found: list[str] = []
-    for folder, subfolders, names in os.walk(base):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        rel = Path(folder).relative_to(base)
-        found.extend((rel / name).as_posix() for name in names if is_audio_name(name))
-    return found
+def _list_local(root: str) -> Listing:
+    try:
+        top = os.stat(root)
+    except FileNotFoundError:
+        raise InputError(f"Input {root!r} does not exist.") from None
+    except OSError as exc:
+        raise InputError(f"Input {root!r} cannot be read: {exc.strerror}.") from None
+    if not stat.S_ISDIR(top.st_mode):
+        raise InputError(f"Input {root!r} is not a folder.")
+    walk = _Walk(root, (top.st_dev, top.st_ino))
+    walk.run()
+    return Listing(
+        root, tuple(sorted(walk.files)), tuple(sorted(walk.skipped, key=lambda s: s.path))
+    )
 
 
-def _list_url(root: str) -> list[str]:
+class _Walk:
+    """A walk of a local folder that follows links to folders, listing each folder once.
+
+    Real folders are walked before links, so that a folder reachable both ways is listed
+    under its own name; a link is followed only to a folder not listed yet, which also
+    ends any loop.
+    """
+
+    def __init__(self, root: str, identity: tuple[int, int]) -> None:
+        self.root = root
+        self.files: list[str] = []
+        self.skipped: list[SkippedFolder] = []
+        self.seen = {identity: ""}  # folder identity -> the path it is listed under
+        self.folders: list[str] = [""]  # real folders still to list, a stack
+        self.links: list[str] = []  # links to folders, followed once no real folder is left
+
+    def run(self) -> None:
+        while self.folders or self.links:
+            if self.folders:
+                self._list(self.folders.pop())
+            else:
+                self._follow(self.links.pop(0))
+
+    def _follow(self, path: str) -> None:
+        try:
+            info = os.stat(os.path.join(self.root, path))
+        except OSError as exc:  # the link broke meanwhile
+            self._skip(path, exc)
+            return
+        first = self.seen.get((info.st_dev, info.st_ino))
+        if first is not None:
+            where = first or "the input folder itself"
+            self.skipped.append(SkippedFolder(path, f"a link to {where}, which is listed already"))
+            return
+        self.seen[(info.st_dev, info.st_ino)] = path
+        self._list(path)
+
+    def _list(self, rel: str) -> None:
+        try:
+            with os.scandir(os.path.join(self.root, rel) if rel else self.root) as entries:
+                listed = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            self._skip(rel, exc)
+            return
+        folders = []
+        for entry in listed:
+            if entry.name.startswith("."):
+                continue  # hidden files and folders, on purpose
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            if not _is_folder(entry):
+                if is_audio_name(entry.name):
+                    self.files.append(path)
+            elif entry.is_symlink():
+                self.links.append(path)
+            else:
+                info = entry.stat()
+                self.seen[(info.st_dev, info.st_ino)] = path
+                folders.append(path)
+        self.folders.extend(reversed(folders))
+        self.links.sort()
+
+    def _skip(self, path: str, exc: OSError) -> None:
+        reason = f"cannot be read: [Errno {exc.errno}] {exc.strerror}"
+        self.skipped.append(SkippedFolder(path, reason))
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows links, so a link to a folder is a folder
+    except OSError:
+        return False
+
+
+def _list_url(root: str) -> Listing:
     import fsspec
 
     try:
@@ -95,4 +204,4 @@ def _list_url(root: str) -> list[str]:
         parts = rel.split("/")
         if not any(p.startswith(".") for p in parts[:-1]) and is_audio_name(parts[-1]):
             found.append(rel)
-    return found
+    return Listing(root, tuple(sorted(found)))

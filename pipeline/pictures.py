@@ -6,6 +6,7 @@ that the pipeline itself does not depend on them.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,14 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import SpecpipeError
+from pipeline.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
 from pipeline.reader import SpectrogramStore
 
 PNG_SUFFIX = ".png"
-
-
-class ExtraMissingError(SpecpipeError):
-    """An optional dependency that this feature needs is not installed."""
 
 
 def _require(module: str, extra: str) -> None:
@@ -41,14 +38,14 @@ def parse_indices(text: str, n: int) -> np.ndarray:
             lo = int(first)
             hi = int(last) if sep else lo
         except ValueError:
-            raise SpecpipeError(
+            raise ArgumentError(
                 f"Expected indices like '0,5,10-19'. Got {part!r} in {text!r}."
             ) from None
         if not 0 <= lo <= hi < n:
-            raise SpecpipeError(f"Indices {part!r} are outside the store's clips 0-{n - 1}.")
+            raise ArgumentError(f"Indices {part!r} are outside the store's clips 0-{n - 1}.")
         picked.extend(range(lo, hi + 1))
     if not picked:
-        raise SpecpipeError(f"No indices in {text!r}.")
+        raise ArgumentError(f"No indices in {text!r}.")
     return np.asarray(picked, dtype=np.int64)
 
 
@@ -61,7 +58,7 @@ def png_path(outdir: str | os.PathLike[str], clip_path: str) -> Path:
     root = Path(outdir).resolve()
     target = (root / (clip_path + PNG_SUFFIX)).resolve()
     if not target.is_relative_to(root):
-        raise SpecpipeError(f"Clip path {clip_path!r} would leave {str(outdir)!r}; refused.")
+        raise ExportError(f"Clip path {clip_path!r} would leave {str(outdir)!r}; refused.")
     return target
 
 
@@ -80,15 +77,29 @@ def export_png(
     chosen = reader.valid_indices if indices is None else np.asarray(indices, dtype=np.int64)
     skipped = [int(i) for i in chosen if not reader.valid[i]]
     chosen = np.asarray([i for i in chosen if reader.valid[i]], dtype=np.int64)
-    written = []
+    written: list[Path] = []
     for start in range(0, len(chosen), reader.chunk_length):
         block = chosen[start : start + reader.chunk_length]
         for i, image in zip(block, reader.read_many(block), strict=True):
             target = png_path(outdir, reader.paths[i])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image, mode="L").save(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image, mode="L").save(target)
+            except OSError as exc:
+                raise ExportError(
+                    f"Cannot write clip {i}'s picture to {str(target)!r}: {exc.strerror}. "
+                    f"{_fix(exc)} ({len(written)} pictures were written before it.)"
+                ) from None
             written.append(target)
     return written, skipped
+
+
+def _fix(exc: OSError) -> str:
+    if exc.errno == errno.ENAMETOOLONG:
+        return "Rename the input file, or export to a shorter OUTDIR."
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError)):
+        return "A file or folder of that name is in the way: move it, or choose another OUTDIR."
+    return "Check OUTDIR and the space left on its disk."
 
 
 def evenly_spaced(candidates: np.ndarray, count: int) -> np.ndarray:
@@ -113,6 +124,10 @@ def preview(
     ``histogram_clips`` valid clips, with both statistics marked: pixels the scaling
     clipped pile up at the used statistic's ends.
     """
+    if count < 1:
+        raise ArgumentError(f"Expected a count of at least 1 clip. Got {count}.")
+    if columns < 1 or histogram_clips < 1:
+        raise ArgumentError("Expected at least one column and one clip for the histogram.")
     _require("matplotlib", "viz")
     import matplotlib
 
@@ -125,7 +140,7 @@ def preview(
         else np.asarray(indices, np.int64)
     )
     if len(shown) == 0:
-        raise SpecpipeError(f"Store {reader.path!r} has no valid clip to show.")
+        raise StoreError(f"Store {reader.path!r} has no valid clip to show.")
     rows = -(-len(shown) // columns)
     fig = plt.figure(figsize=(3.2 * columns, 2.6 * rows + 3.0), layout="constrained")
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[2.6] * rows + [3.0])
@@ -133,8 +148,12 @@ def preview(
         _draw_clip(fig.add_subplot(grid[k // columns, k % columns]), reader, int(i), image)
     _draw_histogram(fig.add_subplot(grid[rows, :]), reader, histogram_clips)
     fig.suptitle(f"{reader.path}: {len(reader)} clips, {len(reader.valid_indices)} valid")
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(output, dpi=100)
+    except OSError as exc:
+        raise ExportError(f"Cannot write {str(output)!r}: {exc.strerror}. {_fix(exc)}") from None
+    finally:
+        plt.close(fig)
 
 
 def _draw_clip(ax: Any, reader: SpectrogramStore, index: int, image: np.ndarray) -> None:
@@ -173,7 +192,7 @@ def _draw_histogram(ax: Any, reader: SpectrogramStore, n_clips: int) -> None:
         ax.plot(
             [], [], color=colour, linestyle=line, label=f"{name}{used}: {r.min:.2f} .. {r.max:.2f}"
         )
-    clipped = reader.attrs["stats"].get("clipped_fraction")
+    clipped = reader.clipped_fraction
     note = f"; the run clipped {clipped:.2%} of all pixels" if clipped is not None else ""
     ax.set_title(
         f"log-mel values of {len(sample)} clips, as stored (clipped values pile up at the "

@@ -1,26 +1,42 @@
-"""How files are grouped into tasks and store regions, and how partial results are combined.
+"""The run plan: what a run will do, decided by pure functions before it touches anything.
 
-Pure arithmetic, no Dask and no Zarr: the runner turns a plan into futures or plain calls,
-and both give identical bytes. A batch is exactly one chunk of the image array and one
-chunk of every per-file array, so each store object is written whole by one task.
+:func:`make_plan` takes what the user asked for (:class:`Request`) and what was found (the
+input listing, the state of OUTPUT, the ``--stats-from`` store, the executor's
+:class:`Resources`) and returns a :class:`Plan`: create, resume or replace the store,
+which batches to run, whether pass 1 is needed. Every refusal is decided here, before any
+work, and is unit-tested without a cluster or a store: OUTPUT in the way or holding what
+specpipe did not write, OUTPUT that is INPUT or holds it, a resume whose parameters or
+statistics source changed, settings that do not fit the workers' memory, ``memory://``
+with workers in other processes. :mod:`pipeline.runner` carries the plan out.
+
+Also here, as arithmetic with no Dask and no Zarr: how files are grouped into batches
+(one chunk of every per-clip array each), and the bounded tree reduction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
-from pipeline.errors import ConfigError
+from pipeline.config import SpectrogramConfig
+from pipeline.discover import Listing
+from pipeline.errors import ArgumentError, ConfigError, ResourceError, StoreError
+from pipeline.schema import OutputState, StoreAttrs, store_entries
+from pipeline.stats import STATS_NAMES, GlobalStats, StatsName
 
 T = TypeVar("T")
 
+DEFAULT_BATCH_SIZE = 64
 DEFAULT_SPLIT_EVERY = 8
+# Dask pauses a worker at 80% of its memory limit; a batch must fit well inside that.
+MEMORY_BUDGET = 0.8
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows ``start:stop`` of the store, handled by one task."""
+    """Rows ``start:stop`` of the store, handled by one task: chunk ``index`` of each array."""
 
     index: int
     start: int
@@ -50,13 +66,13 @@ def tree_reduce(
     """Combine ``items`` level by level, at most ``split_every`` at a time, in input order.
 
     ``submit(combine, *group)`` runs one combination; by default it is a plain call, and the
-    Dask runner passes ``Client.submit`` so every level runs as tasks on the cluster and no
-    task ever gathers all items.
+    Dask executor passes ``Client.submit`` so every level runs as tasks on the cluster and
+    no task ever gathers all items.
     """
     if split_every < 2:
         raise ConfigError(f"Expected split_every >= 2. Got {split_every} instead.")
     if not items:
-        raise ValueError("Nothing to reduce.")
+        raise ArgumentError("Nothing to reduce.")
     run = submit or (lambda fn, *args: fn(*args))
     level = list(items)
     while len(level) > 1:
@@ -64,3 +80,264 @@ def tree_reduce(
         # A lone last item moves up a level as it is: combining one item is a wasted task.
         level = [run(combine, *group) if len(group) > 1 else group[0] for group in groups]
     return level[0]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: ``specpipe preprocess``'s arguments."""
+
+    input: str
+    output: str
+    config: SpectrogramConfig
+    stats: StatsName | None = None
+    stats_from: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    scratch: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What an executor offers a run."""
+
+    workers: int
+    memory_per_worker: int | None  # bytes; None where the workers do not say
+    in_client: bool  # tasks run in the client's process, so memory:// is shared
+
+
+@dataclass(frozen=True)
+class Source:
+    """A finished store whose statistics scale this run (``--stats-from``)."""
+
+    url: str
+    run_id: str
+    config: SpectrogramConfig
+    stats: GlobalStats
+    used: StatsName
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": self.url, "run_id": self.run_id, "stats": self.stats.to_dict()}
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a run found before planning: read-only observations, made by the runner.
+
+    ``input_key`` and ``output_key`` are the two locations resolved (links followed, for
+    local paths), so the plan can tell whether one holds the other.
+    """
+
+    listing: Listing
+    output: OutputState
+    resources: Resources
+    input_key: str
+    output_key: str
+    source: Source | None = None
+
+
+Action = Literal["create", "resume", "replace"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do.
+
+    ``action``: ``create`` a new store, ``resume`` an unfinished one of this same run, or
+    ``replace`` one (``--overwrite``, or a leftover of a run that created nothing).
+    ``stats`` are the statistics known before the run (from ``--stats-from`` or from the
+    resumed store); when None, pass 1 computes them. ``todo`` are the batches pass 2
+    writes; ``done`` those a resumed store holds already. ``identity`` is recorded in the
+    store as its ``plan`` attribute: a resume must match it.
+    """
+
+    request: Request
+    listing: Listing
+    batches: tuple[Batch, ...]
+    action: Action
+    identity: dict[str, Any]
+    used: StatsName
+    scratch: bool
+    stats: GlobalStats | None = None
+    source: Source | None = None
+    run_id: str | None = None  # the resumed store's
+    done: tuple[Batch, ...] = field(default=())
+
+    @property
+    def todo(self) -> tuple[Batch, ...]:
+        written = {b.index for b in self.done}
+        return tuple(b for b in self.batches if b.index not in written)
+
+    @property
+    def n_passes(self) -> int:
+        return 2 if self.stats is None else 1
+
+
+def make_plan(request: Request, found: Found) -> Plan:
+    """Decide what a run does, or refuse it with an error that says why and what to do.
+
+    Raises
+    ------
+    ConfigError, ResourceError
+        A parameter is invalid, does not match ``--stats-from``'s, or a batch would not fit
+        the workers' memory.
+    StoreError
+        OUTPUT is in the way, holds INPUT, or is a store this run cannot resume or replace.
+    """
+    if request.stats is not None and request.stats not in STATS_NAMES:
+        raise ConfigError(f"Expected stats to be one of {STATS_NAMES}. Got {request.stats!r}.")
+    batches = plan_batches(len(found.listing), request.batch_size)
+    _check_locations(request, found)
+    check_memory(request.config, request.batch_size, found.resources)
+    source = found.source
+    if source is not None and source.config != request.config:
+        raise ConfigError(
+            f"--stats-from {source.url!r} was made with other parameters: "
+            f"{request.config.differences(source.config)} (here, there). Its statistics only "
+            "make sense for the same analysis."
+        )
+    used: StatsName = request.stats or (source.used if source else "mean")
+    scratch = request.scratch and source is None  # with --stats-from there is no pass 1
+    identity = {
+        "input": request.input,
+        "files": len(found.listing),
+        "files_sha256": found.listing.sha256(),
+        "batch_size": request.batch_size,
+        "used": used,
+        "scratch": scratch,
+        "stats_from": source.to_dict() if source else None,
+    }
+    plan = Plan(request, found.listing, tuple(batches), "create", identity, used, scratch,
+                stats=source.stats if source else None, source=source)  # fmt: skip
+    return _decide(plan, found.output)
+
+
+def _check_locations(request: Request, found: Found) -> None:
+    inp, out = found.input_key.rstrip("/"), found.output_key.rstrip("/")
+    if inp == out or inp.startswith(out + "/"):
+        raise StoreError(
+            f"Output {request.output!r} is the input folder or holds it; a store there could "
+            "delete the audio. Choose an OUTPUT outside INPUT."
+        )
+    in_memory = [u for u in (request.input, request.output) if u.startswith("memory://")]
+    if in_memory and not found.resources.in_client:
+        raise ConfigError(
+            f"{in_memory[0]!r} lives in this process's memory, which worker processes cannot "
+            "see. Use a path or object storage, or run with --scheduler sync."
+        )
+
+
+def batch_bytes(config: SpectrogramConfig, batch_size: int) -> int:
+    """Peak memory in bytes that one task needs for a batch, a generous estimate.
+
+    Per clip: the clip and its padded copy (float32), the STFT (complex64) and its power,
+    the mel, log and image arrays and the float64 temporaries of the scaling. Once: the
+    filter bank as librosa builds it (float64 ramps of every band over every bin), and
+    one file's decoded samples at up to four times the rate, in stereo.
+    """
+    n, bins = config.n_samples, 1 + config.n_fft // 2
+    pixels = config.n_mels * config.n_frames
+    per_clip = 4 * (2 * n + config.n_fft) + 12 * bins * config.n_frames + 40 * pixels
+    return batch_size * per_clip + 12 * (config.n_mels + 2) * bins + 4 * 8 * n
+
+
+def check_memory(config: SpectrogramConfig, batch_size: int, resources: Resources) -> None:
+    """Refuse settings whose batch would not fit a worker, with the figures."""
+    if resources.memory_per_worker is None:
+        return
+    need, have = batch_bytes(config, batch_size), resources.memory_per_worker
+    if need > MEMORY_BUDGET * have:
+        raise ResourceError(
+            f"A batch of {batch_size} clips of {config.n_samples} samples with n_fft="
+            f"{config.n_fft} and {config.n_mels} mels needs about {_gb(need)} in a worker, "
+            f"which has {_gb(have)} ({resources.workers} worker"
+            f"{'s' if resources.workers != 1 else ''}). Use a smaller "
+            "--batch-size, --n-fft, --hop-length or clip length, or fewer workers."
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _decide(plan: Plan, output: OutputState) -> Plan:
+    """Create, resume or replace, from what is at OUTPUT."""
+    where = f"Output {plan.request.output!r}"
+    if output.kind == "absent":
+        return plan
+    if output.kind == "leftover":  # only the lock file of a run that created nothing
+        return _replace(plan)
+    if output.kind == "folder":
+        reason = f" ({output.problem})" if output.problem else ""
+        raise StoreError(
+            f"{where} exists and is not a Zarr store{reason}; refusing to replace it. "
+            "Choose a new path."
+        )
+    if output.kind == "zarr":
+        raise StoreError(
+            f"{where} is a Zarr store that specpipe did not write; it is never replaced, even "
+            "with --overwrite. Choose a new path."
+        )
+    if output.kind == "damaged":
+        raise StoreError(
+            f"{where} looks like a store, but {output.problem}: specpipe cannot tell whether "
+            "it wrote it, so it is left alone. Delete it yourself, or choose a new path."
+        )
+    attrs = _parse(output)
+    same = attrs is not None and _differences(plan, attrs) == ""
+    if attrs is not None and attrs.status == "incomplete" and same:
+        return _resume(plan, attrs, output)
+    if not plan.request.overwrite:
+        raise StoreError(_refusal(plan, attrs, same))
+    foreign = sorted(set(output.entries) - store_entries())
+    if foreign:
+        raise StoreError(
+            f"{where} holds {', '.join(map(repr, foreign))}, which specpipe did not write. "
+            "--overwrite removes only what specpipe wrote: move those away first."
+        )
+    return _replace(plan)
+
+
+def _parse(output: OutputState) -> StoreAttrs | None:
+    try:
+        return StoreAttrs.from_dict(output.attrs or {})
+    except StoreError:  # another version's store, or damaged attributes: not resumable
+        return None
+
+
+def _differences(plan: Plan, attrs: StoreAttrs) -> str:
+    keys = [k for k in plan.identity if attrs.plan.get(k) != plan.identity[k]]
+    if attrs.config != plan.request.config:
+        keys.append(f"config: {plan.request.config.differences(attrs.config)}")
+    return ", ".join(keys)
+
+
+def _refusal(plan: Plan, attrs: StoreAttrs | None, same: bool) -> str:
+    where = f"Output {plan.request.output!r}"
+    if attrs is None:
+        return (
+            f"{where} is a specpipe store of another version or with damaged attributes. "
+            "Pass --overwrite to replace it."
+        )
+    if attrs.status == "complete":
+        return f"{where} already exists. Pass --overwrite to replace it."
+    if attrs.status == "failed" and same:
+        return (
+            f"{where} holds this same run, which failed: {attrs.failure} Change the input or "
+            "the parameters, and pass --overwrite to replace it."
+        )
+    return (
+        f"{where} holds an unfinished run that differs from this one in "
+        f"{_differences(plan, attrs)}, so it cannot be resumed. Pass --overwrite to replace "
+        "it, or run the command that made it."
+    )
+
+
+def _resume(plan: Plan, attrs: StoreAttrs, output: OutputState) -> Plan:
+    written = set(output.written)
+    stats = plan.stats or (attrs.stats.values if attrs.stats is not None else None)
+    done = tuple(b for b in plan.batches if b.index in written)
+    return dataclasses.replace(plan, action="resume", run_id=attrs.run_id, stats=stats, done=done)
+
+
+def _replace(plan: Plan) -> Plan:
+    return dataclasses.replace(plan, action="replace")

@@ -1,33 +1,27 @@
 """Reading a finished store back: images by index, the inverse to log-mel, audio again.
 
 :func:`open_store` is what training code and the ``info``/``export-png``/``preview``/
-``invert`` commands use. It refuses stores that are unfinished or not specpipe's, and
-reads lazily: only the arrays' metadata and the small per-clip arrays are read on opening.
+``invert`` commands use. It refuses stores that are unfinished, not specpipe's, or altered
+since their run (see :class:`pipeline.store.ReadableStore`), and reads lazily: only the
+metadata and the small per-clip arrays are read on opening. Zarr stays behind
+:mod:`pipeline.store`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
-import zarr
-from numcodecs import Zstd
-from zarr.buffer.cpu import NDBuffer
-from zarr.codecs import BytesCodec, ZstdCodec
-from zarr.core.metadata import ArrayV3Metadata
-from zarr.storage import LocalStore
 
 from pipeline import features
-from pipeline import store as zstore
-from pipeline.config import SpectrogramConfig
+from pipeline.errors import ArgumentError, ClipIndexError
 from pipeline.scaling import image_to_logmel
-from pipeline.stats import GlobalStats, Range, StatsName
+from pipeline.stats import Range
+from pipeline.store import ReadableStore
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 
@@ -41,20 +35,22 @@ class SpectrogramStore:
     ``valid_indices`` to skip them.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, check_chunks: bool = True) -> None:
         self.path = os.fspath(path)
-        self.attrs, self._arrays = zstore.open_arrays(self.path)
-        self.config = SpectrogramConfig.from_dict(self.attrs["config"])
-        self.stats = GlobalStats.from_dict(self.attrs["stats"])
-        self.used: StatsName = self.attrs["stats"]["used"]
+        self._store = ReadableStore(self.path, check_chunks=check_chunks)
+        self.attrs = self._store.attrs
+        self.config = self.attrs.config
+        assert self.attrs.stats is not None  # checked for a complete store
+        self.stats = self.attrs.stats.values
+        self.used = self.attrs.stats.used
+        self.clipped_fraction = self.attrs.stats.clipped_fraction
         self.scale: Range = self.stats.range(self.used)
-        self._images = self._arrays["images"]
         self._buffers = threading.local()
-        self._decode_chunk = _chunk_decoder(self._images)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        # Pickled as its path: a copy opens the store again, with buffers of its own.
-        return open_store, (self.path,)
+        # Pickled as its path: a copy opens the store again, with buffers of its own, and
+        # trusts the chunk listing this one checked.
+        return _reopen, (self.path,)
 
     def __repr__(self) -> str:
         return (
@@ -63,16 +59,16 @@ class SpectrogramStore:
         )
 
     def __len__(self) -> int:
-        return int(self._images.shape[0])
+        return self._store.n_clips
 
     def __getitem__(self, index: Index) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
             i = int(index)
             if not -len(self) <= i < len(self):
-                raise IndexError(f"Clip {i} is out of range for a store of {len(self)} clips.")
-            return np.asarray(self._images[i % len(self)])
+                raise ClipIndexError(f"Clip {i} is out of range for a store of {len(self)} clips.")
+            return self.read_many([i])[0]
         if isinstance(index, slice):
-            return np.asarray(self._images[index])
+            return self.read_many(np.arange(len(self))[index])
         return self.read_many(index)
 
     def read_many(
@@ -89,7 +85,7 @@ class SpectrogramStore:
         if out is None:
             out = np.empty(shape, dtype=np.uint8)
         elif out.shape != shape or out.dtype != np.uint8:
-            raise ValueError(f"out must be a uint8 array of shape {shape}.")
+            raise ArgumentError(f"out must be a uint8 array of shape {shape}.")
         if idx.size == 0:
             return out
         order = np.argsort(idx, kind="stable")
@@ -114,13 +110,13 @@ class SpectrogramStore:
         idx = np.asarray(indices)
         if idx.dtype == bool:
             if idx.shape != (len(self),):
-                raise IndexError(f"A boolean mask must have shape ({len(self)},).")
+                raise ClipIndexError(f"A boolean mask must have shape ({len(self)},).")
             idx = np.flatnonzero(idx)
         if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-            raise IndexError("Expected a 1-D sequence of clip indices or a boolean mask.")
+            raise ClipIndexError("Expected a 1-D sequence of clip indices or a boolean mask.")
         idx = idx.astype(np.int64)
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise IndexError(f"Clip indices must lie in [-{len(self)}, {len(self)}).")
+            raise ClipIndexError(f"Clip indices must lie in [-{len(self)}, {len(self)}).")
         return idx % max(len(self), 1)
 
     def _read_span(self, lo: int, hi: int) -> np.ndarray:
@@ -134,32 +130,31 @@ class SpectrogramStore:
         if buffer is None:
             buffer = np.empty((self.chunk_length, *self.config.image_shape), dtype=np.uint8)
             self._buffers.chunk = buffer
-        if self._decode_chunk is None:
-            span = buffer[: hi - lo]
-            self._images.get_basic_selection(slice(lo, hi), out=NDBuffer.from_numpy_array(span))
-            return span
         chunk, start = divmod(lo, self.chunk_length)
-        self._decode_chunk(chunk, buffer)
-        return buffer[start : start + hi - lo]
+        if self._store.read_chunk(chunk, buffer):
+            return buffer[start : start + hi - lo]
+        span = buffer[: hi - lo]
+        self._store.read_images(lo, hi, span)
+        return span
 
     @property
     def chunk_length(self) -> int:
         """Clips per chunk of ``images``: clips of one chunk are read together, cheaply."""
-        return int(self._images.chunks[0])
+        return self._store.chunk_length
 
     @cached_property
     def paths(self) -> np.ndarray:
         """Each clip's path relative to the input folder, "/"-separated."""
-        return np.asarray(self._arrays["paths"][:], dtype=object)
+        return self._store.read("paths")
 
     @cached_property
     def valid(self) -> np.ndarray:
-        return np.asarray(self._arrays["valid"][:], dtype=bool)
+        return self._store.read("valid")
 
     @cached_property
     def errors(self) -> np.ndarray:
         """The reason each failed clip failed; "" for valid clips."""
-        return np.asarray(self._arrays["errors"][:], dtype=object)
+        return self._store.read("errors")
 
     @cached_property
     def valid_indices(self) -> np.ndarray:
@@ -167,25 +162,25 @@ class SpectrogramStore:
 
     @cached_property
     def file_min(self) -> np.ndarray:
-        return np.asarray(self._arrays["file_min"][:])
+        return self._store.read("file_min")
 
     @cached_property
     def file_max(self) -> np.ndarray:
-        return np.asarray(self._arrays["file_max"][:])
+        return self._store.read("file_max")
 
     @cached_property
     def mel_frequencies(self) -> np.ndarray:
         """Centre frequency in Hz of each image row (row 0 is the highest band)."""
-        return np.asarray(self._arrays["mel"][:])
+        return self._store.read("mel")
 
     @cached_property
     def frame_times(self) -> np.ndarray:
         """Centre time in seconds of each image column."""
-        return np.asarray(self._arrays["frame"][:])
+        return self._store.read("frame")
 
     def size_on_disk(self) -> int:
         """Bytes of every object of the store, local or remote."""
-        return zstore.size_on_disk(self.path)
+        return self._store.size_on_disk()
 
     def to_logmel(self, image: np.ndarray) -> np.ndarray:
         """The log-mel an image (or a stack of images) stands for, float32.
@@ -215,82 +210,35 @@ class SpectrogramStore:
             else np.asarray(index_or_image)
         )
         if np.shape(image) != self.config.image_shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"Expected one image of shape {self.config.image_shape}. "
                 f"Got shape {np.shape(image)} instead."
             )
-        return logmel_to_audio(self.to_logmel(image), self.config, n_iter=n_iter, seed=seed)
+        return features.log_mel_to_audio(
+            self.to_logmel(image),
+            **self.config.librosa_kwargs,
+            eps=self.config.eps,
+            length=self.config.n_samples,
+            n_iter=n_iter,
+            seed=seed,
+        )
 
 
-def logmel_to_audio(
-    logmel: np.ndarray, config: SpectrogramConfig, *, n_iter: int = 32, seed: int = 0
-) -> np.ndarray:
-    """Griffin-Lim audio for a log-mel of ``config``'s analysis, seeded (see ``to_audio``)."""
-    mel_power = np.maximum(np.exp(np.asarray(logmel, np.float64)) - config.eps, 0.0)
-    stft_magnitude = librosa.feature.inverse.mel_to_stft(
-        mel_power.astype(np.float32),
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        power=features.POWER,
-        fmin=config.fmin,
-        fmax=config.fmax,
-        htk=features.MEL_HTK,
-        norm=features.MEL_NORM,
-    )
-    return librosa.griffinlim(
-        stft_magnitude,
-        n_iter=n_iter,
-        hop_length=config.hop_length,
-        n_fft=config.n_fft,
-        window=features.WINDOW,
-        center=features.CENTER,
-        pad_mode=features.PAD_MODE,
-        length=config.n_samples,
-        random_state=seed,
-    ).astype(np.float32)
+def open_store(path: str | os.PathLike[str], *, check_chunks: bool = True) -> SpectrogramStore:
+    """Open a finished specpipe store for reading, after checking it against its schema.
 
-
-def _chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None] | None:
-    """A function that decodes one whole chunk of ``images`` into a buffer, or None.
-
-    Given for a local store holding the layout specpipe writes (chunks of whole uint8
-    images, encoded as bytes, then zstd):
-    it reads the chunk's file and decodes it with numcodecs' Zstd, the decoder zarr's own
-    ZstdCodec calls, without zarr's asynchronous machinery around it. Measured in a
-    DataLoader worker that machinery cost more than the decoding, and reading through this
-    function made the read benchmark 13 to 27% faster. For any other store or encoding,
-    None: reads go through zarr.
-    """
-    metadata = images.metadata
-    if (
-        not isinstance(images.store, LocalStore)
-        or not isinstance(metadata, ArrayV3Metadata)
-        or images.dtype != np.uint8
-        or images.chunks[1:] != images.shape[1:]  # a chunk is whole images
-        or [type(codec) for codec in metadata.codecs] != [BytesCodec, ZstdCodec]
-    ):
-        return None
-    directory = Path(images.store.root) / images.path
-    zstd = Zstd()
-
-    def decode(chunk: int, out: np.ndarray) -> None:
-        key = metadata.encode_chunk_key((chunk, 0, 0))
-        try:
-            encoded = (directory / key).read_bytes()
-        except FileNotFoundError:  # zarr leaves out chunks that hold only the fill value
-            out.fill(metadata.fill_value)
-            return
-        zstd.decode(encoded, out=out)
-
-    return decode
-
-
-def open_store(path: str | os.PathLike[str]) -> SpectrogramStore:
-    """Open a finished specpipe store for reading.
+    ``check_chunks=False`` skips listing every chunk, for a process that opens a store
+    another one has checked already (a DataLoader worker); a missing chunk of a local
+    store is still an error when it is read.
 
     Raises
     ------
     StoreError
-        Nothing is at ``path``, it is not a specpipe store, or its run never finished.
+        Nothing is at ``path``, it is not a specpipe store, its run never finished, or it
+        was altered since (an array's shape or dtype, its counts, a missing chunk).
     """
-    return SpectrogramStore(path)
+    return SpectrogramStore(path, check_chunks=check_chunks)
+
+
+def _reopen(path: str) -> SpectrogramStore:
+    return SpectrogramStore(path, check_chunks=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.audio import describe_error, open_audio
-from pipeline.discover import list_audio_files, utf8_safe
+from pipeline.discover import SkippedFolder, join, list_audio_files, utf8_safe
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
 BIT_DEPTHS = {
@@ -56,7 +56,7 @@ class FileHeader:
 def read_header(root: str, rel: str) -> FileHeader:
     """The header of one file; its failure is recorded, never raised."""
     try:
-        with open_audio(os.path.join(root, rel)) as f:
+        with open_audio(join(root, rel)) as f:
             return FileHeader(rel, f.format, f.subtype, f.samplerate, f.channels, f.frames)
     except Exception as exc:
         return FileHeader(rel, error=describe_error(exc))
@@ -66,6 +66,7 @@ def read_header(root: str, rel: str) -> FileHeader:
 class ScanReport:
     root: str
     headers: list[FileHeader]
+    skipped: tuple[SkippedFolder, ...] = ()
 
     @property
     def readable(self) -> list[FileHeader]:
@@ -88,7 +89,8 @@ class ScanReport:
 def scan(root: str | os.PathLike[str]) -> ScanReport:
     """Read the header of every audio file under ``root``."""
     root = os.fspath(root)
-    return ScanReport(root, [read_header(root, rel) for rel in list_audio_files(root)])
+    listing = list_audio_files(root)
+    return ScanReport(root, [read_header(root, rel) for rel in listing.files], listing.skipped)
 
 
 def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
@@ -117,6 +119,9 @@ def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
                 f"note: {len(counter)} different values of {title}; preprocess "
                 "brings every file to one sample rate, mono, float samples.",
             ]
+    if report.skipped:
+        lines += ["", "folders skipped"]
+        lines += [f"  {utf8_safe(s.path)}: {s.reason}" for s in report.skipped]
     if unreadable:
         lines += ["", "unreadable files"]
         lines += [f"  {utf8_safe(h.path)}: {h.error}" for h in unreadable[:max_unreadable]]

@@ -1,285 +1,265 @@
-"""The Zarr store: its layout, its attributes, and the code that creates, writes and opens it.
+"""The Zarr store: the only module that speaks Zarr's API.
 
-Layout of a store at OUTPUT (a Zarr v3 group):
-
-``images``   uint8 (clip, mel, frame), one chunk per batch
-``mel``      float64 (mel,), each image row's mel band centre frequency in Hz (row 0 highest)
-``frame``    float64 (frame,), each image column's frame centre time in seconds
-``paths``    str (clip,), relative paths with "/" separators
-``valid``    bool (clip,)
-``errors``   str (clip,), "" for good rows, the reason for failed ones
-``file_min``, ``file_max``   float32 (clip,), each file's log-mel extrema, NaN if failed
-``clipped``  uint32 (clip,), pixels of each image that the scaling clipped
-``scratch``  float32 (clip, mel, frame), during a run only: pass 1's log-mels, which
-             pass 2 scales instead of computing them again; removed before completion
-
-Every array is chunked by batch, so one task writes one whole chunk of each and no two
-tasks ever touch the same stored object. Not sharded with one inner chunk per clip:
-zarr-python spends about 0.15 ms per inner chunk, which made reading a batch 10 times and
-writing it 6 times slower than one zstd chunk, and made one clip no faster to read.
-
-The group's ``status`` attribute is ``"incomplete"`` from creation until the very last
-write sets it to ``"complete"`` (and consolidates the metadata, so that readers such as
-xarray open it in one read). An incomplete store can be resumed: its ``plan`` attribute
-says what run made it, ``statistics`` holds pass 1's result once known, and a batch is
-written when its chunk of ``paths``, always written last, is there.
+The layout is :mod:`pipeline.schema`'s; this module creates it, writes one batch's chunks,
+reads them back, and checks a store on opening. Every array is chunked by batch, so one
+task writes one whole chunk of each and no two tasks ever touch the same stored object;
+every chunk is written, even one equal to the fill value, so a missing chunk is always an
+error, never a value. Writes go through a :class:`~pipeline.lock.Claim` and check first
+that the run still owns the store.
 
 OUTPUT may be a local path or an fsspec URL (``s3://bucket/x.zarr``); file-system
 operations go through fsspec, and credentials come from the usual places (environment,
 config files), never from arguments.
-Reading clips is :mod:`pipeline.reader`'s job; it opens the arrays through :func:`open_arrays`.
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
+import json
 import os
-import uuid
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 
-from pipeline import features
-from pipeline.config import SpectrogramConfig
+from pipeline import features, lock
 from pipeline.discover import utf8_safe
 from pipeline.errors import StoreError
 from pipeline.plan import Batch
-from pipeline.stats import GlobalStats
-
-FORMAT = "specpipe"
-FORMAT_VERSION = 2  # 2: one chunk per batch, coordinates, consolidated metadata, resume
-FAILED_PIXEL = 255  # a failed row's image: all white, i.e. no energy
-IMAGE_CONVENTIONS: dict[str, Any] = {
-    "dtype": "uint8",
-    "flipped": True,
-    "inverted": True,
-    "row_0": "highest mel band",
-    "black": "most energy",
-    "scaling": "clip(rint((logmel - min) / (max - min) * 255), 0, 255), flipped, then 255 - x",
-    "failed_rows": "all 255 (no energy); valid is False",
-}
-# Written in this order; ``paths`` last, so that its chunk marks a batch as written.
-PER_CLIP_ARRAYS = ("valid", "errors", "file_min", "file_max", "clipped", "paths")
-SCRATCH = "scratch"
-SCRATCH_WRITES = ("valid", "errors", "file_min", "file_max")  # written by pass 1 with it
+from pipeline.schema import (
+    ARRAYS,
+    BY_NAME,
+    LOCK_FILE,
+    MARKER,
+    SCRATCH,
+    ArraySpec,
+    OutputState,
+    Step,
+    StoreAttrs,
+    chunks_of,
+    shape_of,
+    store_entries,
+)
 
 
-@dataclass(frozen=True)
-class Target:
-    """The store a run writes, as its tasks name it: where, and which run created it."""
-
-    url: str
-    run_id: str
-
-
-Writable = str | os.PathLike[str] | Target
-
-
-def _url(store: Writable) -> str:
-    return store.url if isinstance(store, Target) else os.fspath(store)
-
-
-def _writable_arrays(store: Writable) -> dict[str, zarr.Array]:
-    """The store's arrays opened for writing; per process and run, they are opened once."""
-    if isinstance(store, Target):
-        return _cached_arrays(store)
-    return _open_writable(_url(store))
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_arrays(target: Target) -> dict[str, zarr.Array]:
-    # Measured: opening the group and its arrays for every batch cost about 7 ms, a tenth
-    # of a batch's work. The run id keys the cache, so a store made again at the same URL
-    # is never written through arrays opened for the one it replaced.
-    return _open_writable(target.url)
-
-
-def _open_writable(url: str) -> dict[str, zarr.Array]:
-    group = zarr.open_group(url, mode="r+", use_consolidated=False)
-    names = ["images", *PER_CLIP_ARRAYS]
-    if SCRATCH in group:
-        names.append(SCRATCH)
-    return {name: _array(group, name) for name in names}
-
-
-def _fs(store: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(_url(store))
+def _fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(os.fspath(url))
     return fs, path.rstrip("/")
 
 
-def is_store(store: str | os.PathLike[str]) -> bool:
-    fs, path = _fs(store)
-    return bool(fs.isfile(f"{path}/zarr.json"))
+# --- What is at OUTPUT --------------------------------------------------------------------
 
 
-def size_on_disk(store: str | os.PathLike[str]) -> int:
+def inspect(url: str) -> OutputState:
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        return OutputState("absent")
+    if not fs.isdir(path):
+        return OutputState("folder", problem="it is a file")
+    entries = tuple(sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)))
+    if "zarr.json" not in entries:
+        return OutputState("leftover" if set(entries) <= {LOCK_FILE} else "folder", entries)
+    try:
+        metadata = json.loads(fs.cat_file(f"{path}/zarr.json"))
+        attrs = metadata.get("attributes", {}) if metadata.get("node_type") == "group" else {}
+    except (ValueError, AttributeError) as exc:
+        return OutputState("damaged", entries, problem=f"its zarr.json is not valid JSON ({exc})")
+    if attrs.get("format") != "specpipe":
+        return OutputState("zarr", entries)
+    return OutputState("specpipe", entries, attrs, tuple(sorted(_written_chunks(fs, path))))
+
+
+def _written_chunks(fs: fsspec.AbstractFileSystem, path: str, name: str = MARKER) -> set[int]:
+    """Indices along ``clip`` of the chunks of array ``name`` that exist."""
+    spec = BY_NAME[name]
+    prefix = f"{path}/{name}/c/"
+    tail = "/0" * (len(spec.dims) - 1)  # chunks are whole along every other dimension
+    found = set()
+    for key in fs.find(prefix):
+        head, _, rest = key[len(prefix) :].partition("/")
+        if head.isdigit() and ("/" + rest if rest else "") == tail:
+            found.add(int(head))
+    return found
+
+
+def size_on_disk(url: str | os.PathLike[str]) -> int:
     """Bytes of every object of a store."""
-    fs, path = _fs(store)
+    fs, path = _fs(url)
     return int(fs.du(path))
 
 
-def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
-    """Refuse, before any work starts, an OUTPUT that is in the way.
+# --- Writing: create, one batch's chunks, finish -------------------------------------------
 
-    An existing store is replaced only with ``overwrite``; anything else at OUTPUT that is
-    not a Zarr store is never deleted, since it may be a user's folder given by mistake.
+
+def clear(claim: lock.Claim) -> None:
+    """Remove what specpipe wrote at the claimed location, and only that.
+
+    The lock file stays: it is what the claim holds. The plan has already refused a
+    location holding anything else.
     """
-    fs, path = _fs(store)
-    if not fs.exists(path):
-        return
-    if not is_store(store):
-        raise StoreError(
-            f"Output {str(store)!r} exists and is not a Zarr store; refusing to replace it. "
-            "Choose a new path."
-        )
-    if not overwrite:
-        raise StoreError(f"Output {str(store)!r} already exists. Pass --overwrite to replace it.")
+    lock.check(claim)
+    fs, path = _fs(claim.url)
+    for name in sorted(store_entries() - {LOCK_FILE}):
+        if fs.exists(f"{path}/{name}"):
+            fs.rm(f"{path}/{name}", recursive=True)
 
 
 def create(
-    store: str | os.PathLike[str],
-    *,
-    n_files: int,
-    batch_size: int,
-    config: SpectrogramConfig,
-    attrs: dict[str, Any],
-    scratch: bool = False,
-) -> Target:
-    """Create an empty store, marked incomplete, replacing one already checked writable.
-
-    With ``scratch``, also the temporary array of pass 1's log-mels. Returns the target
-    that the run's tasks write to.
-    """
-    run_id = uuid.uuid4().hex
-    fs, path = _fs(store)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-    group = zarr.open_group(_url(store), mode="w-", zarr_format=3)
-    group.attrs.put(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "status": "incomplete",
-            "run_id": run_id,
-            "config": config.to_dict(),
-            "image": IMAGE_CONVENTIONS,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            **attrs,
-        }
-    )
-    rows = min(batch_size, n_files)
-    group.create_array(
-        "images",
-        shape=(n_files, *config.image_shape),
-        chunks=(rows, *config.image_shape),
-        dtype="uint8",
-        fill_value=FAILED_PIXEL,
-        dimension_names=("clip", "mel", "frame"),
-    )
-    per_clip: list[tuple[str, Any, Any]] = [
-        ("paths", str, ""),
-        ("valid", bool, False),
-        ("errors", str, ""),
-        ("file_min", "float32", np.nan),
-        ("file_max", "float32", np.nan),
-        ("clipped", "uint32", 0),
-    ]
-    if scratch:
-        group.create_array(
-            SCRATCH,
-            shape=(n_files, *config.image_shape),
-            chunks=(rows, *config.image_shape),
-            dtype="float32",
-            fill_value=np.nan,
-            # Measured: zstd saved only 16% of this array's bytes (log-mel mantissas do not
-            # compress) and made it 1.6x slower to write and 3x slower to read.
-            compressors=None,
-            dimension_names=("clip", "mel", "frame"),
+    claim: lock.Claim, attrs: StoreAttrs, *, n_clips: int, batch_size: int, scratch: bool
+) -> None:
+    """Create every array of the layout (and the scratch array, with ``scratch``) in the
+    claimed, empty location, with the group's attributes, and write the coordinates."""
+    lock.check(claim)
+    group = zarr.create_group(claim.url, zarr_format=3, attributes=attrs.to_dict())
+    config = attrs.config
+    coordinates = {
+        "mel": features.mel_band_centres(n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax)[
+            ::-1
+        ].copy(),
+        "frame": features.frame_times(
+            sr=config.sample_rate, hop_length=config.hop_length, n_frames=config.n_frames
+        ),
+    }
+    for spec in (*ARRAYS, SCRATCH) if scratch else ARRAYS:
+        array = group.create_array(
+            spec.name,
+            shape=shape_of(spec, n_clips, config),
+            chunks=chunks_of(spec, n_clips, batch_size, config),
+            dtype=str if spec.dtype == "str" else spec.dtype,
+            fill_value=spec.fill,
+            # Measured: zstd saved only 16% of the scratch log-mels' bytes (mantissas do not
+            # compress) and made the array 1.6x slower to write and 3x slower to read.
+            compressors="auto" if spec.compressed else None,
+            dimension_names=spec.dims,
+            attributes={
+                "long_name": spec.description,
+                **({"units": spec.units} if spec.units else {}),
+            },
+            # Every chunk is written, so that a missing one is known to be missing.
+            config={"write_empty_chunks": True},
         )
-    # Coordinates, named after the dimensions they label, so xarray indexes by them.
-    group.create_array(
-        "mel",
-        data=features.mel_band_centres(config)[::-1].copy(),
-        dimension_names=("mel",),
-        attributes={"units": "Hz", "long_name": "mel band centre frequency"},
-    )
-    group.create_array(
-        "frame",
-        data=features.frame_times(config),
-        dimension_names=("frame",),
-        attributes={"units": "s", "long_name": "frame centre time"},
-    )
-    for name, dtype, fill in per_clip:
-        group.create_array(
-            name,
-            shape=(n_files,),
-            chunks=(rows,),
-            dtype=dtype,
-            fill_value=fill,
-            dimension_names=("clip",),
-        )
-    return Target(_url(store), run_id)
+        if spec.step is Step.CREATE:
+            array[:] = coordinates[spec.name]
 
 
-@dataclass(frozen=True)
-class Analysis:
-    """One batch analysed: log-mels of the files that decoded, the reasons of those that
-    did not, and per-file extrema. Pass 1 keeps it in the scratch array."""
-
-    logmel: np.ndarray  # (n_valid, n_mels, n_frames) float32
-    valid: np.ndarray
-    errors: list[str]
-    file_min: np.ndarray
-    file_max: np.ndarray
-
-
-@dataclass(frozen=True)
-class Rows:
-    """What one batch writes: one row per file."""
-
-    images: np.ndarray
-    paths: list[str]
-    valid: np.ndarray
-    errors: list[str]
-    file_min: np.ndarray
-    file_max: np.ndarray
-    clipped: np.ndarray
-
-
-def write_rows(store: Writable, batch: Batch, rows: Rows, *, after_scratch: bool = False) -> None:
-    """Write one batch's rows; the region must be exactly one chunk of the arrays.
-
-    ``after_scratch``: pass 1 already wrote the arrays that do not depend on the statistics
-    (see :func:`write_scratch`), so only images, clipped counts and paths are written.
+def write(
+    claim: lock.Claim, batch: Batch, values: Mapping[str, Any], steps: Iterable[Step]
+) -> None:
+    """Write one batch's rows of every array the ``steps`` write, the marker last.
 
     Raises
     ------
     StoreError
-        The region does not align with the store's chunks, which would let two tasks
-        write parts of one chunk and silently lose one of the writes.
+        The region is not exactly one chunk, which could let two tasks write parts of one
+        chunk and silently lose one of the writes.
+    RunLockedError
+        Another run owns the store now.
     """
-    arrays = _writable_arrays(store)
-    images = arrays["images"]
-    _check_region(images, batch)
+    lock.check(claim)
+    arrays = _writable_arrays(claim)
     region = slice(batch.start, batch.stop)
-    images[region] = rows.images
-    values = {
-        "valid": rows.valid,
-        "errors": _utf8_strings(rows.errors),
-        "file_min": rows.file_min,
-        "file_max": rows.file_max,
-        "clipped": rows.clipped,
-        "paths": _utf8_strings(rows.paths),
-    }
-    skipped = SCRATCH_WRITES if after_scratch else ()
-    for name in PER_CLIP_ARRAYS:  # paths last: its chunk says the whole batch is there
-        if name not in skipped:
-            arrays[name][region] = values[name]
+    wanted = set(steps)
+    specs = sorted((a for a in ARRAYS if a.step in wanted), key=lambda a: a.name == MARKER)
+    for spec in specs:
+        _check_region(arrays[spec.name], batch)
+        arrays[spec.name][region] = _encode(spec, values[spec.name])
+
+
+def write_scratch(
+    claim: lock.Claim, batch: Batch, logmel: np.ndarray, values: Mapping[str, Any]
+) -> None:
+    """Pass 1's results for one batch: its log-mels, one per row (NaN for failed rows), and
+    the arrays known once files are analysed."""
+    lock.check(claim)
+    arrays = _writable_arrays(claim)
+    if SCRATCH.name not in arrays:
+        raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
+    _check_region(arrays[SCRATCH.name], batch)
+    arrays[SCRATCH.name][batch.start : batch.stop] = logmel
+    write(claim, batch, values, [Step.ANALYSIS])
+
+
+def read_scratch(claim: lock.Claim, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """What :func:`write_scratch` wrote for one batch: all its rows' log-mels and values.
+
+    Raises
+    ------
+    StoreError
+        A chunk pass 1 should have written is missing: its rows would otherwise be read as
+        the fill value, and turned into images of nothing.
+    """
+    arrays = _writable_arrays(claim)
+    fs, path = _fs(claim.url)
+    names = [SCRATCH.name, *(a.name for a in ARRAYS if a.step is Step.ANALYSIS)]
+    for name in names:
+        if name not in arrays or not fs.exists(
+            f"{path}/{name}/{_chunk_key(BY_NAME[name], batch.index)}"
+        ):
+            raise StoreError(
+                f"Store {claim.url!r} lacks pass 1's {name!r} chunk for rows "
+                f"{batch.start}-{batch.stop - 1}: its data is gone. Run again with --overwrite."
+            )
+    region = slice(batch.start, batch.stop)
+    values = {name: _decode(BY_NAME[name], arrays[name][region]) for name in names[1:]}
+    return np.asarray(arrays[SCRATCH.name][region]), values
+
+
+def put_attrs(claim: lock.Claim, attrs: StoreAttrs) -> None:
+    """Replace the group's attributes, as the run that owns the store."""
+    lock.check(claim)
+    zarr.open_group(claim.url, mode="r+", use_consolidated=False).attrs.put(attrs.to_dict())
+
+
+def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
+    """The run's last writes: remove the scratch array, record the final attributes (a
+    ``complete`` or ``failed`` status), and consolidate the metadata for readers."""
+    lock.check(claim)
+    fs, path = _fs(claim.url)
+    if fs.exists(f"{path}/{SCRATCH.name}"):
+        fs.rm(f"{path}/{SCRATCH.name}", recursive=True)
+    _cached_arrays.cache_clear()  # the scratch array is gone
+    put_attrs(claim, attrs)
+    with warnings.catch_warnings():
+        # Zarr warns that consolidated metadata is not in the v3 spec yet; xarray and zarr
+        # both read it, and without it xarray warns on every open instead.
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        zarr.consolidate_metadata(claim.url)
+
+
+def read_rows(url: str, batches: Sequence[Batch]) -> list[dict[str, np.ndarray]]:
+    """The per-clip arrays of batches written earlier, one dict per batch."""
+    group = zarr.open_group(url, mode="r", use_consolidated=False)
+    specs = [a for a in ARRAYS if a.per_clip and a.name != "images"]
+    arrays = {s.name: _checked_array(group, s, f"Store {url!r}") for s in specs}
+    return [{s.name: _decode(s, arrays[s.name][b.start : b.stop]) for s in specs} for b in batches]
+
+
+def _writable_arrays(claim: lock.Claim) -> dict[str, zarr.Array]:
+    return _cached_arrays(claim.url, claim.attempt)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_arrays(url: str, attempt: str) -> dict[str, zarr.Array]:
+    # Measured: opening the group and its arrays for every batch cost about 7 ms, a tenth
+    # of a batch's work. The attempt keys the cache, so a store made again at the same URL
+    # is never written through arrays opened for the one it replaced.
+    group = zarr.open_group(url, mode="r+", use_consolidated=False)
+    names = [spec.name for spec in (*ARRAYS, SCRATCH) if spec.name in group]
+    # Every chunk is written, even one equal to the fill value, so that a missing chunk
+    # always means missing data. (A runtime setting: it is not stored with the array.)
+    return {name: _array(group, name).with_config({"write_empty_chunks": True}) for name in names}
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"Store {group.store} has a group where array {name!r} belongs.")
+    return node
 
 
 def _check_region(array: zarr.Array, batch: Batch) -> None:
@@ -291,152 +271,188 @@ def _check_region(array: zarr.Array, batch: Batch) -> None:
         )
 
 
-def _utf8_strings(texts: list[str]) -> np.ndarray:
-    return np.array([utf8_safe(t) for t in texts], dtype=np.dtypes.StringDType())
+def _chunk_key(spec: ArraySpec, index: int) -> str:
+    return "c/" + "/".join([str(index), *["0"] * (len(spec.dims) - 1)])
 
 
-def _array(group: zarr.Group, name: str) -> zarr.Array:
-    node = group.get(name)
+def _encode(spec: ArraySpec, value: Any) -> Any:
+    if spec.dtype == "str":
+        return np.array([utf8_safe(str(t)) for t in value], dtype=np.dtypes.StringDType())
+    return np.asarray(value, dtype=spec.dtype)
+
+
+def _decode(spec: ArraySpec, value: Any) -> np.ndarray:
+    if spec.dtype == "str":
+        return np.asarray(value, dtype=object)
+    return np.asarray(value)
+
+
+# --- Reading a finished store -------------------------------------------------------------
+
+
+class ReadableStore:
+    """A finished store opened read-only, checked against its schema.
+
+    On opening: the attributes parse, every array of the layout is there with the dtype
+    and shape the config and the clip count give, the counts agree with ``valid``, and
+    (with ``check_chunks``) every chunk exists.
+
+    Raises
+    ------
+    StoreError
+        Nothing is there, it is not a specpipe store, its run did not finish, or any of the
+        checks above fails; the message names the store and what is wrong.
+    """
+
+    def __init__(self, url: str | os.PathLike[str], *, check_chunks: bool = True) -> None:
+        self.url = os.fspath(url)
+        state = inspect(self.url)
+        where = f"Store {self.url!r}"
+        if state.kind in ("absent", "leftover", "folder"):
+            raise StoreError(f"No Zarr store at {self.url!r}.")
+        if state.kind == "damaged":
+            raise StoreError(f"{where} is damaged: {state.problem}. Run preprocess again.")
+        if state.kind == "zarr":
+            raise StoreError(f"{where} is a Zarr store but not a specpipe store.")
+        assert state.attrs is not None  # a specpipe store's attributes were read
+        self.attrs = StoreAttrs.from_dict(state.attrs, where)
+        if self.attrs.status != "complete":
+            raise StoreError(
+                f"{where} is unfinished (status {self.attrs.status!r}): the run that wrote it "
+                + ("failed: " + self.attrs.failure if self.attrs.failure else "stopped early")
+                + ". Run it again to resume or replace it."
+            )
+        group = zarr.open_group(self.url, mode="r")
+        self._arrays = {spec.name: _checked_array(group, spec, where) for spec in ARRAYS}
+        self.n_clips = int(self._arrays["images"].shape[0])
+        self.chunk_length = int(self._arrays["images"].chunks[0])
+        self._check_layout(where)
+        if check_chunks:
+            self._check_chunks(where)
+        self._check_counts(where)
+        self._decoder = _fast_chunk_decoder(self._arrays["images"])
+
+    def _check_layout(self, where: str) -> None:
+        config = self.attrs.config
+        for spec in ARRAYS:
+            array = self._arrays[spec.name]
+            expected = shape_of(spec, self.n_clips, config)
+            chunks = chunks_of(spec, self.n_clips, self.chunk_length, config)
+            if array.shape != expected or array.chunks != chunks:
+                raise StoreError(
+                    f"{where}: array {spec.name!r} has shape {array.shape} in chunks "
+                    f"{array.chunks}, where its config gives {expected} in chunks {chunks}. "
+                    "The store was altered; run preprocess again."
+                )
+
+    def _check_counts(self, where: str) -> None:
+        counts = self.attrs.counts
+        n_valid = int(np.count_nonzero(self.read("valid")))
+        assert counts is not None  # a complete store's attributes are checked to have them
+        if (counts.files, counts.valid) != (self.n_clips, n_valid):
+            raise StoreError(
+                f"{where} records {counts.files} clips, {counts.valid} valid, but holds "
+                f"{self.n_clips} clips, {n_valid} valid. The store was altered; run preprocess "
+                "again."
+            )
+
+    def _check_chunks(self, where: str) -> None:
+        fs, path = _fs(self.url)
+        n_chunks = -(-self.n_clips // self.chunk_length)
+        for spec in ARRAYS:
+            if spec.per_clip:
+                missing = sorted(set(range(n_chunks)) - _written_chunks(fs, path, spec.name))
+                if missing:
+                    size, n = self.chunk_length, self.n_clips
+                    rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing[:3]]
+                    raise StoreError(
+                        f"{where} lacks {len(missing)} chunk(s) of {spec.name!r} (rows "
+                        f"{', '.join(rows)}{', ...' if len(missing) > 3 else ''}): that data "
+                        "is gone. Run preprocess again."
+                    )
+
+    def read(self, name: str) -> np.ndarray:
+        """A whole per-clip or coordinate array (strings as Python objects)."""
+        return _decode(BY_NAME[name], self._arrays[name][:])
+
+    def read_images(self, lo: int, hi: int, out: np.ndarray) -> None:
+        """Decode images ``lo:hi`` into ``out``, uint8 of shape ``(hi - lo, n_mels, n_frames)``."""
+        from zarr.buffer.cpu import NDBuffer
+
+        self._arrays["images"].get_basic_selection(
+            slice(lo, hi), out=NDBuffer.from_numpy_array(out)
+        )
+
+    def read_chunk(self, index: int, out: np.ndarray) -> bool:
+        """Decode chunk ``index`` of ``images`` whole into ``out`` without going through
+        Zarr, when this store allows it (a local store in specpipe's own encoding); False
+        when it does not, and :meth:`read_images` must be used instead."""
+        if self._decoder is None:
+            return False
+        self._decoder(index, out)
+        return True
+
+    def size_on_disk(self) -> int:
+        return size_on_disk(self.url)
+
+
+def _checked_array(group: zarr.Group, spec: ArraySpec, where: str) -> zarr.Array:
+    node = group.get(spec.name)
     if not isinstance(node, zarr.Array):
-        raise StoreError(f"Store {group.store} has no array {name!r}: it is not a specpipe store.")
+        raise StoreError(f"{where} has no array {spec.name!r}: it is not a whole specpipe store.")
+    expected = np.dtypes.StringDType() if spec.dtype == "str" else np.dtype(spec.dtype)
+    if node.dtype != expected:
+        raise StoreError(
+            f"{where}: array {spec.name!r} holds {node.dtype}, not {expected}. The store was "
+            "altered; run preprocess again."
+        )
     return node
 
 
-def finish(store: str | os.PathLike[str], attrs: dict[str, Any]) -> None:
-    """Remove the scratch array, record the run's results and mark the store complete, as
-    the last write of a run."""
-    fs, path = _fs(store)
-    if fs.exists(f"{path}/{SCRATCH}"):
-        fs.rm(f"{path}/{SCRATCH}", recursive=True)
-    group = zarr.open_group(_url(store), mode="r+", use_consolidated=False)
-    group.attrs.update({**attrs, "status": "complete"})
-    with warnings.catch_warnings():
-        # Zarr warns that consolidated metadata is not in the v3 spec yet; xarray and zarr
-        # both read it, and without it xarray warns on every open instead.
-        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
-        zarr.consolidate_metadata(_url(store))
+def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None] | None:
+    """A function that decodes one whole chunk of ``images`` into a buffer, or None.
 
-
-def write_scratch(store: Writable, batch: Batch, pass1: Analysis) -> None:
-    """Write pass 1's results for one batch: its log-mels and the per-file arrays that do
-    not depend on the statistics."""
-    arrays = _writable_arrays(store)
-    if SCRATCH not in arrays:
-        raise StoreError(f"Store {_url(store)!r} has no scratch array to write to.")
-    _check_region(arrays[SCRATCH], batch)
-    region = slice(batch.start, batch.stop)
-    if pass1.valid.all():  # the common case: no copy of the batch's log-mels
-        logmel = pass1.logmel
-    else:
-        logmel = np.full((len(batch), *pass1.logmel.shape[1:]), np.nan, dtype=np.float32)
-        logmel[pass1.valid] = pass1.logmel
-    arrays[SCRATCH][region] = logmel
-    values = {
-        "valid": pass1.valid,
-        "errors": _utf8_strings(pass1.errors),
-        "file_min": pass1.file_min,
-        "file_max": pass1.file_max,
-    }
-    for name in SCRATCH_WRITES:
-        arrays[name][region] = values[name]
-
-
-def read_scratch(store: Writable, batch: Batch) -> Analysis:
-    """What :func:`write_scratch` wrote for one batch."""
-    arrays = _writable_arrays(store)
-    if SCRATCH not in arrays:
-        raise StoreError(
-            f"Store {_url(store)!r} has no scratch array: pass 1's log-mels are gone. "
-            "Run again with --overwrite."
-        )
-    region = slice(batch.start, batch.stop)
-    valid = np.asarray(arrays["valid"][region], dtype=bool)
-    return Analysis(
-        logmel=np.asarray(arrays[SCRATCH][region])[valid],
-        valid=valid,
-        errors=[str(e) for e in np.asarray(arrays["errors"][region]).tolist()],
-        file_min=np.asarray(arrays["file_min"][region]),
-        file_max=np.asarray(arrays["file_max"][region]),
-    )
-
-
-def record_statistics(store: str | os.PathLike[str], statistics: dict[str, Any]) -> None:
-    """Keep pass 1's result in an incomplete store, so that a resumed run need not redo it."""
-    group = zarr.open_group(_url(store), mode="r+", use_consolidated=False)
-    group.attrs["statistics"] = statistics
-
-
-def written_batches(store: str | os.PathLike[str], batches: list[Batch]) -> list[Batch]:
-    """The batches whose rows an earlier run wrote completely."""
-    paths = _array(zarr.open_group(_url(store), mode="r", use_consolidated=False), "paths")
-    # Unwritten chunks read as the fill value "", and every written row has a path.
-    starts = np.array([b.start for b in batches], dtype=np.int64)
-    firsts = np.asarray(paths.get_coordinate_selection(starts))
-    return [b for b, first in zip(batches, firsts.tolist(), strict=True) if first != ""]
-
-
-def read_rows(
-    store: str | os.PathLike[str], batches: list[Batch]
-) -> list[tuple[list[str], list[str], np.ndarray]]:
-    """Paths, errors and clipped-pixel counts of each written batch."""
-    group = zarr.open_group(_url(store), mode="r", use_consolidated=False)
-    paths, errors, clipped = (_array(group, n) for n in ("paths", "errors", "clipped"))
-    rows = []
-    for batch in batches:
-        region = slice(batch.start, batch.stop)
-        rows.append(
-            (
-                [str(p) for p in np.asarray(paths[region]).tolist()],
-                [str(e) for e in np.asarray(errors[region]).tolist()],
-                np.asarray(clipped[region]),
-            )
-        )
-    return rows
-
-
-def read_attrs(store: str | os.PathLike[str], *, require_complete: bool = True) -> dict[str, Any]:
-    """The attributes of a specpipe store.
-
-    Raises
-    ------
-    StoreError
-        Nothing is there, it is not a specpipe store, or (with ``require_complete``) its run
-        never finished.
+    Given for a local store holding the layout specpipe writes (chunks of whole uint8
+    images, encoded as bytes, then zstd): it reads the chunk's file and decodes it with
+    numcodecs' Zstd, the decoder Zarr's own ZstdCodec calls, without Zarr's asynchronous
+    machinery around it. Measured in a DataLoader worker, that machinery cost more than
+    the decoding (docs/benchmarks.md). For any other store or encoding, None: reads go
+    through Zarr. What it relies on in Zarr's internals is checked by
+    ``tests/test_store.py::test_the_fast_chunk_path_relies_on_what_zarr_provides``.
     """
-    if not is_store(store):
-        raise StoreError(f"No Zarr store at {str(store)!r}.")
-    attrs = dict(zarr.open_group(_url(store), mode="r").attrs)
-    if attrs.get("format") != FORMAT:
-        raise StoreError(f"{str(store)!r} is a Zarr store but not a specpipe store.")
-    if attrs.get("format_version") != FORMAT_VERSION:
-        raise StoreError(
-            f"Store {str(store)!r} has specpipe format version {attrs.get('format_version')!r}; "
-            f"this version of specpipe reads version {FORMAT_VERSION}. Run preprocess again."
-        )
-    if require_complete and attrs.get("status") != "complete":
-        raise StoreError(
-            f"Store {str(store)!r} is unfinished (status {attrs.get('status')!r}): the run "
-            "that wrote it stopped early. Run it again to replace it."
-        )
-    return attrs
+    from numcodecs import Zstd
+    from zarr.codecs import BytesCodec, ZstdCodec
+    from zarr.core.metadata import ArrayV3Metadata
+    from zarr.storage import LocalStore
+
+    metadata = images.metadata
+    if (
+        not isinstance(images.store, LocalStore)
+        or not isinstance(metadata, ArrayV3Metadata)
+        or images.dtype != np.uint8
+        or images.chunks[1:] != images.shape[1:]  # a chunk is whole images
+        or [type(codec) for codec in metadata.codecs] != [BytesCodec, ZstdCodec]
+    ):
+        return None
+    directory = Path(images.store.root) / images.path
+    zstd = Zstd()
+    chunk_shape = images.chunks
+
+    def decode(chunk: int, out: np.ndarray) -> None:
+        key = metadata.encode_chunk_key((chunk, 0, 0))
+        try:
+            encoded = (directory / key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(
+                f"Store {str(directory.parent)!r} lacks chunk {chunk} of its images: that "
+                "data is gone. Run preprocess again."
+            ) from None
+        if out.shape != chunk_shape:
+            raise StoreError(f"A chunk of {chunk_shape} cannot be decoded into {out.shape}.")
+        zstd.decode(encoded, out=out)
+
+    return decode
 
 
-def open_arrays(store: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, zarr.Array]]:
-    """The attributes and the arrays of a finished store, opened read-only.
-
-    Raises
-    ------
-    StoreError
-        As :func:`read_attrs`, or an array of the layout is missing.
-    """
-    attrs = read_attrs(store)
-    group = zarr.open_group(_url(store), mode="r")
-    names = ("images", "mel", "frame", *PER_CLIP_ARRAYS)
-    return attrs, {name: _array(group, name) for name in names}
-
-
-def read_stats(store: str | os.PathLike[str]) -> tuple[SpectrogramConfig, GlobalStats, str]:
-    """Config, statistics and the statistic used, of a finished store (for --stats-from)."""
-    attrs = read_attrs(store)
-    stats = attrs["stats"]
-    return SpectrogramConfig.from_dict(attrs["config"]), GlobalStats.from_dict(stats), stats["used"]
+def is_local(url: str | os.PathLike[str]) -> bool:
+    return isinstance(_fs(url)[0], LocalFileSystem)

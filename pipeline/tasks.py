@@ -1,15 +1,18 @@
 """What one task does with one batch of files: analyse it, or scale and store it.
 
 These functions run inside Dask workers (or plain loops); they take and return small,
-picklable values, catch every per-file failure, and record it instead of raising.
+picklable values, catch every per-file failure, and record it instead of raising. What a
+batch writes is a dict of per-clip values named after the arrays of
+:mod:`pipeline.schema`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +20,12 @@ from pipeline import store
 from pipeline.audio import describe_error, read_clip
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import join, utf8_safe
+from pipeline.errors import NonFiniteFeaturesError, StoreError
 from pipeline.features import log_mel
+from pipeline.lock import Claim
 from pipeline.plan import Batch
 from pipeline.scaling import scale_to_uint8
+from pipeline.schema import FAILED_PIXEL, Step
 from pipeline.stats import Extrema, Range
 
 logger = logging.getLogger(__name__)
@@ -27,8 +33,31 @@ logger = logging.getLogger(__name__)
 MAX_REPORTED_FAILURES = 10
 
 
-def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> store.Analysis:
-    """Decode, fit and analyse the files ``root/paths``; failures are recorded, not raised."""
+@dataclass(frozen=True)
+class Analysis:
+    """One batch analysed: the log-mels of the files that gave a clip, and the values of
+    the arrays written once files are analysed (``valid``, ``errors``, ``file_min``,
+    ``file_max``)."""
+
+    logmel: np.ndarray  # (n_valid, n_mels, n_frames) float32
+    values: dict[str, Any]
+
+    def all_rows(self) -> np.ndarray:
+        """The log-mels with a NaN image in each failed row, one row per file."""
+        valid = self.values["valid"]
+        if valid.all():  # the common case: no copy of the batch's log-mels
+            return self.logmel
+        rows = np.full((len(valid), *self.logmel.shape[1:]), np.nan, dtype=np.float32)
+        rows[valid] = self.logmel
+        return rows
+
+
+def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
+    """Decode, fit and analyse the files ``root/paths``; failures are recorded, not raised.
+
+    A file whose log-mel is not finite (float samples so large that the power overflows)
+    fails too: its values would otherwise turn into NaN statistics and blank images.
+    """
     clips = np.zeros((len(paths), config.n_samples), dtype=np.float32)
     valid = np.zeros(len(paths), dtype=bool)
     errors = [""] * len(paths)
@@ -41,29 +70,42 @@ def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> store.Ana
         except Exception as exc:  # one broken file must never stop the run
             errors[i] = describe_error(exc)
             logger.debug("Skipping %s: %s", rel, errors[i])
-    logmel = log_mel(clips[valid], config)
+    logmel = log_mel(clips[valid], **config.librosa_kwargs, eps=config.eps)
+    finite = np.isfinite(logmel).all(axis=(1, 2))
+    if not finite.all():
+        for i in np.flatnonzero(valid)[~finite]:
+            peak = float(np.abs(clips[i]).max())
+            errors[i] = describe_error(
+                NonFiniteFeaturesError(
+                    f"the log-mel is not finite: samples reach {peak:.3g}, far outside "
+                    "[-1, 1], and overflow the power spectrum"
+                )
+            )
+        valid[np.flatnonzero(valid)[~finite]] = False
+        logmel = logmel[finite]
     file_min = np.full(len(paths), np.nan, dtype=np.float32)
     file_max = np.full(len(paths), np.nan, dtype=np.float32)
     if len(logmel):
         file_min[valid] = logmel.min(axis=(1, 2))
         file_max[valid] = logmel.max(axis=(1, 2))
-    return store.Analysis(logmel, valid, errors, file_min, file_max)
+    values = {"valid": valid, "errors": errors, "file_min": file_min, "file_max": file_max}
+    return Analysis(logmel, values)
 
 
-def batch_extrema(
+def statistics_batch(
     paths: list[str],
     batch: Batch,
     *,
     root: str,
     config: SpectrogramConfig,
-    output: store.Target | None = None,
+    claim: Claim | None = None,
 ) -> Extrema:
-    """First pass: the statistics of one batch; with ``output``, its log-mels and per-file
-    arrays are also kept in the store's scratch array for the second pass."""
+    """Pass 1: the statistics of one batch; with ``claim``, its log-mels and analysed
+    values are also kept in the store's scratch array for pass 2."""
     result = analyse(root, paths, config)
-    if output is not None:
-        store.write_scratch(output, batch, result)
-    return Extrema.from_files(result.file_min, result.file_max)
+    if claim is not None:
+        store.write_scratch(claim, batch, result.all_rows(), result.values)
+    return Extrema.from_files(result.values["file_min"], result.values["file_max"])
 
 
 @dataclass(frozen=True)
@@ -103,57 +145,52 @@ class WriteSummary:
 
     @classmethod
     def of_rows(
-        cls,
-        start: int,
-        paths: Sequence[str],
-        errors: Sequence[str],
-        clipped: np.ndarray,
-        config: SpectrogramConfig,
+        cls, start: int, values: Mapping[str, Any], config: SpectrogramConfig
     ) -> WriteSummary:
         """The summary of rows ``start, start + 1, ...``, written now or by an earlier run."""
-        failures = [Failure(start + i, paths[i], e) for i, e in enumerate(errors) if e]
+        paths, errors = values["paths"], values["errors"]
+        failures = [Failure(start + i, utf8_safe(paths[i]), e) for i, e in enumerate(errors) if e]
         n_valid = len(paths) - len(failures)
         return cls(
             n_files=len(paths),
             n_valid=n_valid,
-            n_clipped=int(np.sum(clipped, dtype=np.int64)),
+            n_clipped=int(np.sum(values["clipped"], dtype=np.int64)),
             n_pixels=n_valid * config.n_mels * config.n_frames,
             failures=tuple(failures[:MAX_REPORTED_FAILURES]),
         )
 
 
-def write_batch(
+def images_batch(
     paths: list[str],
     batch: Batch,
     *,
     root: str,
     config: SpectrogramConfig,
     scale: Range,
-    output: store.Target,
+    claim: Claim,
     from_scratch: bool = False,
 ) -> WriteSummary:
-    """Second pass: one batch's log-mels, read from the scratch array or computed again,
+    """Pass 2: one batch's log-mels, read from the scratch array or computed again,
     scaled to images and written as the batch's rows of the store."""
-    result = store.read_scratch(output, batch) if from_scratch else analyse(root, paths, config)
-    images = np.full((len(paths), *config.image_shape), store.FAILED_PIXEL, dtype=np.uint8)
-    scaled, n_clipped = scale_to_uint8(result.logmel, scale)
-    images[result.valid] = scaled
+    if from_scratch:
+        rows, values = store.read_scratch(claim, batch)
+        logmel = rows[values["valid"]]
+        if not np.isfinite(logmel).all():
+            raise StoreError(
+                f"Store {claim.url!r} holds damaged pass-1 log-mels for rows {batch.start}-"
+                f"{batch.stop - 1}. Run again with --overwrite."
+            )
+        steps = [Step.IMAGES]
+    else:
+        result = analyse(root, paths, config)
+        logmel, values = result.logmel, result.values
+        steps = [Step.ANALYSIS, Step.IMAGES]
+    valid = values["valid"]
+    images = np.full((len(paths), *config.image_shape), FAILED_PIXEL, dtype=np.uint8)
+    scaled, n_clipped = scale_to_uint8(logmel, scale)
+    images[valid] = scaled
     clipped = np.zeros(len(paths), dtype=np.uint32)
-    clipped[result.valid] = n_clipped
-    store.write_rows(
-        output,
-        batch,
-        store.Rows(
-            images=images,
-            paths=paths,
-            valid=result.valid,
-            errors=result.errors,
-            file_min=result.file_min,
-            file_max=result.file_max,
-            clipped=clipped,
-        ),
-        after_scratch=from_scratch,
-    )
-    return WriteSummary.of_rows(
-        batch.start, [utf8_safe(p) for p in paths], result.errors, clipped, config
-    )
+    clipped[valid] = n_clipped
+    values = {**values, "images": images, "clipped": clipped, "paths": np.asarray(paths, object)}
+    store.write(claim, batch, values, steps)
+    return WriteSummary.of_rows(batch.start, values, config)

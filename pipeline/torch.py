@@ -38,6 +38,7 @@ from torch.utils.data import (
 )
 from torch.utils.data._utils.collate import default_collate
 
+from pipeline.errors import ArgumentError
 from pipeline.reader import SpectrogramStore, open_store
 
 Transform = Callable[[torch.Tensor], Any]
@@ -92,8 +93,8 @@ class SpectrogramDataset(Dataset):
 
     @property
     def reader(self) -> SpectrogramStore:
-        if self._reader is None:
-            self._reader = open_store(self.path)
+        if self._reader is None:  # in a worker: the store was checked when the dataset was made
+            self._reader = open_store(self.path, check_chunks=False)
         return self._reader
 
     def __len__(self) -> int:
@@ -197,7 +198,7 @@ class ChunkBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
+            raise ArgumentError(f"batch_size must be at least 1, not {batch_size}.")
         self.batch_size = batch_size
         self.drop_last = drop_last
         self._groups = _chunk_groups(dataset)

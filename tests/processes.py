@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -47,7 +48,15 @@ class Processes:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             # The recipes' scripts find `dask` on PATH, as a user's activated venv gives it.
-            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})},
+            # and the repository on PYTHONPATH lets workers import the tests' own functions.
+            env={
+                **os.environ,
+                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+                ),
+                **(env or {}),
+            },
         )
         self.started.append(proc)
         return proc
@@ -80,7 +89,12 @@ def start_dask_cluster(
     procs.start(
         "scheduler",
         str(RECIPES / "start-scheduler.sh"),
-        env={**common, "PORT": "0", "DASHBOARD": ":0", "SCHEDULER_FILE": str(scheduler_file)},
+        env={
+            **common,
+            "PORT": "0",
+            "DASHBOARD": "127.0.0.1:0",
+            "SCHEDULER_FILE": str(scheduler_file),
+        },
     )
     wait_for(scheduler_file.exists, "the scheduler file")
     address = json.loads(scheduler_file.read_text())["address"]

@@ -5,7 +5,7 @@ import soundfile as sf
 
 from pipeline.audio import describe_error, read_clip, source_frames_needed
 from pipeline.errors import EmptyAudioError, NonFiniteAudioError, TruncatedAudioError
-from tests.conftest import synth
+from tests.helpers import synth
 
 
 def librosa_clip(path, sample_rate, n_samples):

@@ -22,6 +22,20 @@ def test_frames_gives_exactly_that_many_frames(frames):
     assert config.n_frames == frames
 
 
+def test_defaults_are_derived_for_any_sample_rate():
+    config = SpectrogramConfig(sample_rate=16000, hop_length=160, n_mels=80)
+    assert (config.fmax, config.n_fft, config.n_samples) == (8000.0, 320, 16000)
+    assert SpectrogramConfig(sample_rate=16000).fmax == 8000.0
+    assert SpectrogramConfig() == SpectrogramConfig.from_options()
+
+
+def test_a_size_too_large_for_any_machine_is_still_a_config_not_an_allocation():
+    # A filter bank of 128 x 50,000,001 float32 would take 25.6 GB: building the config must
+    # not allocate it (the run plan refuses it for lack of memory, with the figure).
+    config = SpectrogramConfig.from_options(hop_length=50_000_000)
+    assert config.n_fft == 100_000_000
+
+
 def test_duration_is_rounded_to_samples():
     assert SpectrogramConfig.from_options(duration=0.5, sample_rate=16000).n_samples == 8000
 

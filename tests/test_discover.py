@@ -1,12 +1,19 @@
+"""Which files a run sees, in which order, and every folder it could not list, said so."""
+
+import os
+import shutil
+import stat
+
 import pytest
 
 from pipeline.discover import list_audio_files
 from pipeline.errors import InputError
+from tests.helpers import as_nobody, world_readable_folder
 
 
 def test_lists_audio_recursively_sorted_with_slashes(dataset):
-    paths = list_audio_files(dataset)
-    assert paths == sorted(paths)
+    paths = list_audio_files(dataset).files
+    assert list(paths) == sorted(paths)
     assert "a/sub/noise_48k.flac" in paths
     assert "d/Upper_case.WAV" in paths  # extensions match in any case
     assert "a/notes.txt" not in paths
@@ -18,7 +25,7 @@ def test_order_does_not_depend_on_creation_order(tmp_path):
     for name in ["b.wav", "a/z.wav", "a.wav", "A.wav"]:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert list_audio_files(tmp_path) == ["A.wav", "a.wav", "a/z.wav", "b.wav"]
+    assert list_audio_files(tmp_path).files == ("A.wav", "a.wav", "a/z.wav", "b.wav")
 
 
 def test_no_audio_is_an_error(tmp_path):
@@ -27,6 +34,54 @@ def test_no_audio_is_an_error(tmp_path):
         list_audio_files(tmp_path)
 
 
-def test_missing_folder_is_an_error(tmp_path):
-    with pytest.raises(InputError, match="not a folder"):
+def test_missing_folder_and_a_file_are_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
         list_audio_files(tmp_path / "missing")
+    (tmp_path / "x.wav").write_bytes(b"x")
+    with pytest.raises(InputError, match="not a folder"):
+        list_audio_files(tmp_path / "x.wav")
+
+
+def test_links_to_folders_are_followed_and_loops_reported(tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "far.wav").write_bytes(b"x")
+    root = tmp_path / "in"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "r.wav").write_bytes(b"x")
+    (root / "linked").symlink_to(outside)  # a dataset kept on another disk
+    (root / "real" / "loop").symlink_to(root)  # a link back up: would never end
+    (root / "again").symlink_to(root / "real")  # the same folder under a second name
+    listing = list_audio_files(root)
+    assert listing.files == ("linked/deep/far.wav", "real/r.wav")
+    skipped = {s.path: s.reason for s in listing.skipped}
+    assert skipped == {
+        "again": "a link to real, which is listed already",
+        "real/loop": "a link to the input folder itself, which is listed already",
+    }
+
+
+def test_an_unreadable_folder_is_reported_with_its_errno():
+    root = world_readable_folder()
+    try:
+        (root / "ok").mkdir()
+        (root / "ok" / "a.wav").write_bytes(b"x")
+        (root / "locked").mkdir()
+        (root / "locked" / "b.wav").write_bytes(b"x")
+        (root / "locked").chmod(0)
+        listing = as_nobody(list_audio_files, str(root))
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
+    assert listing.files == ("ok/a.wav",)
+    assert [(s.path, s.reason) for s in listing.skipped] == [
+        ("locked", "cannot be read: [Errno 13] Permission denied")
+    ]
+
+
+def test_a_fifo_with_an_audio_name_is_listed_to_fail_later(tmp_path):
+    os.mkfifo(tmp_path / "pipe.wav")
+    (tmp_path / "dev.wav").symlink_to("/dev/null")
+    listing = list_audio_files(tmp_path)
+    assert listing.files == ("dev.wav", "pipe.wav")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.wav").st_mode)

@@ -16,9 +16,13 @@ import trustme
 from pipeline.config import SpectrogramConfig
 from pipeline.demo import generate_demo
 from pipeline.errors import StoreError
+from pipeline.executors import LoopExecutor
 from pipeline.reader import open_store
-from pipeline.runner import SYNC, preprocess
+from pipeline.runner import preprocess
+from tests.helpers import assert_same_bytes
 from tests.processes import Processes, n_workers_connected, start_dask_cluster, wait_for
+
+pytestmark = pytest.mark.cluster
 
 BATCH = 2
 OPTIONS = ["--n-mels", "64", "--batch-size", str(BATCH)]
@@ -36,7 +40,7 @@ def audio(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_run(audio, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "local.zarr"
-    preprocess(audio, out, CONFIG, scheduler=SYNC, batch_size=BATCH)
+    preprocess(audio, out, CONFIG, executor=LoopExecutor(), batch_size=BATCH)
     return out
 
 
@@ -57,23 +61,6 @@ def cluster(procs):
 
 def specpipe(*args) -> list[str]:
     return [sys.executable, "-m", "pipeline", *map(str, args)]
-
-
-def stored_objects(store: Path) -> dict[str, bytes]:
-    """Every stored object but the root metadata, which records times and paths."""
-    return {
-        p.relative_to(store).as_posix(): p.read_bytes()
-        for p in sorted(store.rglob("*"))
-        if p.is_file() and p != store / "zarr.json" and not p.name.endswith(".partial")
-    }
-
-
-def assert_same_bytes(store: Path, reference: Path) -> None:
-    ours, theirs = stored_objects(store), stored_objects(reference)
-    assert ours.keys() == theirs.keys()
-    different = [k for k in ours if ours[k] != theirs[k]]
-    assert not different, different[:5]
-    assert open_store(store).attrs["stats"] == open_store(reference).attrs["stats"]
 
 
 def written_chunks(store: Path) -> list[Path]:

@@ -1,10 +1,14 @@
+"""Log-mel spectrograms and their inverse, against librosa itself."""
+
 import librosa
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import SpectrogramConfig
-from pipeline.features import log_mel, mel_filters
-from tests.conftest import librosa_log_mel
+from pipeline.features import count_empty_mel_filters, log_mel, log_mel_to_audio, mel_filters
+from tests.helpers import librosa_log_mel
 
 CONFIGS = [
     SpectrogramConfig.from_options(),
@@ -19,24 +23,37 @@ CONFIGS = [
 def test_matches_librosa_melspectrogram(config, rng):
     clips = (rng.standard_normal((3, config.n_samples)) * 0.3).astype(np.float32)
     clips[1, config.n_samples // 2 :] = 0  # silence reaches log(eps)
-    ours = log_mel(clips, config)
+    ours = log_mel(clips, **config.librosa_kwargs)
     assert ours.shape == (3, config.n_mels, config.n_frames)
     assert ours.dtype == np.float32
     for clip, image in zip(clips, ours, strict=True):
         np.testing.assert_allclose(image, librosa_log_mel(clip, config), rtol=1e-5, atol=1e-5)
 
 
+def test_takes_librosas_keywords_and_defaults_fmax_to_nyquist(rng):
+    y = rng.standard_normal(8000).astype(np.float32)
+    ours = log_mel(y, sr=8000, n_fft=256, hop_length=128, n_mels=20)
+    mel = librosa.feature.melspectrogram(y=y, sr=8000, n_fft=256, hop_length=128, n_mels=20)
+    np.testing.assert_allclose(ours, np.log(mel + 1e-9), rtol=1e-5, atol=1e-5)
+
+
 def test_batch_equals_one_at_a_time(rng):
-    config = CONFIGS[0]
-    clips = rng.standard_normal((5, config.n_samples)).astype(np.float32)
-    batched = log_mel(clips, config)
+    kwargs = CONFIGS[0].librosa_kwargs
+    clips = rng.standard_normal((5, CONFIGS[0].n_samples)).astype(np.float32)
+    batched = log_mel(clips, **kwargs)
     for i in range(5):
-        np.testing.assert_array_equal(batched[i], log_mel(clips[i], config))
+        np.testing.assert_array_equal(batched[i], log_mel(clips[i], **kwargs))
 
 
 def test_empty_batch_has_the_image_shape():
     config = CONFIGS[0]
-    assert log_mel(np.zeros((0, config.n_samples), np.float32), config).shape == (0, 128, 87)
+    empty = np.zeros((0, config.n_samples), np.float32)
+    assert log_mel(empty, **config.librosa_kwargs).shape == (0, 128, 87)
+
+
+def test_huge_samples_give_a_non_finite_log_mel_not_a_warning():
+    y = (1e20 * np.sin(np.arange(22050) * 0.1)).astype(np.float32)
+    assert not np.isfinite(log_mel(y, **CONFIGS[0].librosa_kwargs)).all()
 
 
 def test_filter_bank_is_built_once_and_read_only():
@@ -45,3 +62,39 @@ def test_filter_bank_is_built_once_and_read_only():
     assert mel_filters(**kwargs) is first
     assert not first.flags.writeable
     np.testing.assert_array_equal(first, librosa.filters.mel(**kwargs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sr=st.sampled_from([8000, 16000, 22050, 44100]),
+    n_fft=st.integers(16, 1024),
+    n_mels=st.integers(1, 160),
+    fmin_share=st.floats(0, 0.5),
+    fmax_share=st.floats(0.55, 1.0),
+)
+def test_empty_filters_are_counted_as_librosa_builds_them(
+    sr, n_fft, n_mels, fmin_share, fmax_share
+):
+    """Counted without building the filter bank, which can be gigabytes: the count must be
+    exactly what the real filter bank shows."""
+    kwargs = {"sr": sr, "n_fft": n_fft, "n_mels": n_mels}
+    kwargs |= {"fmin": fmin_share * sr / 2, "fmax": fmax_share * sr / 2}
+    expected = int((mel_filters(**kwargs).max(axis=1) == 0).sum())
+    assert count_empty_mel_filters(**kwargs) == expected
+
+
+def test_inverse_is_librosas_mel_to_audio_with_a_seeded_phase(rng):
+    config = CONFIGS[1]
+    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(config.n_samples) / 16000)).astype(np.float32)
+    logmel = log_mel(y, **config.librosa_kwargs)
+    kwargs = config.librosa_kwargs | {"length": config.n_samples, "n_iter": 8}
+    audio = log_mel_to_audio(logmel, **kwargs)
+    assert audio.shape == (config.n_samples,) and audio.dtype == np.float32
+    np.testing.assert_array_equal(audio, log_mel_to_audio(logmel, **kwargs))  # seeded
+    # librosa's mel_to_audio, written out, since it takes no seed for the initial phase.
+    mel = np.maximum(np.exp(logmel.astype(np.float64)) - 1e-9, 0).astype(np.float32)
+    magnitude = librosa.feature.inverse.mel_to_stft(mel, sr=16000, n_fft=400, fmin=20, fmax=7600)
+    expected = librosa.griffinlim(
+        magnitude, n_iter=8, hop_length=160, n_fft=400, length=config.n_samples, random_state=0
+    )
+    np.testing.assert_allclose(audio, expected, atol=1e-5)

@@ -1,12 +1,28 @@
+import dataclasses
 import itertools
 import math
+import re
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.errors import ConfigError
-from pipeline.plan import plan_batches, tree_reduce
+from pipeline.config import SpectrogramConfig
+from pipeline.discover import Listing
+from pipeline.errors import ConfigError, ResourceError, StoreError
+from pipeline.plan import (
+    Found,
+    Request,
+    Resources,
+    Source,
+    batch_bytes,
+    make_plan,
+    plan_batches,
+    tree_reduce,
+)
+from pipeline.schema import Counts, OutputState, StatsRecord, StoreAttrs
+from pipeline.stats import GlobalStats, Range
 
 
 @given(n_files=st.integers(1, 2000), batch_size=st.integers(1, 300))
@@ -50,3 +66,180 @@ def test_tree_reduce_uses_the_given_submit():
 
     assert tree_reduce(list(range(20)), lambda *a: sum(a), split_every=4, submit=submit) == 190
     assert calls == [4, 4, 4, 4, 4, 4, 2]  # 20 -> 5 -> 2 (the fifth passes through) -> 1
+
+
+# --- make_plan: every decision, on plain values ---------------------------------------------
+
+CONFIG = SpectrogramConfig.from_options(n_mels=64)
+LISTING = Listing("in", tuple(f"f{i:03d}.wav" for i in range(10)))
+ROOMY = Resources(workers=2, memory_per_worker=8 * 10**9, in_client=False)
+
+
+ABSENT = OutputState("absent")
+
+
+def found(output=ABSENT, resources=ROOMY, source=None, out_key="/data/out.zarr"):
+    return Found(LISTING, output, resources, "/data/in", out_key, source)
+
+
+def request(**changes):
+    return Request(**({"input": "in", "output": "out.zarr", "config": CONFIG} | changes))
+
+
+def store_of(plan, **attrs_changes):
+    """What inspecting the store a plan made would show, with some attributes changed."""
+    attrs = StoreAttrs(
+        status="incomplete",
+        run_id="r1",
+        created="2026-11-26T00:00:00+00:00",
+        input=plan.request.input,
+        config=plan.request.config,
+        plan=plan.identity,
+        versions={},
+    )
+    attrs = dataclasses.replace(attrs, **attrs_changes)
+    entries = ("images", "paths", "specpipe.lock", "zarr.json")
+    return OutputState("specpipe", entries, attrs.to_dict(), written=(0, 1))
+
+
+def test_a_new_output_is_created_with_both_passes():
+    plan = make_plan(request(batch_size=4), found())
+    assert plan.action == "create" and plan.n_passes == 2 and plan.scratch
+    assert [len(b) for b in plan.batches] == [4, 4, 2] and plan.todo == plan.batches
+    assert plan.identity["files_sha256"] == LISTING.sha256()
+
+
+def test_the_same_unfinished_run_is_resumed_from_its_written_batches():
+    first = make_plan(request(batch_size=4), found())
+    stats = GlobalStats(Range(-20.0, 1.0), Range(-21.0, 5.0))
+    state = store_of(first, stats=StatsRecord(stats, "mean"))
+    plan = make_plan(request(batch_size=4), found(state))
+    assert plan.action == "resume" and plan.run_id == "r1"
+    assert plan.stats == stats and plan.n_passes == 1  # pass 1 is not run again
+    assert [b.index for b in plan.done] == [0, 1] and [b.index for b in plan.todo] == [2]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"batch_size": 5}, "batch_size"),
+        ({"stats": "extrema"}, "used"),
+        ({"scratch": False}, "scratch"),
+        ({"config": SpectrogramConfig.from_options(n_mels=32)}, "n_mels (32, 64)"),
+    ],
+)
+def test_another_run_is_not_resumed_and_the_refusal_names_the_difference(change, named):
+    state = store_of(make_plan(request(batch_size=4), found()))
+    changed = request(batch_size=4) if "batch_size" not in change else request()
+    changed = dataclasses.replace(changed, **change)
+    with pytest.raises(StoreError, match=rf"differs from this one in .*{re.escape(named)}"):
+        make_plan(changed, found(state))
+    assert make_plan(dataclasses.replace(changed, overwrite=True), found(state)).action == "replace"
+
+
+def source(stats, run_id="s1"):
+    return Source("train.zarr", run_id, CONFIG, stats, "mean")
+
+
+def test_stats_from_skips_pass_1_and_a_changed_source_is_not_resumed():
+    stats = GlobalStats(Range(-20.0, 1.0), Range(-21.0, 5.0))
+    plan = make_plan(request(stats_from="train.zarr"), found(source=source(stats)))
+    assert plan.stats == stats and plan.n_passes == 1 and not plan.scratch
+    state = store_of(plan)
+    assert (
+        make_plan(request(stats_from="train.zarr"), found(state, source=source(stats))).action
+        == "resume"
+    )
+    remade = source(GlobalStats(Range(-19.0, 1.0), Range(-21.0, 5.0)), run_id="s2")
+    with pytest.raises(StoreError, match="differs from this one in stats_from"):
+        make_plan(request(stats_from="train.zarr"), found(state, source=remade))
+
+
+def test_stats_from_another_analysis_is_refused():
+    other = Source("train.zarr", "s1", SpectrogramConfig.from_options(n_mels=32),
+                   GlobalStats(Range(0.0, 1.0), Range(0.0, 1.0)), "mean")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"n_mels \(64, 32\)"):
+        make_plan(request(stats_from="train.zarr"), found(source=other))
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (OutputState("folder", ("notes.txt",)), "exists and is not a Zarr store"),
+        (OutputState("zarr", ("zarr.json",)), "specpipe did not write; it is never replaced"),
+        (OutputState("damaged", ("zarr.json",), problem="its zarr.json is not valid JSON"),
+         "cannot tell whether it wrote it"),
+    ],
+)  # fmt: skip
+def test_what_specpipe_did_not_write_is_never_replaced(state, message):
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match=message):
+            make_plan(request(overwrite=overwrite), found(state))
+
+
+def test_a_finished_store_needs_overwrite_and_foreign_entries_stop_it():
+    first = make_plan(request(), found())
+    stats = StatsRecord(GlobalStats(Range(-20.0, 1.0), Range(-21.0, 5.0)), "mean", None, 0.1)
+    done = store_of(first, status="complete", stats=stats, counts=Counts(10, 9))
+    with pytest.raises(StoreError, match=r"already exists. Pass --overwrite"):
+        make_plan(request(), found(done))
+    assert make_plan(request(overwrite=True), found(done)).action == "replace"
+    cluttered = dataclasses.replace(done, entries=(*done.entries, "my-notes.txt"))
+    with pytest.raises(StoreError, match=r"'my-notes.txt', which specpipe did not write"):
+        make_plan(request(overwrite=True), found(cluttered))
+
+
+def test_a_failed_run_is_not_repeated_without_overwrite():
+    failed = store_of(make_plan(request(), found()), status="failed", failure="All silent.")
+    with pytest.raises(StoreError, match=r"this same run, which failed: All silent."):
+        make_plan(request(), found(failed))
+
+
+def test_a_leftover_lock_of_a_run_that_created_nothing_is_reused():
+    plan = make_plan(request(), found(OutputState("leftover", ("specpipe.lock",))))
+    assert plan.action == "replace"
+
+
+@pytest.mark.parametrize("out_key", ["/data/in", "/data", "/"])
+def test_output_may_never_be_the_input_or_hold_it(out_key):
+    with pytest.raises(StoreError, match="is the input folder or holds it"):
+        make_plan(request(overwrite=True), found(out_key=out_key))
+    make_plan(request(), found(out_key="/data/in/../in-store.zarr"))
+
+
+def test_memory_urls_need_the_tasks_in_this_process():
+    with pytest.raises(ConfigError, match="worker processes cannot see"):
+        make_plan(request(output="memory://out.zarr"), found())
+    in_client = Resources(workers=1, memory_per_worker=None, in_client=True)
+    assert make_plan(request(output="memory://out.zarr"), found(resources=in_client))
+
+
+def test_a_batch_that_would_not_fit_a_worker_is_refused_with_the_figures():
+    huge = SpectrogramConfig.from_options(hop_length=50_000_000)
+    expected = r"needs about [\d.]+ GB in a worker, which has 8.0 GB \(2 workers\)"
+    with pytest.raises(ResourceError, match=expected):
+        make_plan(request(config=huge), found())
+    small = Resources(workers=8, memory_per_worker=30 * 10**6, in_client=False)
+    with pytest.raises(ResourceError, match=r"which has 30.0 MB"):
+        make_plan(request(batch_size=512), found(resources=small))
+    make_plan(
+        request(batch_size=512), found(resources=dataclasses.replace(small, memory_per_worker=None))
+    )
+
+
+def test_batch_memory_estimate_covers_what_a_batch_really_allocates(rng):
+    """The estimate is checked against the peak traced while a real batch is analysed."""
+    import tracemalloc
+
+    from pipeline.features import log_mel
+    from pipeline.scaling import scale_to_uint8
+
+    config = SpectrogramConfig.from_options(n_mels=64)
+    clips = rng.standard_normal((16, config.n_samples)).astype(np.float32)
+    log_mel(clips[:1], **config.librosa_kwargs)  # once-per-process costs: imports, caches
+    tracemalloc.start()
+    logmel = log_mel(clips, **config.librosa_kwargs)
+    scale_to_uint8(logmel, Range(-20.0, 5.0))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < batch_bytes(config, 16) < 4 * peak

@@ -1,7 +1,7 @@
 from collections import Counter
 
 from pipeline.scan import format_report, scan
-from tests.conftest import BROKEN_FILES, GOOD_FILES
+from tests.helpers import BROKEN_FILES, GOOD_FILES
 
 
 def test_headers_of_the_dataset(dataset):

@@ -1,91 +1,193 @@
+"""The store module against its schema: layout, aligned writes, ownership, round trips of
+every array, the checks made on opening, and the reader's fast path into Zarr's internals."""
+
+import json
+import shutil
+
 import numpy as np
 import pytest
 import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from pipeline import store
+from pipeline import lock, store
 from pipeline.config import SpectrogramConfig
-from pipeline.errors import StoreError
+from pipeline.errors import RunLockedError, StoreError
 from pipeline.plan import Batch, plan_batches
+from pipeline.reader import open_store
+from pipeline.schema import ARRAYS, Step, StoreAttrs, chunks_of, shape_of
+from tests.helpers import random_rows, write_store
 
 CONFIG = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=10)
 
 
-def rows_for(batch, value):
-    n = len(batch)
-    return store.Rows(
-        images=np.full((n, *CONFIG.image_shape), value, np.uint8),
-        paths=[f"clip{batch.start + i}.wav" for i in range(n)],
-        valid=np.ones(n, bool),
-        errors=[""] * n,
-        file_min=np.full(n, -1.0, np.float32),
-        file_max=np.full(n, 1.0, np.float32),
-        clipped=np.zeros(n, np.uint32),
-    )
-
-
 @pytest.fixture
-def empty_store(tmp_path):
-    path = tmp_path / "out.zarr"
-    store.create(path, n_files=10, batch_size=4, config=CONFIG, attrs={})
-    return path
+def written(tmp_path, rng):
+    rows = random_rows(rng, 10, CONFIG)
+    write_store(tmp_path / "s.zarr", rows, CONFIG, batch_size=4)
+    return tmp_path / "s.zarr", rows
 
 
-def test_layout(empty_store):
-    group = zarr.open_group(empty_store, mode="r")
-    images = group["images"]
-    assert images.shape == (10, 16, 10)
-    assert images.dtype == np.uint8
-    assert images.chunks == (4, 16, 10)  # one stored object per batch
-    assert images.shards is None
-    assert images.metadata.dimension_names == ("clip", "mel", "frame")
-    for name in store.PER_CLIP_ARRAYS:
-        assert group[name].shape == (10,)
-        assert group[name].chunks == (4,)
-    assert group["file_min"].dtype == np.float32
-    assert group["valid"].dtype == bool
-    assert group.attrs["status"] == "incomplete"
-    assert group.attrs["config"] == CONFIG.to_dict()
+def test_layout_follows_the_schema(written):
+    path, _ = written
+    group = zarr.open_group(path, mode="r")
+    for spec in ARRAYS:
+        array = group[spec.name]
+        assert array.shape == shape_of(spec, 10, CONFIG), spec.name
+        assert array.chunks == chunks_of(spec, 10, 4, CONFIG), spec.name
+        assert array.metadata.dimension_names == spec.dims
+        assert array.shards is None
+    assert group["images"].chunks == (4, 16, 10)  # one stored object per batch
+    assert group["file_min"].dtype == np.float32 and group["valid"].dtype == bool
+    attrs = StoreAttrs.from_dict(group.attrs.asdict())
+    assert attrs.status == "complete" and attrs.config == CONFIG
 
 
-def test_every_aligned_batch_lands(empty_store):
-    for batch in plan_batches(10, 4):
-        store.write_rows(empty_store, batch, rows_for(batch, batch.index + 1))
-    group = zarr.open_group(empty_store, mode="r")
-    assert group["images"][:, 0, 0].tolist() == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
-    assert group["paths"][:].tolist() == [f"clip{i}.wav" for i in range(10)]
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(n=st.integers(1, 23), batch_size=st.integers(1, 9), seed=st.integers(0, 2**32 - 1))
+def test_every_array_round_trips_through_the_store(tmp_path_factory, n, batch_size, seed):
+    rows = random_rows(np.random.default_rng(seed), n, CONFIG)
+    path = tmp_path_factory.mktemp("round") / "s.zarr"
+    write_store(path, rows, CONFIG, batch_size)
+    reader = open_store(path)
+    np.testing.assert_array_equal(reader[:], rows["images"])
+    np.testing.assert_array_equal(reader.read_many(np.arange(n)[::-1]), rows["images"][::-1])
+    assert reader.paths.tolist() == rows["paths"].tolist()
+    assert reader.errors.tolist() == rows["errors"]
+    np.testing.assert_array_equal(reader.valid, rows["valid"])
+    np.testing.assert_array_equal(reader.file_min, rows["file_min"])
+    np.testing.assert_array_equal(reader.file_max, rows["file_max"])
+    assert reader.chunk_length == min(batch_size, n)
 
 
 @pytest.mark.parametrize("region", [(2, 6), (0, 2), (4, 10), (8, 9)])
-def test_a_region_that_could_share_a_chunk_is_refused(empty_store, region):
-    batch = Batch(0, *region)
-    with pytest.raises(StoreError, match="does not align"):
-        store.write_rows(empty_store, batch, rows_for(batch, 1))
+def test_a_region_that_could_share_a_chunk_is_refused(written, region):
+    path, rows = written
+    with lock.hold(str(path), lock.Owner.new("other"), create=False) as claim:
+        batch = Batch(0, *region)
+        part = {k: v[batch.start : batch.stop] for k, v in rows.items()}
+        with pytest.raises(StoreError, match="does not align"):
+            store.write(claim, batch, part, [Step.IMAGES])
 
 
-def test_unfinished_store_is_recognised(empty_store):
-    with pytest.raises(StoreError, match="unfinished"):
-        store.read_attrs(empty_store)
-    assert store.read_attrs(empty_store, require_complete=False)["status"] == "incomplete"
-    store.finish(empty_store, {"counts": {"files": 10}})
-    assert store.read_attrs(empty_store)["status"] == "complete"
+def test_a_claim_that_lost_the_store_writes_nothing(written):
+    path, rows = written
+    before = (path / "images" / "c" / "0" / "0" / "0").read_bytes()
+    stale = lock.Claim(str(path), "test-run", "an-attempt-that-does-not-own-it")
+    batch = plan_batches(10, 4)[0]
+    with pytest.raises(RunLockedError, match=r"is now owned by .*not by run test-run"):
+        store.write(stale, batch, {k: v[0:4] for k, v in rows.items()}, [Step.IMAGES])
+    assert (path / "images" / "c" / "0" / "0" / "0").read_bytes() == before
 
 
-def test_foreign_zarr_store_is_not_taken_for_ours(tmp_path):
-    zarr.open_group(tmp_path / "other.zarr", mode="w")
-    with pytest.raises(StoreError, match="not a specpipe store"):
-        store.read_attrs(tmp_path / "other.zarr")
-    with pytest.raises(StoreError, match="No Zarr store"):
-        store.read_attrs(tmp_path / "missing.zarr")
+def test_inspect_tells_what_is_at_a_location(tmp_path, written):
+    path, _ = written
+    assert store.inspect(str(tmp_path / "none")).kind == "absent"
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "mine.txt").write_text("keep me")
+    assert store.inspect(str(tmp_path / "folder")).kind == "folder"
+    zarr.open_group(tmp_path / "foreign.zarr", mode="w")
+    assert store.inspect(str(tmp_path / "foreign.zarr")).kind == "zarr"
+    state = store.inspect(str(path))
+    assert state.kind == "specpipe" and state.written == (0, 1, 2)
+    assert "specpipe.lock" in state.entries and "images" in state.entries
 
 
-def test_existing_output_needs_overwrite(empty_store):
-    with pytest.raises(StoreError, match="--overwrite"):
-        store.check_writable(empty_store, overwrite=False)
-    store.check_writable(empty_store, overwrite=True)
+def copy_of(path, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(path, copy)
+    return copy
 
 
-def test_a_folder_that_is_not_a_store_is_never_replaced(tmp_path):
-    (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(StoreError, match="not a Zarr store"):
-        store.check_writable(tmp_path, overwrite=True)
-    assert (tmp_path / "precious.txt").exists()
+def edit_attrs(path, change):
+    metadata = json.loads((path / "zarr.json").read_text())
+    change(metadata["attributes"])
+    (path / "zarr.json").write_text(json.dumps(metadata))
+
+
+def test_a_deleted_chunk_is_an_error_not_the_fill_value(written, tmp_path):
+    copy = copy_of(written[0], tmp_path)
+    (copy / "images" / "c" / "1" / "0" / "0").unlink()
+    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'images' \(rows 4-7\)"):
+        open_store(copy)
+    unchecked = open_store(copy, check_chunks=False)  # as a DataLoader worker opens it
+    with pytest.raises(StoreError, match="lacks chunk 1 of its images"):
+        unchecked[5]
+    shutil.rmtree(copy)
+    copy = copy_of(written[0], tmp_path)
+    (copy / "valid" / "c" / "2").unlink()
+    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'valid' \(rows 8-9\)"):
+        open_store(copy)
+
+
+def test_an_edited_config_is_refused(written, tmp_path):
+    copy = copy_of(written[0], tmp_path)
+    edit_attrs(copy, lambda a: a["config"].update(n_mels=15))
+    with pytest.raises(StoreError, match=r"config|n_mels"):
+        open_store(copy)
+    copy2 = tmp_path / "frames.zarr"
+    shutil.copytree(written[0], copy2)
+    bigger = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=11)
+    edit_attrs(copy2, lambda a: a.update(config=bigger.to_dict()))
+    with pytest.raises(
+        StoreError, match=r"'images' has shape \(10, 16, 10\).*gives \(10, 16, 11\)"
+    ):
+        open_store(copy2)
+
+
+def test_an_images_array_of_another_dtype_is_refused(written, tmp_path):
+    copy = copy_of(written[0], tmp_path)
+    group = zarr.open_group(copy, mode="r+", use_consolidated=False)
+    del group["images"]
+    group.create_array("images", shape=(10, 16, 10), chunks=(4, 16, 10), dtype="float32")
+    group["images"][:] = 300.0
+    zarr.consolidate_metadata(copy)
+    with pytest.raises(StoreError, match="'images' holds float32, not uint8"):
+        open_store(copy)
+
+
+def test_counts_that_disagree_with_valid_are_refused(written, tmp_path):
+    copy = copy_of(written[0], tmp_path)
+    edit_attrs(copy, lambda a: a["counts"].update(valid=a["counts"]["valid"] - 1))
+    with pytest.raises(StoreError, match=r"records 10 clips, .* valid, but holds 10 clips"):
+        open_store(copy)
+
+
+def test_damaged_metadata_and_missing_stats_are_named(written, tmp_path):
+    copy = copy_of(written[0], tmp_path)
+    text = (copy / "zarr.json").read_text()
+    (copy / "zarr.json").write_text(text[: len(text) // 2])
+    with pytest.raises(StoreError, match=r"zarr.json is not valid JSON"):
+        open_store(copy)
+    copy2 = tmp_path / "nostats.zarr"
+    shutil.copytree(written[0], copy2)
+    edit_attrs(copy2, lambda a: a.pop("stats"))
+    with pytest.raises(StoreError, match="marked complete but its attributes lack stats"):
+        open_store(copy2)
+
+
+def test_the_fast_chunk_path_relies_on_what_zarr_provides(written):
+    """The reader decodes a local store's image chunks without Zarr's event loop. This
+    names every piece of Zarr it relies on, so that an upgrade that moves one fails here
+    rather than silently falling back to the slow path or reading the wrong file."""
+    from numcodecs import Zstd
+    from zarr.codecs import BytesCodec, ZstdCodec
+    from zarr.core.metadata import ArrayV3Metadata
+    from zarr.storage import LocalStore
+
+    path, rows = written
+    images = zarr.open_array(path / "images", mode="r")
+    assert isinstance(images.store, LocalStore) and (path / "images").samefile(
+        f"{images.store.root}/{images.path}"
+    )
+    assert isinstance(images.metadata, ArrayV3Metadata)
+    assert [type(c) for c in images.metadata.codecs] == [BytesCodec, ZstdCodec]
+    assert images.metadata.encode_chunk_key((2, 0, 0)) == "c/2/0/0"
+    out = np.empty((4, 16, 10), np.uint8)
+    Zstd().decode((path / "images" / "c" / "1" / "0" / "0").read_bytes(), out=out)
+    np.testing.assert_array_equal(out, rows["images"][4:8])
+    reader = open_store(path)
+    assert reader._store._decoder is not None  # the fast path is taken for this store
+    np.testing.assert_array_equal(reader[[9, 0, 5]], rows["images"][[9, 0, 5]])

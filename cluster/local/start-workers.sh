@@ -6,8 +6,8 @@
 #   TLS_DIR=certs INTERFACE=eth1 cluster/local/start-workers.sh tls://10.0.0.5:8786
 #
 # Environment: NWORKERS (default: auto, one per core), HOST or INTERFACE (the address the
-# workers bind to and advertise), TLS_DIR (as for start-scheduler.sh), NAME (a prefix for
-# worker names).
+# workers bind to and advertise; default 127.0.0.1 only, for a scheduler on this host),
+# TLS_DIR (as for start-scheduler.sh), NAME (a prefix for worker names).
 set -euo pipefail
 if [[ $# -ne 1 ]]; then
     echo "usage: $0 SCHEDULER_ADDRESS" >&2
@@ -17,8 +17,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 export DASK_CONFIG="${DASK_CONFIG:-$here/../dask}"
 
 args=(--nworkers "${NWORKERS:-auto}" --nthreads 1 --no-dashboard)
-[[ -n "${HOST:-}" ]] && args+=(--host "$HOST")
-[[ -n "${INTERFACE:-}" ]] && args+=(--interface "$INTERFACE")
+if [[ -n "${INTERFACE:-}" ]]; then
+    args+=(--interface "$INTERFACE")
+else
+    args+=(--host "${HOST:-127.0.0.1}")
+fi
 [[ -n "${NAME:-}" ]] && args+=(--name "$NAME")
 if [[ -n "${TLS_DIR:-}" ]]; then
     args+=(--tls-ca-file "$TLS_DIR/ca.pem" --tls-cert "$TLS_DIR/node.pem"

@@ -1,0 +1,234 @@
+"""Where a run's tasks execute: plain loops, or a Dask cluster. The only module that knows Dask.
+
+An executor offers one operation, :meth:`Executor.map_reduce`: call a function on every
+batch and tree-reduce the results with a ``combine`` that any grouping gives the same
+answer for. :class:`LoopExecutor` makes plain calls in order, the reference that a Dask
+run must equal byte for byte; :class:`DaskExecutor` submits the same calls as tasks and
+reduces on the cluster. :func:`open_executor` builds one from the command line's options:
+a new local cluster (bound to 127.0.0.1), an existing scheduler, or ``sync`` loops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.errors import ConfigError, SchedulerError
+from pipeline.plan import DEFAULT_SPLIT_EVERY, Resources, tree_reduce
+
+logger = logging.getLogger(__name__)
+
+SYNC = "sync"  # scheduler value: run the plan in plain loops in this process, without Dask
+LOCALHOST = "127.0.0.1"
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+    def close(self) -> Any: ...
+
+
+class Executor(Protocol):
+    """Runs a run's tasks. ``n_tasks`` counts those submitted (0 without Dask)."""
+
+    n_tasks: int
+
+    @property
+    def resources(self) -> Resources: ...
+
+    def map_reduce(
+        self,
+        fn: Callable[..., Any],
+        iterables: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        combine: Callable[..., Any],
+        bar: ProgressBar,
+    ) -> Any:
+        """``combine(*[fn(*args, **kwargs) for args in zip(*iterables)])``, reduced as a tree
+        of at most a few results per call; ``bar.update()`` once per finished ``fn``."""
+        ...
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine, in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class LoopExecutor:
+    """Runs every task as a plain call, in order, in this process."""
+
+    n_tasks = 0
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(workers=1, memory_per_worker=machine_memory(), in_client=True)
+
+    def map_reduce(
+        self,
+        fn: Callable[..., Any],
+        iterables: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        combine: Callable[..., Any],
+        bar: ProgressBar,
+    ) -> Any:
+        parts = []
+        for args in zip(*iterables, strict=True):
+            parts.append(fn(*args, **kwargs))
+            bar.update(1)
+        return tree_reduce(parts, combine)
+
+
+class DaskExecutor:
+    """Runs every task on a Dask cluster and reduces the results there, as a tree."""
+
+    def __init__(self, client: Any, split_every: int = DEFAULT_SPLIT_EVERY) -> None:
+        self.client = client
+        self.split_every = split_every
+        self.n_tasks = 0  # submitted so far: batch tasks plus reduction tasks
+
+    @property
+    def resources(self) -> Resources:
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        limits = [w.get("memory_limit") or 0 for w in workers]
+        known = [limit for limit in limits if limit > 0]
+        # A worker without a limit may use its host's memory, which only it knows.
+        memory = min(known) if known and len(known) == len(limits) else None
+        return Resources(workers=len(limits), memory_per_worker=memory, in_client=False)
+
+    def map_reduce(
+        self,
+        fn: Callable[..., Any],
+        iterables: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        combine: Callable[..., Any],
+        bar: ProgressBar,
+    ) -> Any:
+        from distributed import as_completed
+
+        # pure=False: the write pass has side effects, and a rerun must really run again.
+        futures = self.client.map(fn, *iterables, **kwargs, pure=False)
+        self.n_tasks += len(futures)
+        root = tree_reduce(futures, combine, split_every=self.split_every, submit=self._submit)
+        for _ in as_completed(futures):
+            bar.update(1)
+        del futures  # let the cluster free partial results once the tree has used them
+        return root.result()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.n_tasks += 1
+        return self.client.submit(fn, *args, pure=False)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a client of a scheduler that requires TLS (``tls://`` addresses)."""
+
+    ca_file: str
+    cert: str
+    key: str
+
+    def security(self) -> Any:
+        from distributed.security import Security
+
+        return Security(
+            tls_ca_file=self.ca_file,
+            tls_client_cert=self.cert,
+            tls_client_key=self.key,
+            require_encryption=True,
+        )
+
+
+@contextlib.contextmanager
+def open_executor(
+    *, workers: int | None = None, scheduler: str | None = None, tls: TLSFiles | None = None
+) -> Iterator[Executor]:
+    """An executor for a run: a new local cluster, an existing scheduler, or plain loops.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes of a new local cluster; default one per core.
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``, ``tls://...``), or ``"sync"``.
+        With no ``tls``, Dask's own configuration supplies any certificates
+        (``distributed.comm.tls.*``), as it does for every Dask client.
+    """
+    if workers is not None and workers <= 0:
+        raise ConfigError(f"Expected a positive number of workers. Got {workers} instead.")
+    if workers is not None and scheduler is not None:
+        raise ConfigError("--workers sizes a new local cluster; it cannot apply to --scheduler.")
+    if tls is not None and (scheduler is None or scheduler == SYNC):
+        raise ConfigError("TLS certificates are for a running scheduler, given by --scheduler.")
+    if scheduler == SYNC:
+        yield LoopExecutor()
+    elif scheduler is not None:
+        with _connect(scheduler, tls) as client:
+            yield DaskExecutor(client)
+    else:
+        with _local_cluster(workers or os.cpu_count() or 1) as client:
+            yield DaskExecutor(client)
+
+
+@contextlib.contextmanager
+def _connect(scheduler: str, tls: TLSFiles | None) -> Iterator[Any]:
+    from distributed import Client
+
+    security = tls.security() if tls is not None else None
+    try:
+        client = Client(scheduler, security=security)
+    except Exception as exc:  # distributed raises OSError, TimeoutError, TypeError...
+        hint = (
+            " Give its certificates with --tls-ca-file, --tls-cert and --tls-key."
+            if (scheduler.startswith("tls://") and tls is None)
+            else ""
+        )
+        raise SchedulerError(
+            f"Could not connect to the Dask scheduler at {scheduler}: "
+            f"{type(exc).__name__}: {exc}.{hint}"
+        ) from exc
+    with client:
+        n = len(client.scheduler_info().get("workers", {}))
+        logger.info("Connected to the Dask scheduler at %s (%d workers).", scheduler, n)
+        _log_dashboard(client)
+        yield client
+
+
+@contextlib.contextmanager
+def _local_cluster(n_workers: int) -> Iterator[Any]:
+    import dask.config
+    from distributed import Client, LocalCluster
+
+    # Without bokeh the scheduler still serves HTTP, but its dashboard page is empty.
+    has_bokeh = importlib.util.find_spec("bokeh") is not None
+    with (
+        # Measured: the nanny's default MALLOC_TRIM_THRESHOLD_=65536 makes the allocation-
+        # heavy analysis 1.5 times slower; unset, glibc picks its own (dynamic) threshold.
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            # Loopback only: a Dask scheduler runs any code sent to it, and its dashboard
+            # shows logs and call stacks. Nobody else on the network needs either.
+            host=LOCALHOST,
+            dashboard_address=f"{LOCALHOST}:{8787 if has_bokeh else 0}",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        logger.info("Started a local Dask cluster of %d worker processes.", n_workers)
+        if has_bokeh:
+            _log_dashboard(client)
+        else:
+            logger.info("No Dask dashboard: install specpipe[dashboard] (bokeh) for one.")
+        yield client
+
+
+def _log_dashboard(client: Any) -> None:
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" in services:
+        logger.info("Dask dashboard: %s", client.dashboard_link)

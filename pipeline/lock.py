@@ -1,0 +1,223 @@
+"""Who owns an output store: one run at a time, and a crashed run never leaves it stuck.
+
+A run owns OUTPUT while it holds the lock file ``OUTPUT/specpipe.lock``. The file names the
+owner (run id, an attempt id unique to this process's claim, host, pid, start time), so a
+second run is refused with a message naming the first. Every task reads the file before
+it writes, and the run reads it before it marks the store complete: a task left running
+by a client that died, after another run took the store over, writes nothing.
+
+- On a local file system the lock is ``flock`` on that file: the kernel releases it when
+  the process ends, however it ends, so a killed run can be resumed at once.
+- On object storage (any other fsspec file system) it is a lease: the object is created
+  only if absent (S3's ``If-None-Match``), renewed by a background thread, and taken over
+  once it has not been renewed for :data:`LEASE_SECONDS`.
+
+Nothing here knows Zarr; the lock file is the one object of a store that Zarr does not see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from pipeline.errors import RunLockedError, StoreError
+from pipeline.schema import LOCK_FILE
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0  # an object-storage lease not renewed for this long is abandoned
+RENEW_SECONDS = 20.0
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a store: what the lock file records."""
+
+    run_id: str
+    attempt: str
+    host: str
+    pid: int
+    since: float
+    renewed: float = 0.0
+
+    @classmethod
+    def new(cls, run_id: str) -> Owner:
+        now = _now()
+        return cls(run_id, uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
+
+    def describe(self) -> str:
+        return f"run {self.run_id} (pid {self.pid} on {self.host}, since {_iso(self.since)})"
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Owner | None:
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError):
+            return None  # empty (being written) or damaged: owned by nobody we can name
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A store as one run's tasks name it: where it is, and the claim they write under."""
+
+    url: str
+    run_id: str
+    attempt: str
+
+
+def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path.rstrip("/")
+
+
+@contextlib.contextmanager
+def hold(url: str, owner: Owner, *, create: bool) -> Iterator[Claim]:
+    """Own the store at ``url`` for the duration of the block.
+
+    ``create``: the store is new, and ``url`` must not exist yet; it is made here, so a
+    folder that appeared since the run was planned is never taken over.
+
+    Raises
+    ------
+    RunLockedError
+        Another run holds the store.
+    StoreError
+        ``create`` was asked and something is at ``url`` now.
+    """
+    fs, path = _fs(url)
+    if isinstance(fs, LocalFileSystem):
+        held = _hold_local(path, owner, create=create)
+    else:
+        held = _hold_lease(fs, path, owner, create=create)
+    with held:
+        yield Claim(url, owner.run_id, owner.attempt)
+
+
+@contextlib.contextmanager
+def _hold_local(path: str, owner: Owner, *, create: bool) -> Iterator[None]:
+    if create:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        try:
+            os.mkdir(path)  # exclusive: fails if anything appeared at OUTPUT meanwhile
+        except FileExistsError:
+            raise StoreError(
+                f"Output {path!r} appeared while this run was getting ready; it was left "
+                "alone. Run the command again."
+            ) from None
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _locked(path, _read_fd(fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner.to_bytes(), 0)
+        os.fsync(fd)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _read_fd(fd: int) -> Owner | None:
+    return Owner.from_bytes(os.pread(fd, 1 << 16, 0))
+
+
+def _locked(url: str, holder: Owner | None) -> RunLockedError:
+    who = holder.describe() if holder else "another run"
+    return RunLockedError(
+        f"{url!r} is being written by {who}. Wait for it to finish, or stop it and run "
+        "this command again: a run that has stopped releases the store by itself."
+    )
+
+
+@contextlib.contextmanager
+def _hold_lease(
+    fs: fsspec.AbstractFileSystem, path: str, owner: Owner, *, create: bool
+) -> Iterator[None]:
+    lock = f"{path}/{LOCK_FILE}"
+    if create and fs.exists(path) and fs.ls(path):
+        raise StoreError(f"Output {path!r} appeared while this run was getting ready; left alone.")
+    try:
+        with fs.open(lock, "xb") as f:  # created only if absent
+            f.write(owner.to_bytes())
+    except FileExistsError:
+        holder = Owner.from_bytes(fs.cat_file(lock))
+        if holder is not None and _now() - holder.renewed < LEASE_SECONDS:
+            raise _locked(f"{fs.protocol}://{path}", holder) from None
+        logger.info("Taking over %s from %s, silent since it stopped renewing its lease.",
+                    path, holder.describe() if holder else "a damaged lock")  # fmt: skip
+        fs.pipe_file(lock, owner.to_bytes())
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(fs, lock, owner, stop), daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        with contextlib.suppress(FileNotFoundError):
+            current = Owner.from_bytes(fs.cat_file(lock))
+            if current is not None and current.attempt == owner.attempt:
+                fs.rm_file(lock)
+
+
+def _renew(fs: fsspec.AbstractFileSystem, lock: str, owner: Owner, stop: threading.Event) -> None:
+    while not stop.wait(RENEW_SECONDS):
+        current = Owner.from_bytes(fs.cat_file(lock))
+        if current is None or current.attempt != owner.attempt:
+            logger.warning("Lost the lease on %s to %s.", lock, current and current.describe())
+            return
+        fs.pipe_file(lock, Owner(**{**asdict(owner), "renewed": _now()}).to_bytes())
+
+
+def check(claim: Claim) -> None:
+    """Raise unless ``claim`` still owns its store: called before every write.
+
+    Raises
+    ------
+    RunLockedError
+        Another run owns the store now (or the lock file is gone): this run must stop.
+    """
+    fs, path = _cached_fs(claim.url)
+    try:
+        holder = Owner.from_bytes(fs.cat_file(f"{path}/{LOCK_FILE}"))
+    except FileNotFoundError:
+        holder = None
+    if holder is None or holder.attempt != claim.attempt:
+        who = holder.describe() if holder else "nobody (its lock file is gone)"
+        raise RunLockedError(
+            f"{claim.url!r} is now owned by {who}, not by run {claim.run_id}: this run "
+            "stopped writing to it."
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    # Measured: resolving the file system costs more than reading the lock file itself.
+    return _fs(url)

@@ -1,0 +1,287 @@
+"""The store's layout, declared once: its arrays and its attributes.
+
+Every array is one :class:`ArraySpec` line in :data:`ARRAYS`: its name, dimensions, dtype,
+fill value and the step of a run that writes it. Creating, writing, resuming, opening and
+validating a store are all driven from that list, so a new per-clip array is a new line
+here plus the task that computes its values.
+
+The group's attributes are one :class:`StoreAttrs` value with ``to_dict``/``from_dict``;
+``from_dict`` refuses, with a message naming the key, anything this version cannot read.
+Pure: no Zarr here (that is :mod:`pipeline.store`'s job), so both halves are tested on
+plain values.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.config import SpectrogramConfig
+from pipeline.errors import ConfigError, StatisticsError, StoreError
+from pipeline.stats import STATS_NAMES, GlobalStats, StatsName
+
+FORMAT = "specpipe"
+# 3: one "stats" attribute (pass 1's result, kept for resuming, then the run's), the
+#    plan's identity, an owner lock file, every chunk written (none left to the fill value).
+# 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
+FORMAT_VERSION = 3
+LOCK_FILE = "specpipe.lock"  # beside the arrays; see pipeline.lock
+FAILED_PIXEL = 255  # a failed row's image: all white, i.e. no energy
+
+Status = Literal["incomplete", "complete", "failed"]
+STATUSES: tuple[Status, ...] = ("incomplete", "complete", "failed")
+
+
+class Step(enum.Enum):
+    """When a run writes an array."""
+
+    CREATE = "create"  # with the store: coordinates, known from the config alone
+    ANALYSIS = "analysis"  # once a file is analysed: pass 1 with scratch, else pass 2
+    IMAGES = "images"  # once the statistics are known: pass 2
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the store."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str  # a numpy dtype name, or "str" for UTF-8 text
+    fill: Any
+    step: Step
+    description: str
+    units: str | None = None
+    compressed: bool = True
+
+    @property
+    def per_clip(self) -> bool:
+        """Chunked along ``clip``, one chunk per batch."""
+        return self.dims[0] == "clip"
+
+
+ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("images", ("clip", "mel", "frame"), "uint8", FAILED_PIXEL, Step.IMAGES,
+              "the scaled, flipped, inverted log-mel; all 255 for a failed file"),
+    ArraySpec("valid", ("clip",), "bool", False, Step.ANALYSIS,
+              "whether the file gave a clip"),
+    ArraySpec("errors", ("clip",), "str", "", Step.ANALYSIS,
+              '"", or the reason the file failed'),
+    ArraySpec("file_min", ("clip",), "float32", math.nan, Step.ANALYSIS,
+              "the clip's log-mel minimum; NaN for a failed file"),
+    ArraySpec("file_max", ("clip",), "float32", math.nan, Step.ANALYSIS,
+              "the clip's log-mel maximum; NaN for a failed file"),
+    ArraySpec("clipped", ("clip",), "uint32", 0, Step.IMAGES,
+              "pixels of the image that the scaling clipped"),
+    ArraySpec("paths", ("clip",), "str", "", Step.IMAGES,
+              'the file, relative to the input, "/"-separated'),
+    ArraySpec("mel", ("mel",), "float64", 0.0, Step.CREATE,
+              "mel band centre frequency of each image row; row 0 is the highest", "Hz"),
+    ArraySpec("frame", ("frame",), "float64", 0.0, Step.CREATE,
+              "centre time of each image column", "s"),
+)  # fmt: skip
+# Written last by pass 2, in every batch: a batch whose chunk of it exists is complete.
+MARKER = "paths"
+# While a run lasts, pass 1's log-mels for pass 2 (see docs/design.md); removed at the end.
+SCRATCH = ArraySpec("scratch", ("clip", "mel", "frame"), "float32", math.nan, Step.ANALYSIS,
+                    "pass 1's log-mels, while the run lasts", compressed=False)  # fmt: skip
+BY_NAME = {spec.name: spec for spec in (*ARRAYS, SCRATCH)}
+
+
+def arrays_of(step: Step) -> tuple[ArraySpec, ...]:
+    """The arrays a step writes, in writing order: the marker last."""
+    chosen = [a for a in ARRAYS if a.step is step]
+    return tuple(sorted(chosen, key=lambda a: a.name == MARKER))
+
+
+def shape_of(spec: ArraySpec, n_clips: int, config: SpectrogramConfig) -> tuple[int, ...]:
+    sizes = {"clip": n_clips, "mel": config.n_mels, "frame": config.n_frames}
+    return tuple(sizes[d] for d in spec.dims)
+
+
+def chunks_of(
+    spec: ArraySpec, n_clips: int, batch_size: int, config: SpectrogramConfig
+) -> tuple[int, ...]:
+    """One chunk per batch along ``clip``, whole along every other dimension."""
+    shape = shape_of(spec, n_clips, config)
+    if not spec.per_clip:
+        return shape
+    return (max(1, min(batch_size, n_clips)), *shape[1:])
+
+
+def store_entries() -> frozenset[str]:
+    """Every top-level name a specpipe store may hold: what ``--overwrite`` may remove."""
+    return frozenset({"zarr.json", LOCK_FILE, *BY_NAME})
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """What a location holds, as far as a run must know before it touches it.
+
+    ``kind``: ``absent``; ``leftover`` (only the lock file of a run that stopped before
+    creating anything); ``folder`` (anything that is not a Zarr store, or a file);
+    ``zarr`` (a Zarr store that is not specpipe's); ``specpipe``; or ``damaged`` (a
+    ``zarr.json`` that cannot be read, ``problem`` says why).
+    """
+
+    kind: Literal["absent", "leftover", "folder", "zarr", "specpipe", "damaged"]
+    entries: tuple[str, ...] = ()
+    attrs: dict[str, Any] | None = None
+    written: tuple[int, ...] = ()  # batches whose marker chunk exists, for resuming
+    problem: str = ""
+
+
+IMAGE_CONVENTIONS: dict[str, Any] = {
+    "dtype": "uint8",
+    "flipped": True,
+    "inverted": True,
+    "row_0": "highest mel band",
+    "black": "most energy",
+    "scaling": "clip(rint((logmel - min) / (max - min) * 255), 0, 255), flipped, then 255 - x",
+    "failed_rows": "all 255 (no energy); valid is False",
+}
+
+
+@dataclass(frozen=True)
+class StatsRecord:
+    """What a store records of its statistics.
+
+    ``values`` are both statistics, known once pass 1 is done (or taken from
+    ``--stats-from``'s store, named in ``source`` with its run id); ``clipped_fraction``
+    is known when the run completes.
+    """
+
+    values: GlobalStats
+    used: StatsName
+    source: dict[str, str] | None = None  # {"store": url, "run_id": id}
+    clipped_fraction: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.values.to_dict(),
+            "used": self.used,
+            "from": self.source["store"] if self.source else None,
+            "from_run_id": self.source["run_id"] if self.source else None,
+            "clipped_fraction": self.clipped_fraction,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StatsRecord:
+        try:
+            values = GlobalStats.from_dict(dict(data))
+        except StatisticsError as exc:
+            raise StoreError(f"The store's recorded statistics are damaged: {exc}") from None
+        used = data.get("used")
+        if used not in STATS_NAMES:
+            raise StoreError(f"The store's statistics name no known 'used' one: {used!r}.")
+        source = data.get("from")
+        clipped = data.get("clipped_fraction")
+        return cls(
+            values=values,
+            used=used,
+            source={"store": source, "run_id": str(data.get("from_run_id"))} if source else None,
+            clipped_fraction=None if clipped is None else float(clipped),
+        )
+
+
+@dataclass(frozen=True)
+class Counts:
+    files: int
+    valid: int
+
+    @property
+    def failed(self) -> int:
+        return self.files - self.valid
+
+    def to_dict(self) -> dict[str, int]:
+        return {"files": self.files, "valid": self.valid, "failed": self.failed}
+
+
+@dataclass(frozen=True)
+class StoreAttrs:
+    """The group attributes of a specpipe store, typed.
+
+    ``plan`` is the identity of the run that made the store (input, list of files, batch
+    size, statistics and their source): a resume must match it exactly. ``run_id`` names
+    that run; ``skipped`` lists the input folders that could not be listed.
+    """
+
+    status: Status
+    run_id: str
+    created: str
+    input: str
+    config: SpectrogramConfig
+    plan: dict[str, Any]
+    versions: dict[str, str]
+    skipped: tuple[dict[str, str], ...] = ()
+    stats: StatsRecord | None = None
+    counts: Counts | None = None
+    failure: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys of a user's, kept as found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "status": self.status,
+            "run_id": self.run_id,
+            "created": self.created,
+            "input": self.input,
+            "config": self.config.to_dict(),
+            "image": IMAGE_CONVENTIONS,
+            "plan": self.plan,
+            "versions": self.versions,
+            "skipped": [dict(s) for s in self.skipped],
+            "stats": None if self.stats is None else self.stats.to_dict(),
+            "counts": None if self.counts is None else self.counts.to_dict(),
+            "failure": self.failure,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "the store") -> StoreAttrs:
+        """Parse recorded attributes; a :class:`StoreError` names what is missing or wrong."""
+        if data.get("format") != FORMAT:
+            raise StoreError(f"{where} is a Zarr store but not a specpipe store.")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{where} has specpipe format version {data.get('format_version')!r}; this "
+                f"version of specpipe reads version {FORMAT_VERSION}. Run preprocess again."
+            )
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise StoreError(f"{where}'s attributes lack {', '.join(missing)}: it is damaged.")
+        if data["status"] not in STATUSES:
+            raise StoreError(f"{where} has an unknown status {data['status']!r}.")
+        try:
+            config = SpectrogramConfig.from_dict(data["config"])
+        except (ConfigError, TypeError) as exc:
+            raise StoreError(f"{where}'s recorded config cannot be used: {exc}") from None
+        counts = data.get("counts")
+        attrs = cls(
+            status=data["status"],
+            run_id=str(data["run_id"]),
+            created=str(data["created"]),
+            input=str(data["input"]),
+            config=config,
+            plan=dict(data["plan"]),
+            versions=dict(data["versions"]),
+            skipped=tuple(dict(s) for s in data.get("skipped") or ()),
+            stats=None if data.get("stats") is None else StatsRecord.from_dict(data["stats"]),
+            counts=None if counts is None else Counts(int(counts["files"]), int(counts["valid"])),
+            failure=data.get("failure"),
+            extra={k: v for k, v in data.items() if k not in _KNOWN},
+        )
+        if attrs.status == "complete" and (
+            attrs.stats is None or attrs.counts is None or attrs.stats.clipped_fraction is None
+        ):
+            raise StoreError(f"{where} is marked complete but its attributes lack stats or counts.")
+        return attrs
+
+
+_REQUIRED = ("status", "run_id", "created", "input", "config", "plan", "versions")
+_KNOWN = frozenset(
+    {*_REQUIRED, "format", "format_version", "image", "skipped", "stats", "counts", "failure"}
+)

@@ -1,0 +1,268 @@
+"""Helpers shared by the tests: generated datasets, independent references, store readers,
+and ways to stop a run part-way. Test files import from here, never from each other."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+import zarr
+
+from pipeline.config import SpectrogramConfig
+
+# (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
+# real ones mix, with clips both shorter and longer than the default one-second clip.
+GOOD_FILES = [
+    ("a/tone_16k.wav", 16000, 1, 0.6, "PCM_16"),
+    ("a/tone_44k_stereo.wav", 44100, 2, 1.4, "PCM_24"),
+    ("a/sub/noise_48k.flac", 48000, 1, 1.1, "PCM_16"),
+    ("b/chirp_22k.wav", 22050, 1, 1.0, "FLOAT"),
+    ("b/chirp_32k_stereo.flac", 32000, 2, 0.3, "PCM_24"),
+    ("b/vorbis_22k.ogg", 22050, 1, 0.8, "VORBIS"),
+    ("c/long_8k.wav", 8000, 1, 3.0, "PCM_16"),
+    ("c/quiet_22k.wav", 22050, 2, 1.7, "PCM_16"),
+    ("d/pulse_44k.aiff", 44100, 1, 0.5, "PCM_16"),
+    ("d/Upper_case.WAV", 22050, 1, 0.9, "PCM_16"),
+]
+BROKEN_FILES = [
+    "bad/empty.wav",
+    "bad/header_only.wav",
+    "bad/not_audio.wav",
+    "bad/nan.wav",
+    "bad/truncated.wav",
+]
+# Every array of a store whose contents a run decides.
+ARRAYS = ("images", "paths", "valid", "errors", "file_min", "file_max", "clipped")
+
+
+def synth(rng: np.random.Generator, sr: int, channels: int, seconds: float) -> np.ndarray:
+    """A decaying tone plus noise, distinct per channel, float32 of shape (frames, channels)."""
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    columns = []
+    for c in range(channels):
+        f0 = rng.uniform(100, min(3000, sr / 4))
+        tone = np.sin(2 * np.pi * f0 * t + c) * np.exp(-rng.uniform(1, 5) * t)
+        columns.append(0.5 * tone + 0.05 * rng.standard_normal(n))
+    return (np.stack(columns, axis=1) * rng.uniform(0.2, 0.9)).astype(np.float32)
+
+
+def write_dataset(root: Path, rng: np.random.Generator, *, broken: bool = True) -> Path:
+    """GOOD_FILES (and, with ``broken``, BROKEN_FILES) under ``root``, plus a text file and a
+    hidden file that are not listed."""
+    for rel, sr, channels, seconds, subtype in GOOD_FILES:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, synth(rng, sr, channels, seconds), sr, subtype=subtype)
+    (root / "a" / "notes.txt").write_text("not audio, and not listed\n")
+    (root / ".hidden.wav").write_bytes(b"hidden files are skipped")
+    if broken:
+        bad = root / "bad"
+        bad.mkdir(parents=True, exist_ok=True)
+        (bad / "empty.wav").write_bytes(b"")
+        sf.write(bad / "header_only.wav", np.zeros((0, 1), np.float32), 22050)
+        (bad / "not_audio.wav").write_text("this is text, not RIFF\n")
+        nan = synth(rng, 22050, 1, 0.5)
+        nan[100] = np.nan
+        sf.write(bad / "nan.wav", nan, 22050, subtype="FLOAT")
+        sf.write(bad / "truncated.wav", synth(rng, 22050, 1, 1.0), 22050, subtype="PCM_16")
+        size = os.path.getsize(bad / "truncated.wav")
+        os.truncate(bad / "truncated.wav", size // 3)
+    return root
+
+
+def librosa_log_mel(y: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """The independent reference: librosa's own melspectrogram, then the post's log."""
+    mel = librosa.feature.melspectrogram(
+        y=y,
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+    )
+    return np.log(mel + 1e-9)
+
+
+def librosa_clip_log_mel(path: Path, config: SpectrogramConfig) -> np.ndarray:
+    """A file's reference log-mel: librosa.load at the rate, cropped or padded, analysed."""
+    y, _ = librosa.load(path, sr=config.sample_rate, mono=True)
+    return librosa_log_mel(librosa.util.fix_length(y, size=config.n_samples), config)
+
+
+def reference_image(logmel: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The post's scaling done right, in plain numpy: clipped, rounded, flipped, inverted."""
+    scaled = np.clip(np.rint((logmel.astype(np.float64) - lo) / (hi - lo) * 255), 0, 255)
+    return 255 - np.flipud(scaled).astype(np.uint8)
+
+
+def read_all(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:
+    """Every array a run decides, and the attributes, as plain zarr reads them."""
+    group = zarr.open_group(str(path), mode="r")
+    return {name: group[name][:] for name in ARRAYS}, dict(group.attrs)
+
+
+def assert_same_arrays(store: Path | str, reference: Path | str) -> None:
+    arrays, attrs = read_all(store)
+    expected, expected_attrs = read_all(reference)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(arrays[name], expected[name], err_msg=name)
+    for key in ("stats", "counts"):
+        assert attrs[key] == expected_attrs[key], key
+
+
+def stored_objects(store: Path) -> dict[str, bytes]:
+    """Every stored object but the root metadata (times, paths) and the lock file (owner)."""
+    skip = {store / "zarr.json", store / "specpipe.lock"}
+    return {
+        p.relative_to(store).as_posix(): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p not in skip and not p.name.endswith(".partial")
+    }
+
+
+def assert_same_bytes(store: Path, reference: Path) -> None:
+    ours, theirs = stored_objects(store), stored_objects(reference)
+    assert ours.keys() == theirs.keys()
+    different = [k for k in ours if ours[k] != theirs[k]]
+    assert not different, different[:5]
+    assert read_all(store)[1]["stats"] == read_all(reference)[1]["stats"]
+
+
+def specpipe(
+    *args: object, check: bool = True, timeout: float = 240, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run the command line as a user does, in a new process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failed command printed one line of error, with each fragment and no traceback."""
+    assert result.returncode != 0, result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_images_after(n_batches: int):
+    """A progress callback that stops the run after ``n_batches`` batches of images, as a
+    killed client stops it: no cleanup, no completion mark."""
+
+    class Bar:
+        def __init__(self, description: str) -> None:
+            self.images, self.done = "images" in description, 0
+
+        def update(self, n: int = 1) -> None:
+            self.done += n
+            if self.images and self.done >= n_batches:
+                raise Interrupted
+
+        def close(self) -> None:
+            pass
+
+    return lambda description, total: Bar(description)
+
+
+def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> dict:
+    """Values for every per-clip array of ``n`` rows, as a run would write them."""
+    valid = rng.random(n) < 0.8
+    lows = np.where(valid, rng.uniform(-21, -5, n), np.nan).astype(np.float32)
+    return {
+        "images": rng.integers(0, 256, (n, *config.image_shape), dtype=np.uint8),
+        "valid": valid,
+        "errors": ["" if ok else f"AudioError: broken {i} ✗" for i, ok in enumerate(valid)],
+        "file_min": lows,
+        "file_max": np.where(valid, lows + 10, np.nan).astype(np.float32),
+        "clipped": rng.integers(0, 50, n).astype(np.uint32) * valid,
+        "paths": np.array([f"dir/clip_{i:04d}.wav" for i in range(n)], dtype=object),
+    }
+
+
+def write_store(path: Path, rows: dict, config: SpectrogramConfig, batch_size: int) -> None:
+    """A complete store holding ``rows``, written through the store module's own API."""
+    import dataclasses
+
+    from pipeline import lock, store
+    from pipeline.plan import plan_batches
+    from pipeline.schema import Counts, StatsRecord, Step, StoreAttrs
+    from pipeline.stats import GlobalStats, Range
+
+    n = len(rows["paths"])
+    attrs = StoreAttrs(
+        status="incomplete",
+        run_id="test-run",
+        created="2026-11-26T00:00:00+00:00",
+        input="nowhere",
+        config=config,
+        plan={"test": True},
+        versions={},
+    )
+    with lock.hold(str(path), lock.Owner.new("test-run"), create=True) as claim:
+        store.create(claim, attrs, n_clips=n, batch_size=batch_size, scratch=False)
+        for batch in plan_batches(n, batch_size):
+            part = {k: v[batch.start : batch.stop] for k, v in rows.items()}
+            store.write(claim, batch, part, [Step.ANALYSIS, Step.IMAGES])
+        stats = GlobalStats(mean=Range(-15.0, 0.0), extrema=Range(-21.0, 5.0))
+        counts = Counts(n, int(np.count_nonzero(rows["valid"])))
+        record = StatsRecord(stats, "mean", None, 0.0)
+        store.finish(
+            claim, dataclasses.replace(attrs, status="complete", stats=record, counts=counts)
+        )
+
+
+def as_nobody(fn, *args):
+    """``fn(*args)`` in a forked process that runs as user ``nobody``, so that permissions
+    apply even when the tests run as root; its result comes back through a pipe."""
+    import multiprocessing
+    import pickle
+
+    if os.geteuid() != 0:
+        return fn(*args)
+    reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the child: drop root for good, then do the work
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            writer.send(("ok", fn(*args)))
+        except BaseException as exc:
+            writer.send(("error", pickle.dumps(exc)))
+        finally:
+            os._exit(0)
+    writer.close()
+    kind, value = reader.recv()
+    os.waitpid(pid, 0)
+    if kind == "error":
+        raise pickle.loads(value)
+    return value
+
+
+def world_readable_folder() -> Path:
+    """A new folder that user nobody can enter (pytest's own are private to root)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="specpipe-test-"))
+    folder.chmod(0o755)
+    return folder

@@ -1,0 +1,111 @@
+"""The executors' one contract, run through each of them, and where a local cluster listens."""
+
+from __future__ import annotations
+
+import functools
+from fractions import Fraction
+
+import psutil
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.executors import DaskExecutor, LoopExecutor, open_executor
+from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
+
+
+def square_and_add(x: int, y: int, *, scale: int) -> tuple[Fraction, ...]:
+    return (Fraction(scale * x * x + y),)
+
+
+def concatenate(*parts: tuple[Fraction, ...]) -> tuple[Fraction, ...]:
+    """Order-keeping and associative: any grouping gives the same result."""
+    return functools.reduce(lambda a, b: a + b, parts, ())
+
+
+class Bar:
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update(self, n: int = 1) -> None:
+        self.updates += n
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(
+    params=["loop", "local-cluster", pytest.param("scheduler-processes", marks=pytest.mark.cluster)]
+)
+def executor(request, dask_executor, tmp_path):
+    if request.param == "loop":
+        yield LoopExecutor()
+    elif request.param == "local-cluster":
+        yield dask_executor
+    else:  # a scheduler and a worker as separate processes, started by cluster/local's scripts
+        from distributed import Client
+
+        procs = Processes(tmp_path)
+        try:
+            address, _ = start_dask_cluster(procs, 1)
+            with Client(address) as client:
+                wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, "a worker")
+                yield DaskExecutor(client, split_every=3)
+        finally:
+            procs.stop_all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30])
+def test_map_reduce_contract(executor, n):
+    xs, ys = list(range(n)), list(range(100, 100 + n))
+    bar = Bar()
+    result = executor.map_reduce(square_and_add, [xs, ys], {"scale": 3}, concatenate, bar)
+    assert result == tuple(Fraction(3 * x * x + y) for x, y in zip(xs, ys, strict=True))
+    assert bar.updates == n
+    resources = executor.resources
+    assert resources.workers >= 1
+    assert resources.in_client == isinstance(executor, LoopExecutor)
+    assert resources.memory_per_worker is None or resources.memory_per_worker > 2**20
+
+
+def listening_addresses(process: psutil.Process) -> set[str]:
+    found = set()
+    for each in (process, *process.children(recursive=True)):
+        for conn in each.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                found.add(conn.laddr.ip)
+    return found
+
+
+def test_the_local_cluster_listens_on_loopback_only():
+    with open_executor(workers=1) as executor:
+        assert executor.resources.workers == 1
+        addresses = listening_addresses(psutil.Process())
+    assert addresses == {"127.0.0.1"}
+
+
+@pytest.mark.cluster
+def test_the_scheduler_script_binds_loopback_unless_told_otherwise(tmp_path):
+    procs = Processes(tmp_path)
+    try:
+        scheduler_file = tmp_path / "scheduler.json"
+        process = procs.start(
+            "scheduler",
+            str(RECIPES / "start-scheduler.sh"),
+            env={"PORT": "0", "SCHEDULER_FILE": str(scheduler_file), "DASHBOARD": "127.0.0.1:0"},
+        )
+        wait_for(scheduler_file.exists, "the scheduler file")
+        wait_for(lambda: len(listening_addresses(psutil.Process(process.pid))) > 0, "a socket")
+        assert "tcp://127.0.0.1:" in scheduler_file.read_text()
+        assert listening_addresses(psutil.Process(process.pid)) == {"127.0.0.1"}
+    finally:
+        procs.stop_all()
+
+
+def test_options_that_contradict_each_other_are_refused():
+    with pytest.raises(ConfigError, match="positive number of workers"), open_executor(workers=0):
+        pass
+    with (
+        pytest.raises(ConfigError, match="cannot apply to --scheduler"),
+        open_executor(workers=2, scheduler="tcp://127.0.0.1:1"),
+    ):
+        pass
