@@ -28,14 +28,15 @@ preprocess: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# BENCH_*_ARGS pass options to a benchmark, e.g. BENCH_PREPROCESS_ARGS="--files 16000".
 bench: $(STAMP) bench-read
-	$(BIN)/python bench/bench_preprocess.py
+	$(BIN)/python bench/bench_preprocess.py $(BENCH_PREPROCESS_ARGS)
 
 bench-read: $(STAMP)
-	$(BIN)/python bench/bench_read.py
+	$(BIN)/python bench/bench_read.py $(BENCH_READ_ARGS)
 
 bench-scale: $(STAMP)
-	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_scale.py $(BENCH_SCALE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench

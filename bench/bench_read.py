@@ -63,10 +63,10 @@ class PngFolder(Dataset):
         return item.to(torch.float32).div_(127.5).sub_(1.0) if self.as_float else item
 
 
-def prepare(count: int) -> tuple[Path, list[Path]]:
-    audio = ROOT / "data" / f"bench-read-{count}"
-    store = ROOT / "data" / f"bench-read-{count}.zarr"
-    pngs = ROOT / "data" / f"bench-read-{count}-png"
+def prepare(count: int, workdir: Path) -> tuple[Path, list[Path]]:
+    audio = workdir / "data" / f"bench-read-{count}"
+    store = workdir / "data" / f"bench-read-{count}.zarr"
+    pngs = workdir / "data" / f"bench-read-{count}-png"
     specpipe = [sys.executable, "-m", "pipeline"]
     if not audio.exists():
         subprocess.run([*specpipe, "demo", audio, "--count", str(count), "--no-broken"], check=True)
@@ -160,10 +160,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000, help="Clips in the dataset.")
     parser.add_argument("--passes", type=int, default=5, help="Timed passes of each.")
     parser.add_argument("--epochs", type=int, default=3, help="Epochs in each timed pass.")
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="Where data/ and results go.")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    store, png_files = prepare(args.count)
+    store, png_files = prepare(args.count, args.workdir)
     dataset = SpectrogramDataset(store)
     raw = SpectrogramDataset(store, as_float=False)
     png = PngFolder([png_files[i] for i in range(len(png_files))])
@@ -197,7 +198,7 @@ def main() -> None:
         if k.startswith("store_") and "uint8" not in k
     }
     results["ratio_to_png_uint8"] = speed["store_loader_uint8"] / speed["png_folder_uint8"]
-    out = ROOT / "bench" / "results" / "read.json"
+    out = args.workdir / "bench" / "results" / "read.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -225,7 +226,7 @@ def main() -> None:
         f"through SpectrogramLoader {speed['store_loader_uint8']:.0f} images/s, "
         f"{results['ratio_to_png_uint8']:.1f}x"
     )
-    print(f"Results in {out.relative_to(ROOT)}.")
+    print(f"Results in {out}.")
 
 
 if __name__ == "__main__":

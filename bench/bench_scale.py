@@ -30,8 +30,8 @@ BIN = Path(sys.executable).parent
 MiB = 2**20
 
 
-def tiny_dataset(n: int) -> Path:
-    folder = ROOT / "data" / f"scale-{n}"
+def tiny_dataset(n: int, workdir: Path) -> Path:
+    folder = workdir / "data" / f"scale-{n}"
     done = folder / ".complete"
     if done.exists():
         return folder
@@ -90,15 +90,20 @@ def start(script: str, *args: str, env: dict[str, str], log: Path) -> subprocess
     )
 
 
-def measure(n: int, workdir: Path) -> dict:
-    folder = tiny_dataset(n)
+def measure(n: int, root: Path, workdir: Path) -> dict:
+    folder = tiny_dataset(n, root)
     scheduler_file = workdir / f"scheduler-{n}.json"
     scheduler_file.unlink(missing_ok=True)
     common = {"HOST": "127.0.0.1"}
     procs = [
         start(
             "start-scheduler.sh",
-            env={**common, "PORT": "0", "DASHBOARD": ":0", "SCHEDULER_FILE": str(scheduler_file)},
+            env={
+                **common,
+                "PORT": "0",
+                "DASHBOARD": "127.0.0.1:0",
+                "SCHEDULER_FILE": str(scheduler_file),
+            },
             log=workdir / f"scheduler-{n}.log",
         )
     ]
@@ -118,7 +123,7 @@ def measure(n: int, workdir: Path) -> dict:
         time.sleep(3)  # let the workers connect
         command = [
             sys.executable, "-m", "pipeline", "preprocess", str(folder),
-            str(ROOT / "data" / f"scale-{n}.zarr"), "--scheduler", address, "--overwrite",
+            str(root / "data" / f"scale-{n}.zarr"), "--scheduler", address, "--overwrite",
             "--duration", "0.05", "--n-mels", "32", "--hop-length", "128",
         ]  # fmt: skip
         start_time = time.perf_counter()
@@ -152,14 +157,15 @@ def measure(n: int, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="Where data/ and results go.")
     args = parser.parse_args()
-    workdir = ROOT / "data" / "scale-logs"
+    workdir = args.workdir / "data" / "scale-logs"
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"{'files':>8} {'batches':>8} {'tasks':>7} {'client':>8} {'scheduler':>10} "
           f"{'workers':>8} {'all':>8} {'seconds':>8}   (peak RSS in MiB)")  # fmt: skip
     for n in args.sizes:
-        row = measure(n, workdir)
+        row = measure(n, args.workdir, workdir)
         rows.append(row)
         print(
             f"{row['files']:>8} {row['batches']:>8} {row['tasks']:>7} {row['client_mib']:>8.0f} "
@@ -167,10 +173,10 @@ def main() -> None:
             f"{row['seconds']:>8.1f}",
             flush=True,
         )
-    out = ROOT / "bench" / "results" / "scale.json"
+    out = args.workdir / "bench" / "results" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"Results in {out.relative_to(ROOT)}.")
+    print(f"Results in {out}.")
 
 
 if __name__ == "__main__":

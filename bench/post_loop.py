@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--n-mels", type=int, default=128)
     parser.add_argument("--duration", type=float, default=1.0)
     args = parser.parse_args()
-    paths = [os.path.join(args.input, p) for p in list_audio_files(args.input)]
+    paths = [os.path.join(args.input, p) for p in list_audio_files(args.input).files]
 
     start = time.perf_counter()
     lo = hi = 0.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ class Analysis:
         return rows
 
 
-def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
+def analyse(root: str, paths: Sequence[str], config: SpectrogramConfig) -> Analysis:
     """Decode, fit and analyse the files ``root/paths``; failures are recorded, not raised.
 
     A file whose log-mel is not finite (float samples so large that the power overflows)
@@ -93,7 +93,7 @@ def analyse(root: str, paths: list[str], config: SpectrogramConfig) -> Analysis:
 
 
 def statistics_batch(
-    paths: list[str],
+    paths: Sequence[str],
     batch: Batch,
     *,
     root: str,
@@ -161,7 +161,7 @@ class WriteSummary:
 
 
 def images_batch(
-    paths: list[str],
+    paths: Sequence[str],
     batch: Batch,
     *,
     root: str,

@@ -1,6 +1,7 @@
 """Audio in and store out on object storage: a real S3-compatible server (moto) on loopback,
 credentials from the environment as boto finds them, worker processes reading and writing."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.errors import StoreError
+from pipeline.errors import RunLockedError, StoreError
 from pipeline.executors import LoopExecutor
 from pipeline.reader import open_store
 from pipeline.runner import preprocess
@@ -136,3 +137,27 @@ def test_unreachable_storage_is_a_clear_error_that_does_not_show_credentials(s3,
     assert result.returncode == 1
     assert "Cannot list input 's3://bucket/audio'" in result.stderr
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_a_lease_on_object_storage_refuses_a_second_run_and_expires_when_abandoned(s3, config):
+    from pipeline import lock
+
+    url = "s3://bucket/leased.zarr"
+    s3["fs"].invalidate_cache()
+    with lock.hold(url, lock.Owner.new("first"), create=True) as claim:
+        lock.check(claim)
+        with (
+            pytest.raises(RunLockedError, match="being written by run first"),
+            lock.hold(url, lock.Owner.new("second"), create=False),
+        ):
+            pass
+    assert not s3["fs"].exists("bucket/leased.zarr/specpipe.lock")  # released on the way out
+    # A client that died leaves its lease behind, no longer renewed: it is taken over.
+    stale = lock.Owner.new("dead")
+    stale = dataclasses.replace(stale, renewed=stale.renewed - lock.LEASE_SECONDS - 1)
+    s3["fs"].pipe_file("bucket/leased.zarr/specpipe.lock", stale.to_bytes())
+    with lock.hold(url, lock.Owner.new("third"), create=False) as claim:
+        lock.check(claim)
+        dead = lock.Claim(url, "dead", stale.attempt)
+        with pytest.raises(RunLockedError, match="now owned by run third"):
+            lock.check(dead)

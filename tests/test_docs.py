@@ -1,0 +1,128 @@
+"""Every command and code block of the README and of docs/ runs as written.
+
+They run in a folder laid out as a fresh clone is after `make preprocess` (data/demo,
+data/demo.zarr, and .venv, here a link to the environment running the tests):
+
+- ``console`` blocks run line by line in bash, stopping at the first failure. A ``make``
+  line runs that target of the repository's Makefile, with the environment of these tests
+  and its outputs (the demo data, the benchmarks' data and results) moved into the
+  folder; the benchmarks run at a size that takes seconds, not minutes. ``make test`` is
+  not run here: it is this very run (``.ci/run`` runs it).
+- ``python`` blocks run in a fresh namespace; ``pycon`` blocks run as doctests.
+
+The schema's arrays must also be the ones docs/store-format.md lists.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.schema import ARRAYS, SCRATCH
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+VENV = Path(sys.prefix)
+# Sizes that make each benchmark take seconds: what `make bench` measures, smaller.
+BENCH_ARGS = {
+    "BENCH_PREPROCESS_ARGS": "--files 96",
+    "BENCH_READ_ARGS": "--count 96 --passes 1 --epochs 1",
+    "BENCH_SCALE_ARGS": "--sizes 50",
+}
+
+
+def blocks(kind: str) -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        for n, (lang, code) in enumerate(BLOCK.findall(page.read_text())):
+            if lang == kind:
+                found.append((f"{page.relative_to(REPO)}#{n}", code))
+    return found
+
+
+def make(target: str, folder: Path) -> list[str]:
+    """A `make TARGET` line, as run here: the tests' own environment, outputs in ``folder``."""
+    variables = {
+        "VENV": str(VENV),
+        "DEMO_DIR": str(folder / "data" / "demo"),
+        "DEMO_STORE": str(folder / "data" / "demo.zarr"),
+        **{k: f"{v} --workdir {folder}" for k, v in BENCH_ARGS.items()},
+    }
+    # -o: the environment running these tests is not to be rebuilt by them.
+    return ["make", "-C", str(REPO), "-o", f"{VENV}/.installed", target] + [
+        f"{k}={v}" for k, v in variables.items()
+    ]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A folder as a fresh clone is after `make preprocess`."""
+    folder = tmp_path_factory.mktemp("clone")
+    (folder / ".venv").symlink_to(VENV)
+    subprocess.run(make("preprocess", folder), check=True, capture_output=True, timeout=600)
+    return folder
+
+
+def run_console(code: str, folder: Path) -> None:
+    for line in code.splitlines():
+        command = line.split("#", 1)[0].strip()
+        if not command:
+            continue
+        words = shlex.split(command)
+        if words[0] == "make":
+            (target,) = words[1:]
+            if target == "test":
+                continue  # this run is `make test`
+            argv = make(target, folder)
+        else:
+            # One bash per line, each after `source .venv/bin/activate` as the page asks.
+            argv = ["bash", "-c", f"source .venv/bin/activate && {command}"]
+        result = subprocess.run(argv, cwd=folder, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize(("where", "code"), blocks("console"), ids=lambda x: x if "#" in x else "")
+def test_console_blocks_run(clone, where, code):
+    run_console(code, clone)
+
+
+@pytest.mark.parametrize(("where", "code"), blocks("python"), ids=lambda x: x if "#" in x else "")
+def test_python_blocks_run(clone, monkeypatch, where, code):
+    monkeypatch.chdir(clone)
+    exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+
+
+@pytest.mark.parametrize(("where", "code"), blocks("pycon"), ids=lambda x: x if "#" in x else "")
+def test_sessions_print_what_the_pages_show(clone, monkeypatch, where, code):
+    monkeypatch.chdir(clone)
+    test = doctest.DocTestParser().get_doctest(code, {}, where, where, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.tries > 3 and runner.failures == 0
+
+
+def test_every_block_is_of_a_kind_that_runs():
+    for page in PAGES:
+        for lang, _ in BLOCK.findall(page.read_text()):
+            assert lang in ("console", "python", "pycon"), f"{page.name}: ```{lang}"
+
+
+def test_the_store_format_page_lists_the_schemas_arrays():
+    text = (REPO / "docs" / "store-format.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| \(([\w, ]*)\) \|", text, flags=re.MULTILINE)
+    listed = {name: (dtype, tuple(d for d in dims.replace(" ", "").split(",") if d))
+              for name, dtype, dims in rows}  # fmt: skip
+    assert listed == {spec.name: (spec.dtype, spec.dims) for spec in (*ARRAYS, SCRATCH)}
+
+
+def test_the_demo_store_is_where_the_pages_say(clone):
+    assert (clone / "data" / "demo.zarr" / "zarr.json").is_file()
+    assert os.path.isdir(clone / "data" / "demo")
