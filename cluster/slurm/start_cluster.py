@@ -34,7 +34,8 @@ def make_cluster(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         interface=args.interface,
         job_name="specpipe-worker",
         job_script_prologue=[f"export DASK_CONFIG={DASK_SETTINGS}"],
-        scheduler_options={"dashboard_address": ":8787"},
+        # The dashboard shows logs and call stacks: loopback only, reach it by ssh -L.
+        scheduler_options={"dashboard_address": "127.0.0.1:8787"},
     )
 
 
