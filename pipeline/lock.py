@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0  # an object-storage lease not renewed for this long is abandoned
 RENEW_SECONDS = 20.0
+TAKEOVER_SETTLE_SECONDS = 1.0
 
 
 def _now() -> float:
@@ -160,19 +161,23 @@ def _locked(url: str, holder: Owner | None) -> RunLockedError:
 def _hold_lease(
     fs: fsspec.AbstractFileSystem, path: str, owner: Owner, *, create: bool
 ) -> Iterator[None]:
-    lock = f"{path}/{LOCK_FILE}"
+    """The lease on object storage: created only if absent, renewed while the block runs,
+    taken over once its holder has not renewed it for LEASE_SECONDS, removed at the end."""
+    lock, url = f"{path}/{LOCK_FILE}", f"{fs.protocol}://{path}"
     if create and fs.exists(path) and fs.ls(path):
-        raise StoreError(f"Output {path!r} appeared while this run was getting ready; left alone.")
-    try:
-        with fs.open(lock, "xb") as f:  # created only if absent
-            f.write(owner.to_bytes())
-    except FileExistsError:
+        raise StoreError(f"Output {url!r} appeared while this run was getting ready; left alone.")
+    if not _create_exclusive(fs, lock, owner.to_bytes()):
         holder = Owner.from_bytes(fs.cat_file(lock))
         if holder is not None and _now() - holder.renewed < LEASE_SECONDS:
-            raise _locked(f"{fs.protocol}://{path}", holder) from None
+            raise _locked(url, holder)
         logger.info("Taking over %s from %s, silent since it stopped renewing its lease.",
-                    path, holder.describe() if holder else "a damaged lock")  # fmt: skip
+                    url, holder.describe() if holder else "a damaged lock")  # fmt: skip
         fs.pipe_file(lock, owner.to_bytes())
+        # Two runs taking over at once both write; the one read back is the owner.
+        time.sleep(TAKEOVER_SETTLE_SECONDS)
+        current = Owner.from_bytes(fs.cat_file(lock))
+        if current is None or current.attempt != owner.attempt:
+            raise _locked(url, current)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(fs, lock, owner, stop), daemon=True)
     renewer.start()
@@ -185,6 +190,20 @@ def _hold_lease(
             current = Owner.from_bytes(fs.cat_file(lock))
             if current is not None and current.attempt == owner.attempt:
                 fs.rm_file(lock)
+
+
+def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write ``path`` only if it does not exist (S3's If-None-Match); False if it did."""
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        return False
+    except (ValueError, NotImplementedError):  # a file system without exclusive writes
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
+    return True
 
 
 def _renew(fs: fsspec.AbstractFileSystem, lock: str, owner: Owner, stop: threading.Event) -> None:

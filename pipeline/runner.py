@@ -181,7 +181,7 @@ class _Run:
             attrs = self._prepare()
             self.clock.lap("startup")
             global_stats = plan.stats or self._statistics(attrs)
-            summary = self._images(attrs, global_stats)
+            summary = self._images(global_stats)
             clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
             record = StatsRecord(global_stats, plan.used, _source(plan), clipped)
             counts = Counts(summary.n_files, summary.n_valid)
@@ -277,7 +277,7 @@ class _Run:
         self.clock.lap("statistics")
         return global_stats
 
-    def _images(self, attrs: StoreAttrs, global_stats: GlobalStats) -> WriteSummary:
+    def _images(self, global_stats: GlobalStats) -> WriteSummary:
         """Pass 2 over the batches not yet written, and the summary of all of them."""
         plan = self.plan
         summary: WriteSummary = self._pass(

@@ -34,6 +34,7 @@ from pipeline.plan import Batch
 from pipeline.schema import (
     ARRAYS,
     BY_NAME,
+    FORMAT,
     LOCK_FILE,
     MARKER,
     SCRATCH,
@@ -55,7 +56,9 @@ def _fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
 # --- What is at OUTPUT --------------------------------------------------------------------
 
 
-def inspect(url: str) -> OutputState:
+def inspect(url: str, *, written: bool = True) -> OutputState:
+    """What is at ``url``, read without changing anything; for specpipe's own stores, their
+    attributes as recorded and (with ``written``) the batches already written."""
     fs, path = _fs(url)
     if not fs.exists(path):
         return OutputState("absent")
@@ -69,9 +72,10 @@ def inspect(url: str) -> OutputState:
         attrs = metadata.get("attributes", {}) if metadata.get("node_type") == "group" else {}
     except (ValueError, AttributeError) as exc:
         return OutputState("damaged", entries, problem=f"its zarr.json is not valid JSON ({exc})")
-    if attrs.get("format") != "specpipe":
+    if attrs.get("format") != FORMAT:
         return OutputState("zarr", entries)
-    return OutputState("specpipe", entries, attrs, tuple(sorted(_written_chunks(fs, path))))
+    batches = tuple(sorted(_written_chunks(fs, path))) if written else ()
+    return OutputState("specpipe", entries, attrs, batches)
 
 
 def _written_chunks(fs: fsspec.AbstractFileSystem, path: str, name: str = MARKER) -> set[int]:
@@ -104,7 +108,8 @@ def clear(claim: lock.Claim) -> None:
     """
     lock.check(claim)
     fs, path = _fs(claim.url)
-    for name in sorted(store_entries() - {LOCK_FILE}):
+    # zarr.json last: a store cut short while being cleared is still known to be ours.
+    for name in [*sorted(store_entries() - {LOCK_FILE, "zarr.json"}), "zarr.json"]:
         if fs.exists(f"{path}/{name}"):
             fs.rm(f"{path}/{name}", recursive=True)
 
@@ -117,10 +122,9 @@ def create(
     lock.check(claim)
     group = zarr.create_group(claim.url, zarr_format=3, attributes=attrs.to_dict())
     config = attrs.config
+    centres = features.mel_band_centres(n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax)
     coordinates = {
-        "mel": features.mel_band_centres(n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax)[
-            ::-1
-        ].copy(),
+        "mel": centres[::-1].copy(),  # row 0 is the highest band
         "frame": features.frame_times(
             sr=config.sample_rate, hop_length=config.hop_length, n_frames=config.n_frames
         ),
@@ -161,10 +165,14 @@ def write(
         Another run owns the store now.
     """
     lock.check(claim)
-    arrays = _writable_arrays(claim)
+    _write(_writable_arrays(claim), batch, values, set(steps))
+
+
+def _write(
+    arrays: dict[str, zarr.Array], batch: Batch, values: Mapping[str, Any], steps: set[Step]
+) -> None:
     region = slice(batch.start, batch.stop)
-    wanted = set(steps)
-    specs = sorted((a for a in ARRAYS if a.step in wanted), key=lambda a: a.name == MARKER)
+    specs = sorted((a for a in ARRAYS if a.step in steps), key=lambda a: a.name == MARKER)
     for spec in specs:
         _check_region(arrays[spec.name], batch)
         arrays[spec.name][region] = _encode(spec, values[spec.name])
@@ -181,7 +189,7 @@ def write_scratch(
         raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
     _check_region(arrays[SCRATCH.name], batch)
     arrays[SCRATCH.name][batch.start : batch.stop] = logmel
-    write(claim, batch, values, [Step.ANALYSIS])
+    _write(arrays, batch, values, {Step.ANALYSIS})
 
 
 def read_scratch(claim: lock.Claim, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -306,7 +314,7 @@ class ReadableStore:
 
     def __init__(self, url: str | os.PathLike[str], *, check_chunks: bool = True) -> None:
         self.url = os.fspath(url)
-        state = inspect(self.url)
+        state = inspect(self.url, written=False)
         where = f"Store {self.url!r}"
         if state.kind in ("absent", "leftover", "folder"):
             raise StoreError(f"No Zarr store at {self.url!r}.")
@@ -316,11 +324,15 @@ class ReadableStore:
             raise StoreError(f"{where} is a Zarr store but not a specpipe store.")
         assert state.attrs is not None  # a specpipe store's attributes were read
         self.attrs = StoreAttrs.from_dict(state.attrs, where)
+        if self.attrs.status == "failed":
+            raise StoreError(
+                f"{where} is unfinished: the run that wrote it failed: {self.attrs.failure} "
+                "Change the input or parameters and run preprocess with --overwrite."
+            )
         if self.attrs.status != "complete":
             raise StoreError(
-                f"{where} is unfinished (status {self.attrs.status!r}): the run that wrote it "
-                + ("failed: " + self.attrs.failure if self.attrs.failure else "stopped early")
-                + ". Run it again to resume or replace it."
+                f"{where} is unfinished: the run that wrote it stopped early. Run the same "
+                "command again to resume it."
             )
         group = zarr.open_group(self.url, mode="r")
         self._arrays = {spec.name: _checked_array(group, spec, where) for spec in ARRAYS}

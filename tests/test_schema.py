@@ -1,0 +1,89 @@
+"""The store's declared layout and its typed attributes, on plain values."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.config import SpectrogramConfig
+from pipeline.errors import StoreError
+from pipeline.schema import (
+    ARRAYS,
+    MARKER,
+    Counts,
+    StatsRecord,
+    Step,
+    StoreAttrs,
+    arrays_of,
+    store_entries,
+)
+from pipeline.stats import GlobalStats, Range
+
+text = st.text(max_size=20)
+finite = st.floats(-30, 30, allow_nan=False)
+ranges = st.tuples(finite, finite).map(lambda t: Range(min(t), max(t)))
+records = st.builds(
+    StatsRecord,
+    values=st.builds(GlobalStats, mean=ranges, extrema=ranges),
+    used=st.sampled_from(["mean", "extrema"]),
+    source=st.none() | st.fixed_dictionaries({"store": text.filter(bool), "run_id": text}),
+    clipped_fraction=st.floats(0, 1),
+)
+configs = st.builds(
+    SpectrogramConfig.from_options,
+    n_mels=st.integers(8, 64),
+    hop_length=st.sampled_from([128, 256, 512]),
+    duration=st.floats(0.1, 3.0),
+)
+attributes = st.builds(
+    StoreAttrs,
+    status=st.just("complete"),
+    run_id=text,
+    created=text,
+    input=text,
+    config=configs,
+    plan=st.dictionaries(text, st.integers() | text | st.booleans(), max_size=5),
+    versions=st.dictionaries(text, text, max_size=3),
+    skipped=st.lists(st.fixed_dictionaries({"path": text, "reason": text}), max_size=3).map(tuple),
+    stats=records,
+    counts=st.builds(Counts, st.integers(0, 10**7), st.integers(0, 10**7)),
+    failure=st.none() | text,
+    extra=st.dictionaries(st.sampled_from(["note", "owner"]), text, max_size=2),
+)
+
+
+@given(attributes)
+def test_attributes_round_trip_through_json(attrs):
+    assert StoreAttrs.from_dict(json.loads(json.dumps(attrs.to_dict()))) == attrs
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "other"}, "not a specpipe store"),
+        ({"format_version": 2}, "format version 2"),
+        ({"status": "halfway"}, "unknown status 'halfway'"),
+        ({"stats": None}, "marked complete but its attributes lack stats"),
+        ({"config": {"n_mels": 64}}, "recorded config cannot be used: .*lacks"),
+    ],
+)
+def test_what_cannot_be_read_is_named(change, message):
+    good = StoreAttrs(
+        status="complete", run_id="r", created="t", input="in",
+        config=SpectrogramConfig(), plan={}, versions={},
+        stats=StatsRecord(GlobalStats(Range(0, 1), Range(0, 1)), "mean", None, 0.0),
+        counts=Counts(1, 1),
+    ).to_dict()  # fmt: skip
+    with pytest.raises(StoreError, match=message):
+        StoreAttrs.from_dict(good | change)
+    missing = {k: v for k, v in good.items() if k != "plan"}
+    with pytest.raises(StoreError, match="lack plan"):
+        StoreAttrs.from_dict(missing)
+
+
+def test_each_step_writes_its_arrays_with_the_marker_last():
+    written = [a.name for step in Step for a in arrays_of(step)]
+    assert sorted(written) == sorted(a.name for a in ARRAYS)  # every array, once
+    assert arrays_of(Step.IMAGES)[-1].name == MARKER
+    assert {"zarr.json", "specpipe.lock", "images", "scratch"} <= store_entries()
