@@ -1,26 +1,12 @@
 """The command line as a user meets it: real processes, real exit codes, real messages."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
 
 from pipeline.cli import main
-
-
-def specpipe(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+from tests.helpers import specpipe, write_dataset
 
 
 def test_preprocess_on_a_local_cluster_of_two_workers(dataset, tmp_path):
@@ -141,3 +127,14 @@ def test_demo_then_preprocess(tmp_path):
     assert "Wrote 14 clips" in result.stdout and "12 valid, 2 failed" in result.stdout
     images = zarr.open_group(tmp_path / "demo.zarr", mode="r")["images"][:]
     assert len(np.unique(images)) > 100
+
+
+def test_skipped_folders_are_reported_by_the_run_and_kept_in_the_store(tmp_path, rng):
+    source = write_dataset(tmp_path / "in", rng, broken=False)
+    (source / "a" / "back").symlink_to(source)  # a link that would loop forever
+    out = tmp_path / "out.zarr"
+    result = specpipe("preprocess", source, out, "--scheduler", "sync", "--n-mels", 64)
+    reason = "a link to the input folder itself, which is listed already"
+    assert f"Skipped folder a/back: {reason}" in result.stdout
+    assert f"Skipped folder a/back: {reason}" in specpipe("info", out).stdout
+    assert f"a/back: {reason}" in specpipe("scan", source).stdout

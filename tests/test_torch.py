@@ -151,3 +151,14 @@ def test_spectrogram_loader_delivers_the_datasets_items(finished_store):
     flipped = SpectrogramDataset(finished_store, transform=lambda x: x.flip(-1))
     got = torch.cat(list(SpectrogramLoader(flipped, 4, shuffle=False, drop_last=True)))
     assert torch.equal(got, everything[:8].flip(-1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("as_float", [True, False])
+def test_spectrogram_loader_delivers_on_a_cuda_device(finished_store, as_float):
+    """uint8 crosses to the GPU and is converted there, to the bit of the CPU's items."""
+    ds = SpectrogramDataset(finished_store, as_float=as_float)
+    batches = list(SpectrogramLoader(ds, 4, shuffle=False, num_workers=2, device="cuda"))
+    assert all(b.device.type == "cuda" for b in batches)
+    assert all(b.dtype == (torch.float32 if as_float else torch.uint8) for b in batches)
+    assert torch.equal(torch.cat(batches).cpu(), ds[range(len(ds))])
