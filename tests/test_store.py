@@ -137,6 +137,9 @@ def test_an_edited_config_is_refused(written, tmp_path):
         open_store(copy2)
 
 
+# Editing the group through Zarr lists it: Zarr then warns about the lock file beside the
+# arrays, and about consolidated metadata, neither of which this test is about.
+@pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 def test_an_images_array_of_another_dtype_is_refused(written, tmp_path):
     copy = copy_of(written[0], tmp_path)
     group = zarr.open_group(copy, mode="r+", use_consolidated=False)
