@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -23,6 +23,9 @@ from pipeline.errors import SpecpipeError
 from pipeline.executors import TLSFiles, open_executor
 from pipeline.plan import DEFAULT_BATCH_SIZE
 from pipeline.stats import STATS_NAMES, GlobalStats
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunReport
 
 SHOWN_FAILURES = 5
 _FIXES = {
@@ -173,7 +176,7 @@ def _echo_stats(stats: GlobalStats, used: str, clipped_fraction: float | None) -
         click.echo(f"  {clipped_fraction:.3%} of pixels clipped by the scaling.")
 
 
-def _echo_summary(report: Any, cluster_seconds: float) -> None:
+def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
     click.echo(
         f"Wrote {report.n_files} clips to {report.output}: "
         f"{report.n_valid} valid, {report.n_failed} failed."

@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.errors import InputError
 
@@ -38,6 +39,14 @@ def utf8_safe(text: str) -> str:
 def is_url(location: str) -> bool:
     """Whether a location is an fsspec URL rather than a local path."""
     return "://" in location
+
+
+def filesystem(location: str | os.PathLike[str]) -> tuple[Any, str]:
+    """The fsspec file system of a local path or URL, and the path in it, no trailing "/"."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(os.fspath(location))
+    return fs, path.rstrip("/")
 
 
 def join(root: str, rel: str) -> str:
@@ -186,11 +195,8 @@ def _is_folder(entry: os.DirEntry[str]) -> bool:
 
 
 def _list_url(root: str) -> Listing:
-    import fsspec
-
     try:
-        fs, base = fsspec.core.url_to_fs(root)
-        base = base.rstrip("/")
+        fs, base = filesystem(root)
         if not fs.isdir(base):
             raise InputError(f"Input {root!r} is not a folder.")
         listed = fs.find(base)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.discover import filesystem
 from pipeline.errors import RunLockedError, StoreError
 from pipeline.schema import LOCK_FILE
 
@@ -91,11 +91,6 @@ class Claim:
     attempt: str
 
 
-def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path.rstrip("/")
-
-
 @contextlib.contextmanager
 def hold(url: str, owner: Owner, *, create: bool) -> Iterator[Claim]:
     """Own the store at ``url`` for the duration of the block.
@@ -110,7 +105,7 @@ def hold(url: str, owner: Owner, *, create: bool) -> Iterator[Claim]:
     StoreError
         ``create`` was asked and something is at ``url`` now.
     """
-    fs, path = _fs(url)
+    fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         held = _hold_local(path, owner, create=create)
     else:
@@ -223,7 +218,7 @@ def check(claim: Claim) -> None:
     RunLockedError
         Another run owns the store now (or the lock file is gone): this run must stop.
     """
-    fs, path = _cached_fs(claim.url)
+    fs, path = filesystem(claim.url)
     try:
         holder = Owner.from_bytes(fs.cat_file(f"{path}/{LOCK_FILE}"))
     except FileNotFoundError:
@@ -234,9 +229,3 @@ def check(claim: Claim) -> None:
             f"{claim.url!r} is now owned by {who}, not by run {claim.run_id}: this run "
             "stopped writing to it."
         )
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    # Measured: resolving the file system costs more than reading the lock file itself.
-    return _fs(url)

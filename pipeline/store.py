@@ -22,13 +22,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import zarr
-from fsspec.implementations.local import LocalFileSystem
 
 from pipeline import features, lock
-from pipeline.discover import utf8_safe
+from pipeline.discover import filesystem, utf8_safe
 from pipeline.errors import StoreError
 from pipeline.plan import Batch
 from pipeline.schema import (
@@ -47,19 +45,13 @@ from pipeline.schema import (
     store_entries,
 )
 
-
-def _fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(os.fspath(url))
-    return fs, path.rstrip("/")
-
-
 # --- What is at OUTPUT --------------------------------------------------------------------
 
 
 def inspect(url: str, *, written: bool = True) -> OutputState:
     """What is at ``url``, read without changing anything; for specpipe's own stores, their
     attributes as recorded and (with ``written``) the batches already written."""
-    fs, path = _fs(url)
+    fs, path = filesystem(url)
     if not fs.exists(path):
         return OutputState("absent")
     if not fs.isdir(path):
@@ -78,7 +70,7 @@ def inspect(url: str, *, written: bool = True) -> OutputState:
     return OutputState("specpipe", entries, attrs, batches)
 
 
-def _written_chunks(fs: fsspec.AbstractFileSystem, path: str, name: str = MARKER) -> set[int]:
+def _written_chunks(fs: Any, path: str, name: str = MARKER) -> set[int]:
     """Indices along ``clip`` of the chunks of array ``name`` that exist."""
     spec = BY_NAME[name]
     prefix = f"{path}/{name}/c/"
@@ -93,7 +85,7 @@ def _written_chunks(fs: fsspec.AbstractFileSystem, path: str, name: str = MARKER
 
 def size_on_disk(url: str | os.PathLike[str]) -> int:
     """Bytes of every object of a store."""
-    fs, path = _fs(url)
+    fs, path = filesystem(url)
     return int(fs.du(path))
 
 
@@ -107,7 +99,7 @@ def clear(claim: lock.Claim) -> None:
     location holding anything else.
     """
     lock.check(claim)
-    fs, path = _fs(claim.url)
+    fs, path = filesystem(claim.url)
     # zarr.json last: a store cut short while being cleared is still known to be ours.
     for name in [*sorted(store_entries() - {LOCK_FILE, "zarr.json"}), "zarr.json"]:
         if fs.exists(f"{path}/{name}"):
@@ -202,7 +194,7 @@ def read_scratch(claim: lock.Claim, batch: Batch) -> tuple[np.ndarray, dict[str,
         the fill value, and turned into images of nothing.
     """
     arrays = _writable_arrays(claim)
-    fs, path = _fs(claim.url)
+    fs, path = filesystem(claim.url)
     names = [SCRATCH.name, *(a.name for a in ARRAYS if a.step is Step.ANALYSIS)]
     for name in names:
         if name not in arrays or not fs.exists(
@@ -227,7 +219,7 @@ def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
     """The run's last writes: remove the scratch array, record the final attributes (a
     ``complete`` or ``failed`` status), and consolidate the metadata for readers."""
     lock.check(claim)
-    fs, path = _fs(claim.url)
+    fs, path = filesystem(claim.url)
     if fs.exists(f"{path}/{SCRATCH.name}"):
         fs.rm(f"{path}/{SCRATCH.name}", recursive=True)
     _cached_arrays.cache_clear()  # the scratch array is gone
@@ -260,14 +252,11 @@ def _cached_arrays(url: str, attempt: str) -> dict[str, zarr.Array]:
     names = [spec.name for spec in (*ARRAYS, SCRATCH) if spec.name in group]
     # Every chunk is written, even one equal to the fill value, so that a missing chunk
     # always means missing data. (A runtime setting: it is not stored with the array.)
-    return {name: _array(group, name).with_config({"write_empty_chunks": True}) for name in names}
-
-
-def _array(group: zarr.Group, name: str) -> zarr.Array:
-    node = group[name]
-    if not isinstance(node, zarr.Array):
-        raise StoreError(f"Store {group.store} has a group where array {name!r} belongs.")
-    return node
+    where = f"Store {url!r}"
+    return {
+        name: _checked_array(group, BY_NAME[name], where).with_config({"write_empty_chunks": True})
+        for name in names
+    }
 
 
 def _check_region(array: zarr.Array, batch: Batch) -> None:
@@ -369,7 +358,7 @@ class ReadableStore:
             )
 
     def _check_chunks(self, where: str) -> None:
-        fs, path = _fs(self.url)
+        fs, path = filesystem(self.url)
         n_chunks = -(-self.n_clips // self.chunk_length)
         for spec in ARRAYS:
             if spec.per_clip:
@@ -464,7 +453,3 @@ def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None]
         zstd.decode(encoded, out=out)
 
     return decode
-
-
-def is_local(url: str | os.PathLike[str]) -> bool:
-    return isinstance(_fs(url)[0], LocalFileSystem)

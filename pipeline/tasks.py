@@ -73,7 +73,8 @@ def analyse(root: str, paths: Sequence[str], config: SpectrogramConfig) -> Analy
     logmel = log_mel(clips[valid], **config.librosa_kwargs, eps=config.eps)
     finite = np.isfinite(logmel).all(axis=(1, 2))
     if not finite.all():
-        for i in np.flatnonzero(valid)[~finite]:
+        overflowing = np.flatnonzero(valid)[~finite]
+        for i in overflowing:
             peak = float(np.abs(clips[i]).max())
             errors[i] = describe_error(
                 NonFiniteFeaturesError(
@@ -81,7 +82,7 @@ def analyse(root: str, paths: Sequence[str], config: SpectrogramConfig) -> Analy
                     "[-1, 1], and overflow the power spectrum"
                 )
             )
-        valid[np.flatnonzero(valid)[~finite]] = False
+        valid[overflowing] = False
         logmel = logmel[finite]
     file_min = np.full(len(paths), np.nan, dtype=np.float32)
     file_max = np.full(len(paths), np.nan, dtype=np.float32)
