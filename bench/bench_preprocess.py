@@ -31,6 +31,7 @@ import zarr
 
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import list_audio_files
+from pipeline.segments import Piece
 from pipeline.tasks import analyse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +65,21 @@ def kernel_floor(folder: Path, config: SpectrogramConfig, batch: int = 64) -> fl
     in this process (decode the samples needed, resample, batched STFT and mel product)."""
     from threadpoolctl import threadpool_limits  # installed with librosa (scikit-learn)
 
-    paths = list_audio_files(folder).files
-    batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    batches = first_windows(folder, batch)
+    n = sum(len(b) for b in batches)
     with threadpool_limits(1):  # one core: BLAS would otherwise use every core
         analyse(str(folder), batches[0], config)  # warm: imports and first-call costs
         start = time.perf_counter()
         for b in batches:
             analyse(str(folder), b, config)
-        return len(paths) / (time.perf_counter() - start)
+        return n / (time.perf_counter() - start)
+
+
+def first_windows(folder: Path, batch: int) -> list[list[Piece]]:
+    """The first window of every file, in batches, as ``tasks.analyse`` takes them."""
+    paths = list_audio_files(folder).files
+    pieces = [Piece(i, p, np.zeros(1, np.int64)) for i, p in enumerate(paths)]
+    return [pieces[i : i + batch] for i in range(0, len(pieces), batch)]
 
 
 def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess[str], float, int]:
@@ -106,8 +114,8 @@ def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess[str], 
 
 def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64) -> dict:
     """Per batch: recomputing the log-mels vs writing and reading back float32 copies."""
-    paths = list_audio_files(folder).files[: batch * 8]
-    batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    batches = first_windows(folder, batch)[:8]
+    n = sum(len(b) for b in batches)
     analyse(str(folder), batches[0], config)  # warm: imports and first-call costs
     start = time.perf_counter()
     logmels = [analyse(str(folder), b, config).logmel for b in batches]
@@ -115,7 +123,7 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = zarr.create_array(  # laid out as pipeline.store lays out images
             f"{tmp}/scratch.zarr",
-            shape=(len(paths), *config.image_shape),
+            shape=(n, *config.image_shape),
             dtype="float32",
             chunks=(batch, *config.image_shape),
             compressors=None,
@@ -130,11 +138,11 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
         read = time.perf_counter() - start
         stored = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     return {
-        "files": len(paths),
-        "recompute_ms_per_file": 1e3 * recompute / len(paths),
-        "scratch_write_ms_per_file": 1e3 * write / len(paths),
-        "scratch_read_ms_per_file": 1e3 * read / len(paths),
-        "scratch_bytes_per_file": stored / len(paths),
+        "files": n,
+        "recompute_ms_per_file": 1e3 * recompute / n,
+        "scratch_write_ms_per_file": 1e3 * write / n,
+        "scratch_read_ms_per_file": 1e3 * read / n,
+        "scratch_bytes_per_file": stored / n,
     }
 
 

@@ -1,10 +1,13 @@
-"""Bringing one audio file to the common clip shape: mono, resampled, fixed length.
+"""Decoding the windows of one audio file: mono, resampled, fixed length.
 
-Decoding is soundfile's (libsndfile), resampling soxr's through ``librosa.resample`` at
-librosa's default quality, and the mono mix librosa's (the mean of channels), so a clip
-equals what ``librosa.load(path, sr=sample_rate)`` gives, cropped from its start and
-zero-padded at its end. Only the samples the clip needs are decoded, plus a margin that
-lets the resampler's filter see the same future samples it would see in the whole file.
+Decoding is soundfile's (libsndfile), resampling soxr's at librosa's default quality, and
+the mono mix librosa's (the mean of channels), so that a window equals
+``librosa.load(path, sr=sample_rate)[start:start + n_samples]``, zero-padded past the end,
+to float32 rounding. Only the samples the windows need are decoded, in blocks, through
+soxr's streaming resampler: a window is never resampled on its own, whose edges would
+differ, and a long recording is never held whole in memory. A stretch that starts inside
+the file is decoded from a little earlier (:data:`WARMUP`), at a sample that lies on both
+rates' common grid, so that the resampler's filter has seen what it sees in the whole file.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 from pipeline.discover import is_url
 from pipeline.errors import (
@@ -29,7 +33,7 @@ from pipeline.errors import (
 )
 
 MONO = "mean of channels"
-RESAMPLER = "soxr_hq"
+RESAMPLER = "soxr_hq"  # librosa's name; soxr's quality "HQ"
 CROP = "start"
 PAD = "zeros at end"
 
@@ -38,43 +42,29 @@ PAD = "zeros at end"
 _SHORT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 STREAMING_SIZE = 0xFFFFFFFF  # the data size a writer to a pipe leaves in the header
 
-# Input samples decoded past the clip's end. Measured: with 256 the first n resampled
-# samples equal a whole-file resample to float32 rounding for ratios down to 48 kHz ->
-# 22.05 kHz; four times that, scaled with the downsampling ratio, leaves room.
-RESAMPLE_MARGIN = 1024
+# Output samples decoded before a stretch that starts inside a file. Measured: with 4096
+# the samples after them equal a whole-file resample to 1.3e-7 for rates from 8 kHz to
+# 96 kHz into 22.05 kHz; soxr's "HQ" filter spans under 2,000 of them.
+WARMUP = 4096
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time: 0.5 MB of stereo float32
+# Output samples resampled by one stream (6 s at 22.05 kHz), see _decode. A task whose
+# windows start inside a span decodes it from its start: on average half a span, 5% more
+# for a batch of 64 one-second windows; a file's first span (and so --segments first)
+# costs nothing more.
+SPAN = 1 << 17
 
 
-def source_frames_needed(n_samples: int, source_rate: int, sample_rate: int) -> int:
-    """Input frames to decode so that resampling gives ``n_samples`` exact output samples."""
-    if source_rate == sample_rate:
-        return n_samples
-    ratio = max(1, math.ceil(source_rate / sample_rate))
-    return math.ceil(n_samples * source_rate / sample_rate) + RESAMPLE_MARGIN * ratio
+@dataclass(frozen=True)
+class FileFacts:
+    """What a file's header says: its length in frames, sample rate and channels."""
 
+    frames: int
+    sample_rate: int
+    channels: int
 
-def fit_clip(
-    samples: np.ndarray, *, source_rate: int, sample_rate: int, n_samples: int
-) -> np.ndarray:
-    """Mix decoded samples to mono, resample them and crop or pad them to ``n_samples``.
-
-    Parameters
-    ----------
-    samples : np.ndarray [shape=(frames, channels)], float32
-        Decoded audio as soundfile returns it with ``always_2d=True``.
-    source_rate, sample_rate : int
-        Rates in Hz of ``samples`` and of the clip.
-    n_samples : int
-        Length of the clip.
-
-    Returns
-    -------
-    np.ndarray [shape=(n_samples,)], float32
-    """
-    mono = librosa.to_mono(np.ascontiguousarray(samples.T))
-    resampled = librosa.resample(
-        mono, orig_sr=source_rate, target_sr=sample_rate, res_type=RESAMPLER
-    )
-    return librosa.util.fix_length(resampled, size=n_samples).astype(np.float32, copy=False)
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
 
 
 @contextlib.contextmanager
@@ -146,27 +136,130 @@ def check_header(f: sf.SoundFile) -> None:
             )
 
 
-def read_clip(path: str | os.PathLike[str], *, sample_rate: int, n_samples: int) -> np.ndarray:
-    """Decode one file into a mono float32 clip of ``n_samples`` samples at ``sample_rate``.
+def read_windows(
+    path: str | os.PathLike[str], starts: np.ndarray, *, sample_rate: int, n_samples: int
+) -> tuple[np.ndarray, FileFacts]:
+    """Decode the windows of one file that start at ``starts`` (samples at
+    ``sample_rate``, ascending), and the facts of its header.
+
+    Returns
+    -------
+    clips : np.ndarray [shape=(len(starts), n_samples)], float32
+    facts : FileFacts
 
     Raises
     ------
-    soundfile.LibsndfileError
+    soundfile.LibsndfileError, OSError
         libsndfile cannot open or decode the file.
     EmptyAudioError, TruncatedAudioError, NonFiniteAudioError
-        The file decodes but cannot give a meaningful clip.
+        The file decodes but cannot give meaningful clips.
     """
+    starts = np.asarray(starts, dtype=np.int64)
+    clips = np.zeros((len(starts), n_samples), dtype=np.float32)
     with open_audio(path) as f:
-        wanted = min(f.frames, source_frames_needed(n_samples, f.samplerate, sample_rate))
-        samples = f.read(wanted, dtype="float32", always_2d=True)
-        source_rate = f.samplerate
-    if len(samples) < wanted:
-        raise TruncatedAudioError(
-            f"the header declares {wanted} frames or more but only {len(samples)} could be read"
-        )
+        facts = FileFacts(f.frames, f.samplerate, f.channels)
+        n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
+        for lo, hi in _stretches(starts, n_samples):
+            first, end = int(starts[lo]), min(int(starts[hi - 1]) + n_samples, n_audio)
+            if first >= end:
+                continue  # windows wholly in the padding past the end
+            signal = _decode(f, first, end, sample_rate, n_audio)
+            for i in range(lo, hi):
+                s = int(starts[i])
+                e = min(s + n_samples, end)
+                clips[i, : max(e - s, 0)] = signal[s - first : e - first]
+    return clips, facts
+
+
+def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:
+    """Samples of ``frames`` frames at ``source_rate`` once resampled, as
+    ``librosa.resample`` (and so ``librosa.load``) counts them."""
+    if source_rate == sample_rate:
+        return frames
+    return int(np.ceil(frames * (float(sample_rate) / source_rate)))
+
+
+def _stretches(starts: np.ndarray, n_samples: int) -> Iterator[tuple[int, int]]:
+    """Runs ``lo:hi`` of windows close enough to decode as one stretch: a gap shorter than
+    two warm-ups costs less to decode than to skip."""
+    lo = 0
+    for i in range(1, len(starts) + 1):
+        if i == len(starts) or starts[i] - (starts[i - 1] + n_samples) > 2 * WARMUP:
+            yield lo, i
+            lo = i
+
+
+def _decode(f: sf.SoundFile, first: int, end: int, sample_rate: int, n_audio: int) -> np.ndarray:
+    """Output samples ``first:end`` of the whole file, mixed to mono and resampled."""
+    source_rate = f.samplerate
+    out = np.zeros(end - first, dtype=np.float32)
+    if source_rate == sample_rate:  # librosa does not resample: neither is there a filter
+        f.seek(first)
+        _check_read(f, first, _mono(f.read(end - first, dtype="float32", always_2d=True)), out)
+        return out
+    # The whole file's stream ends after this many samples (libsoxr's own rounding, checked
+    # in tests/test_audio.py); librosa pads past it with zeros. A stream started elsewhere
+    # may round its end the other way, so its last sample is not the whole file's.
+    end = min(end, int(f.frames / (source_rate / sample_rate) + 0.5))
+    # Each span of SPAN samples comes from a stream of its own, started WARMUP samples
+    # early: a sample's value then depends on its span alone, never on where the task
+    # that decodes it begins, so any batching gives the same bits.
+    for lo in range(first - first % SPAN, end, SPAN):
+        a, b = max(lo, first), min(lo + SPAN, end)
+        _resample_span(f, lo, out[a - first : b - first], a, sample_rate)
+    return out
+
+
+def _resample_span(
+    f: sf.SoundFile, span: int, out: np.ndarray, first: int, sample_rate: int
+) -> None:
+    """Fill ``out`` with output samples ``first:first + len(out)`` of the span starting at
+    ``span``, from a stream started where both rates' sample grids meet, WARMUP output
+    samples before the span (or at the file's start)."""
+    common = math.gcd(f.samplerate, sample_rate)
+    step_in, step_out = f.samplerate // common, sample_rate // common
+    grid = max(0, span - WARMUP) // step_out
+    position, produced = grid * step_in, grid * step_out  # input frame, output sample
+    end = first + len(out)
+    f.seek(position)
+    stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+    while produced < end:
+        wanted = min(BLOCK_FRAMES, f.frames - position)
+        samples = _mono(f.read(max(wanted, 0), dtype="float32", always_2d=True))
+        position += len(samples)
+        last = position >= f.frames
+        if len(samples) < wanted:
+            _truncated(f, position)
+        resampled = stream.resample_chunk(_finite(samples), last=last)
+        lo, hi = max(first, produced), min(end, produced + len(resampled))
+        if lo < hi:
+            out[lo - first : hi - first] = resampled[lo - produced : hi - produced]
+        produced += len(resampled)
+        if last:
+            break  # past the end, librosa pads with zeros: out already holds them
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    # librosa.to_mono is the mean over channels; a mono file needs no arithmetic.
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+
+
+def _finite(samples: np.ndarray) -> np.ndarray:
     if not np.isfinite(samples).all():
         raise NonFiniteAudioError("the file holds NaN or infinite samples")
-    return fit_clip(samples, source_rate=source_rate, sample_rate=sample_rate, n_samples=n_samples)
+    return samples
+
+
+def _check_read(f: sf.SoundFile, first: int, samples: np.ndarray, out: np.ndarray) -> None:
+    if len(samples) < len(out):
+        _truncated(f, first + len(samples))
+    out[:] = _finite(samples)
+
+
+def _truncated(f: sf.SoundFile, position: int) -> None:
+    raise TruncatedAudioError(
+        f"the header declares {f.frames} frames but the audio ends after {position}"
+    )
 
 
 def describe_error(exc: BaseException) -> str:

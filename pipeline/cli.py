@@ -84,6 +84,49 @@ def main() -> None:
     log.propagate = False
 
 
+def _segment_options(command: Any) -> Any:
+    """The options that cut files into clips, shared by preprocess and scan."""
+    options = [
+        click.option(
+            "--segments",
+            type=click.Choice(defaults.SEGMENTS),
+            help="One clip from each file's start, or every window of it.  [default: first]",
+        ),
+        click.option(
+            "--segment-hop",
+            type=float,
+            help="Seconds between window starts with --segments all.  [default: clip length]",
+        ),
+        click.option(
+            "--tail",
+            type=click.Choice(defaults.TAILS),
+            help="A last window shorter than a clip: zero-padded or dropped.  [default: pad]",
+        ),
+        click.option(
+            "--max-clips-per-file", type=int, help="Keep at most this many windows of a file."
+        ),
+        click.option(
+            "--select",
+            type=click.Choice(defaults.SELECTS),
+            help="Which windows --max-clips-per-file keeps.  [default: first]",
+        ),
+        click.option(
+            "--min-level-db",
+            type=float,
+            help="Drop windows whose RMS level is below this many dB full scale.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+_CONFIG_OPTIONS = (
+    "sample_rate", "n_mels", "hop_length", "n_fft", "fmin", "fmax", "duration", "frames",
+    "segments", "segment_hop", "tail", "max_clips_per_file", "select", "min_level_db",
+)  # fmt: skip
+
+
 @main.command()
 @click.argument("input_dir", metavar="INPUT")
 @click.argument("output", metavar="OUTPUT")
@@ -103,6 +146,7 @@ def main() -> None:
     "--duration", type=float, help=f"Clip length in seconds.  [default: {defaults.DURATION:g}]"
 )
 @click.option("--frames", type=int, help="Clip length in frames, instead of --duration.")
+@_segment_options
 @click.option(
     "--stats",
     type=click.Choice(STATS_NAMES),
@@ -152,8 +196,7 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     if any(tls_files) and not all(tls_files):
         raise click.UsageError("Give all three of --tls-ca-file, --tls-cert and --tls-key.")
     cluster = {k: options.pop(k) for k in ("workers", "scheduler")}
-    names = ("sample_rate", "n_mels", "hop_length", "n_fft", "fmin", "fmax", "duration", "frames")
-    config = SpectrogramConfig.from_options(**{k: options.pop(k) for k in names})
+    config = SpectrogramConfig.from_options(**{k: options.pop(k) for k in _CONFIG_OPTIONS})
     started = time.perf_counter()
     with open_executor(**cluster, tls=TLSFiles(*tls_files) if all(tls_files) else None) as ex:
         options["progress"] = _progress
@@ -178,8 +221,8 @@ def _echo_stats(stats: GlobalStats, used: str, clipped_fraction: float | None) -
 
 def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
     click.echo(
-        f"Wrote {report.n_files} clips to {report.output}: "
-        f"{report.n_valid} valid, {report.n_failed} failed."
+        f"Wrote {report.n_clips} clips to {report.output}, from {report.n_files} files: "
+        f"{report.n_decoded} decoded, {report.n_failed} failed."
     )
     _echo_stats(report.stats, report.used, report.clipped_fraction)
     laps = {"executor": cluster_seconds, **report.seconds}
@@ -197,11 +240,27 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
 
 @main.command()
 @click.argument("input_dir", metavar="INPUT")
-def scan(input_dir: str) -> None:
-    """Report what INPUT holds, from file headers only."""
+@click.option(
+    "--sample-rate",
+    type=int,
+    help=f"Hz every file would be resampled to.  [default: {defaults.SAMPLE_RATE}]",
+)
+@click.option(
+    "--hop-length", type=int, help=f"Samples between frames.  [default: {defaults.HOP_LENGTH}]"
+)
+@click.option(
+    "--duration", type=float, help=f"Clip length in seconds.  [default: {defaults.DURATION:g}]"
+)
+@click.option("--frames", type=int, help="Clip length in frames, instead of --duration.")
+@_segment_options
+def scan(input_dir: str, **options: Any) -> None:
+    """Report what INPUT holds, from file headers only, and how many clips preprocess
+    would make of it with these options."""
+    from pipeline.config import SpectrogramConfig
     from pipeline.scan import format_report, scan
 
-    click.echo(format_report(scan(input_dir)))
+    config = SpectrogramConfig.from_options(**options)
+    click.echo(format_report(scan(input_dir, config)))
 
 
 @main.command()
@@ -242,18 +301,25 @@ def _open(path: str) -> Any:
     default=20,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Failed clips to list, with their reasons.",
+    help="Failed files to list, with their reasons.",
 )
 def info(store_path: str, max_failures: int) -> None:
-    """Describe a store: parameters, statistics, counts, failures and size."""
+    """Describe a store: parameters, statistics, counts, failed files and size."""
     from pipeline.schema import FORMAT_VERSION
 
     reader = _open(store_path)
     attrs, config = reader.attrs, reader.config
-    n_failed = len(reader) - len(reader.valid_indices)
+    failed = reader.failed_files
     click.echo(f"{reader.path}: specpipe store, format {FORMAT_VERSION}, complete")
     click.echo(f"  created {attrs.created} from {attrs.input}")
-    click.echo(f"  clips {len(reader)}: {len(reader.valid_indices)} valid, {n_failed} failed")
+    click.echo(
+        f"  clips {len(reader)} from {len(reader.file_paths)} files: "
+        f"{len(reader.file_paths) - len(failed)} decoded, {len(failed)} failed"
+    )
+    click.echo(
+        f"  audio {np.nansum(reader.array('duration')[reader.decoded]) / 3600:.3f} hours in "
+        f"the files that decoded, of which the clips hold {_coverage(reader):.1%}"
+    )
     click.echo(
         f"  images uint8 {config.n_mels} x {config.n_frames} (mels x frames), "
         f"{reader.chunk_length} clips per chunk"
@@ -261,34 +327,43 @@ def info(store_path: str, max_failures: int) -> None:
     click.echo(f"  size on disk {reader.size_on_disk() / 2**20:.2f} MiB")
     click.echo("Parameters:")
     for key, value in config.to_dict().items():
-        click.echo(f"  {key:<12} {value}")
+        click.echo(f"  {key:<18} {value}")
     click.echo("Statistics of log(mel power + eps):")
     _echo_stats(reader.stats, reader.used, reader.clipped_fraction)
     if attrs.stats.source:
         click.echo(f"  statistics taken from {attrs.stats.source['store']}")
     for folder in attrs.skipped:
         click.echo(f"Skipped folder {folder['path']}: {folder['reason']}")
-    failed = np.flatnonzero(~reader.valid)
     if len(failed):
-        click.echo(f"Failures ({min(len(failed), max_failures)} of {len(failed)} shown):")
+        click.echo(f"Failed files ({min(len(failed), max_failures)} of {len(failed)} shown):")
         for i in failed[:max_failures]:
-            click.echo(f"  {i}: {reader.paths[i]}: {reader.errors[i]}")
+            click.echo(f"  {reader.file_paths[i]}: {reader.file_errors[i]}")
+
+
+def _coverage(reader: Any) -> float:
+    """The share of the decoded audio that the store's clips hold."""
+    from pipeline.segments import covered_seconds
+
+    durations = np.nan_to_num(reader.array("duration"))
+    length = reader.config.n_samples / reader.config.sample_rate
+    held = covered_seconds(reader.file_index, reader.start, durations, length)
+    total = float(durations[reader.decoded].sum())
+    return held / total if total else 0.0
 
 
 @main.command("export-png")
 @click.argument("store_path", metavar="STORE")
 @click.argument("outdir", metavar="OUTDIR")
-@click.option("--indices", help="Clips to export, e.g. '0,5,10-19'.  [default: all valid]")
+@click.option("--indices", help="Clips to export, e.g. '0,5,10-19'.  [default: all]")
 def export_png(store_path: str, outdir: str, indices: str | None) -> None:
-    """Write clips as 8-bit grayscale PNGs under OUTDIR, one per clip, named by input path."""
+    """Write clips as 8-bit grayscale PNGs under OUTDIR, one per clip, named after its file
+    and start time (a/b.wav@12.000s.png)."""
     from pipeline import pictures
 
     reader = _open(store_path)
     chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
-    written, skipped = pictures.export_png(reader, outdir, chosen)
+    written = pictures.export_png(reader, outdir, chosen)
     click.echo(f"Wrote {len(written)} PNG files under {outdir}.")
-    if skipped:
-        click.echo(f"Skipped {len(skipped)} failed clips: {', '.join(map(str, skipped[:20]))}")
 
 
 @main.command()
@@ -343,13 +418,9 @@ def invert(store_path: str, index: int, output: str, n_iter: int) -> None:
         raise click.ClickException(
             f"Index {index} is outside the store's clips 0-{len(reader) - 1}."
         )
-    if not reader.valid[index]:
-        raise click.ClickException(
-            f"Clip {index} ({reader.paths[index]}) failed and has no image: {reader.errors[index]}"
-        )
     audio = reader.to_audio(index, n_iter=n_iter)
     soundfile.write(output, audio, reader.config.sample_rate)
     click.echo(
         f"Wrote {output}: {len(audio) / reader.config.sample_rate:.2f} s at "
-        f"{reader.config.sample_rate} Hz, from clip {index} ({reader.paths[index]})."
+        f"{reader.config.sample_rate} Hz, from clip {index} ({reader.label(index)})."
     )

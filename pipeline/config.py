@@ -25,6 +25,9 @@ HOP_LENGTH = 256
 N_MELS = 128
 FMIN = 0.0
 DURATION = 1.0  # seconds per clip
+SEGMENTS = ("first", "all")  # one clip from each file's start, or every window of it
+TAILS = ("pad", "drop")  # a last window shorter than a clip: zero-padded, or left out
+SELECTS = ("first", "loudest", "spread")  # which --max-clips-per-file windows are kept
 # Derived defaults: n_fft is twice hop_length (the post's choice), fmax the Nyquist
 # frequency of sample_rate, n_samples DURATION seconds at sample_rate.
 
@@ -33,6 +36,12 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ConfigError(f"Expected {name} to be a positive integer. Got {value!r} instead.")
     return int(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"Expected {name} to be one of {', '.join(choices)}. Got {value!r}.")
+    return str(value)
 
 
 def _finite_float(name: str, value: Any) -> float:
@@ -67,6 +76,21 @@ class SpectrogramConfig:
         frequency, ``sample_rate / 2``, and may not exceed it.
     eps : float
         Added to the mel power before the logarithm, ``log(mel_power + eps)``.
+    segments : {"first", "all"}
+        ``first``: one clip per file, from its start. ``all``: every window of
+        ``n_samples`` samples, starting every ``segment_hop`` samples (see
+        :mod:`pipeline.segments`).
+    segment_hop : int, optional
+        Samples at ``sample_rate`` between window starts; default ``n_samples``.
+    tail : {"pad", "drop"}
+        A last window shorter than a clip is zero-padded, or dropped. A file shorter than
+        one clip gives one padded clip either way.
+    max_clips_per_file : int, optional
+        Keep at most this many windows of each file, chosen by ``select``.
+    select : {"first", "loudest", "spread"}
+        The first windows, those of highest RMS level, or windows spread evenly.
+    min_level_db : float, optional
+        Drop windows whose RMS level is below this many dB (full scale).
 
     Building a config allocates nothing in proportion to its sizes: whether a setting
     fits the machine is the run plan's check, made before any work.
@@ -80,6 +104,12 @@ class SpectrogramConfig:
     fmin: float
     fmax: float
     eps: float
+    segments: str
+    segment_hop: int
+    tail: str
+    max_clips_per_file: int | None
+    select: str
+    min_level_db: float | None
 
     def __init__(
         self,
@@ -92,20 +122,39 @@ class SpectrogramConfig:
         fmin: float = FMIN,
         fmax: float | None = None,
         eps: float = features.EPS,
+        segments: str = "first",
+        segment_hop: int | None = None,
+        tail: str = "pad",
+        max_clips_per_file: int | None = None,
+        select: str = "first",
+        min_level_db: float | None = None,
     ) -> None:
         sample_rate = _positive_int("sample_rate", sample_rate)
         hop_length = _positive_int("hop_length", hop_length)
+        n_samples = _positive_int(
+            "n_samples", round(DURATION * sample_rate) if n_samples is None else n_samples
+        )
         values = {
             "sample_rate": sample_rate,
-            "n_samples": _positive_int(
-                "n_samples", round(DURATION * sample_rate) if n_samples is None else n_samples
-            ),
+            "n_samples": n_samples,
             "n_fft": _positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft),
             "hop_length": hop_length,
             "n_mels": _positive_int("n_mels", n_mels),
             "fmin": _finite_float("fmin", fmin),
             "fmax": _finite_float("fmax", sample_rate / 2 if fmax is None else fmax),
             "eps": _finite_float("eps", eps),
+            "segments": _choice("segments", segments, SEGMENTS),
+            "segment_hop": _positive_int(
+                "segment_hop", n_samples if segment_hop is None else segment_hop
+            ),
+            "tail": _choice("tail", tail, TAILS),
+            "max_clips_per_file": None
+            if max_clips_per_file is None
+            else _positive_int("max_clips_per_file", max_clips_per_file),
+            "select": _choice("select", select, SELECTS),
+            "min_level_db": None
+            if min_level_db is None
+            else _finite_float("min_level_db", min_level_db),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -137,14 +186,43 @@ class SpectrogramConfig:
                 f"{self.sample_rate} between {self.fmin:g} and {self.fmax:g} Hz: {empty} mel "
                 "filters would be empty. Use fewer mels or a larger n_fft."
             )
+        self._check_segments()
+
+    def _check_segments(self) -> None:
+        if self.segments == "first":
+            # Options that only shape windows after the first would be silently ignored.
+            ignored = [
+                name
+                for name, given in (
+                    ("--segment-hop", self.segment_hop != self.n_samples),
+                    ("--tail drop", self.tail != "pad"),
+                    ("--max-clips-per-file", self.max_clips_per_file is not None),
+                    ("--select", self.select != "first"),
+                )
+                if given
+            ]
+            if ignored:
+                raise ConfigError(
+                    f"{', '.join(ignored)} only apply with --segments all, which cuts each "
+                    "file into many windows; --segments first keeps one clip per file."
+                )
+        elif self.select != "first" and self.max_clips_per_file is None:
+            raise ConfigError(
+                f"--select {self.select} chooses among windows only with --max-clips-per-file."
+            )
 
     @classmethod
     def from_options(
-        cls, *, duration: float | None = None, frames: int | None = None, **kwargs: Any
+        cls,
+        *,
+        duration: float | None = None,
+        frames: int | None = None,
+        segment_hop: float | None = None,
+        **kwargs: Any,
     ) -> SpectrogramConfig:
         """A config from the command line's options: the clip length as ``duration`` in
-        seconds or as ``frames`` (exactly that many centred frames), the rest as keywords
-        of the constructor; ``None`` means the default.
+        seconds or as ``frames`` (exactly that many centred frames), ``segment_hop`` in
+        seconds, the rest as keywords of the constructor; ``None`` means the default.
         """
         given = {k: v for k, v in kwargs.items() if v is not None}
         if duration is not None and frames is not None:
@@ -163,6 +241,13 @@ class SpectrogramConfig:
             if given["n_samples"] == 0:
                 raise ConfigError(
                     f"A duration of {seconds:g} s holds no sample at {sample_rate} Hz."
+                )
+        if segment_hop is not None:
+            hop = _finite_float("segment_hop", segment_hop)
+            given["segment_hop"] = round(hop * sample_rate)
+            if given["segment_hop"] <= 0:
+                raise ConfigError(
+                    f"Expected a segment hop of at least one sample. Got {hop:g} s instead."
                 )
         return cls(**given)
 
@@ -186,6 +271,11 @@ class SpectrogramConfig:
             "fmin": self.fmin,
             "fmax": self.fmax,
         }
+
+    @property
+    def needs_levels(self) -> bool:
+        """Whether choosing a file's clips needs the RMS levels of all its windows."""
+        return self.min_level_db is not None or self.select == "loudest"
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter that shaped the images, for the store's ``config`` attribute."""

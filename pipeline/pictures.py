@@ -49,16 +49,17 @@ def parse_indices(text: str, n: int) -> np.ndarray:
     return np.asarray(picked, dtype=np.int64)
 
 
-def png_path(outdir: str | os.PathLike[str], clip_path: str) -> Path:
-    """Where a clip's PNG goes: its input path under ``outdir``, with ``.png`` appended.
+def png_path(outdir: str | os.PathLike[str], label: str) -> Path:
+    """Where a clip's PNG goes: its label (input path and start time, ``a/b.wav@12.000s``)
+    under ``outdir``, with ``.png`` appended.
 
-    The audio extension is kept (``a/b.wav.png``) so that ``b.wav`` and ``b.flac`` never
-    write the same picture.
+    The audio extension is kept (``a/b.wav@0.000s.png``) so that ``b.wav`` and ``b.flac``
+    never write the same picture.
     """
     root = Path(outdir).resolve()
-    target = (root / (clip_path + PNG_SUFFIX)).resolve()
+    target = (root / (label + PNG_SUFFIX)).resolve()
     if not target.is_relative_to(root):
-        raise ExportError(f"Clip path {clip_path!r} would leave {str(outdir)!r}; refused.")
+        raise ExportError(f"Clip label {label!r} would leave {str(outdir)!r}; refused.")
     return target
 
 
@@ -66,22 +67,18 @@ def export_png(
     reader: SpectrogramStore,
     outdir: str | os.PathLike[str],
     indices: Sequence[int] | np.ndarray | None = None,
-) -> tuple[list[Path], list[int]]:
-    """Write each asked-for valid clip as an 8-bit grayscale PNG, pixel for pixel.
-
-    Returns the files written and the indices skipped because their clip failed.
-    """
+) -> list[Path]:
+    """Write each asked-for clip (default all) as an 8-bit grayscale PNG, pixel for pixel,
+    named after its file and start time. Returns the files written."""
     _require("PIL", "viz")
     from PIL import Image
 
-    chosen = reader.valid_indices if indices is None else np.asarray(indices, dtype=np.int64)
-    skipped = [int(i) for i in chosen if not reader.valid[i]]
-    chosen = np.asarray([i for i in chosen if reader.valid[i]], dtype=np.int64)
+    chosen = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
     written: list[Path] = []
     for start in range(0, len(chosen), reader.chunk_length):
         block = chosen[start : start + reader.chunk_length]
         for i, image in zip(block, reader.read_many(block), strict=True):
-            target = png_path(outdir, reader.paths[i])
+            target = png_path(outdir, reader.label(i))
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image, mode="L").save(target)
@@ -91,7 +88,7 @@ def export_png(
                     f"{_fix(exc)} ({len(written)} pictures were written before it.)"
                 ) from None
             written.append(target)
-    return written, skipped
+    return written
 
 
 def _fix(exc: OSError) -> str:
@@ -121,7 +118,7 @@ def preview(
     """Save a contact sheet of clips with axes, above a histogram of log-mel values.
 
     The histogram is of the values the images stand for (``to_logmel``) over up to
-    ``histogram_clips`` valid clips, with both statistics marked: pixels the scaling
+    ``histogram_clips`` clips, with both statistics marked: pixels the scaling
     clipped pile up at the used statistic's ends.
     """
     if count < 1:
@@ -129,25 +126,13 @@ def preview(
     if columns < 1 or histogram_clips < 1:
         raise ArgumentError("Expected at least one column and one clip for the histogram.")
     _require("matplotlib", "viz")
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never open a window
+    every = np.arange(len(reader))
+    shown = evenly_spaced(every, count) if indices is None else np.asarray(indices, np.int64)
+    if len(shown) == 0:
+        raise StoreError(f"Store {reader.path!r} has no clip to show.")
+    fig = contact_sheet(reader, shown, columns=columns, histogram_clips=histogram_clips)
     import matplotlib.pyplot as plt
 
-    shown = (
-        evenly_spaced(reader.valid_indices, count)
-        if indices is None
-        else np.asarray(indices, np.int64)
-    )
-    if len(shown) == 0:
-        raise StoreError(f"Store {reader.path!r} has no valid clip to show.")
-    rows = -(-len(shown) // columns)
-    fig = plt.figure(figsize=(3.2 * columns, 2.6 * rows + 3.0), layout="constrained")
-    grid = fig.add_gridspec(rows + 1, columns, height_ratios=[2.6] * rows + [3.0])
-    for k, (i, image) in enumerate(zip(shown, reader.read_many(shown), strict=True)):
-        _draw_clip(fig.add_subplot(grid[k // columns, k % columns]), reader, int(i), image)
-    _draw_histogram(fig.add_subplot(grid[rows, :]), reader, histogram_clips)
-    fig.suptitle(f"{reader.path}: {len(reader)} clips, {len(reader.valid_indices)} valid")
     try:
         fig.savefig(output, dpi=100)
     except OSError as exc:
@@ -156,9 +141,33 @@ def preview(
         plt.close(fig)
 
 
+def contact_sheet(
+    reader: SpectrogramStore, shown: np.ndarray, *, columns: int = 4, histogram_clips: int = 256
+) -> Any:
+    """The figure :func:`preview` saves: the clips ``shown``, each titled with its index,
+    file and start time, above the histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(shown) // columns)
+    fig = plt.figure(figsize=(3.2 * columns, 2.6 * rows + 3.0), layout="constrained")
+    grid = fig.add_gridspec(rows + 1, columns, height_ratios=[2.6] * rows + [3.0])
+    for k, (i, image) in enumerate(zip(shown, reader.read_many(shown), strict=True)):
+        _draw_clip(fig.add_subplot(grid[k // columns, k % columns]), reader, int(i), image)
+    _draw_histogram(fig.add_subplot(grid[rows, :]), reader, histogram_clips)
+    fig.suptitle(
+        f"{reader.path}: {len(reader)} clips of {len(reader.file_paths)} files, "
+        f"{len(reader.failed_files)} files failed"
+    )
+    return fig
+
+
 def _draw_clip(ax: Any, reader: SpectrogramStore, index: int, image: np.ndarray) -> None:
     config = reader.config
-    duration = config.n_samples / config.sample_rate
+    start = float(reader.start[index])
+    end = start + config.n_samples / config.sample_rate
     # Rows are equally spaced in mel, not in Hz: label a few rows with their frequency.
     ax.imshow(
         image,
@@ -167,19 +176,18 @@ def _draw_clip(ax: Any, reader: SpectrogramStore, index: int, image: np.ndarray)
         vmax=255,
         aspect="auto",
         interpolation="nearest",
-        extent=(0, duration, config.n_mels - 0.5, -0.5),
+        extent=(start, end, config.n_mels - 0.5, -0.5),  # time in the file
     )
     ticks = np.linspace(0, config.n_mels - 1, 5).round().astype(int)
     ax.set_yticks(ticks, [_hz(f) for f in reader.mel_frequencies[ticks]])
-    ax.set_xlabel("time (s)", fontsize=8)
+    ax.set_xlabel("time in the file (s)", fontsize=8)
     ax.set_ylabel("frequency", fontsize=8)
     ax.tick_params(labelsize=7)
-    label = str(reader.paths[index]) if reader.valid[index] else f"{reader.paths[index]} (failed)"
-    ax.set_title(f"{index}: {_shorten(label)}", fontsize=8)
+    ax.set_title(f"{index}: {_shorten(reader.label(index))}", fontsize=8)
 
 
 def _draw_histogram(ax: Any, reader: SpectrogramStore, n_clips: int) -> None:
-    sample = evenly_spaced(reader.valid_indices, n_clips)
+    sample = evenly_spaced(np.arange(len(reader)), n_clips)
     values = reader.to_logmel(reader.read_many(sample)).ravel()
     ax.hist(values, bins=128, color="0.4")
     ax.set_yscale("log")

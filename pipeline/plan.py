@@ -9,8 +9,8 @@ specpipe did not write, OUTPUT that is INPUT or holds it, a resume whose paramet
 statistics source changed, settings that do not fit the workers' memory, ``memory://``
 with workers in other processes. :mod:`pipeline.runner` carries the plan out.
 
-Also here, as arithmetic with no Dask and no Zarr: how files are grouped into batches
-(one chunk of every per-clip array each), and the bounded tree reduction.
+Also here, as arithmetic with no Dask and no Zarr: how windows and clips are grouped into
+batches (one chunk of each of their arrays per batch), and the bounded tree reduction.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from pipeline.audio import BLOCK_FRAMES, WARMUP
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import Listing
 from pipeline.errors import ArgumentError, ConfigError, ResourceError, StoreError
-from pipeline.schema import OutputState, StoreAttrs, store_entries
+from pipeline.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
 from pipeline.stats import STATS_NAMES, GlobalStats, StatsName
 
 T = TypeVar("T")
@@ -46,13 +47,13 @@ class Batch:
         return self.stop - self.start
 
 
-def plan_batches(n_files: int, batch_size: int) -> list[Batch]:
-    """Consecutive batches of ``batch_size`` rows covering ``n_files``; the last may be short."""
+def plan_batches(n_rows: int, batch_size: int) -> list[Batch]:
+    """Consecutive batches of ``batch_size`` rows covering ``n_rows``; the last may be short."""
     if batch_size <= 0:
         raise ConfigError(f"Expected a positive batch size. Got {batch_size} instead.")
     return [
-        Batch(index, start, min(start + batch_size, n_files))
-        for index, start in enumerate(range(0, n_files, batch_size))
+        Batch(index, start, min(start + batch_size, n_rows))
+        for index, start in enumerate(range(0, n_rows, batch_size))
     ]
 
 
@@ -144,15 +145,15 @@ class Plan:
 
     ``action``: ``create`` a new store, ``resume`` an unfinished one of this same run, or
     ``replace`` one (``--overwrite``, or a leftover of a run that created nothing).
-    ``stats`` are the statistics known before the run (from ``--stats-from`` or from the
-    resumed store); when None, pass 1 computes them. ``todo`` are the batches pass 2
-    writes; ``done`` those a resumed store holds already. ``identity`` is recorded in the
-    store as its ``plan`` attribute: a resume must match it.
+    ``analysed``: a resumed store whose pass 1 is done, so only pass 2 runs, over the
+    batches of clips not ``written`` yet. ``stats`` are the statistics known before the
+    run (from ``--stats-from``, or recorded by the resumed store's pass 1); otherwise
+    pass 1 computes them. ``identity`` is recorded in the store as its ``plan``
+    attribute: a resume must match it.
     """
 
     request: Request
     listing: Listing
-    batches: tuple[Batch, ...]
     action: Action
     identity: dict[str, Any]
     used: StatsName
@@ -160,16 +161,12 @@ class Plan:
     stats: GlobalStats | None = None
     source: Source | None = None
     run_id: str | None = None  # the resumed store's
-    done: tuple[Batch, ...] = field(default=())
-
-    @property
-    def todo(self) -> tuple[Batch, ...]:
-        written = {b.index for b in self.done}
-        return tuple(b for b in self.batches if b.index not in written)
+    analysed: bool = False
+    written: frozenset[int] = field(default=frozenset())
 
     @property
     def n_passes(self) -> int:
-        return 2 if self.stats is None else 1
+        return 1 if self.analysed else 2
 
 
 def make_plan(request: Request, found: Found) -> Plan:
@@ -185,7 +182,8 @@ def make_plan(request: Request, found: Found) -> Plan:
     """
     if request.stats is not None and request.stats not in STATS_NAMES:
         raise ConfigError(f"Expected stats to be one of {STATS_NAMES}. Got {request.stats!r}.")
-    batches = plan_batches(len(found.listing), request.batch_size)
+    if request.batch_size <= 0:
+        raise ConfigError(f"Expected a positive batch size. Got {request.batch_size} instead.")
     _check_locations(request, found)
     check_memory(request.config, request.batch_size, found.resources)
     source = found.source
@@ -196,7 +194,7 @@ def make_plan(request: Request, found: Found) -> Plan:
             "make sense for the same analysis."
         )
     used: StatsName = request.stats or (source.used if source else "mean")
-    scratch = request.scratch and source is None  # with --stats-from there is no pass 1
+    scratch = request.scratch
     identity = {
         "input": request.input,
         "files": len(found.listing),
@@ -206,7 +204,7 @@ def make_plan(request: Request, found: Found) -> Plan:
         "scratch": scratch,
         "stats_from": source.to_dict() if source else None,
     }
-    plan = Plan(request, found.listing, tuple(batches), "create", identity, used, scratch,
+    plan = Plan(request, found.listing, "create", identity, used, scratch,
                 stats=source.stats if source else None, source=source)  # fmt: skip
     return _decide(plan, found.output)
 
@@ -231,13 +229,16 @@ def batch_bytes(config: SpectrogramConfig, batch_size: int) -> int:
 
     Per clip: the clip and its padded copy (float32), the STFT (complex64) and its power,
     the mel, log and image arrays and the float64 temporaries of the scaling. Once: the
-    filter bank as librosa builds it (float64 ramps of every band over every bin), and
-    one file's decoded samples at up to four times the rate, in stereo.
+    filter bank as librosa builds it (float64 ramps of every band over every bin), one
+    stretch of windows resampled (float32, as long as the batch's windows laid end to
+    end) and a block of decoded samples (see :mod:`pipeline.audio`), in stereo at up to
+    eight times the rate.
     """
     n, bins = config.n_samples, 1 + config.n_fft // 2
     pixels = config.n_mels * config.n_frames
-    per_clip = 4 * (2 * n + config.n_fft) + 12 * bins * config.n_frames + 40 * pixels
-    return batch_size * per_clip + 12 * (config.n_mels + 2) * bins + 4 * 8 * n
+    per_clip = 4 * (3 * n + config.n_fft) + 12 * bins * config.n_frames + 40 * pixels
+    decoding = 4 * 2 * 8 * (BLOCK_FRAMES + WARMUP)
+    return batch_size * per_clip + 12 * (config.n_mels + 2) * bins + decoding
 
 
 def check_memory(config: SpectrogramConfig, batch_size: int, resources: Resources) -> None:
@@ -285,7 +286,15 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
     attrs = _parse(output)
     same = attrs is not None and _differences(plan, attrs) == ""
     if attrs is not None and attrs.status == "incomplete" and same:
-        return _resume(plan, attrs, output)
+        lost = _lost_run_state(plan, attrs, output)
+        if not lost:
+            return _resume(plan, attrs, output)
+        if not plan.request.overwrite:
+            raise StoreError(
+                f"{where} holds this same run, unfinished, but lacks {lost!r}, which the run "
+                "keeps until it ends: it cannot be resumed. Pass --overwrite to start over."
+            )
+        return _replace(plan)
     if not plan.request.overwrite:
         raise StoreError(_refusal(plan, attrs, same))
     foreign = sorted(set(output.entries) - store_entries())
@@ -295,6 +304,14 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
             "--overwrite removes only what specpipe wrote: move those away first."
         )
     return _replace(plan)
+
+
+def _lost_run_state(plan: Plan, attrs: StoreAttrs, output: OutputState) -> str:
+    """The first array a resume after pass 1 needs that the store lacks, or ""."""
+    if attrs.stats is None:
+        return ""  # pass 1 runs again and writes it all
+    needed = [a.name for a in WINDOW_ARRAYS] + ([SCRATCH.name] if plan.scratch else [])
+    return next((name for name in needed if name not in output.entries), "")
 
 
 def _parse(output: OutputState) -> StoreAttrs | None:
@@ -333,10 +350,16 @@ def _refusal(plan: Plan, attrs: StoreAttrs | None, same: bool) -> str:
 
 
 def _resume(plan: Plan, attrs: StoreAttrs, output: OutputState) -> Plan:
-    written = set(output.written)
-    stats = plan.stats or (attrs.stats.values if attrs.stats is not None else None)
-    done = tuple(b for b in plan.batches if b.index in written)
-    return dataclasses.replace(plan, action="resume", run_id=attrs.run_id, stats=stats, done=done)
+    if attrs.stats is None:  # pass 1 did not finish: the run starts again, as this same one
+        return dataclasses.replace(plan, action="resume", run_id=attrs.run_id)
+    return dataclasses.replace(
+        plan,
+        action="resume",
+        run_id=attrs.run_id,
+        stats=plan.stats or attrs.stats.values,
+        analysed=True,
+        written=frozenset(output.written),
+    )
 
 
 def _replace(plan: Plan) -> Plan:

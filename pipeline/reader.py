@@ -30,9 +30,12 @@ class SpectrogramStore:
     """A finished specpipe store, read-only. Open it with :func:`open_store`.
 
     ``store[i]`` is one uint8 image of shape (n_mels, n_frames); a slice, a sequence of
-    indices or a boolean mask gives a stack of them, in the order asked for. Failed rows
-    are kept (all 255, ``valid`` False) so that indices match ``paths``; iterate over
-    ``valid_indices`` to skip them.
+    indices or a boolean mask gives a stack of them, in the order asked for.
+
+    Clips are ordered by file, then start time. Each clip knows its file
+    (``file_index``, ``paths``) and where in it it starts (``start``, in seconds); each
+    file knows its clips (:meth:`clips_of`), and files that did not decode keep their
+    reason (``file_errors``) and have no clip.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, check_chunks: bool = True) -> None:
@@ -46,6 +49,7 @@ class SpectrogramStore:
         self.clipped_fraction = self.attrs.stats.clipped_fraction
         self.scale: Range = self.stats.range(self.used)
         self._buffers = threading.local()
+        self._arrays_read: dict[str, np.ndarray] = {}
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         # Pickled as its path: a copy opens the store again, with buffers of its own, and
@@ -54,7 +58,7 @@ class SpectrogramStore:
 
     def __repr__(self) -> str:
         return (
-            f"SpectrogramStore({self.path!r}: {len(self)} clips, {len(self.valid_indices)} valid, "
+            f"SpectrogramStore({self.path!r}: {len(self)} clips of {len(self.file_paths)} files, "
             f"images {self.config.n_mels}x{self.config.n_frames}, stats {self.used!r})"
         )
 
@@ -142,41 +146,107 @@ class SpectrogramStore:
         """Clips per chunk of ``images``: clips of one chunk are read together, cheaply."""
         return self._store.chunk_length
 
+    def array(self, name: str) -> np.ndarray:
+        """A whole clip, file or coordinate array of the store, by name (see
+        docs/store-format.md); strings as Python objects."""
+        if name not in self._arrays_read:
+            self._arrays_read[name] = self._store.read(name)
+        return self._arrays_read[name]
+
+    # --- Clips --------------------------------------------------------------------------
+
+    @property
+    def file_index(self) -> np.ndarray:
+        """Each clip's file: its index into ``file_paths`` and the other file arrays."""
+        return self.array("file_index")
+
+    @property
+    def start(self) -> np.ndarray:
+        """Each clip's start time in its file, in seconds."""
+        return self.array("start")
+
+    @property
+    def start_sample(self) -> np.ndarray:
+        """Each clip's start in its file, in samples at the store's sample rate."""
+        return self.array("start_sample")
+
+    @property
+    def level_db(self) -> np.ndarray:
+        """Each clip's RMS level in dB relative to full scale."""
+        return self.array("level_db")
+
     @cached_property
     def paths(self) -> np.ndarray:
-        """Each clip's path relative to the input folder, "/"-separated."""
-        return self._store.read("paths")
+        """Each clip's file path relative to the input folder, "/"-separated."""
+        return self.file_paths[self.file_index]
 
-    @cached_property
-    def valid(self) -> np.ndarray:
-        return self._store.read("valid")
+    def label(self, index: int) -> str:
+        """A clip's file and start time, as ``a/b.wav@12.000s``."""
+        return f"{self.paths[index]}@{self.start[index]:.3f}s"
 
-    @cached_property
-    def errors(self) -> np.ndarray:
-        """The reason each failed clip failed; "" for valid clips."""
-        return self._store.read("errors")
-
-    @cached_property
-    def valid_indices(self) -> np.ndarray:
-        return np.flatnonzero(self.valid)
-
-    @cached_property
-    def file_min(self) -> np.ndarray:
-        return self._store.read("file_min")
-
-    @cached_property
-    def file_max(self) -> np.ndarray:
-        return self._store.read("file_max")
-
-    @cached_property
+    @property
     def mel_frequencies(self) -> np.ndarray:
         """Centre frequency in Hz of each image row (row 0 is the highest band)."""
-        return self._store.read("mel")
+        return self.array("mel")
 
-    @cached_property
+    @property
     def frame_times(self) -> np.ndarray:
-        """Centre time in seconds of each image column."""
-        return self._store.read("frame")
+        """Centre time in seconds of each image column, from the clip's start."""
+        return self.array("frame")
+
+    # --- Files --------------------------------------------------------------------------
+
+    @property
+    def file_paths(self) -> np.ndarray:
+        """Every file found under the input, relative to it, in store order."""
+        return self.array("path")
+
+    @property
+    def decoded(self) -> np.ndarray:
+        """Whether each file decoded; one that did not has no clip."""
+        return self.array("decoded")
+
+    @property
+    def file_errors(self) -> np.ndarray:
+        """Why each file did not decode; "" for those that did."""
+        return self.array("error")
+
+    @property
+    def failed_files(self) -> np.ndarray:
+        """Indices of the files that did not decode."""
+        return np.flatnonzero(~self.decoded)
+
+    def clips_of(self, file: int | str) -> np.ndarray:
+        """The clips of one file, given by its index or its path, in time order."""
+        if isinstance(file, str):
+            matches = np.flatnonzero(self.file_paths == file)
+            if not len(matches):
+                raise ArgumentError(f"No file {file!r} in store {self.path!r}.")
+            file = int(matches[0])
+        first, n = self.array("first_clip")[file], self.array("n_clips")[file]
+        return np.arange(first, first + n, dtype=np.int64)
+
+    def split_by_file(
+        self, fraction: float = 0.1, *, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Clip indices of a train and a validation split that never share a file.
+
+        Windows of one recording overlap or sound alike, so a split drawn by clip puts
+        near-copies on both sides and flatters the validation loss. Here ``fraction`` of
+        the files that gave clips (rounded, at least one when there are two or more) are
+        drawn with ``seed`` for validation; all their clips go there, the rest to train.
+        The same store and seed give the same split.
+        """
+        if not 0 <= fraction <= 1:
+            raise ArgumentError(f"Expected a fraction between 0 and 1. Got {fraction}.")
+        with_clips = np.flatnonzero(self.array("n_clips") > 0)
+        n = len(with_clips)
+        n_val = round(fraction * n)
+        if n > 1:  # a side left empty is no split, unless the fraction asks for it
+            n_val = min(max(n_val, 1 if fraction > 0 else 0), n - 1 if fraction < 1 else n)
+        chosen = np.random.default_rng(seed).permutation(with_clips)[:n_val]
+        val = np.isin(self.file_index, chosen)
+        return np.flatnonzero(~val), np.flatnonzero(val)
 
     def size_on_disk(self) -> int:
         """Bytes of every object of the store, local or remote."""

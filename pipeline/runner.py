@@ -2,9 +2,17 @@
 
 :func:`preprocess` reads what it needs to plan (the input listing, what is at OUTPUT, the
 ``--stats-from`` store), lets :func:`pipeline.plan.make_plan` decide, then owns OUTPUT
-through :mod:`pipeline.lock` while it runs pass 1 (statistics, reduced as a tree) and
-pass 2 (images) on an executor from :mod:`pipeline.executors`. Every decision is the
-plan's; this module only does what the plan says, in order.
+through :mod:`pipeline.lock` while it runs the passes on an executor from
+:mod:`pipeline.executors`:
+
+- with ``--segments all``, a survey of the file headers, which lays out the windows;
+- pass 1 over batches of windows: their levels, log-mel extrema (and log-mels, kept for
+  pass 2), whose results come back through the executor's tree reduction. Then the clips
+  are chosen among the windows (:func:`pipeline.segments.choose_clips`, which may need
+  every window of a file) and their statistics computed exactly;
+- pass 2 over batches of clips: images, written with the other clip arrays.
+
+Every decision about the store is the plan's; this module does what it says, in order.
 """
 
 from __future__ import annotations
@@ -21,15 +29,36 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+import numpy as np
+
 from pipeline import lock, store
+from pipeline.audio import resampled_length
 from pipeline.config import SpectrogramConfig
-from pipeline.discover import SkippedFolder, is_url, list_audio_files
+from pipeline.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
 from pipeline.errors import StatisticsError, StoreError
 from pipeline.executors import Executor, ProgressBar, open_executor
-from pipeline.plan import DEFAULT_BATCH_SIZE, Found, Plan, Request, Source, make_plan
-from pipeline.schema import LOCK_FILE, Counts, StatsRecord, StoreAttrs
+from pipeline.plan import (
+    DEFAULT_BATCH_SIZE,
+    Found,
+    Plan,
+    Request,
+    Source,
+    make_plan,
+    plan_batches,
+)
+from pipeline.scan import FileHeader
+from pipeline.schema import LOCK_FILE, Counts, Sizes, StatsRecord, StoreAttrs
+from pipeline.segments import Windows, choose_clips
 from pipeline.stats import Extrema, GlobalStats, StatsName
-from pipeline.tasks import Failure, WriteSummary, images_batch, statistics_batch
+from pipeline.tasks import (
+    MAX_REPORTED_FAILURES,
+    WindowResults,
+    WriteSummary,
+    file_values,
+    images_batch,
+    statistics_batch,
+    survey_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +78,34 @@ def _no_progress(description: str, total: int) -> ProgressBar:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """A file that gave no clip, and why."""
+
+    file: int
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
 class RunReport:
     """What a run did, for the person who started it."""
 
     output: str
     action: str  # "create", "resume" or "replace"
     n_files: int
-    n_valid: int
-    n_failed: int
-    failures: tuple[Failure, ...]
+    n_decoded: int
+    n_clips: int
+    failures: tuple[Failure, ...]  # the first few, in file order
     stats: GlobalStats
     used: StatsName
     clipped_fraction: float
     seconds: dict[str, float]  # wall time of "startup", "statistics" and "images"
     skipped: tuple[SkippedFolder, ...] = ()
     n_tasks: int = 0  # Dask tasks submitted (0 without Dask)
+
+    @property
+    def n_failed(self) -> int:
+        return self.n_files - self.n_decoded
 
 
 def preprocess(
@@ -164,37 +206,42 @@ class _Run:
         self.plan, self.found, self.executor = plan, found, executor
         self.progress, self.clock = progress, clock
         self.request = plan.request
+        self.config = plan.request.config
         self.paths = plan.listing.files
 
     def carry_out(self) -> RunReport:
         plan = self.plan
         owner = lock.Owner.new(plan.run_id or uuid.uuid4().hex)
-        logger.info(
-            "%d audio files in %d batches of up to %d.",
-            len(self.paths),
-            len(plan.batches),
-            self.request.batch_size,
-        )
         with lock.hold(self.request.output, owner, create=plan.action == "create") as claim:
             self.claim = claim
             self._check_unchanged()
-            attrs = self._prepare()
+            windows, headers = self._windows()
+            logger.info(
+                "%d audio files, %d windows to analyse in batches of up to %d.",
+                len(self.paths),
+                len(windows),
+                self.request.batch_size,
+            )
+            attrs = self._prepare(windows)
             self.clock.lap("startup")
-            global_stats = plan.stats or self._statistics(attrs)
-            summary = self._images(global_stats)
+            if plan.analysed:
+                found = self._analysed(windows)
+            else:
+                found = self._statistics(windows, headers, attrs)
+            summary = self._images(windows, found)
             clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
-            record = StatsRecord(global_stats, plan.used, _source(plan), clipped)
-            counts = Counts(summary.n_files, summary.n_valid)
+            record = StatsRecord(found.stats, plan.used, _source(plan), clipped)
+            counts = Counts(len(self.paths), int(found.decoded.sum()), len(found.chosen))
             final = dataclasses.replace(attrs, status="complete", stats=record, counts=counts)
             store.finish(claim, final)
         return RunReport(
             output=self.request.output,
             action=plan.action,
-            n_files=summary.n_files,
-            n_valid=summary.n_valid,
-            n_failed=summary.n_failed,
-            failures=summary.failures,
-            stats=global_stats,
+            n_files=counts.files,
+            n_decoded=counts.decoded,
+            n_clips=counts.clips,
+            failures=found.failures(self.paths),
+            stats=found.stats,
             used=plan.used,
             clipped_fraction=clipped,
             seconds=self.clock.laps,
@@ -218,17 +265,34 @@ class _Run:
                 "nothing was done. Run the command again."
             )
 
-    def _prepare(self) -> StoreAttrs:
+    def _windows(self) -> tuple[Windows, list[FileHeader] | None]:
+        """The windows to analyse: one per file, or, with ``--segments all``, every
+        window of each file's length as its header gives it (read as tasks)."""
+        if self.config.segments == "first":
+            return Windows.first_of_each(len(self.paths)), None
+        groups = plan_batches(len(self.paths), SURVEY_BATCH)
+        headers: list[FileHeader] = self._pass(
+            "survey: file headers",
+            survey_batch,
+            [[self.paths[g.start : g.stop] for g in groups]],
+            {"root": self.request.input},
+            _concatenate,
+        )
+        rate = self.config.sample_rate
+        lengths = [
+            None if h.error else resampled_length(h.frames, h.sample_rate, rate) for h in headers
+        ]
+        return Windows.layout(lengths, self.config), headers
+
+    def _prepare(self, windows: Windows) -> StoreAttrs:
         """The store's attributes, after creating it unless the run resumes it."""
         plan = self.plan
         if plan.action == "resume":
             attrs = StoreAttrs.from_dict(self.found.output.attrs or {})
             logger.info(
-                "Resuming the unfinished run in %s: %d of %d batches are already written%s.",
+                "Resuming the unfinished run in %s%s.",
                 self.request.output,
-                len(plan.done),
-                len(plan.batches),
-                ", and its statistics known" if plan.stats is not None else "",
+                " (pass 1 is done)" if plan.analysed else ", from pass 1",
             )
             return attrs
         attrs = StoreAttrs(
@@ -236,93 +300,203 @@ class _Run:
             run_id=self.claim.run_id,
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             input=self.request.input,
-            config=self.request.config,
+            config=self.config,
             plan=plan.identity,
             versions=_versions(),
             skipped=tuple({"path": s.path, "reason": s.reason} for s in plan.listing.skipped),
-            stats=None if plan.stats is None else StatsRecord(plan.stats, plan.used, _source(plan)),
         )
         store.clear(self.claim)  # what specpipe wrote there before, and only that
         store.create(
             self.claim,
             attrs,
-            n_clips=len(self.paths),
+            sizes=Sizes(clips=0, files=len(self.paths), windows=len(windows)),
             batch_size=self.request.batch_size,
             scratch=plan.scratch,
         )
         return attrs
 
-    def _statistics(self, attrs: StoreAttrs) -> GlobalStats:
-        """Pass 1, and what the store must record whether it succeeds or not."""
+    def _statistics(
+        self, windows: Windows, headers: list[FileHeader] | None, attrs: StoreAttrs
+    ) -> Analysed:
+        """Pass 1, the choice of clips, and what the store must record whether the
+        statistics can be computed or not."""
         plan = self.plan
-        extrema = self._pass(
+        batches = plan_batches(len(windows), self.request.batch_size)
+        results: WindowResults = self._pass(
             f"pass 1/{plan.n_passes}: statistics",
             statistics_batch,
-            plan.batches,
-            {"claim": self.claim if plan.scratch else None},
-            Extrema.merge_all,
+            [[windows.pieces(np.arange(b.start, b.stop), self.paths) for b in batches], batches],
+            {
+                "root": self.request.input,
+                "config": self.config,
+                "claim": self.claim,
+                "scratch": plan.scratch,
+            },
+            WindowResults.merge_all,
         )
+        files = file_values(len(self.paths), headers, results.files)
         try:
-            global_stats = extrema.finalize()
-            global_stats.range(plan.used)
+            found = Analysed.choose(windows, results, files, self.config, (plan.stats, plan.used))
         except StatisticsError as exc:
-            # Nothing can be scaled: drop the scratch log-mels, and say so in the store.
+            # Nothing can be scaled: drop the run state, and say so in the store.
             store.finish(self.claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
             raise StatisticsError(
                 f"{exc} The store {self.request.output!r} is marked failed."
             ) from None
+        files["path"] = self.paths
+        files["n_clips"], files["first_clip"] = found.clips_per_file(len(self.paths))
+        store.create_clips(self.claim, len(found.chosen), self.request.batch_size)
+        store.write_files(self.claim, files)
+        # Recorded last: a store with statistics has its pass 1 done, and can resume after it.
         store.put_attrs(
-            self.claim, dataclasses.replace(attrs, stats=StatsRecord(global_stats, plan.used))
+            self.claim, dataclasses.replace(attrs, stats=StatsRecord(found.stats, plan.used))
         )
         self.clock.lap("statistics")
-        return global_stats
+        return found
 
-    def _images(self, global_stats: GlobalStats) -> WriteSummary:
-        """Pass 2 over the batches not yet written, and the summary of all of them."""
-        plan = self.plan
+    def _analysed(self, windows: Windows) -> Analysed:
+        """What a resumed store's pass 1 found, read back."""
+        state = store.read_windows(self.claim)
+        if len(state["window_ok"]) != len(windows):
+            raise StoreError(
+                f"Output {self.request.output!r} was analysed as {len(state['window_ok'])} "
+                f"windows, but the input now gives {len(windows)}: it changed. Run again with "
+                "--overwrite."
+            )
+        results = WindowResults(
+            state["window_ok"], state["window_level"], state["window_min"], state["window_max"]
+        )
+        files = store.read_files(self.request.output)
+        assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
+        return Analysed.choose(
+            windows, results, files, self.config, (self.plan.stats, self.plan.used)
+        )
+
+    def _images(self, windows: Windows, found: Analysed) -> WriteSummary:
+        """Pass 2 over the batches of clips not yet written, and the summary of all."""
+        plan, rate = self.plan, self.config.sample_rate
+        batches = plan_batches(len(found.chosen), self.request.batch_size)
+        todo = [b for b in batches if b.index not in plan.written]
+        done = [b for b in batches if b.index in plan.written]
+        if plan.analysed:
+            logger.info("%d of %d batches of clips are already written.", len(done), len(batches))
+        rows = [found.chosen[b.start : b.stop] for b in todo]
         summary: WriteSummary = self._pass(
             f"pass {plan.n_passes}/{plan.n_passes}: images",
             images_batch,
-            plan.todo,
+            [
+                [[] if plan.scratch else windows.pieces(r, self.paths) for r in rows],
+                todo,
+                rows,
+                [found.clip_values(windows, r, rate) for r in rows],
+            ],
             {
-                "scale": global_stats.range(plan.used),
+                "root": self.request.input,
+                "config": self.config,
+                "scale": found.stats.range(plan.used),
                 "claim": self.claim,
                 "from_scratch": plan.scratch,
             },
             WriteSummary.merge_all,
         )
         self.clock.lap("images")
-        earlier = store.read_rows(self.request.output, plan.done)
-        config = self.request.config
+        earlier = store.read_clipped(self.request.output, done)
         return WriteSummary.merge_all(
-            summary,
-            *(
-                WriteSummary.of_rows(b.start, rows, config)
-                for b, rows in zip(plan.done, earlier, strict=True)
-            ),
+            summary, *(WriteSummary.of_clipped(c, self.config) for c in earlier)
         )
 
     def _pass(
         self,
         description: str,
         fn: Callable[..., Any],
-        batches: Sequence[Any],
+        iterables: Sequence[Sequence[Any]],
         kwargs: dict[str, Any],
         combine: Callable[..., Any],
     ) -> Any:
-        if not batches:  # a resumed run whose batches were all written
+        if not iterables[0]:  # a resumed run whose batches were all written
             return combine()
-        bar = self.progress(description, len(batches))
+        bar = self.progress(description, len(iterables[0]))
         try:
-            return self.executor.map_reduce(
-                fn,
-                [[self.paths[b.start : b.stop] for b in batches], list(batches)],
-                {"root": self.request.input, "config": self.request.config, **kwargs},
-                combine,
-                bar,
-            )
+            return self.executor.map_reduce(fn, iterables, kwargs, combine, bar)
         finally:
             bar.close()
+
+
+SURVEY_BATCH = 256  # file headers read per task
+
+
+def _concatenate(*lists: list[Any]) -> list[Any]:
+    return [item for part in lists for item in part]
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """What pass 1 found: the windows that became clips (rows of the run's windows, in
+    store order), their statistics, and what each file held."""
+
+    chosen: np.ndarray
+    clip_files: np.ndarray  # the file of each clip
+    results: WindowResults
+    files: dict[str, Any]
+    stats: GlobalStats
+
+    @property
+    def decoded(self) -> np.ndarray:
+        return np.asarray(self.files["decoded"], dtype=bool)
+
+    @classmethod
+    def choose(
+        cls,
+        windows: Windows,
+        results: WindowResults,
+        files: dict[str, Any],
+        config: SpectrogramConfig,
+        scale: tuple[GlobalStats | None, StatsName],
+    ) -> Analysed:
+        """Choose the clips; their statistics unless ``scale`` gives them already.
+
+        Raises
+        ------
+        StatisticsError
+            No window became a clip, or the clips' statistics give no usable range.
+        """
+        decoded = np.asarray(files["decoded"], dtype=bool)
+        ok = results.ok & decoded[windows.file]  # a file that failed anywhere gives nothing
+        chosen = choose_clips(windows, ok, results.level, config)
+        if not len(chosen):
+            quiet = config.min_level_db is not None and decoded.any()
+            raise StatisticsError(
+                f"No window is as loud as --min-level-db {config.min_level_db:g}, so there "
+                "is no clip."
+                if quiet
+                else "No file could be decoded, so there is no clip."
+            )
+        stats, used = scale
+        if stats is None:
+            stats = Extrema.from_clips(results.min[chosen], results.max[chosen]).finalize()
+            stats.range(used)
+        return cls(chosen, windows.file[chosen], results, files, stats)
+
+    def clips_per_file(self, n_files: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each file's count of clips, and its first clip's row."""
+        counts = np.bincount(self.clip_files, minlength=n_files).astype(np.int64)
+        return counts, np.cumsum(counts) - counts
+
+    def clip_values(self, windows: Windows, rows: np.ndarray, rate: int) -> dict[str, Any]:
+        """The clip arrays but the images, for the clips that are windows ``rows``."""
+        start = windows.start[rows]
+        return {
+            "file_index": windows.file[rows],
+            "start_sample": start,
+            "start": start / rate,
+            "clip_min": self.results.min[rows],
+            "clip_max": self.results.max[rows],
+            "level_db": self.results.level[rows],
+        }
+
+    def failures(self, paths: Sequence[str]) -> tuple[Failure, ...]:
+        failed = np.flatnonzero(~self.decoded)[:MAX_REPORTED_FAILURES]
+        return tuple(Failure(int(i), utf8_safe(paths[i]), self.files["error"][i]) for i in failed)
 
 
 def _source(plan: Plan) -> dict[str, str] | None:

@@ -1,7 +1,8 @@
 """What a dataset holds, read from file headers only: the ``specpipe scan`` report.
 
 The reference post asks that all files share a sample rate and bit depth; the scan shows
-how far a dataset is from that before any decoding starts.
+how far a dataset is from that before any decoding starts, how long its audio is, and how
+many clips ``preprocess`` would make of it with the given clip length and segment options.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.audio import describe_error, open_audio
+from pipeline.audio import describe_error, open_audio, resampled_length
+from pipeline.config import SpectrogramConfig
 from pipeline.discover import SkippedFolder, join, list_audio_files, utf8_safe
+from pipeline.segments import candidate_starts, covered_seconds
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
 BIT_DEPTHS = {
@@ -63,10 +66,36 @@ def read_header(root: str, rel: str) -> FileHeader:
 
 
 @dataclass(frozen=True)
+class ClipEstimate:
+    """What ``preprocess`` would make of the readable files with one config."""
+
+    config: SpectrogramConfig
+    clips: int
+    covered: float  # seconds of audio the clips hold
+    total: float  # seconds of audio, resampled
+
+    @classmethod
+    def of(cls, headers: list[FileHeader], config: SpectrogramConfig) -> ClipEstimate:
+        rate = config.sample_rate
+        lengths = [resampled_length(h.frames, h.sample_rate, rate) for h in headers]
+        starts = [candidate_starts(n, config) for n in lengths]
+        files = np.repeat(np.arange(len(starts)), [len(s) for s in starts])
+        flat = np.concatenate(starts) / rate if starts else np.empty(0)
+        durations = np.asarray(lengths, dtype=np.float64) / rate
+        covered = covered_seconds(files, flat, durations, config.n_samples / rate)
+        return cls(config, len(flat), covered, float(durations.sum()))
+
+
+@dataclass(frozen=True)
 class ScanReport:
     root: str
     headers: list[FileHeader]
     skipped: tuple[SkippedFolder, ...] = ()
+    estimate: ClipEstimate | None = None
+
+    @property
+    def total_duration(self) -> float:
+        return float(sum(h.duration for h in self.readable))
 
     @property
     def readable(self) -> list[FileHeader]:
@@ -86,11 +115,41 @@ class ScanReport:
         return dict(zip(PERCENTILES, np.percentile(durations, PERCENTILES).tolist(), strict=True))
 
 
-def scan(root: str | os.PathLike[str]) -> ScanReport:
-    """Read the header of every audio file under ``root``."""
+def scan(root: str | os.PathLike[str], config: SpectrogramConfig | None = None) -> ScanReport:
+    """Read the header of every audio file under ``root``; with ``config``, estimate the
+    clips ``preprocess`` would make of them."""
     root = os.fspath(root)
     listing = list_audio_files(root)
-    return ScanReport(root, [read_header(root, rel) for rel in listing.files], listing.skipped)
+    headers = [read_header(root, rel) for rel in listing.files]
+    readable = [h for h in headers if not h.error]
+    estimate = None if config is None else ClipEstimate.of(readable, config)
+    return ScanReport(root, headers, listing.skipped, estimate)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 3600 else f"{seconds / 3600:.2f} hours"
+
+
+def _estimate_lines(estimate: ClipEstimate) -> list[str]:
+    config = estimate.config
+    length = config.n_samples / config.sample_rate
+    how = f"--segments {config.segments}, clips of {length:.4g} s"
+    if config.segments == "all":
+        how += f", hop {config.segment_hop / config.sample_rate:.4g} s, tail {config.tail}"
+        if config.max_clips_per_file is not None:
+            how += f", at most {config.max_clips_per_file} per file ({config.select})"
+    share = estimate.covered / estimate.total if estimate.total else 0.0
+    lines = [
+        f"clips with {how}",
+        f"  {estimate.clips} clips, holding {_hours(estimate.covered)} of the "
+        f"{_hours(estimate.total)} of audio ({share:.1%})",
+    ]
+    if config.needs_levels:
+        lines.append(
+            "  at most: --min-level-db and --select loudest choose by level, which only "
+            "decoding tells"
+        )
+    return lines
 
 
 def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
@@ -110,8 +169,10 @@ def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
         lines += ["", f"{title:<28}{'files':>8}"]
         lines += [f"  {value:<26}{n:>8}" for value, n in sorted(counter.items())]
     if percentiles := report.duration_percentiles():
-        lines += ["", "duration (s)"]
+        lines += ["", f"duration (s), {_hours(report.total_duration)} in all"]
         lines.append("  " + "  ".join(f"p{p}={v:.3f}" for p, v in percentiles.items()))
+    if report.estimate is not None:
+        lines += ["", *_estimate_lines(report.estimate)]
     for title, counter in (sections[1], sections[3]):
         if len(counter) > 1:
             lines += [

@@ -24,12 +24,12 @@ from pipeline.errors import ConfigError, StatisticsError, StoreError
 from pipeline.stats import STATS_NAMES, GlobalStats, StatsName
 
 FORMAT = "specpipe"
-# 3: one "stats" attribute (pass 1's result, kept for resuming, then the run's), the
-#    plan's identity, an owner lock file, every chunk written (none left to the fill value).
+# 4: clips and files as two dimensions (many clips per file), segment options in the config.
+# 3: one "stats" attribute, the plan's identity, an owner lock file, every chunk written.
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 LOCK_FILE = "specpipe.lock"  # beside the arrays; see pipeline.lock
-FAILED_PIXEL = 255  # a failed row's image: all white, i.e. no energy
+FILE_CHUNK = 65536  # files per chunk of the file arrays, written by the client in one go
 
 Status = Literal["incomplete", "complete", "failed"]
 STATUSES: tuple[Status, ...] = ("incomplete", "complete", "failed")
@@ -39,8 +39,9 @@ class Step(enum.Enum):
     """When a run writes an array."""
 
     CREATE = "create"  # with the store: coordinates, known from the config alone
-    ANALYSIS = "analysis"  # once a file is analysed: pass 1 with scratch, else pass 2
-    IMAGES = "images"  # once the statistics are known: pass 2
+    ANALYSIS = "analysis"  # pass 1, per batch of windows: the run's own state, removed at the end
+    FILES = "files"  # once pass 1 is done, by the client
+    IMAGES = "images"  # pass 2, per batch of clips
 
 
 @dataclass(frozen=True)
@@ -57,58 +58,107 @@ class ArraySpec:
     compressed: bool = True
 
     @property
-    def per_clip(self) -> bool:
-        """Chunked along ``clip``, one chunk per batch."""
-        return self.dims[0] == "clip"
+    def rows(self) -> str | None:
+        """The dimension the array is chunked along by batches, if any."""
+        return self.dims[0] if self.dims[0] in ("clip", "file", "window") else None
 
 
+# Clips are ordered by file path, then start time; a file's clips are consecutive.
 ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("images", ("clip", "mel", "frame"), "uint8", FAILED_PIXEL, Step.IMAGES,
-              "the scaled, flipped, inverted log-mel; all 255 for a failed file"),
-    ArraySpec("valid", ("clip",), "bool", False, Step.ANALYSIS,
-              "whether the file gave a clip"),
-    ArraySpec("errors", ("clip",), "str", "", Step.ANALYSIS,
-              '"", or the reason the file failed'),
-    ArraySpec("file_min", ("clip",), "float32", math.nan, Step.ANALYSIS,
-              "the clip's log-mel minimum; NaN for a failed file"),
-    ArraySpec("file_max", ("clip",), "float32", math.nan, Step.ANALYSIS,
-              "the clip's log-mel maximum; NaN for a failed file"),
+    ArraySpec("images", ("clip", "mel", "frame"), "uint8", 255, Step.IMAGES,
+              "the scaled, flipped, inverted log-mel"),
+    ArraySpec("file_index", ("clip",), "int64", -1, Step.IMAGES,
+              "the file the clip comes from: its row along the file dimension"),
+    ArraySpec("start", ("clip",), "float64", math.nan, Step.IMAGES,
+              "start time of the clip in its file", "s"),
+    ArraySpec("start_sample", ("clip",), "int64", -1, Step.IMAGES,
+              "start of the clip in its file, in samples at the store's sample rate"),
+    ArraySpec("clip_min", ("clip",), "float32", math.nan, Step.IMAGES,
+              "the clip's log-mel minimum"),
+    ArraySpec("clip_max", ("clip",), "float32", math.nan, Step.IMAGES,
+              "the clip's log-mel maximum"),
+    ArraySpec("level_db", ("clip",), "float32", math.nan, Step.IMAGES,
+              "RMS level of the clip's samples, 20 log10(rms)", "dBFS"),
     ArraySpec("clipped", ("clip",), "uint32", 0, Step.IMAGES,
               "pixels of the image that the scaling clipped"),
-    ArraySpec("paths", ("clip",), "str", "", Step.IMAGES,
+    ArraySpec("path", ("file",), "str", "", Step.FILES,
               'the file, relative to the input, "/"-separated'),
+    ArraySpec("decoded", ("file",), "bool", False, Step.FILES,
+              "whether the file decoded; a file that did not has no clip"),
+    ArraySpec("error", ("file",), "str", "", Step.FILES,
+              '"", or the reason the file did not decode'),
+    ArraySpec("duration", ("file",), "float64", math.nan, Step.FILES,
+              "length of the file as found; NaN if its header could not be read", "s"),
+    ArraySpec("sample_rate", ("file",), "int64", 0, Step.FILES,
+              "sample rate of the file as found; 0 if its header could not be read", "Hz"),
+    ArraySpec("channels", ("file",), "int64", 0, Step.FILES,
+              "channels of the file as found; 0 if its header could not be read"),
+    ArraySpec("n_clips", ("file",), "int64", 0, Step.FILES,
+              "clips the file gave"),
+    ArraySpec("first_clip", ("file",), "int64", 0, Step.FILES,
+              "the file's first clip; its clips are first_clip .. first_clip + n_clips - 1"),
     ArraySpec("mel", ("mel",), "float64", 0.0, Step.CREATE,
               "mel band centre frequency of each image row; row 0 is the highest", "Hz"),
     ArraySpec("frame", ("frame",), "float64", 0.0, Step.CREATE,
               "centre time of each image column", "s"),
 )  # fmt: skip
 # Written last by pass 2, in every batch: a batch whose chunk of it exists is complete.
-MARKER = "paths"
-# While a run lasts, pass 1's log-mels for pass 2 (see docs/design.md); removed at the end.
-SCRATCH = ArraySpec("scratch", ("clip", "mel", "frame"), "float32", math.nan, Step.ANALYSIS,
+MARKER = "clipped"
+# While a run lasts, pass 1's results for every analysed window (see docs/design.md).
+SCRATCH = ArraySpec("scratch", ("window", "mel", "frame"), "float32", math.nan, Step.ANALYSIS,
                     "pass 1's log-mels, while the run lasts", compressed=False)  # fmt: skip
-BY_NAME = {spec.name: spec for spec in (*ARRAYS, SCRATCH)}
+WINDOW_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("window_ok", ("window",), "bool", False, Step.ANALYSIS,
+              "whether the window was analysed, while the run lasts"),
+    ArraySpec("window_level", ("window",), "float32", math.nan, Step.ANALYSIS,
+              "the window's RMS level, while the run lasts", "dBFS"),
+    ArraySpec("window_min", ("window",), "float32", math.nan, Step.ANALYSIS,
+              "the window's log-mel minimum, while the run lasts"),
+    ArraySpec("window_max", ("window",), "float32", math.nan, Step.ANALYSIS,
+              "the window's log-mel maximum, while the run lasts"),
+)  # fmt: skip
+RUN_STATE = (SCRATCH, *WINDOW_ARRAYS)  # removed when the run finishes
+BY_NAME = {spec.name: spec for spec in (*ARRAYS, *RUN_STATE)}
+# Shown by xarray as coordinates of the clip dimension (CF's "coordinates" attribute).
+CLIP_COORDINATES = ("file_index", "start")
 
 
 def arrays_of(step: Step) -> tuple[ArraySpec, ...]:
     """The arrays a step writes, in writing order: the marker last."""
-    chosen = [a for a in ARRAYS if a.step is step]
+    chosen = [a for a in (*ARRAYS, *WINDOW_ARRAYS) if a.step is step]
     return tuple(sorted(chosen, key=lambda a: a.name == MARKER))
 
 
-def shape_of(spec: ArraySpec, n_clips: int, config: SpectrogramConfig) -> tuple[int, ...]:
-    sizes = {"clip": n_clips, "mel": config.n_mels, "frame": config.n_frames}
-    return tuple(sizes[d] for d in spec.dims)
+@dataclass(frozen=True)
+class Sizes:
+    """The lengths of a store's row dimensions."""
+
+    clips: int
+    files: int
+    windows: int = 0
+
+
+def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[int, ...]:
+    lengths = {
+        "clip": sizes.clips,
+        "file": sizes.files,
+        "window": sizes.windows,
+        "mel": config.n_mels,
+        "frame": config.n_frames,
+    }
+    return tuple(lengths[d] for d in spec.dims)
 
 
 def chunks_of(
-    spec: ArraySpec, n_clips: int, batch_size: int, config: SpectrogramConfig
+    spec: ArraySpec, sizes: Sizes, batch_size: int, config: SpectrogramConfig
 ) -> tuple[int, ...]:
-    """One chunk per batch along ``clip``, whole along every other dimension."""
-    shape = shape_of(spec, n_clips, config)
-    if not spec.per_clip:
+    """One chunk per batch along ``clip`` and ``window``, :data:`FILE_CHUNK` files along
+    ``file``, whole along every other dimension."""
+    shape = shape_of(spec, sizes, config)
+    if spec.rows is None:
         return shape
-    return (max(1, min(batch_size, n_clips)), *shape[1:])
+    length = FILE_CHUNK if spec.rows == "file" else batch_size
+    return (max(1, min(length, shape[0])), *shape[1:])
 
 
 def store_entries() -> frozenset[str]:
@@ -140,7 +190,6 @@ IMAGE_CONVENTIONS: dict[str, Any] = {
     "row_0": "highest mel band",
     "black": "most energy",
     "scaling": "clip(rint((logmel - min) / (max - min) * 255), 0, 255), flipped, then 255 - x",
-    "failed_rows": "all 255 (no energy); valid is False",
 }
 
 
@@ -188,15 +237,27 @@ class StatsRecord:
 
 @dataclass(frozen=True)
 class Counts:
+    """How many files were found and decoded, and how many clips they gave."""
+
     files: int
-    valid: int
+    decoded: int
+    clips: int
 
     @property
     def failed(self) -> int:
-        return self.files - self.valid
+        return self.files - self.decoded
 
     def to_dict(self) -> dict[str, int]:
-        return {"files": self.files, "valid": self.valid, "failed": self.failed}
+        return {
+            "files": self.files,
+            "decoded": self.decoded,
+            "failed": self.failed,
+            "clips": self.clips,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Counts:
+        return cls(int(data["files"]), int(data["decoded"]), int(data["clips"]))
 
 
 @dataclass(frozen=True)
@@ -270,7 +331,7 @@ class StoreAttrs:
             versions=dict(data["versions"]),
             skipped=tuple(dict(s) for s in data.get("skipped") or ()),
             stats=None if data.get("stats") is None else StatsRecord.from_dict(data["stats"]),
-            counts=None if counts is None else Counts(int(counts["files"]), int(counts["valid"])),
+            counts=None if counts is None else Counts.from_dict(counts),
             failure=data.get("failure"),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )

@@ -32,14 +32,19 @@ from pipeline.plan import Batch
 from pipeline.schema import (
     ARRAYS,
     BY_NAME,
+    CLIP_COORDINATES,
     FORMAT,
     LOCK_FILE,
     MARKER,
+    RUN_STATE,
     SCRATCH,
+    WINDOW_ARRAYS,
     ArraySpec,
     OutputState,
+    Sizes,
     Step,
     StoreAttrs,
+    arrays_of,
     chunks_of,
     shape_of,
     store_entries,
@@ -107,10 +112,12 @@ def clear(claim: lock.Claim) -> None:
 
 
 def create(
-    claim: lock.Claim, attrs: StoreAttrs, *, n_clips: int, batch_size: int, scratch: bool
+    claim: lock.Claim, attrs: StoreAttrs, *, sizes: Sizes, batch_size: int, scratch: bool
 ) -> None:
-    """Create every array of the layout (and the scratch array, with ``scratch``) in the
-    claimed, empty location, with the group's attributes, and write the coordinates."""
+    """Create the store in the claimed, empty location: the group with its attributes,
+    the coordinates, the file arrays and the run state of ``sizes.windows`` windows (with
+    ``scratch``, their log-mels too). The clip arrays come once pass 1 has chosen the
+    clips (:func:`create_clips`)."""
     lock.check(claim)
     group = zarr.create_group(claim.url, zarr_format=3, attributes=attrs.to_dict())
     config = attrs.config
@@ -121,32 +128,58 @@ def create(
             sr=config.sample_rate, hop_length=config.hop_length, n_frames=config.n_frames
         ),
     }
-    for spec in (*ARRAYS, SCRATCH) if scratch else ARRAYS:
-        array = group.create_array(
-            spec.name,
-            shape=shape_of(spec, n_clips, config),
-            chunks=chunks_of(spec, n_clips, batch_size, config),
-            dtype=str if spec.dtype == "str" else spec.dtype,
-            fill_value=spec.fill,
-            # Measured: zstd saved only 16% of the scratch log-mels' bytes (mantissas do not
-            # compress) and made the array 1.6x slower to write and 3x slower to read.
-            compressors="auto" if spec.compressed else None,
-            dimension_names=spec.dims,
-            attributes={
-                "long_name": spec.description,
-                **({"units": spec.units} if spec.units else {}),
-            },
-            # Every chunk is written, so that a missing one is known to be missing.
-            config={"write_empty_chunks": True},
-        )
+    specs = [a for a in ARRAYS if a.rows != "clip"] + [*WINDOW_ARRAYS]
+    for spec in [*specs, SCRATCH] if scratch else specs:
+        array = _create_array(group, spec, sizes, batch_size, config)
         if spec.step is Step.CREATE:
             array[:] = coordinates[spec.name]
 
 
-def write(
-    claim: lock.Claim, batch: Batch, values: Mapping[str, Any], steps: Iterable[Step]
-) -> None:
-    """Write one batch's rows of every array the ``steps`` write, the marker last.
+def create_clips(claim: lock.Claim, n_clips: int, batch_size: int) -> None:
+    """Create (or create again, after an interrupted pass 1) the arrays of ``n_clips``
+    clips."""
+    lock.check(claim)
+    group = zarr.open_group(claim.url, mode="r+", use_consolidated=False)
+    config = StoreAttrs.from_dict(group.attrs.asdict()).config
+    for spec in ARRAYS:
+        if spec.rows == "clip":
+            _create_array(group, spec, Sizes(n_clips, 0), batch_size, config, overwrite=True)
+    _cached_arrays.cache_clear()  # the arrays of a store opened before are gone
+
+
+def _create_array(
+    group: zarr.Group,
+    spec: ArraySpec,
+    sizes: Sizes,
+    batch_size: int,
+    config: Any,
+    *,
+    overwrite: bool = False,
+) -> zarr.Array:
+    coordinates = {"coordinates": " ".join(CLIP_COORDINATES)} if spec.rows == "clip" else {}
+    return group.create_array(
+        spec.name,
+        shape=shape_of(spec, sizes, config),
+        chunks=chunks_of(spec, sizes, batch_size, config),
+        dtype=str if spec.dtype == "str" else spec.dtype,
+        fill_value=spec.fill,
+        # Measured: zstd saved only 16% of the scratch log-mels' bytes (mantissas do not
+        # compress) and made the array 1.6x slower to write and 3x slower to read.
+        compressors="auto" if spec.compressed else None,
+        dimension_names=spec.dims,
+        attributes={
+            "long_name": spec.description,
+            **({"units": spec.units} if spec.units else {}),
+            **({} if spec.name in CLIP_COORDINATES else coordinates),
+        },
+        # Every chunk is written, so that a missing one is known to be missing.
+        config={"write_empty_chunks": True},
+        overwrite=overwrite,
+    )
+
+
+def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
+    """Write one batch of clips: its rows of every clip array, the marker last.
 
     Raises
     ------
@@ -157,35 +190,39 @@ def write(
         Another run owns the store now.
     """
     lock.check(claim)
-    _write(_writable_arrays(claim), batch, values, set(steps))
+    specs = arrays_of(Step.IMAGES)
+    _write(_writable_arrays(claim, [s.name for s in specs]), batch, values, specs)
 
 
 def _write(
-    arrays: dict[str, zarr.Array], batch: Batch, values: Mapping[str, Any], steps: set[Step]
+    arrays: dict[str, zarr.Array],
+    batch: Batch,
+    values: Mapping[str, Any],
+    specs: Sequence[ArraySpec],
 ) -> None:
     region = slice(batch.start, batch.stop)
-    specs = sorted((a for a in ARRAYS if a.step in steps), key=lambda a: a.name == MARKER)
     for spec in specs:
         _check_region(arrays[spec.name], batch)
         arrays[spec.name][region] = _encode(spec, values[spec.name])
 
 
-def write_scratch(
-    claim: lock.Claim, batch: Batch, logmel: np.ndarray, values: Mapping[str, Any]
+def write_windows(
+    claim: lock.Claim, batch: Batch, values: Mapping[str, Any], logmel: np.ndarray | None
 ) -> None:
-    """Pass 1's results for one batch: its log-mels, one per row (NaN for failed rows), and
-    the arrays known once files are analysed."""
+    """Pass 1's results for one batch of windows: the run state's arrays and, when the
+    store has a scratch array, the log-mels, one per window (NaN where it failed)."""
     lock.check(claim)
     arrays = _writable_arrays(claim)
-    if SCRATCH.name not in arrays:
-        raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
-    _check_region(arrays[SCRATCH.name], batch)
-    arrays[SCRATCH.name][batch.start : batch.stop] = logmel
-    _write(arrays, batch, values, {Step.ANALYSIS})
+    if logmel is not None:
+        if SCRATCH.name not in arrays:
+            raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
+        _check_region(arrays[SCRATCH.name], batch)
+        arrays[SCRATCH.name][batch.start : batch.stop] = logmel
+    _write(arrays, batch, values, WINDOW_ARRAYS)
 
 
-def read_scratch(claim: lock.Claim, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """What :func:`write_scratch` wrote for one batch: all its rows' log-mels and values.
+def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
+    """The scratch log-mels of the windows at ``rows`` (ascending).
 
     Raises
     ------
@@ -194,19 +231,53 @@ def read_scratch(claim: lock.Claim, batch: Batch) -> tuple[np.ndarray, dict[str,
         the fill value, and turned into images of nothing.
     """
     arrays = _writable_arrays(claim)
-    fs, path = filesystem(claim.url)
-    names = [SCRATCH.name, *(a.name for a in ARRAYS if a.step is Step.ANALYSIS)]
-    for name in names:
-        if name not in arrays or not fs.exists(
-            f"{path}/{name}/{_chunk_key(BY_NAME[name], batch.index)}"
-        ):
+    if SCRATCH.name not in arrays:
+        raise StoreError(f"Store {claim.url!r} has no scratch array to read from.")
+    scratch = arrays[SCRATCH.name]
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    size = scratch.chunks[0]
+    _require_chunks(claim.url, SCRATCH, range(lo // size, (hi - 1) // size + 1), size)
+    return np.asarray(scratch[lo:hi])[rows - lo]
+
+
+def read_windows(claim: lock.Claim) -> dict[str, np.ndarray]:
+    """The whole run state pass 1 wrote, but the log-mels: for resuming after it."""
+    arrays = _writable_arrays(claim)
+    for spec in WINDOW_ARRAYS:
+        if spec.name not in arrays:
             raise StoreError(
-                f"Store {claim.url!r} lacks pass 1's {name!r} chunk for rows "
-                f"{batch.start}-{batch.stop - 1}: its data is gone. Run again with --overwrite."
+                f"Store {claim.url!r} lacks the {spec.name!r} array its run keeps until it "
+                "ends, so it cannot be resumed. Run again with --overwrite."
             )
-    region = slice(batch.start, batch.stop)
-    values = {name: _decode(BY_NAME[name], arrays[name][region]) for name in names[1:]}
-    return np.asarray(arrays[SCRATCH.name][region]), values
+        n, size = arrays[spec.name].shape[0], arrays[spec.name].chunks[0]
+        _require_chunks(claim.url, spec, range(-(-n // size)), size)
+    return {spec.name: np.asarray(arrays[spec.name][:]) for spec in WINDOW_ARRAYS}
+
+
+def _require_chunks(url: str, spec: ArraySpec, indices: Iterable[int], size: int) -> None:
+    fs, path = filesystem(url)
+    missing = sorted(set(indices) - _written_chunks(fs, path, spec.name))
+    if missing:
+        raise StoreError(
+            f"Store {url!r} lacks pass 1's {spec.name!r} chunk for windows "
+            f"{missing[0] * size}-{(missing[0] + 1) * size - 1}: its data is gone. Run again "
+            "with --overwrite."
+        )
+
+
+def write_files(claim: lock.Claim, values: Mapping[str, Any]) -> None:
+    """Write every file array, once pass 1 has found what each file holds."""
+    lock.check(claim)
+    arrays = _writable_arrays(claim)
+    for spec in arrays_of(Step.FILES):
+        arrays[spec.name][:] = _encode(spec, values[spec.name])
+
+
+def read_files(url: str) -> dict[str, np.ndarray]:
+    """Every file array, as written by :func:`write_files`."""
+    group = zarr.open_group(url, mode="r", use_consolidated=False)
+    where = f"Store {url!r}"
+    return {s.name: _decode(s, _checked_array(group, s, where)[:]) for s in arrays_of(Step.FILES)}
 
 
 def put_attrs(claim: lock.Claim, attrs: StoreAttrs) -> None:
@@ -216,14 +287,20 @@ def put_attrs(claim: lock.Claim, attrs: StoreAttrs) -> None:
 
 
 def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
-    """The run's last writes: remove the scratch array, record the final attributes (a
-    ``complete`` or ``failed`` status), and consolidate the metadata for readers."""
+    """The run's last writes: record the final attributes (a ``complete`` or ``failed``
+    status), remove the run state, and consolidate the metadata for readers.
+
+    The status comes first: a run stopped before it resumes with its run state whole (and
+    finds nothing left to do), and one stopped after it leaves a finished store with some
+    arrays that readers ignore and ``--overwrite`` removes.
+    """
     lock.check(claim)
-    fs, path = filesystem(claim.url)
-    if fs.exists(f"{path}/{SCRATCH.name}"):
-        fs.rm(f"{path}/{SCRATCH.name}", recursive=True)
-    _cached_arrays.cache_clear()  # the scratch array is gone
     put_attrs(claim, attrs)
+    fs, path = filesystem(claim.url)
+    for spec in RUN_STATE:
+        if fs.exists(f"{path}/{spec.name}"):
+            fs.rm(f"{path}/{spec.name}", recursive=True)
+    _cached_arrays.cache_clear()  # the run state's arrays are gone
     with warnings.catch_warnings():
         # Zarr warns that consolidated metadata is not in the v3 spec yet; xarray and zarr
         # both read it, and without it xarray warns on every open instead.
@@ -231,16 +308,19 @@ def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
         zarr.consolidate_metadata(claim.url)
 
 
-def read_rows(url: str, batches: Sequence[Batch]) -> list[dict[str, np.ndarray]]:
-    """The per-clip arrays of batches written earlier, one dict per batch."""
+def read_clipped(url: str, batches: Sequence[Batch]) -> list[np.ndarray]:
+    """The ``clipped`` counts of batches of clips written earlier, one array per batch."""
     group = zarr.open_group(url, mode="r", use_consolidated=False)
-    specs = [a for a in ARRAYS if a.per_clip and a.name != "images"]
-    arrays = {s.name: _checked_array(group, s, f"Store {url!r}") for s in specs}
-    return [{s.name: _decode(s, arrays[s.name][b.start : b.stop]) for s in specs} for b in batches]
+    clipped = _checked_array(group, BY_NAME["clipped"], f"Store {url!r}")
+    return [np.asarray(clipped[b.start : b.stop]) for b in batches]
 
 
-def _writable_arrays(claim: lock.Claim) -> dict[str, zarr.Array]:
-    return _cached_arrays(claim.url, claim.attempt)
+def _writable_arrays(claim: lock.Claim, needed: Iterable[str] = ()) -> dict[str, zarr.Array]:
+    arrays = _cached_arrays(claim.url, claim.attempt)
+    if not set(needed) <= arrays.keys():  # created since they were opened: the clip arrays
+        _cached_arrays.cache_clear()
+        arrays = _cached_arrays(claim.url, claim.attempt)
+    return arrays
 
 
 @functools.lru_cache(maxsize=4)
@@ -249,7 +329,7 @@ def _cached_arrays(url: str, attempt: str) -> dict[str, zarr.Array]:
     # of a batch's work. The attempt keys the cache, so a store made again at the same URL
     # is never written through arrays opened for the one it replaced.
     group = zarr.open_group(url, mode="r+", use_consolidated=False)
-    names = [spec.name for spec in (*ARRAYS, SCRATCH) if spec.name in group]
+    names = [spec.name for spec in (*ARRAYS, *RUN_STATE) if spec.name in group]
     # Every chunk is written, even one equal to the fill value, so that a missing chunk
     # always means missing data. (A runtime setting: it is not stored with the array.)
     where = f"Store {url!r}"
@@ -325,7 +405,10 @@ class ReadableStore:
             )
         group = zarr.open_group(self.url, mode="r")
         self._arrays = {spec.name: _checked_array(group, spec, where) for spec in ARRAYS}
-        self.n_clips = int(self._arrays["images"].shape[0])
+        self.sizes = Sizes(
+            clips=int(self._arrays["images"].shape[0]), files=int(self._arrays["path"].shape[0])
+        )
+        self.n_clips = self.sizes.clips
         self.chunk_length = int(self._arrays["images"].chunks[0])
         self._check_layout(where)
         if check_chunks:
@@ -337,8 +420,8 @@ class ReadableStore:
         config = self.attrs.config
         for spec in ARRAYS:
             array = self._arrays[spec.name]
-            expected = shape_of(spec, self.n_clips, config)
-            chunks = chunks_of(spec, self.n_clips, self.chunk_length, config)
+            expected = shape_of(spec, self.sizes, config)
+            chunks = chunks_of(spec, self.sizes, self.chunk_length, config)
             if array.shape != expected or array.chunks != chunks:
                 raise StoreError(
                     f"{where}: array {spec.name!r} has shape {array.shape} in chunks "
@@ -348,32 +431,33 @@ class ReadableStore:
 
     def _check_counts(self, where: str) -> None:
         counts = self.attrs.counts
-        n_valid = int(np.count_nonzero(self.read("valid")))
         assert counts is not None  # a complete store's attributes are checked to have them
-        if (counts.files, counts.valid) != (self.n_clips, n_valid):
+        decoded = int(np.count_nonzero(self.read("decoded")))
+        found = (self.sizes.files, decoded, self.sizes.clips)
+        if (counts.files, counts.decoded, counts.clips) != found:
             raise StoreError(
-                f"{where} records {counts.files} clips, {counts.valid} valid, but holds "
-                f"{self.n_clips} clips, {n_valid} valid. The store was altered; run preprocess "
-                "again."
+                f"{where} records {counts.files} files, {counts.decoded} decoded, "
+                f"{counts.clips} clips, but holds {found[0]} files, {found[1]} decoded, "
+                f"{found[2]} clips. The store was altered; run preprocess again."
             )
 
     def _check_chunks(self, where: str) -> None:
         fs, path = filesystem(self.url)
-        n_chunks = -(-self.n_clips // self.chunk_length)
         for spec in ARRAYS:
-            if spec.per_clip:
-                missing = sorted(set(range(n_chunks)) - _written_chunks(fs, path, spec.name))
-                if missing:
-                    size, n = self.chunk_length, self.n_clips
-                    rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing[:3]]
-                    raise StoreError(
-                        f"{where} lacks {len(missing)} chunk(s) of {spec.name!r} (rows "
-                        f"{', '.join(rows)}{', ...' if len(missing) > 3 else ''}): that data "
-                        "is gone. Run preprocess again."
-                    )
+            if spec.rows is None:
+                continue
+            n, size = self._arrays[spec.name].shape[0], self._arrays[spec.name].chunks[0]
+            missing = sorted(set(range(-(-n // size))) - _written_chunks(fs, path, spec.name))
+            if missing:
+                rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing[:3]]
+                raise StoreError(
+                    f"{where} lacks {len(missing)} chunk(s) of {spec.name!r} ({spec.rows}s "
+                    f"{', '.join(rows)}{', ...' if len(missing) > 3 else ''}): that data is "
+                    "gone. Run preprocess again."
+                )
 
     def read(self, name: str) -> np.ndarray:
-        """A whole per-clip or coordinate array (strings as Python objects)."""
+        """A whole clip, file or coordinate array (strings as Python objects)."""
         return _decode(BY_NAME[name], self._arrays[name][:])
 
     def read_images(self, lo: int, hi: int, out: np.ndarray) -> None:

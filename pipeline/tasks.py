@@ -1,9 +1,10 @@
-"""What one task does with one batch of files: analyse it, or scale and store it.
+"""What one task does with one batch of windows: analyse it, or scale and store it.
 
 These functions run inside Dask workers (or plain loops); they take and return small,
-picklable values, catch every per-file failure, and record it instead of raising. What a
-batch writes is a dict of per-clip values named after the arrays of
-:mod:`pipeline.schema`.
+picklable values, catch every per-file failure, and record it instead of raising. A batch
+is a run of consecutive windows, given as :class:`~pipeline.segments.Piece` values: the
+windows of one file each, so a short file is one piece and a long recording is spread
+over many batches.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from typing import Any
 import numpy as np
 
 from pipeline import store
-from pipeline.audio import describe_error, read_clip
+from pipeline.audio import FileFacts, describe_error, read_windows
 from pipeline.config import SpectrogramConfig
-from pipeline.discover import join, utf8_safe
+from pipeline.discover import join
 from pipeline.errors import NonFiniteFeaturesError, StoreError
 from pipeline.features import log_mel
 from pipeline.lock import Claim
 from pipeline.plan import Batch
 from pipeline.scaling import scale_to_uint8
-from pipeline.schema import FAILED_PIXEL, Step
-from pipeline.stats import Extrema, Range
+from pipeline.scan import FileHeader, read_header
+from pipeline.segments import Piece, rms_db
+from pipeline.stats import Range
 
 logger = logging.getLogger(__name__)
 
@@ -34,110 +36,188 @@ MAX_REPORTED_FAILURES = 10
 
 
 @dataclass(frozen=True)
-class Analysis:
-    """One batch analysed: the log-mels of the files that gave a clip, and the values of
-    the arrays written once files are analysed (``valid``, ``errors``, ``file_min``,
-    ``file_max``)."""
+class FileRecord:
+    """What decoding (part of) a file found: its header's facts, or why it failed."""
 
-    logmel: np.ndarray  # (n_valid, n_mels, n_frames) float32
-    values: dict[str, Any]
+    facts: FileFacts | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Consecutive windows analysed: the log-mels of those that decoded, and per window
+    whether it did, its RMS level and its log-mel extrema (NaN where it did not)."""
+
+    logmel: np.ndarray  # (n_ok, n_mels, n_frames) float32
+    ok: np.ndarray
+    level: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    files: dict[int, FileRecord]
 
     def all_rows(self) -> np.ndarray:
-        """The log-mels with a NaN image in each failed row, one row per file."""
-        valid = self.values["valid"]
-        if valid.all():  # the common case: no copy of the batch's log-mels
+        """The log-mels with a NaN image in each window that failed, one row per window."""
+        if self.ok.all():  # the common case: no copy of the batch's log-mels
             return self.logmel
-        rows = np.full((len(valid), *self.logmel.shape[1:]), np.nan, dtype=np.float32)
-        rows[valid] = self.logmel
+        rows = np.full((len(self.ok), *self.logmel.shape[1:]), np.nan, dtype=np.float32)
+        rows[self.ok] = self.logmel
         return rows
 
 
-def analyse(root: str, paths: Sequence[str], config: SpectrogramConfig) -> Analysis:
-    """Decode, fit and analyse the files ``root/paths``; failures are recorded, not raised.
+def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> Analysis:
+    """Decode and analyse the windows of ``pieces``; failures are recorded, not raised.
 
-    A file whose log-mel is not finite (float samples so large that the power overflows)
-    fails too: its values would otherwise turn into NaN statistics and blank images.
+    A file fails as a whole: if one of its windows cannot be decoded, or has a log-mel
+    that is not finite (float samples so large that the power overflows), none of its
+    windows here is kept.
     """
-    clips = np.zeros((len(paths), config.n_samples), dtype=np.float32)
-    valid = np.zeros(len(paths), dtype=bool)
-    errors = [""] * len(paths)
-    for i, rel in enumerate(paths):
+    sizes = [len(p.starts) for p in pieces]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    clips = np.zeros((int(offsets[-1]), config.n_samples), dtype=np.float32)
+    ok = np.zeros(len(clips), dtype=bool)
+    files: dict[int, FileRecord] = {}
+    for piece, lo, hi in zip(pieces, offsets[:-1], offsets[1:], strict=True):
         try:
-            clips[i] = read_clip(
-                join(root, rel), sample_rate=config.sample_rate, n_samples=config.n_samples
+            clips[lo:hi], facts = read_windows(
+                join(root, piece.path),
+                piece.starts,
+                sample_rate=config.sample_rate,
+                n_samples=config.n_samples,
             )
-            valid[i] = True
+            ok[lo:hi] = True
+            files[piece.file] = FileRecord(facts)
         except Exception as exc:  # one broken file must never stop the run
-            errors[i] = describe_error(exc)
-            logger.debug("Skipping %s: %s", rel, errors[i])
-    logmel = log_mel(clips[valid], **config.librosa_kwargs, eps=config.eps)
+            files[piece.file] = FileRecord(None, describe_error(exc))
+            logger.debug("Skipping %s: %s", piece.path, files[piece.file].error)
+    logmel = log_mel(clips[ok], **config.librosa_kwargs, eps=config.eps)
     finite = np.isfinite(logmel).all(axis=(1, 2))
     if not finite.all():
-        overflowing = np.flatnonzero(valid)[~finite]
-        for i in overflowing:
-            peak = float(np.abs(clips[i]).max())
-            errors[i] = describe_error(
+        analysed = np.flatnonzero(ok)
+        for i in analysed[~finite]:
+            k = int(np.searchsorted(offsets, i, side="right")) - 1
+            peak = float(np.abs(clips[offsets[k] : offsets[k + 1]]).max())
+            reason = describe_error(
                 NonFiniteFeaturesError(
                     f"the log-mel is not finite: samples reach {peak:.3g}, far outside "
                     "[-1, 1], and overflow the power spectrum"
                 )
             )
-        valid[overflowing] = False
-        logmel = logmel[finite]
-    file_min = np.full(len(paths), np.nan, dtype=np.float32)
-    file_max = np.full(len(paths), np.nan, dtype=np.float32)
+            files[pieces[k].file] = FileRecord(files[pieces[k].file].facts, reason)
+            ok[offsets[k] : offsets[k + 1]] = False
+        logmel = logmel[ok[analysed]]
+    lows = np.full(len(ok), np.nan, dtype=np.float32)
+    highs = np.full(len(ok), np.nan, dtype=np.float32)
     if len(logmel):
-        file_min[valid] = logmel.min(axis=(1, 2))
-        file_max[valid] = logmel.max(axis=(1, 2))
-    values = {"valid": valid, "errors": errors, "file_min": file_min, "file_max": file_max}
-    return Analysis(logmel, values)
+        lows[ok] = logmel.min(axis=(1, 2))
+        highs[ok] = logmel.max(axis=(1, 2))
+    level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
+    return Analysis(logmel, ok, level, lows, highs, files)
+
+
+@dataclass(frozen=True)
+class WindowResults:
+    """Pass 1's findings over consecutive windows, merged in window order: per window
+    whether it decoded, its level and extrema; per file what decoding it found."""
+
+    ok: np.ndarray
+    level: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    files: dict[int, FileRecord] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> WindowResults:
+        return cls(analysis.ok, analysis.level, analysis.min, analysis.max, analysis.files)
+
+    def merge(self, other: WindowResults) -> WindowResults:
+        files = dict(self.files)
+        for f, record in other.files.items():
+            # A file split over tasks failed if any of them failed; the first reason stays.
+            if f not in files or (record.error and not files[f].error):
+                files[f] = record
+        return WindowResults(
+            np.concatenate([self.ok, other.ok]),
+            np.concatenate([self.level, other.level]),
+            np.concatenate([self.min, other.min]),
+            np.concatenate([self.max, other.max]),
+            files,
+        )
+
+    @staticmethod
+    def merge_all(*parts: WindowResults) -> WindowResults:
+        empty = np.empty(0, np.float32)
+        return functools.reduce(
+            WindowResults.merge, parts, WindowResults(np.empty(0, bool), empty, empty, empty)
+        )
 
 
 def statistics_batch(
-    paths: Sequence[str],
+    pieces: Sequence[Piece],
     batch: Batch,
     *,
     root: str,
     config: SpectrogramConfig,
-    claim: Claim | None = None,
-) -> Extrema:
-    """Pass 1: the statistics of one batch; with ``claim``, its log-mels and analysed
-    values are also kept in the store's scratch array for pass 2."""
-    result = analyse(root, paths, config)
-    if claim is not None:
-        store.write_scratch(claim, batch, result.all_rows(), result.values)
-    return Extrema.from_files(result.values["file_min"], result.values["file_max"])
+    claim: Claim,
+    scratch: bool,
+) -> WindowResults:
+    """Pass 1 over one batch of windows: what pass 2 and the statistics need, also kept
+    in the store's run state (with ``scratch``, the log-mels too) for pass 2 or a resume."""
+    result = analyse(root, pieces, config)
+    values = {
+        "window_ok": result.ok,
+        "window_level": result.level,
+        "window_min": result.min,
+        "window_max": result.max,
+    }
+    store.write_windows(claim, batch, values, result.all_rows() if scratch else None)
+    return WindowResults.of(result)
 
 
-@dataclass(frozen=True)
-class Failure:
-    row: int
-    path: str
-    error: str
+def survey_batch(paths: Sequence[str], *, root: str) -> list[FileHeader]:
+    """The headers of some files, for laying out their windows."""
+    return [read_header(root, rel) for rel in paths]
+
+
+def file_values(
+    n_files: int, headers: Sequence[FileHeader] | None, records: Mapping[int, FileRecord]
+) -> dict[str, Any]:
+    """The file arrays (but ``path`` and the clip counts) from what the survey and pass 1
+    found: a file decoded when its header could be read and all its windows decoded."""
+    error = np.full(n_files, "", dtype=object)
+    duration = np.full(n_files, np.nan)
+    rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
+    for i, h in enumerate(headers or ()):
+        error[i] = h.error
+        if not h.error:
+            duration[i], rate[i], channels[i] = h.duration, h.sample_rate, h.channels
+    for i, record in records.items():
+        if record.facts is not None:
+            facts = record.facts
+            duration[i], rate[i], channels[i] = facts.duration, facts.sample_rate, facts.channels
+        error[i] = error[i] or record.error
+    decoded = (error == "") & (rate > 0)
+    return {
+        "decoded": decoded,
+        "error": error,
+        "duration": duration,
+        "sample_rate": rate,
+        "channels": channels,
+    }
 
 
 @dataclass(frozen=True)
 class WriteSummary:
-    """Counts over the batches written so far, and the first failures in row order."""
+    """Counts over the clips written so far."""
 
-    n_files: int = 0
-    n_valid: int = 0
+    n_clips: int = 0
     n_clipped: int = 0
     n_pixels: int = 0
-    failures: tuple[Failure, ...] = field(default_factory=tuple)
-
-    @property
-    def n_failed(self) -> int:
-        return self.n_files - self.n_valid
 
     def merge(self, other: WriteSummary) -> WriteSummary:
-        failures = sorted(self.failures + other.failures, key=lambda f: f.row)
         return WriteSummary(
-            n_files=self.n_files + other.n_files,
-            n_valid=self.n_valid + other.n_valid,
-            n_clipped=self.n_clipped + other.n_clipped,
-            n_pixels=self.n_pixels + other.n_pixels,
-            failures=tuple(failures[:MAX_REPORTED_FAILURES]),
+            self.n_clips + other.n_clips,
+            self.n_clipped + other.n_clipped,
+            self.n_pixels + other.n_pixels,
         )
 
     @staticmethod
@@ -145,53 +225,47 @@ class WriteSummary:
         return functools.reduce(WriteSummary.merge, parts, WriteSummary())
 
     @classmethod
-    def of_rows(
-        cls, start: int, values: Mapping[str, Any], config: SpectrogramConfig
-    ) -> WriteSummary:
-        """The summary of rows ``start, start + 1, ...``, written now or by an earlier run."""
-        paths, errors = values["paths"], values["errors"]
-        failures = [Failure(start + i, utf8_safe(paths[i]), e) for i, e in enumerate(errors) if e]
-        n_valid = len(paths) - len(failures)
+    def of_clipped(cls, clipped: np.ndarray, config: SpectrogramConfig) -> WriteSummary:
+        """The summary of clips with these counts of clipped pixels."""
         return cls(
-            n_files=len(paths),
-            n_valid=n_valid,
-            n_clipped=int(np.sum(values["clipped"], dtype=np.int64)),
-            n_pixels=n_valid * config.n_mels * config.n_frames,
-            failures=tuple(failures[:MAX_REPORTED_FAILURES]),
+            n_clips=len(clipped),
+            n_clipped=int(np.sum(clipped, dtype=np.int64)),
+            n_pixels=len(clipped) * config.n_mels * config.n_frames,
         )
 
 
 def images_batch(
-    paths: Sequence[str],
+    pieces: Sequence[Piece],
     batch: Batch,
+    windows: np.ndarray,
+    values: Mapping[str, Any],
     *,
     root: str,
     config: SpectrogramConfig,
     scale: Range,
     claim: Claim,
-    from_scratch: bool = False,
+    from_scratch: bool,
 ) -> WriteSummary:
-    """Pass 2: one batch's log-mels, read from the scratch array or computed again,
-    scaled to images and written as the batch's rows of the store."""
+    """Pass 2: one batch of clips (the windows at rows ``windows`` of the run state),
+    their log-mels read from the scratch array or computed again, scaled to images and
+    written with ``values`` (the other per-clip arrays) as the batch's rows of the store."""
     if from_scratch:
-        rows, values = store.read_scratch(claim, batch)
-        logmel = rows[values["valid"]]
+        logmel = store.read_scratch(claim, windows)
         if not np.isfinite(logmel).all():
             raise StoreError(
-                f"Store {claim.url!r} holds damaged pass-1 log-mels for rows {batch.start}-"
+                f"Store {claim.url!r} holds damaged pass-1 log-mels for clips {batch.start}-"
                 f"{batch.stop - 1}. Run again with --overwrite."
             )
-        steps = [Step.IMAGES]
     else:
-        result = analyse(root, paths, config)
-        logmel, values = result.logmel, result.values
-        steps = [Step.ANALYSIS, Step.IMAGES]
-    valid = values["valid"]
-    images = np.full((len(paths), *config.image_shape), FAILED_PIXEL, dtype=np.uint8)
-    scaled, n_clipped = scale_to_uint8(logmel, scale)
-    images[valid] = scaled
-    clipped = np.zeros(len(paths), dtype=np.uint32)
-    clipped[valid] = n_clipped
-    values = {**values, "images": images, "clipped": clipped, "paths": np.asarray(paths, object)}
-    store.write(claim, batch, values, steps)
-    return WriteSummary.of_rows(batch.start, values, config)
+        result = analyse(root, pieces, config)
+        if not result.ok.all():
+            failed = next(r for r in result.files.values() if r.error)
+            raise StoreError(
+                f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
+                "changed during the run. Run again with --overwrite."
+            )
+        logmel = result.logmel
+    images, clipped = scale_to_uint8(logmel, scale)
+    written = {**values, "images": images, "clipped": clipped.astype(np.uint32)}
+    store.write(claim, batch, written)
+    return WriteSummary.of_clipped(written["clipped"], config)

@@ -1,5 +1,5 @@
-"""PyTorch access to a store: a map-style Dataset of its valid clips, chunk-aware samplers,
-and a loader that reads whole batches.
+"""PyTorch access to a store: a map-style Dataset of its clips (all, or one side of a split
+by file), chunk-aware samplers, and a loader that reads whole batches.
 
 Needs the ``torch`` extra (``pip install 'specpipe[torch]'``). Each DataLoader worker opens
 the store itself on first use; what is pickled to a worker is only the path and the small
@@ -59,7 +59,7 @@ _STEP = 1 / 127.5
 
 
 class SpectrogramDataset(Dataset):
-    """The valid clips of a finished store; failed rows are skipped.
+    """The clips of a finished store, or those at ``indices``.
 
     Parameters
     ----------
@@ -70,11 +70,14 @@ class SpectrogramDataset(Dataset):
         False: the stored uint8 pixels.
     transform : callable, optional
         Applied to each item's tensor, of shape (1, n_mels, n_frames).
+    indices : sequence of int, optional
+        The store's clips to use, e.g. one side of ``split_by_file``; default all.
 
-    ``dataset[i]`` is the ``i``-th valid clip; ``store_indices[i]`` is its row in the store
-    and ``paths[i]`` its file. ``dataset[indices]``, with a sequence of ints, is the whole
-    batch stacked, shape (len(indices), 1, n_mels, n_frames): what a DataLoader with
-    ``batch_size=None`` and a batch sampler such as ``ChunkBatchSampler`` asks for.
+    ``dataset[i]`` is the ``i``-th clip; ``store_indices[i]`` is its row in the store,
+    ``paths[i]`` its file and ``starts[i]`` its start time in seconds. ``dataset[indices]``,
+    with a sequence of ints, is the whole batch stacked, shape (len(indices), 1, n_mels,
+    n_frames): what a DataLoader with ``batch_size=None`` and a batch sampler such as
+    ``ChunkBatchSampler`` asks for.
     """
 
     def __init__(
@@ -82,16 +85,32 @@ class SpectrogramDataset(Dataset):
         path: str | os.PathLike[str],
         as_float: bool = True,
         transform: Transform | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.as_float = as_float
         self.transform = transform
         reader = open_store(self.path)  # fails here, not in a worker, on a bad store
-        self.store_indices = reader.valid_indices
+        every = np.arange(len(reader))
+        # In store order, so that the samplers below find each chunk's clips together.
+        self.store_indices = every if indices is None else np.unique(every[np.asarray(indices)])
         self.paths = reader.paths[self.store_indices]
+        self.starts = reader.start[self.store_indices]
         self.chunk_length = reader.chunk_length
         self.config = reader.config
         self._reader: SpectrogramStore | None = reader
+
+    def split_by_file(
+        self, fraction: float = 0.1, *, seed: int = 0
+    ) -> tuple[SpectrogramDataset, SpectrogramDataset]:
+        """A train and a validation dataset that never share a recording, drawn from this
+        dataset's clips: see :meth:`pipeline.reader.SpectrogramStore.split_by_file`."""
+        train, val = self.reader.split_by_file(fraction, seed=seed)
+        mine = self.store_indices
+        return tuple(  # type: ignore[return-value]
+            SpectrogramDataset(self.path, self.as_float, self.transform, np.intersect1d(mine, side))
+            for side in (train, val)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers open their own reader: an open store is not something to pickle.

@@ -37,7 +37,11 @@ BROKEN_FILES = [
     "bad/truncated.wav",
 ]
 # Every array of a store whose contents a run decides.
-ARRAYS = ("images", "paths", "valid", "errors", "file_min", "file_max", "clipped")
+ARRAYS = (
+    "images", "file_index", "start", "start_sample", "clip_min", "clip_max", "level_db",
+    "clipped", "path", "decoded", "error", "duration", "sample_rate", "channels", "n_clips",
+    "first_clip",
+)  # fmt: skip
 
 
 def synth(rng: np.random.Generator, sr: int, channels: int, seconds: float) -> np.ndarray:
@@ -105,7 +109,7 @@ def reference_image(logmel: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def read_all(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:
     """Every array a run decides, and the attributes, as plain zarr reads them."""
     group = zarr.open_group(str(path), mode="r")
-    return {name: group[name][:] for name in ARRAYS}, dict(group.attrs)
+    return {name: group[name][:] for name in ARRAYS if name in group}, dict(group.attrs)
 
 
 def assert_same_arrays(store: Path | str, reference: Path | str) -> None:
@@ -184,31 +188,59 @@ def interrupt_images_after(n_batches: int):
     return lambda description, total: Bar(description)
 
 
-def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> dict:
-    """Values for every per-clip array of ``n`` rows, as a run would write them."""
-    valid = rng.random(n) < 0.8
-    lows = np.where(valid, rng.uniform(-21, -5, n), np.nan).astype(np.float32)
-    return {
+def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> tuple[dict, dict]:
+    """Values for every clip array and every file array of a store of ``n`` clips, as a
+    run would write them: files of 1 to 3 clips, with some failed files among them."""
+    n_clips: list[int] = []
+    while sum(n_clips) < n:
+        if rng.random() < 0.2:
+            n_clips.append(0)  # a file that did not decode
+        n_clips.append(min(int(rng.integers(1, 4)), n - sum(n_clips)))
+    n_clips = np.array(n_clips, dtype=np.int64)
+    decoded = n_clips > 0
+    n_files = len(n_clips)
+    starts = np.concatenate([np.arange(k) * config.n_samples for k in n_clips]).astype(np.int64)
+    lows = rng.uniform(-21, -5, n).astype(np.float32)
+    clips = {
         "images": rng.integers(0, 256, (n, *config.image_shape), dtype=np.uint8),
-        "valid": valid,
-        "errors": ["" if ok else f"AudioError: broken {i} ✗" for i, ok in enumerate(valid)],
-        "file_min": lows,
-        "file_max": np.where(valid, lows + 10, np.nan).astype(np.float32),
-        "clipped": rng.integers(0, 50, n).astype(np.uint32) * valid,
-        "paths": np.array([f"dir/clip_{i:04d}.wav" for i in range(n)], dtype=object),
+        "file_index": np.repeat(np.arange(n_files), n_clips),
+        "start_sample": starts,
+        "start": starts / config.sample_rate,
+        "clip_min": lows,
+        "clip_max": lows + 10,
+        "level_db": rng.uniform(-60, 0, n).astype(np.float32),
+        "clipped": rng.integers(0, 50, n).astype(np.uint32),
     }
+    files = {
+        "path": np.array([f"dir/clip_{i:04d}.wav" for i in range(n_files)], dtype=object),
+        "decoded": decoded,
+        "error": np.array(
+            ["" if ok else f"AudioError: broken {i} ✗" for i, ok in enumerate(decoded)],
+            dtype=object,
+        ),
+        "duration": np.where(decoded, n_clips * config.n_samples / config.sample_rate, np.nan),
+        "sample_rate": np.where(decoded, 44100, 0),
+        "channels": np.where(decoded, 2, 0),
+        "n_clips": n_clips,
+        "first_clip": np.cumsum(n_clips) - n_clips,
+    }
+    return clips, files
 
 
-def write_store(path: Path, rows: dict, config: SpectrogramConfig, batch_size: int) -> None:
-    """A complete store holding ``rows``, written through the store module's own API."""
+def write_store(
+    path: Path, rows: tuple[dict, dict], config: SpectrogramConfig, batch_size: int
+) -> None:
+    """A complete store holding ``rows`` (see :func:`random_rows`), written through the
+    store module's own API."""
     import dataclasses
 
     from pipeline import lock, store
     from pipeline.plan import plan_batches
-    from pipeline.schema import Counts, StatsRecord, Step, StoreAttrs
+    from pipeline.schema import Counts, Sizes, StatsRecord, StoreAttrs
     from pipeline.stats import GlobalStats, Range
 
-    n = len(rows["paths"])
+    clips, files = rows
+    n, n_files = len(clips["file_index"]), len(files["path"])
     attrs = StoreAttrs(
         status="incomplete",
         run_id="test-run",
@@ -219,12 +251,14 @@ def write_store(path: Path, rows: dict, config: SpectrogramConfig, batch_size: i
         versions={},
     )
     with lock.hold(str(path), lock.Owner.new("test-run"), create=True) as claim:
-        store.create(claim, attrs, n_clips=n, batch_size=batch_size, scratch=False)
+        sizes = Sizes(clips=0, files=n_files, windows=n)
+        store.create(claim, attrs, sizes=sizes, batch_size=batch_size, scratch=False)
+        store.create_clips(claim, n, batch_size)
+        store.write_files(claim, files)
         for batch in plan_batches(n, batch_size):
-            part = {k: v[batch.start : batch.stop] for k, v in rows.items()}
-            store.write(claim, batch, part, [Step.ANALYSIS, Step.IMAGES])
+            store.write(claim, batch, {k: v[batch.start : batch.stop] for k, v in clips.items()})
         stats = GlobalStats(mean=Range(-15.0, 0.0), extrema=Range(-21.0, 5.0))
-        counts = Counts(n, int(np.count_nonzero(rows["valid"])))
+        counts = Counts(n_files, int(np.count_nonzero(files["decoded"])), n)
         record = StatsRecord(stats, "mean", None, 0.0)
         store.finish(
             claim, dataclasses.replace(attrs, status="complete", stats=record, counts=counts)

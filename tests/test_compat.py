@@ -1,5 +1,6 @@
-"""Format 3 changed the attributes, never the contents: stores written by the last
-commit of format 2 and by this code hold the same arrays, value for value."""
+"""Format 4 changed the layout (clips and files as two dimensions), not the contents of
+``--segments first``, today's default: stores written by the last commit of format 3 and
+by this code hold the same images, extrema, statistics and failures, value for value."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.helpers import ARRAYS, specpipe
+from tests.helpers import specpipe
 
-PREVIOUS = "3c57d66"  # the last commit that wrote format version 2
+PREVIOUS = "70ed724"  # the last commit that wrote format version 3
 REPO = Path(__file__).resolve().parent.parent
 CASES = {
     "defaults": ["--batch-size", "4"],
@@ -58,10 +59,27 @@ def test_contents_equal_those_the_previous_format_wrote(previous, dataset, tmp_p
     )  # fmt: skip
     specpipe("preprocess", dataset, new, "--scheduler", "sync", *CASES[case])
     before, after = zarr.open_group(old, mode="r"), zarr.open_group(new, mode="r")
-    assert before.attrs["format_version"] == 2 and after.attrs["format_version"] == 3
-    for name in (*ARRAYS, "mel", "frame"):
-        np.testing.assert_array_equal(after[name][:], before[name][:], err_msg=name)
+    assert before.attrs["format_version"] == 3 and after.attrs["format_version"] == 4
+    # Format 3 kept a row (all 255) for each failed file; format 4 keeps its clips only.
+    valid = before["valid"][:]
+    same = {
+        "images": ("images", valid),
+        "file_min": ("clip_min", valid),
+        "file_max": ("clip_max", valid),
+        "clipped": ("clipped", valid),
+        "paths": ("path", slice(None)),
+        "valid": ("decoded", slice(None)),
+        "errors": ("error", slice(None)),
+        "mel": ("mel", slice(None)),
+        "frame": ("frame", slice(None)),
+    }
+    for name, (new_name, rows) in same.items():
+        np.testing.assert_array_equal(after[new_name][:], before[name][:][rows], err_msg=name)
+    np.testing.assert_array_equal(after["file_index"][:], np.flatnonzero(valid))
     for name in ("mean", "extrema"):
         assert after.attrs["stats"][name] == before.attrs["stats"][name]
     assert after.attrs["stats"]["clipped_fraction"] == before.attrs["stats"]["clipped_fraction"]
-    assert after.attrs["config"] == before.attrs["config"]
+    segments = {"segments", "segment_hop", "tail", "max_clips_per_file", "select", "min_level_db"}
+    assert {k: v for k, v in after.attrs["config"].items() if k not in segments} == dict(
+        before.attrs["config"]
+    )

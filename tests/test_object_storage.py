@@ -74,7 +74,7 @@ def test_two_workers_read_audio_from_s3_and_write_the_store_there(s3, config, tm
         env={**os.environ, **s3["env"]},
     )
     assert result.returncode == 0, result.stderr
-    assert "Wrote 15 clips to s3://bucket/out.zarr: 10 valid, 5 failed." in result.stdout
+    assert "Wrote 10 clips to s3://bucket/out.zarr, from 15 files: 10 decoded" in result.stdout
     assert SECRET not in result.stdout + result.stderr
 
     local = tmp_path / "local.zarr"
@@ -82,7 +82,7 @@ def test_two_workers_read_audio_from_s3_and_write_the_store_there(s3, config, tm
     remote, reference = open_store("s3://bucket/out.zarr"), open_store(local)
     np.testing.assert_array_equal(remote[:], reference[:])
     assert remote.paths.tolist() == reference.paths.tolist()
-    assert remote.errors.tolist() == reference.errors.tolist()
+    assert remote.file_errors.tolist() == reference.file_errors.tolist()
     assert remote.attrs.stats == reference.attrs.stats
     # Object for object, the same bytes as the local store's files.
     fs = s3["fs"]

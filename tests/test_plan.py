@@ -21,7 +21,7 @@ from pipeline.plan import (
     plan_batches,
     tree_reduce,
 )
-from pipeline.schema import Counts, OutputState, StatsRecord, StoreAttrs
+from pipeline.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
 from pipeline.stats import GlobalStats, Range
 
 
@@ -98,14 +98,14 @@ def store_of(plan, **attrs_changes):
         versions={},
     )
     attrs = dataclasses.replace(attrs, **attrs_changes)
-    entries = ("images", "paths", "specpipe.lock", "zarr.json")
+    entries = ("images", "path", "specpipe.lock", "zarr.json", *(a.name for a in RUN_STATE))
     return OutputState("specpipe", entries, attrs.to_dict(), written=(0, 1))
 
 
 def test_a_new_output_is_created_with_both_passes():
     plan = make_plan(request(batch_size=4), found())
     assert plan.action == "create" and plan.n_passes == 2 and plan.scratch
-    assert [len(b) for b in plan.batches] == [4, 4, 2] and plan.todo == plan.batches
+    assert not plan.analysed and not plan.written
     assert plan.identity["files_sha256"] == LISTING.sha256()
 
 
@@ -116,7 +116,24 @@ def test_the_same_unfinished_run_is_resumed_from_its_written_batches():
     plan = make_plan(request(batch_size=4), found(state))
     assert plan.action == "resume" and plan.run_id == "r1"
     assert plan.stats == stats and plan.n_passes == 1  # pass 1 is not run again
-    assert [b.index for b in plan.done] == [0, 1] and [b.index for b in plan.todo] == [2]
+    assert plan.analysed and plan.written == {0, 1}
+
+
+def test_a_run_state_that_is_gone_is_named_and_only_overwrite_starts_over():
+    first = make_plan(request(batch_size=4), found())
+    stats = GlobalStats(Range(-20.0, 1.0), Range(-21.0, 5.0))
+    state = store_of(first, stats=StatsRecord(stats, "mean"))
+    state = dataclasses.replace(state, entries=tuple(e for e in state.entries if e != "scratch"))
+    with pytest.raises(StoreError, match=r"lacks 'scratch'.*Pass --overwrite to start over"):
+        make_plan(request(batch_size=4), found(state))
+    assert make_plan(request(batch_size=4, overwrite=True), found(state)).action == "replace"
+
+
+def test_a_run_stopped_in_pass_1_is_resumed_from_its_start():
+    first = make_plan(request(batch_size=4), found())
+    plan = make_plan(request(batch_size=4), found(store_of(first)))
+    assert plan.action == "resume" and plan.run_id == "r1"
+    assert plan.stats is None and plan.n_passes == 2 and not plan.written
 
 
 @pytest.mark.parametrize(
@@ -141,10 +158,11 @@ def source(stats, run_id="s1"):
     return Source("train.zarr", run_id, CONFIG, stats, "mean")
 
 
-def test_stats_from_skips_pass_1_and_a_changed_source_is_not_resumed():
+def test_stats_from_scales_with_its_statistics_and_a_changed_source_is_not_resumed():
     stats = GlobalStats(Range(-20.0, 1.0), Range(-21.0, 5.0))
     plan = make_plan(request(stats_from="train.zarr"), found(source=source(stats)))
-    assert plan.stats == stats and plan.n_passes == 1 and not plan.scratch
+    # Pass 1 still runs: it finds which windows become clips, and which files decode.
+    assert plan.stats == stats and plan.n_passes == 2 and plan.scratch
     state = store_of(plan)
     assert (
         make_plan(request(stats_from="train.zarr"), found(state, source=source(stats))).action
@@ -180,7 +198,7 @@ def test_what_specpipe_did_not_write_is_never_replaced(state, message):
 def test_a_finished_store_needs_overwrite_and_foreign_entries_stop_it():
     first = make_plan(request(), found())
     stats = StatsRecord(GlobalStats(Range(-20.0, 1.0), Range(-21.0, 5.0)), "mean", None, 0.1)
-    done = store_of(first, status="complete", stats=stats, counts=Counts(10, 9))
+    done = store_of(first, status="complete", stats=stats, counts=Counts(10, 9, 9))
     with pytest.raises(StoreError, match=r"already exists. Pass --overwrite"):
         make_plan(request(), found(done))
     assert make_plan(request(overwrite=True), found(done)).action == "replace"
@@ -227,19 +245,26 @@ def test_a_batch_that_would_not_fit_a_worker_is_refused_with_the_figures():
     )
 
 
-def test_batch_memory_estimate_covers_what_a_batch_really_allocates(rng):
-    """The estimate is checked against the peak traced while a real batch is analysed."""
+def test_batch_memory_estimate_covers_what_a_batch_really_allocates(tmp_path, rng):
+    """The estimate is checked against the peak traced while a real batch is decoded from
+    a long stereo file at a high rate, analysed and scaled."""
     import tracemalloc
 
-    from pipeline.features import log_mel
-    from pipeline.scaling import scale_to_uint8
+    import soundfile as sf
 
-    config = SpectrogramConfig.from_options(n_mels=64)
-    clips = rng.standard_normal((16, config.n_samples)).astype(np.float32)
-    log_mel(clips[:1], **config.librosa_kwargs)  # once-per-process costs: imports, caches
+    from pipeline.scaling import scale_to_uint8
+    from pipeline.segments import Piece
+    from pipeline.tasks import analyse
+
+    config = SpectrogramConfig.from_options(n_mels=64, segments="all")
+    path = tmp_path / "long.wav"
+    sf.write(path, rng.uniform(-0.5, 0.5, (48000 * 20, 2)).astype(np.float32), 48000)
+    piece = Piece(0, "long.wav", np.arange(16) * config.n_samples)
+    analyse(str(tmp_path), [Piece(0, "long.wav", np.zeros(1, np.int64))], config)  # caches
     tracemalloc.start()
-    logmel = log_mel(clips, **config.librosa_kwargs)
-    scale_to_uint8(logmel, Range(-20.0, 5.0))
+    result = analyse(str(tmp_path), [piece], config)
+    scale_to_uint8(result.logmel, Range(-20.0, 5.0))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    assert result.ok.all()
     assert peak < batch_bytes(config, 16) < 4 * peak

@@ -6,6 +6,7 @@ import shutil
 import librosa
 import numpy as np
 import pytest
+import soundfile as sf
 import xarray as xr
 import zarr
 
@@ -13,6 +14,7 @@ from pipeline.errors import ArgumentError, ClipIndexError, StoreError
 from pipeline.executors import LoopExecutor
 from pipeline.reader import open_store
 from pipeline.runner import preprocess
+from pipeline.segments import SILENCE_DB
 from tests.helpers import GOOD_FILES, Interrupted, interrupt_images_after, librosa_clip_log_mel
 
 
@@ -25,29 +27,29 @@ def reader(finished_store):
 def raw(finished_store):
     """The store's arrays as plain zarr reads them, to compare the reader against."""
     group = zarr.open_group(finished_store, mode="r")
-    return {name: group[name][:] for name in ("images", "paths", "valid", "errors")}
+    return {name: group[name][:] for name in ("images", "path", "file_index", "decoded", "error")}
 
 
 def test_indexing_returns_what_zarr_stores(reader, raw):
-    assert len(reader) == 15
+    assert len(reader) == 10  # one clip of each file that decoded
     assert reader[3].shape == (64, 87) and reader[3].dtype == np.uint8
     np.testing.assert_array_equal(reader[3], raw["images"][3])
-    np.testing.assert_array_equal(reader[-1], raw["images"][14])
-    np.testing.assert_array_equal(reader[2:11:3], raw["images"][2:11:3])
+    np.testing.assert_array_equal(reader[-1], raw["images"][9])
+    np.testing.assert_array_equal(reader[2:10:3], raw["images"][2:10:3])
     with pytest.raises(ClipIndexError, match="out of range"):
-        reader[15]
+        reader[10]
 
 
 def test_read_many_keeps_the_order_asked_for(reader, raw):
     # Unsorted, repeated, negative, and spread over several chunks of 4.
-    indices = [13, 0, 5, 5, -2, 7, 4, 12]
+    indices = [9, 0, 5, 5, -2, 7, 4, 8]
     np.testing.assert_array_equal(reader[indices], raw["images"][indices])
     np.testing.assert_array_equal(reader[np.array(indices)], raw["images"][indices])
-    mask = raw["valid"]
+    mask = np.arange(10) % 3 == 1
     np.testing.assert_array_equal(reader[mask], raw["images"][mask])
     assert reader[[]].shape == (0, 64, 87)
     with pytest.raises(IndexError):
-        reader[[0, 15]]
+        reader[[0, 10]]
     with pytest.raises(IndexError):
         reader[np.ones(3, bool)]
 
@@ -56,12 +58,12 @@ def test_read_many_fills_out_alike_with_or_without_zarr_decoding(finished_store,
     # A local store's chunks are decoded by the reader itself; through fsspec, by zarr.
     through_zarr = open_store(finished_store.as_uri())
     assert reader._store._decoder is not None and through_zarr._store._decoder is None
-    order = np.random.default_rng(0).permutation(15)
+    order = np.random.default_rng(0).permutation(10)
     for each in (reader, through_zarr):
-        out = np.empty((15, 64, 87), np.uint8)
+        out = np.empty((10, 64, 87), np.uint8)
         assert each.read_many(order, out=out) is out
         np.testing.assert_array_equal(out, raw["images"][order])
-        last_chunk = [14, 12, 13]  # 3 clips in a chunk of 4
+        last_chunk = [9, 8, 9]  # 2 clips in a chunk of 4
         np.testing.assert_array_equal(each.read_many(last_chunk), raw["images"][last_chunk])
     with pytest.raises(ArgumentError, match="uint8 array of shape"):
         reader.read_many([1, 2], out=np.empty((3, 64, 87), np.uint8))
@@ -73,25 +75,38 @@ def test_a_pickled_reader_opens_the_store_again(reader):
     np.testing.assert_array_equal(copy[[3, 9]], reader[[3, 9]])
 
 
-def test_every_chunk_is_written_even_one_of_fill_values(dataset, config, tmp_path):
+def test_every_chunk_is_written_even_one_of_fill_values(tmp_path, config):
+    # A silent file's clip has level_db at its floor and images that are one value: each
+    # chunk is still written, so that a missing one always means missing data.
+    source = tmp_path / "in"
+    source.mkdir()
+    sf.write(source / "a.wav", np.zeros(22050, np.float32), 22050)
+    sf.write(source / "b.wav", 0.1 * np.sin(np.arange(22050) * 0.1), 22050)
     out = tmp_path / "ones.zarr"
-    preprocess(dataset, out, config, executor=LoopExecutor(), batch_size=1)
+    preprocess(source, out, config, executor=LoopExecutor(), batch_size=1, stats="extrema")
     reader = open_store(out)
-    failed = int(np.flatnonzero(~reader.valid)[0])  # its image is all the fill value, 255
-    assert (reader[failed] == 255).all()
-    assert (out / "images" / "c" / str(failed) / "0" / "0").is_file()
+    assert (reader[0] == 255).all() and reader.level_db[0] == SILENCE_DB
+    assert (out / "images" / "c" / "0" / "0" / "0").is_file()
+    assert (out / "clipped" / "c" / "0").is_file()  # 0, the fill value
 
 
-def test_per_clip_arrays(reader, raw):
-    assert reader.paths.tolist() == raw["paths"].tolist()
+def test_clip_and_file_arrays(reader, raw):
+    assert reader.paths.tolist() == raw["path"][raw["file_index"]].tolist()
     assert reader.chunk_length == 4
-    valid = {p for p, *_ in GOOD_FILES}
-    assert set(reader.paths[reader.valid_indices]) == valid
-    assert all(reader.errors[i] for i in np.flatnonzero(~reader.valid))
-    assert not any(reader.errors[reader.valid_indices])
+    assert set(reader.paths) == {p for p, *_ in GOOD_FILES}
+    assert all(reader.file_errors[reader.failed_files])
+    assert not any(reader.file_errors[reader.decoded])
+    assert len(reader.failed_files) == 5
+    for i in range(len(reader)):
+        assert reader.clips_of(int(reader.file_index[i])).tolist() == [i]
+        assert reader.clips_of(str(reader.paths[i])).tolist() == [i]
+        assert reader.label(i) == f"{reader.paths[i]}@0.000s"
+    assert reader.clips_of(int(reader.failed_files[0])).tolist() == []
+    with pytest.raises(ArgumentError, match=r"No file 'nowhere\.wav'"):
+        reader.clips_of("nowhere.wav")
     assert reader.used == "mean"
     assert reader.config.n_mels == 64
-    assert "15 clips, 10 valid" in repr(reader)
+    assert "10 clips of 15 files" in repr(reader)
 
 
 def test_unfinished_and_foreign_stores_are_refused(dataset, tmp_path, config):
@@ -123,7 +138,7 @@ def test_to_logmel_is_within_half_a_step_where_not_clipped(reader, dataset, conf
     scale = reader.scale
     half_step = (scale.max - scale.min) / 510
     checked = 0
-    for i in reader.valid_indices:
+    for i in range(len(reader)):
         reference = librosa_clip_log_mel(dataset / reader.paths[i], config)
         restored = reader.to_logmel(reader[i])
         inside = (reference >= scale.min) & (reference <= scale.max)
@@ -135,7 +150,7 @@ def test_to_logmel_is_within_half_a_step_where_not_clipped(reader, dataset, conf
         np.testing.assert_allclose(restored[reference > scale.max], scale.max, atol=1e-5)
         np.testing.assert_allclose(restored[reference < scale.min], scale.min, atol=1e-5)
     # With the mean statistic this small dataset clips about a fifth of its pixels.
-    assert checked > 0.5 * len(reader.valid_indices) * 64 * 87
+    assert checked > 0.5 * len(reader) * 64 * 87
 
 
 def spectral_convergence(reference_power: np.ndarray, power: np.ndarray) -> float:
@@ -162,7 +177,7 @@ def test_to_audio_reanalysed_is_close_to_the_original(dataset, config, tmp_path)
         "fmax": config.fmax,
     }
     ours, librosas = [], []
-    for i in reader.valid_indices:
+    for i in range(len(reader)):
         y = reader.to_audio(int(i))
         assert y.shape == (config.n_samples,) and y.dtype == np.float32
         logmel = librosa_clip_log_mel(dataset / reader.paths[i], config).astype(np.float64)
@@ -182,7 +197,7 @@ def test_to_audio_reanalysed_is_close_to_the_original(dataset, config, tmp_path)
 
 
 def test_to_audio_is_reproducible_and_takes_an_image(reader):
-    i = int(reader.valid_indices[0])
+    i = 0
     np.testing.assert_array_equal(reader.to_audio(i), reader.to_audio(reader[i]))
     assert not np.array_equal(reader.to_audio(i, seed=0), reader.to_audio(i, seed=1))
     with pytest.raises(ArgumentError, match="one image of shape"):
@@ -194,7 +209,7 @@ def test_xarray_opens_it_with_named_dimensions_and_coordinates(finished_store, r
     assert ds["images"].dims == ("clip", "mel", "frame")
     assert ds["images"].dtype == np.uint8  # 255 is a pixel value, not a missing value
     np.testing.assert_array_equal(ds["images"].values, reader[:])
-    assert ds["paths"].values.tolist() == reader.paths.tolist()
+    assert ds["path"].values.tolist() == reader.file_paths.tolist()
     # Row 0 is the highest band; each coordinate is where that row's filter peaks.
     filters = librosa.filters.mel(
         sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmax=config.fmax
@@ -209,4 +224,8 @@ def test_xarray_opens_it_with_named_dimensions_and_coordinates(finished_store, r
     np.testing.assert_allclose(ds["frame"].values, expected_times)
     assert ds["frame"].attrs["units"] == "s"
     assert ds.attrs["status"] == "complete"
-    assert ds["paths"].dims == ("clip",)
+    assert ds["path"].dims == ("file",)
+    # The clip's file and start time are coordinates of the clip dimension.
+    assert set(ds["images"].coords) >= {"file_index", "start", "mel", "frame"}
+    np.testing.assert_array_equal(ds["file_index"].values, reader.file_index)
+    assert ds["start"].dims == ("clip",) and ds["start"].attrs["units"] == "s"

@@ -12,6 +12,7 @@ from pipeline.errors import ConfigError, InputError, StatisticsError, StoreError
 from pipeline.executors import LoopExecutor
 from pipeline.reader import open_store
 from pipeline.runner import preprocess
+from pipeline.schema import RUN_STATE
 from tests.helpers import (
     BROKEN_FILES,
     GOOD_FILES,
@@ -50,8 +51,11 @@ def test_store_matches_the_librosa_reference(dask_run, dataset, config):
     out, report = dask_run
     arrays, attrs = read_all(out)
     logmels, stats = reference(dataset, config)
-    paths = arrays["paths"].tolist()
+    paths = arrays["path"].tolist()
     assert paths == sorted([rel for rel, *_ in GOOD_FILES] + BROKEN_FILES)
+    # One clip per file that decoded, in file order, each from its file's start.
+    np.testing.assert_array_equal(arrays["file_index"], np.flatnonzero(arrays["decoded"]))
+    assert not arrays["start"].any() and not arrays["start_sample"].any()
     assert attrs["status"] == "complete"
     for name in ("mean", "extrema"):
         np.testing.assert_allclose(
@@ -60,22 +64,24 @@ def test_store_matches_the_librosa_reference(dask_run, dataset, config):
     assert attrs["stats"]["used"] == "mean"
     lo, hi = attrs["stats"]["mean"]["min"], attrs["stats"]["mean"]["max"]
     for rel, logmel in logmels.items():
-        row = paths.index(rel)
-        assert arrays["valid"][row] and arrays["errors"][row] == ""
-        np.testing.assert_allclose(arrays["file_min"][row], logmel.min(), rtol=1e-5)
-        np.testing.assert_allclose(arrays["file_max"][row], logmel.max(), rtol=1e-5)
+        file = paths.index(rel)
+        assert arrays["decoded"][file] and arrays["error"][file] == ""
+        assert arrays["n_clips"][file] == 1
+        row = arrays["first_clip"][file]
+        np.testing.assert_allclose(arrays["clip_min"][row], logmel.min(), rtol=1e-5)
+        np.testing.assert_allclose(arrays["clip_max"][row], logmel.max(), rtol=1e-5)
         expected = reference_image(logmel, lo, hi)
         # float32 rounding may move a value across a .5 boundary; nothing else may differ.
         difference = np.abs(arrays["images"][row].astype(int) - expected)
         assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, rel
-    assert report.n_valid == len(GOOD_FILES)
+    assert report.n_decoded == report.n_clips == len(GOOD_FILES)
 
 
-def test_broken_files_keep_their_rows_with_reasons(dask_run):
+def test_broken_files_keep_their_reasons_and_give_no_clip(dask_run):
     out, report = dask_run
     arrays, attrs = read_all(out)
-    paths = arrays["paths"].tolist()
-    reasons = {rel: arrays["errors"][paths.index(rel)] for rel in BROKEN_FILES}
+    paths = arrays["path"].tolist()
+    reasons = {rel: arrays["error"][paths.index(rel)] for rel in BROKEN_FILES}
     truncated = reasons.pop("bad/truncated.wav")
     assert reasons == {
         "bad/empty.wav": "LibsndfileError: Format not recognised",
@@ -85,11 +91,10 @@ def test_broken_files_keep_their_rows_with_reasons(dask_run):
     }
     assert truncated.startswith("TruncatedAudioError: the header declares")
     for rel in BROKEN_FILES:
-        row = paths.index(rel)
-        assert not arrays["valid"][row]
-        assert (arrays["images"][row] == 255).all()
-        assert np.isnan(arrays["file_min"][row]) and np.isnan(arrays["file_max"][row])
-    assert attrs["counts"] == {"files": 15, "valid": 10, "failed": 5}
+        file = paths.index(rel)
+        assert not arrays["decoded"][file] and arrays["n_clips"][file] == 0
+        assert file not in arrays["file_index"]
+    assert attrs["counts"] == {"files": 15, "decoded": 10, "failed": 5, "clips": 10}
     assert [f.path for f in report.failures] == sorted(BROKEN_FILES)
 
 
@@ -126,8 +131,8 @@ def test_no_write_is_lost_with_many_small_chunks(dataset, config, dask_executor,
     preprocess(dataset, reference_run, config, executor=SYNC, batch_size=15)
     assert_same_arrays(out, reference_run)
     arrays, _ = read_all(out)
-    assert all(arrays["paths"])  # no row left at the fill value
-    assert (arrays["images"][arrays["valid"]] != 255).any(axis=(1, 2)).all()
+    assert (arrays["file_index"] >= 0).all()  # no row left at the fill value
+    assert (arrays["images"] != 255).any(axis=(1, 2)).all()
 
 
 def test_a_file_name_that_is_not_utf8_does_not_stop_the_run(tmp_path, config, rng):
@@ -136,8 +141,8 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_run(tmp_path, config, rn
     (source / "a" / "tone_16k.wav").rename(os.fsdecode(odd))
     out = tmp_path / "out.zarr"
     report = preprocess(source, out, config, executor=SYNC)
-    assert report.n_valid == len(GOOD_FILES)
-    assert "a/caf\\xe9.wav" in zarr.open_group(out, mode="r")["paths"][:].tolist()
+    assert report.n_decoded == len(GOOD_FILES)
+    assert "a/caf\\xe9.wav" in zarr.open_group(out, mode="r")["path"][:].tolist()
     # A broken file with such a name is reported in the same readable form.
     Path(os.fsdecode(odd)).write_bytes(b"not audio")
     report = preprocess(source, out, config, executor=SYNC, overwrite=True)
@@ -150,8 +155,7 @@ def test_extrema_statistics_never_clip(dataset, config, tmp_path):
     assert attrs["stats"]["used"] == report.used == "extrema"
     assert attrs["stats"]["clipped_fraction"] == 0.0
     images = zarr.open_group(tmp_path / "x.zarr")["images"][:]
-    valid = zarr.open_group(tmp_path / "x.zarr")["valid"][:]
-    assert images[valid].min() == 0 and images[valid].max() == 255  # the range is used fully
+    assert images.min() == 0 and images.max() == 255  # the range is used fully
 
 
 def test_mean_statistics_clip_and_say_how_much(dask_run):
@@ -172,7 +176,7 @@ def test_stats_from_scales_a_split_like_its_training_split(dask_run, config, tmp
     # Its own extrema differ, and the images were scaled with the training statistics.
     lo, hi = train_attrs["stats"]["mean"]["min"], train_attrs["stats"]["mean"]["max"]
     row = 0
-    logmel = librosa_clip_log_mel(validation / arrays["paths"][row], config)
+    logmel = librosa_clip_log_mel(validation / arrays["path"][arrays["file_index"][row]], config)
     expected = reference_image(logmel, lo, hi)
     assert np.abs(arrays["images"][row].astype(int) - expected).max() <= 1
 
@@ -196,9 +200,9 @@ def test_a_run_that_fails_leaves_an_unfinished_store(tmp_path, config):
     source.mkdir()
     (source / "x.wav").write_text("not audio")
     out = tmp_path / "out.zarr"
-    with pytest.raises(StatisticsError, match=r"No file could be analysed.*marked failed"):
+    with pytest.raises(StatisticsError, match=r"No file could be decoded.*marked failed"):
         preprocess(source, out, config, executor=SYNC)
-    with pytest.raises(StoreError, match="failed: No file could be analysed"):
+    with pytest.raises(StoreError, match="failed: No file could be decoded"):
         open_store(out)
     assert not (out / "scratch").exists()
     with pytest.raises(StoreError, match="this same run, which failed"):
@@ -230,14 +234,14 @@ def test_an_unfinished_run_is_resumed_from_the_batches_it_wrote(dataset, config,
         )
     with pytest.raises(StoreError, match="unfinished"):
         open_store(out)
-    assert (out / "paths" / "c" / "1").exists() and not (out / "paths" / "c" / "2").exists()
+    assert (out / "clipped" / "c" / "1").exists() and not (out / "clipped" / "c" / "2").exists()
     kept = (out / "images" / "c" / "1" / "0" / "0").stat()
 
     report = preprocess(dataset, out, config, executor=SYNC, batch_size=4, scratch=scratch)
-    assert (report.n_files, report.n_valid, report.n_failed) == (15, 10, 5)
+    assert (report.n_files, report.n_decoded, report.n_clips) == (15, 10, 10)
     assert "statistics" not in report.seconds  # pass 1 was not run again
     assert (out / "images" / "c" / "1" / "0" / "0").stat().st_mtime_ns == kept.st_mtime_ns
-    assert not (out / "scratch").exists()
+    assert not any((out / a.name).exists() for a in RUN_STATE)
     assert_same_arrays(out, reference_run)
     assert [f.path for f in report.failures] == sorted(BROKEN_FILES)
 
@@ -248,7 +252,7 @@ def test_scratch_and_recompute_write_the_same_bytes(dataset, config, tmp_path):
     preprocess(dataset, again, config, executor=SYNC, batch_size=4, scratch=False)
     files = sorted(p.relative_to(kept) for p in kept.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
-    assert not any(p.parts[0] == "scratch" for p in files)
+    assert not any(p.parts[0] in {a.name for a in RUN_STATE} for p in files)
     for rel in files:
         # The root metadata records times and the plan, the lock file its owner.
         if rel.as_posix() not in ("zarr.json", "specpipe.lock"):
@@ -266,15 +270,41 @@ def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_
 
 
 def test_a_run_killed_just_before_its_completion_mark_finishes_without_work(
-    dataset, config, tmp_path
+    dataset, config, tmp_path, monkeypatch
 ):
-    out = tmp_path / "almost.zarr"
-    first = preprocess(dataset, out, config, executor=SYNC, batch_size=4)
-    zarr.open_group(out, mode="r+", use_consolidated=False).attrs["status"] = "incomplete"
+    from pipeline import store
+
+    out, reference_run = tmp_path / "almost.zarr", tmp_path / "reference.zarr"
+    first = preprocess(dataset, reference_run, config, executor=SYNC, batch_size=4)
+    finish = store.finish
+
+    def killed(claim, attrs):
+        if attrs.status == "complete":
+            raise Interrupted
+        finish(claim, attrs)
+
+    monkeypatch.setattr(store, "finish", killed)
+    with pytest.raises(Interrupted):
+        preprocess(dataset, out, config, executor=SYNC, batch_size=4)
+    monkeypatch.setattr(store, "finish", finish)
+    written = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*") if p.is_file()}
     again = preprocess(dataset, out, config, executor=SYNC, batch_size=4)
-    assert (again.n_files, again.n_valid, again.clipped_fraction) == (
+    assert (again.n_files, again.n_decoded, again.clipped_fraction) == (
         first.n_files,
-        first.n_valid,
+        first.n_decoded,
         first.clipped_fraction,
     )
+    assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing written again
     assert open_store(out).attrs.status == "complete"
+    assert_same_arrays(out, reference_run)
+
+
+def test_a_store_without_its_run_state_is_not_resumed_but_named(dataset, config, tmp_path):
+    out = tmp_path / "edited.zarr"
+    preprocess(dataset, out, config, executor=SYNC, batch_size=4)
+    # A finished store marked unfinished by hand: its run state is gone.
+    zarr.open_group(out, mode="r+", use_consolidated=False).attrs["status"] = "incomplete"
+    with pytest.raises(StoreError, match=r"lacks 'window_ok'.*Pass --overwrite to start over"):
+        preprocess(dataset, out, config, executor=SYNC, batch_size=4)
+    report = preprocess(dataset, out, config, executor=SYNC, batch_size=4, overwrite=True)
+    assert report.action == "replace" and report.n_clips == 10

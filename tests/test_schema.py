@@ -11,6 +11,7 @@ from pipeline.errors import StoreError
 from pipeline.schema import (
     ARRAYS,
     MARKER,
+    WINDOW_ARRAYS,
     Counts,
     StatsRecord,
     Step,
@@ -35,6 +36,11 @@ configs = st.builds(
     n_mels=st.integers(8, 64),
     hop_length=st.sampled_from([128, 256, 512]),
     duration=st.floats(0.1, 3.0),
+    segments=st.just("all"),
+    segment_hop=st.floats(0.05, 2.0),
+    tail=st.sampled_from(["pad", "drop"]),
+    max_clips_per_file=st.none() | st.integers(1, 100),
+    min_level_db=st.none() | st.floats(-100, 0),
 )
 attributes = st.builds(
     StoreAttrs,
@@ -47,7 +53,7 @@ attributes = st.builds(
     versions=st.dictionaries(text, text, max_size=3),
     skipped=st.lists(st.fixed_dictionaries({"path": text, "reason": text}), max_size=3).map(tuple),
     stats=records,
-    counts=st.builds(Counts, st.integers(0, 10**7), st.integers(0, 10**7)),
+    counts=st.builds(Counts, st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**9)),
     failure=st.none() | text,
     extra=st.dictionaries(st.sampled_from(["note", "owner"]), text, max_size=2),
 )
@@ -62,7 +68,7 @@ def test_attributes_round_trip_through_json(attrs):
     ("change", "message"),
     [
         ({"format": "other"}, "not a specpipe store"),
-        ({"format_version": 2}, "format version 2"),
+        ({"format_version": 3}, "format version 3"),
         ({"status": "halfway"}, "unknown status 'halfway'"),
         ({"stats": None}, "marked complete but its attributes lack stats"),
         ({"config": {"n_mels": 64}}, "recorded config cannot be used: .*lacks"),
@@ -73,7 +79,7 @@ def test_what_cannot_be_read_is_named(change, message):
         status="complete", run_id="r", created="t", input="in",
         config=SpectrogramConfig(), plan={}, versions={},
         stats=StatsRecord(GlobalStats(Range(0, 1), Range(0, 1)), "mean", None, 0.0),
-        counts=Counts(1, 1),
+        counts=Counts(1, 1, 1),
     ).to_dict()  # fmt: skip
     with pytest.raises(StoreError, match=message):
         StoreAttrs.from_dict(good | change)
@@ -84,6 +90,7 @@ def test_what_cannot_be_read_is_named(change, message):
 
 def test_each_step_writes_its_arrays_with_the_marker_last():
     written = [a.name for step in Step for a in arrays_of(step)]
-    assert sorted(written) == sorted(a.name for a in ARRAYS)  # every array, once
+    expected = [a.name for a in (*ARRAYS, *WINDOW_ARRAYS)]
+    assert sorted(written) == sorted(expected)  # every array, once
     assert arrays_of(Step.IMAGES)[-1].name == MARKER
     assert {"zarr.json", "specpipe.lock", "images", "scratch"} <= store_entries()

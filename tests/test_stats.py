@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import StatisticsError
 from pipeline.plan import tree_reduce
-from pipeline.stats import Extrema, GlobalStats, Range
+from pipeline.stats import Extrema, GlobalStats, Range, exact_sum
 
 finite = st.floats(min_value=-25, max_value=15, allow_nan=False, width=32)
 entries = st.lists(st.tuples(finite, finite, st.booleans()), min_size=1, max_size=120)
@@ -24,7 +25,7 @@ def as_arrays(rows):
 
 def reduce_in_batches(lows, highs, batch_size, split_every):
     parts = [
-        Extrema.from_files(lows[i : i + batch_size], highs[i : i + batch_size])
+        Extrema.from_clips(lows[i : i + batch_size], highs[i : i + batch_size])
         for i in range(0, len(lows), batch_size)
     ]
     return tree_reduce(parts, Extrema.merge_all, split_every=split_every)
@@ -39,7 +40,7 @@ def test_any_batch_size_and_tree_shape_gives_the_same_statistics(rows, batch_siz
     assert reduced == one_by_one  # exact, not approximately
     ok = ~np.isnan(lows)
     if not ok.any():
-        with pytest.raises(StatisticsError, match="No file"):
+        with pytest.raises(StatisticsError, match="No clip"):
             reduced.finalize()
         return
     stats = reduced.finalize()
@@ -56,7 +57,7 @@ def test_any_batch_size_and_tree_shape_gives_the_same_statistics(rows, batch_siz
 def test_mean_is_the_post_statistic_and_extrema_the_true_one():
     lows = np.array([-20.0, -10.0, np.nan], dtype=np.float32)
     highs = np.array([2.0, 6.0, np.nan], dtype=np.float32)
-    stats = Extrema.from_files(lows, highs).finalize()
+    stats = Extrema.from_clips(lows, highs).finalize()
     assert stats.mean == Range(-15.0, 4.0)
     assert stats.extrema == Range(-20.0, 6.0)
 
@@ -70,3 +71,18 @@ def test_round_trips_through_a_dict():
 def test_degenerate_range_is_refused(bad):
     with pytest.raises(StatisticsError, match="no usable range"):
         GlobalStats(mean=bad, extrema=bad).range("mean")
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), max_size=80))
+def test_exact_sum_equals_a_sum_of_fractions(values):
+    array = np.array(values, dtype=np.float32)
+    reference = sum((Fraction(float(v)) for v in array), Fraction(0))
+    assert exact_sum(array) == reference
+
+
+def test_exact_sum_refuses_what_it_cannot_sum_exactly():
+    with pytest.raises(TypeError, match="float32"):
+        exact_sum(np.zeros(3))
+    with pytest.raises(StatisticsError, match="non-finite"):
+        exact_sum(np.array([1.0, np.inf], dtype=np.float32))

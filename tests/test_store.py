@@ -15,7 +15,7 @@ from pipeline.config import SpectrogramConfig
 from pipeline.errors import RunLockedError, StoreError
 from pipeline.plan import Batch, plan_batches
 from pipeline.reader import open_store
-from pipeline.schema import ARRAYS, Step, StoreAttrs, chunks_of, shape_of
+from pipeline.schema import ARRAYS, Sizes, StoreAttrs, chunks_of, shape_of
 from tests.helpers import random_rows, write_store
 
 CONFIG = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=10)
@@ -31,14 +31,15 @@ def written(tmp_path, rng):
 def test_layout_follows_the_schema(written):
     path, _ = written
     group = zarr.open_group(path, mode="r")
+    sizes = Sizes(clips=10, files=len(written[1][1]["path"]))
     for spec in ARRAYS:
         array = group[spec.name]
-        assert array.shape == shape_of(spec, 10, CONFIG), spec.name
-        assert array.chunks == chunks_of(spec, 10, 4, CONFIG), spec.name
+        assert array.shape == shape_of(spec, sizes, CONFIG), spec.name
+        assert array.chunks == chunks_of(spec, sizes, 4, CONFIG), spec.name
         assert array.metadata.dimension_names == spec.dims
         assert array.shards is None
     assert group["images"].chunks == (4, 16, 10)  # one stored object per batch
-    assert group["file_min"].dtype == np.float32 and group["valid"].dtype == bool
+    assert group["clip_min"].dtype == np.float32 and group["decoded"].dtype == bool
     attrs = StoreAttrs.from_dict(group.attrs.asdict())
     assert attrs.status == "complete" and attrs.config == CONFIG
 
@@ -48,37 +49,36 @@ def test_layout_follows_the_schema(written):
 )
 @given(n=st.integers(1, 23), batch_size=st.integers(1, 9), seed=st.integers(0, 2**32 - 1))
 def test_every_array_round_trips_through_the_store(tmp_path_factory, n, batch_size, seed):
-    rows = random_rows(np.random.default_rng(seed), n, CONFIG)
+    clips, files = random_rows(np.random.default_rng(seed), n, CONFIG)
     path = tmp_path_factory.mktemp("round") / "s.zarr"
-    write_store(path, rows, CONFIG, batch_size)
+    write_store(path, (clips, files), CONFIG, batch_size)
     reader = open_store(path)
-    np.testing.assert_array_equal(reader[:], rows["images"])
-    np.testing.assert_array_equal(reader.read_many(np.arange(n)[::-1]), rows["images"][::-1])
-    assert reader.paths.tolist() == rows["paths"].tolist()
-    assert reader.errors.tolist() == rows["errors"]
-    np.testing.assert_array_equal(reader.valid, rows["valid"])
-    np.testing.assert_array_equal(reader.file_min, rows["file_min"])
-    np.testing.assert_array_equal(reader.file_max, rows["file_max"])
+    np.testing.assert_array_equal(reader[:], clips["images"])
+    np.testing.assert_array_equal(reader.read_many(np.arange(n)[::-1]), clips["images"][::-1])
+    for name, values in {**clips, **files}.items():
+        if name != "images":
+            np.testing.assert_array_equal(reader.array(name), values, err_msg=name)
+    assert reader.paths.tolist() == files["path"][clips["file_index"]].tolist()
     assert reader.chunk_length == min(batch_size, n)
 
 
 @pytest.mark.parametrize("region", [(2, 6), (0, 2), (4, 10), (8, 9)])
 def test_a_region_that_could_share_a_chunk_is_refused(written, region):
-    path, rows = written
+    path, (clips, _) = written
     with lock.hold(str(path), lock.Owner.new("other"), create=False) as claim:
         batch = Batch(0, *region)
-        part = {k: v[batch.start : batch.stop] for k, v in rows.items()}
+        part = {k: v[batch.start : batch.stop] for k, v in clips.items()}
         with pytest.raises(StoreError, match="does not align"):
-            store.write(claim, batch, part, [Step.IMAGES])
+            store.write(claim, batch, part)
 
 
 def test_a_claim_that_lost_the_store_writes_nothing(written):
-    path, rows = written
+    path, (clips, _) = written
     before = (path / "images" / "c" / "0" / "0" / "0").read_bytes()
     stale = lock.Claim(str(path), "test-run", "an-attempt-that-does-not-own-it")
     batch = plan_batches(10, 4)[0]
     with pytest.raises(RunLockedError, match=r"is now owned by .*not by run test-run"):
-        store.write(stale, batch, {k: v[0:4] for k, v in rows.items()}, [Step.IMAGES])
+        store.write(stale, batch, {k: v[0:4] for k, v in clips.items()})
     assert (path / "images" / "c" / "0" / "0" / "0").read_bytes() == before
 
 
@@ -110,15 +110,15 @@ def edit_attrs(path, change):
 def test_a_deleted_chunk_is_an_error_not_the_fill_value(written, tmp_path):
     copy = copy_of(written[0], tmp_path)
     (copy / "images" / "c" / "1" / "0" / "0").unlink()
-    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'images' \(rows 4-7\)"):
+    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'images' \(clips 4-7\)"):
         open_store(copy)
     unchecked = open_store(copy, check_chunks=False)  # as a DataLoader worker opens it
     with pytest.raises(StoreError, match="lacks chunk 1 of its images"):
         unchecked[5]
     shutil.rmtree(copy)
     copy = copy_of(written[0], tmp_path)
-    (copy / "valid" / "c" / "2").unlink()
-    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'valid' \(rows 8-9\)"):
+    (copy / "start" / "c" / "2").unlink()
+    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'start' \(clips 8-9\)"):
         open_store(copy)
 
 
@@ -151,10 +151,13 @@ def test_an_images_array_of_another_dtype_is_refused(written, tmp_path):
         open_store(copy)
 
 
-def test_counts_that_disagree_with_valid_are_refused(written, tmp_path):
+def test_counts_that_disagree_with_the_arrays_are_refused(written, tmp_path):
     copy = copy_of(written[0], tmp_path)
-    edit_attrs(copy, lambda a: a["counts"].update(valid=a["counts"]["valid"] - 1))
-    with pytest.raises(StoreError, match=r"records 10 clips, .* valid, but holds 10 clips"):
+    edit_attrs(copy, lambda a: a["counts"].update(decoded=a["counts"]["decoded"] - 1))
+    with pytest.raises(StoreError, match=r"records \d+ files, \d+ decoded, 10 clips, but holds"):
+        open_store(copy)
+    edit_attrs(copy, lambda a: a["counts"].update(decoded=a["counts"]["decoded"] + 1, clips=9))
+    with pytest.raises(StoreError, match=r"9 clips, but holds \d+ files, \d+ decoded, 10 clips"):
         open_store(copy)
 
 
@@ -180,7 +183,7 @@ def test_the_fast_chunk_path_relies_on_what_zarr_provides(written):
     from zarr.core.metadata import ArrayV3Metadata
     from zarr.storage import LocalStore
 
-    path, rows = written
+    path, (rows, _) = written
     images = zarr.open_array(path / "images", mode="r")
     assert isinstance(images.store, LocalStore) and (path / "images").samefile(
         f"{images.store.root}/{images.path}"

@@ -27,11 +27,11 @@ def reader(finished_store):
     return open_store(finished_store)
 
 
-def test_items_are_scaled_images_of_valid_clips(finished_store, reader):
+def test_items_are_scaled_images_of_the_clips(finished_store, reader):
     ds = SpectrogramDataset(finished_store)
-    assert len(ds) == len(reader.valid_indices) == 10
-    assert ds.paths.tolist() == reader.paths[reader.valid_indices].tolist()
-    for i, row in enumerate(reader.valid_indices):
+    assert len(ds) == len(reader) == 10
+    assert ds.paths.tolist() == reader.paths.tolist()
+    for i, row in enumerate(range(len(reader))):
         item = ds[i]
         assert item.shape == (1, 64, 87) and item.dtype == torch.float32
         expected = reader[row].astype(np.float32) / 127.5 - 1.0  # a plain numpy reference
@@ -39,7 +39,20 @@ def test_items_are_scaled_images_of_valid_clips(finished_store, reader):
         assert item.min() >= -1.0 and item.max() <= 1.0
     raw = SpectrogramDataset(finished_store, as_float=False)
     assert raw[0].dtype == torch.uint8
-    np.testing.assert_array_equal(raw[0][0].numpy(), reader[reader.valid_indices[0]])
+    np.testing.assert_array_equal(raw[0][0].numpy(), reader[0])
+
+
+def test_a_split_by_file_gives_two_datasets_that_share_no_file(finished_store, reader):
+    train, val = SpectrogramDataset(finished_store).split_by_file(0.3, seed=4)
+    assert len(train) + len(val) == len(reader) and len(val) == 3
+    assert not set(train.paths) & set(val.paths)
+    again = SpectrogramDataset(finished_store).split_by_file(0.3, seed=4)[1]
+    assert val.store_indices.tolist() == again.store_indices.tolist()  # reproducible
+    for k, row in enumerate(val.store_indices):
+        np.testing.assert_allclose(val[k][0].numpy(), reader[row] / 127.5 - 1.0, atol=1e-6)
+    # A subset's chunk-aware batches cover it exactly.
+    batches = list(ChunkBatchSampler(train, 2, seed=0))
+    assert sorted(i for b in batches for i in b) == list(range(len(train)))
 
 
 def test_transform_is_applied_to_each_item(finished_store):
@@ -59,7 +72,7 @@ def test_pickled_dataset_carries_no_open_store(finished_store):
     torch.testing.assert_close(copy[2], ds[2])
 
 
-def test_dataloader_with_two_worker_processes_yields_every_valid_clip(finished_store):
+def test_dataloader_with_two_worker_processes_yields_every_clip(finished_store):
     ds = SpectrogramDataset(finished_store)
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=True)
     batches = list(loader)
@@ -99,7 +112,7 @@ def chunks_of(ds: SpectrogramDataset, batch: list[int]) -> set[int]:
 
 
 def test_chunk_batches_split_each_pass_into_batches_of_few_chunks(finished_store):
-    ds = SpectrogramDataset(finished_store)  # 10 valid items in chunks of 4 rows
+    ds = SpectrogramDataset(finished_store)  # 10 items in chunks of 4 rows
     per_chunk = np.bincount(ds.store_indices // ds.chunk_length)
     for size in (1, 2, 3, 4, 6, 20):
         sampler = ChunkBatchSampler(ds, size, seed=1)

@@ -1,0 +1,225 @@
+"""``make bench``, long recordings: ``--segments all`` against a floor, end to end.
+
+The dataset: generated recordings of several minutes (16 to 48 kHz, mono and stereo, WAV
+and FLAC), cut into 1-second clips with ``--segments all``. Reports, from one invocation
+on the same files:
+
+- the floor: the same decoding (soundfile, in blocks), resampling (soxr's streaming
+  resampler over each whole file), cutting and log-mels (batches of 64) in independent
+  processes, one per core, with no Dask and no storage; each process is warmed up on a
+  file before it is timed, and the floor is the sum of their throughputs;
+- ``specpipe preprocess --segments all --workers N`` end to end, cluster start-up
+  included, in clips/s and hours of audio per second, as a share of the floor;
+- the peak resident memory of each worker process, and of the whole process tree.
+
+Results also go to bench/results/long.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+# (rate, channels, format) cycled over the files; lengths cycle over LENGTHS seconds.
+KINDS = ((44100, 2, "FLAC"), (48000, 1, "WAV"), (16000, 1, "FLAC"), (22050, 2, "WAV"),
+         (48000, 2, "FLAC"), (32000, 1, "WAV"))  # fmt: skip
+LENGTHS = (180, 300, 240)
+
+
+def dataset(minutes: float, workdir: Path = ROOT) -> Path:
+    """Recordings adding up to about ``minutes`` minutes: tones that drift over noise,
+    with quieter passages, written 10 s at a time."""
+    folder = workdir / "data" / f"bench-long-{minutes:g}min"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    print(f"Generating about {minutes:g} minutes of recordings in {folder} ...", flush=True)
+    rng = np.random.default_rng(7)
+    total, i = 0.0, 0
+    while total < minutes * 60:
+        rate, channels, kind = KINDS[i % len(KINDS)]
+        seconds = min(LENGTHS[i % len(LENGTHS)], max(minutes * 60 - total, 10))
+        path = folder / f"rec_{i:03d}_{rate}.{kind.lower()}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sf.SoundFile(path, "w", rate, channels, "PCM_16", format=kind) as f:
+            for start in range(0, int(seconds), 10):
+                t = start + np.arange(10 * rate) / rate
+                tone = np.sin(2 * np.pi * rng.uniform(100, 3000) * t)
+                gain = 0.5 if (start // 10) % 4 else 0.02
+                noise = 0.03 * rng.standard_normal((len(t), channels))
+                f.write((gain * tone[:, None] + noise).astype(np.float32))
+        total, i = total + seconds, i + 1
+    done.touch()
+    return folder
+
+
+FLOOR = r"""
+import json, sys, time
+import numpy as np, soundfile as sf, soxr
+from threadpoolctl import threadpool_limits
+from pipeline.config import SpectrogramConfig
+from pipeline.features import log_mel
+
+config = SpectrogramConfig(segments="all")
+n, rate = config.n_samples, config.sample_rate
+
+def clips_of(path):
+    with sf.SoundFile(path) as f:
+        stream = soxr.ResampleStream(f.samplerate, rate, 1, dtype="float32", quality="HQ")
+        parts = []
+        while True:
+            block = f.read(65536, dtype="float32", always_2d=True)
+            last = len(block) < 65536
+            parts.append(stream.resample_chunk(block.mean(axis=1, dtype=np.float32), last=last))
+            if last:
+                break
+    y = np.concatenate(parts)
+    count = -(-len(y) // n)
+    windows = np.zeros((count, n), np.float32)
+    windows.ravel()[: len(y)] = y
+    for i in range(0, count, 64):
+        log_mel(windows[i : i + 64], **config.librosa_kwargs, eps=config.eps)
+    return count, len(y) / rate
+
+with threadpool_limits(1):
+    paths = sys.argv[2:]
+    clips_of(sys.argv[1])  # warm up: imports, filter banks, first calls
+    start = time.perf_counter()
+    clips = seconds = 0
+    for path in paths:
+        c, s = clips_of(path)
+        clips, seconds = clips + c, seconds + s
+    print(json.dumps({"clips": clips, "audio_s": seconds, "s": time.perf_counter() - start}))
+"""
+
+
+def floor(folder: Path, processes: int) -> dict:
+    """The floor: the files shared among ``processes`` independent processes."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".wav", ".flac"))
+    warm = files[-1]
+    shares = [files[k::processes] for k in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLOOR, str(warm), *map(str, share)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for share in shares
+    ]
+    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return {
+        "processes": processes,
+        "clips": sum(r["clips"] for r in results),
+        "audio_s": sum(r["audio_s"] for r in results),
+        "clips_per_s": sum(r["clips"] / r["s"] for r in results),
+        "audio_s_per_s": sum(r["audio_s"] / r["s"] for r in results),
+    }
+
+
+def run_measured(command: list[str]) -> tuple[str, float, int, int]:
+    """Run a command; its stdout, wall seconds, the peak RSS of its largest child process
+    (a worker) and the peak RSS of its whole process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks: dict[int, int] = {}
+    tree_peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal tree_peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [parent, *parent.children(recursive=True)]
+                sizes = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
+            except psutil.Error:
+                continue
+            for pid, rss in sizes.items():
+                peaks[pid] = max(peaks.get(pid, 0), rss)
+            tree_peak = max(tree_peak, sum(sizes.values()))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
+    children = [rss for pid, rss in peaks.items() if pid != proc.pid]
+    return stdout, seconds, max(children, default=0), tree_peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=40.0, help="Audio to generate.")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="Where data/ and results go.")
+    args = parser.parse_args()
+    folder = dataset(args.minutes, args.workdir)
+    print(f"Dataset: {folder}; {os.cpu_count()} cores.", flush=True)
+
+    base = floor(folder, args.workers)
+    print(f"floor, {args.workers} processes: {base['clips_per_s']:.0f} clips/s", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ["--segments", "all", "--workers", str(args.workers)]
+        command = [sys.executable, "-m", "pipeline", "preprocess", str(folder), f"{tmp}/l.zarr"]
+        command += options
+        stdout, seconds, worker_peak, tree_peak = run_measured(command)
+    clips = int(stdout.split()[1])  # "Wrote N clips to ..."
+    seconds_line = next(x for x in stdout.splitlines() if x.startswith("Seconds:"))
+    results = {
+        "floor": base,
+        "specpipe": {
+            "command": " ".join(command[1:]),
+            "clips": clips,
+            "seconds": seconds,
+            "clips_per_s": clips / seconds,
+            "audio_hours_per_s": base["audio_s"] / 3600 / seconds,
+            "laps": seconds_line,
+            "peak_rss_per_worker_mib": worker_peak / 2**20,
+            "peak_rss_tree_mib": tree_peak / 2**20,
+        },
+    }
+    results["fraction_of_floor"] = results["specpipe"]["clips_per_s"] / base["clips_per_s"]
+    report(results)
+    out_dir = args.workdir / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "long.json").write_text(json.dumps(results, indent=2))
+
+
+def report(r: dict) -> None:
+    base, ours = r["floor"], r["specpipe"]
+    print()
+    print(f"{base['audio_s'] / 3600:.2f} hours of audio, {ours['clips']} clips of 1 s")
+    print(f"{'':38}{'clips/s':>10}{'audio h/s':>11}")
+    name = f"floor, {base['processes']} independent processes"
+    print(f"{name:38}{base['clips_per_s']:>10.1f}{base['audio_s_per_s'] / 3600:>11.3f}")
+    print(
+        f"{'specpipe --segments all, end to end':38}{ours['clips_per_s']:>10.1f}"
+        f"{ours['audio_hours_per_s']:>11.3f}"
+    )
+    print(f"specpipe / floor: {r['fraction_of_floor']:.0%}  ({ours['laps']})")
+    print(
+        f"peak RSS: {ours['peak_rss_per_worker_mib']:.0f} MiB in the largest worker, "
+        f"{ours['peak_rss_tree_mib']:.0f} MiB for the whole process tree"
+    )
+
+
+if __name__ == "__main__":
+    main()
