@@ -47,7 +47,7 @@ from pipeline.plan import (
     plan_batches,
 )
 from pipeline.scan import FileHeader
-from pipeline.schema import LOCK_FILE, Counts, Sizes, StatsRecord, StoreAttrs
+from pipeline.schema import LOCK_FILE, Counts, Sizes, StatsRecord, Step, StoreAttrs, arrays_of
 from pipeline.segments import Windows, choose_clips
 from pipeline.stats import Extrema, GlobalStats, StatsName
 from pipeline.tasks import (
@@ -346,7 +346,10 @@ class _Run:
         files["path"] = self.paths
         files["n_clips"], files["first_clip"] = found.clips_per_file(len(self.paths))
         store.create_clips(self.claim, len(found.chosen), self.request.batch_size)
-        store.write_files(self.claim, files)
+        store.write_chosen(
+            self.claim,
+            {**files, **results.window_values(), **found.clip_values(windows, self.config)},
+        )
         # Recorded last: a store with statistics has its pass 1 done, and can resume after it.
         store.put_attrs(
             self.claim, dataclasses.replace(attrs, stats=StatsRecord(found.stats, plan.used))
@@ -356,7 +359,8 @@ class _Run:
 
     def _analysed(self, windows: Windows) -> Analysed:
         """What a resumed store's pass 1 found, read back."""
-        state = store.read_windows(self.claim)
+        names = [a.name for a in arrays_of(Step.CHOSEN) if a.rows != "clip"]
+        state = store.read_chosen(self.claim, names)
         if len(state["window_ok"]) != len(windows):
             raise StoreError(
                 f"Output {self.request.output!r} was analysed as {len(state['window_ok'])} "
@@ -366,15 +370,14 @@ class _Run:
         results = WindowResults(
             state["window_ok"], state["window_level"], state["window_min"], state["window_max"]
         )
-        files = store.read_files(self.request.output)
         assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
         return Analysed.choose(
-            windows, results, files, self.config, (self.plan.stats, self.plan.used)
+            windows, results, state, self.config, (self.plan.stats, self.plan.used)
         )
 
     def _images(self, windows: Windows, found: Analysed) -> WriteSummary:
         """Pass 2 over the batches of clips not yet written, and the summary of all."""
-        plan, rate = self.plan, self.config.sample_rate
+        plan = self.plan
         batches = plan_batches(len(found.chosen), self.request.batch_size)
         todo = [b for b in batches if b.index not in plan.written]
         done = [b for b in batches if b.index in plan.written]
@@ -384,12 +387,7 @@ class _Run:
         summary: WriteSummary = self._pass(
             f"pass {plan.n_passes}/{plan.n_passes}: images",
             images_batch,
-            [
-                [[] if plan.scratch else windows.pieces(r, self.paths) for r in rows],
-                todo,
-                rows,
-                [found.clip_values(windows, r, rate) for r in rows],
-            ],
+            [[[] if plan.scratch else windows.pieces(r, self.paths) for r in rows], todo, rows],
             {
                 "root": self.request.input,
                 "config": self.config,
@@ -482,13 +480,14 @@ class Analysed:
         counts = np.bincount(self.clip_files, minlength=n_files).astype(np.int64)
         return counts, np.cumsum(counts) - counts
 
-    def clip_values(self, windows: Windows, rows: np.ndarray, rate: int) -> dict[str, Any]:
-        """The clip arrays but the images, for the clips that are windows ``rows``."""
+    def clip_values(self, windows: Windows, config: SpectrogramConfig) -> dict[str, Any]:
+        """The clip arrays but ``images`` and ``clipped``."""
+        rows = self.chosen
         start = windows.start[rows]
         return {
             "file_index": windows.file[rows],
             "start_sample": start,
-            "start": start / rate,
+            "start": start / config.sample_rate,
             "clip_min": self.results.min[rows],
             "clip_max": self.results.max[rows],
             "level_db": self.results.level[rows],

@@ -29,19 +29,21 @@ FORMAT = "specpipe"
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
 FORMAT_VERSION = 4
 LOCK_FILE = "specpipe.lock"  # beside the arrays; see pipeline.lock
-FILE_CHUNK = 65536  # files per chunk of the file arrays, written by the client in one go
+# Rows per chunk of the arrays the client writes whole (files, clips' small values, the
+# windows' values): a few large objects, not one tiny object per batch.
+ROW_CHUNK = 65536
 
 Status = Literal["incomplete", "complete", "failed"]
 STATUSES: tuple[Status, ...] = ("incomplete", "complete", "failed")
 
 
 class Step(enum.Enum):
-    """When a run writes an array."""
+    """When a run writes an array, and so how it is chunked."""
 
     CREATE = "create"  # with the store: coordinates, known from the config alone
-    ANALYSIS = "analysis"  # pass 1, per batch of windows: the run's own state, removed at the end
-    FILES = "files"  # once pass 1 is done, by the client
-    IMAGES = "images"  # pass 2, per batch of clips
+    ANALYSIS = "analysis"  # pass 1, per batch of windows, by its task: one chunk each
+    CHOSEN = "chosen"  # once pass 1 is done and the clips chosen, by the client, whole
+    IMAGES = "images"  # pass 2, per batch of clips, by its task: one chunk each
 
 
 @dataclass(frozen=True)
@@ -59,43 +61,49 @@ class ArraySpec:
 
     @property
     def rows(self) -> str | None:
-        """The dimension the array is chunked along by batches, if any."""
+        """The row dimension the array runs along (``clip``, ``file`` or ``window``), if
+        any; a coordinate has none."""
         return self.dims[0] if self.dims[0] in ("clip", "file", "window") else None
+
+    @property
+    def batched(self) -> bool:
+        """Written by tasks, one chunk per batch; otherwise by the client, whole."""
+        return self.step in (Step.ANALYSIS, Step.IMAGES)
 
 
 # Clips are ordered by file path, then start time; a file's clips are consecutive.
 ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("images", ("clip", "mel", "frame"), "uint8", 255, Step.IMAGES,
               "the scaled, flipped, inverted log-mel"),
-    ArraySpec("file_index", ("clip",), "int64", -1, Step.IMAGES,
+    ArraySpec("file_index", ("clip",), "int64", -1, Step.CHOSEN,
               "the file the clip comes from: its row along the file dimension"),
-    ArraySpec("start", ("clip",), "float64", math.nan, Step.IMAGES,
+    ArraySpec("start", ("clip",), "float64", math.nan, Step.CHOSEN,
               "start time of the clip in its file", "s"),
-    ArraySpec("start_sample", ("clip",), "int64", -1, Step.IMAGES,
+    ArraySpec("start_sample", ("clip",), "int64", -1, Step.CHOSEN,
               "start of the clip in its file, in samples at the store's sample rate"),
-    ArraySpec("clip_min", ("clip",), "float32", math.nan, Step.IMAGES,
+    ArraySpec("clip_min", ("clip",), "float32", math.nan, Step.CHOSEN,
               "the clip's log-mel minimum"),
-    ArraySpec("clip_max", ("clip",), "float32", math.nan, Step.IMAGES,
+    ArraySpec("clip_max", ("clip",), "float32", math.nan, Step.CHOSEN,
               "the clip's log-mel maximum"),
-    ArraySpec("level_db", ("clip",), "float32", math.nan, Step.IMAGES,
+    ArraySpec("level_db", ("clip",), "float32", math.nan, Step.CHOSEN,
               "RMS level of the clip's samples, 20 log10(rms)", "dBFS"),
     ArraySpec("clipped", ("clip",), "uint32", 0, Step.IMAGES,
               "pixels of the image that the scaling clipped"),
-    ArraySpec("path", ("file",), "str", "", Step.FILES,
+    ArraySpec("path", ("file",), "str", "", Step.CHOSEN,
               'the file, relative to the input, "/"-separated'),
-    ArraySpec("decoded", ("file",), "bool", False, Step.FILES,
+    ArraySpec("decoded", ("file",), "bool", False, Step.CHOSEN,
               "whether the file decoded; a file that did not has no clip"),
-    ArraySpec("error", ("file",), "str", "", Step.FILES,
+    ArraySpec("error", ("file",), "str", "", Step.CHOSEN,
               '"", or the reason the file did not decode'),
-    ArraySpec("duration", ("file",), "float64", math.nan, Step.FILES,
+    ArraySpec("duration", ("file",), "float64", math.nan, Step.CHOSEN,
               "length of the file as found; NaN if its header could not be read", "s"),
-    ArraySpec("sample_rate", ("file",), "int64", 0, Step.FILES,
+    ArraySpec("sample_rate", ("file",), "int64", 0, Step.CHOSEN,
               "sample rate of the file as found; 0 if its header could not be read", "Hz"),
-    ArraySpec("channels", ("file",), "int64", 0, Step.FILES,
+    ArraySpec("channels", ("file",), "int64", 0, Step.CHOSEN,
               "channels of the file as found; 0 if its header could not be read"),
-    ArraySpec("n_clips", ("file",), "int64", 0, Step.FILES,
+    ArraySpec("n_clips", ("file",), "int64", 0, Step.CHOSEN,
               "clips the file gave"),
-    ArraySpec("first_clip", ("file",), "int64", 0, Step.FILES,
+    ArraySpec("first_clip", ("file",), "int64", 0, Step.CHOSEN,
               "the file's first clip; its clips are first_clip .. first_clip + n_clips - 1"),
     ArraySpec("mel", ("mel",), "float64", 0.0, Step.CREATE,
               "mel band centre frequency of each image row; row 0 is the highest", "Hz"),
@@ -108,13 +116,13 @@ MARKER = "clipped"
 SCRATCH = ArraySpec("scratch", ("window", "mel", "frame"), "float32", math.nan, Step.ANALYSIS,
                     "pass 1's log-mels, while the run lasts", compressed=False)  # fmt: skip
 WINDOW_ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("window_ok", ("window",), "bool", False, Step.ANALYSIS,
+    ArraySpec("window_ok", ("window",), "bool", False, Step.CHOSEN,
               "whether the window was analysed, while the run lasts"),
-    ArraySpec("window_level", ("window",), "float32", math.nan, Step.ANALYSIS,
+    ArraySpec("window_level", ("window",), "float32", math.nan, Step.CHOSEN,
               "the window's RMS level, while the run lasts", "dBFS"),
-    ArraySpec("window_min", ("window",), "float32", math.nan, Step.ANALYSIS,
+    ArraySpec("window_min", ("window",), "float32", math.nan, Step.CHOSEN,
               "the window's log-mel minimum, while the run lasts"),
-    ArraySpec("window_max", ("window",), "float32", math.nan, Step.ANALYSIS,
+    ArraySpec("window_max", ("window",), "float32", math.nan, Step.CHOSEN,
               "the window's log-mel maximum, while the run lasts"),
 )  # fmt: skip
 RUN_STATE = (SCRATCH, *WINDOW_ARRAYS)  # removed when the run finishes
@@ -152,12 +160,12 @@ def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[
 def chunks_of(
     spec: ArraySpec, sizes: Sizes, batch_size: int, config: SpectrogramConfig
 ) -> tuple[int, ...]:
-    """One chunk per batch along ``clip`` and ``window``, :data:`FILE_CHUNK` files along
-    ``file``, whole along every other dimension."""
+    """One chunk per batch for an array tasks write, :data:`ROW_CHUNK` rows for one the
+    client writes; whole along every other dimension."""
     shape = shape_of(spec, sizes, config)
     if spec.rows is None:
         return shape
-    length = FILE_CHUNK if spec.rows == "file" else batch_size
+    length = batch_size if spec.batched else ROW_CHUNK
     return (max(1, min(length, shape[0])), *shape[1:])
 
 

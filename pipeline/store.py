@@ -179,7 +179,7 @@ def _create_array(
 
 
 def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
-    """Write one batch of clips: its rows of every clip array, the marker last.
+    """Write one batch of clips: its chunk of each array pass 2 writes, the marker last.
 
     Raises
     ------
@@ -191,34 +191,20 @@ def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
     """
     lock.check(claim)
     specs = arrays_of(Step.IMAGES)
-    _write(_writable_arrays(claim, [s.name for s in specs]), batch, values, specs)
-
-
-def _write(
-    arrays: dict[str, zarr.Array],
-    batch: Batch,
-    values: Mapping[str, Any],
-    specs: Sequence[ArraySpec],
-) -> None:
-    region = slice(batch.start, batch.stop)
+    arrays = _writable_arrays(claim, [s.name for s in specs])
     for spec in specs:
         _check_region(arrays[spec.name], batch)
-        arrays[spec.name][region] = _encode(spec, values[spec.name])
+        arrays[spec.name][batch.start : batch.stop] = _encode(spec, values[spec.name])
 
 
-def write_windows(
-    claim: lock.Claim, batch: Batch, values: Mapping[str, Any], logmel: np.ndarray | None
-) -> None:
-    """Pass 1's results for one batch of windows: the run state's arrays and, when the
-    store has a scratch array, the log-mels, one per window (NaN where it failed)."""
+def write_scratch(claim: lock.Claim, batch: Batch, logmel: np.ndarray) -> None:
+    """Pass 1's log-mels for one batch of windows, one per window (NaN where it failed)."""
     lock.check(claim)
     arrays = _writable_arrays(claim)
-    if logmel is not None:
-        if SCRATCH.name not in arrays:
-            raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
-        _check_region(arrays[SCRATCH.name], batch)
-        arrays[SCRATCH.name][batch.start : batch.stop] = logmel
-    _write(arrays, batch, values, WINDOW_ARRAYS)
+    if SCRATCH.name not in arrays:
+        raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
+    _check_region(arrays[SCRATCH.name], batch)
+    arrays[SCRATCH.name][batch.start : batch.stop] = logmel
 
 
 def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
@@ -236,48 +222,51 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
     scratch = arrays[SCRATCH.name]
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     size = scratch.chunks[0]
-    _require_chunks(claim.url, SCRATCH, range(lo // size, (hi - 1) // size + 1), size)
-    return np.asarray(scratch[lo:hi])[rows - lo]
-
-
-def read_windows(claim: lock.Claim) -> dict[str, np.ndarray]:
-    """The whole run state pass 1 wrote, but the log-mels: for resuming after it."""
-    arrays = _writable_arrays(claim)
-    for spec in WINDOW_ARRAYS:
-        if spec.name not in arrays:
+    fs, path = filesystem(claim.url)
+    for chunk in range(lo // size, (hi - 1) // size + 1):  # one look each: a batch's own
+        if not fs.exists(f"{path}/{SCRATCH.name}/{_chunk_key(SCRATCH, chunk)}"):
             raise StoreError(
-                f"Store {claim.url!r} lacks the {spec.name!r} array its run keeps until it "
-                "ends, so it cannot be resumed. Run again with --overwrite."
+                f"Store {claim.url!r} lacks pass 1's 'scratch' chunk for windows "
+                f"{chunk * size}-{(chunk + 1) * size - 1}: its data is gone. Run again with "
+                "--overwrite."
             )
-        n, size = arrays[spec.name].shape[0], arrays[spec.name].chunks[0]
-        _require_chunks(claim.url, spec, range(-(-n // size)), size)
-    return {spec.name: np.asarray(arrays[spec.name][:]) for spec in WINDOW_ARRAYS}
+    region = np.asarray(scratch[lo:hi])
+    return region if hi - lo == len(rows) else region[rows - lo]  # consecutive: no copy
 
 
-def _require_chunks(url: str, spec: ArraySpec, indices: Iterable[int], size: int) -> None:
-    fs, path = filesystem(url)
-    missing = sorted(set(indices) - _written_chunks(fs, path, spec.name))
-    if missing:
-        raise StoreError(
-            f"Store {url!r} lacks pass 1's {spec.name!r} chunk for windows "
-            f"{missing[0] * size}-{(missing[0] + 1) * size - 1}: its data is gone. Run again "
-            "with --overwrite."
-        )
-
-
-def write_files(claim: lock.Claim, values: Mapping[str, Any]) -> None:
-    """Write every file array, once pass 1 has found what each file holds."""
+def write_chosen(claim: lock.Claim, values: Mapping[str, Any]) -> None:
+    """Write, whole, the arrays known once pass 1 is done and the clips are chosen: the
+    windows' values, the file arrays and the clips' small values. Every array of that
+    step must be given."""
     lock.check(claim)
-    arrays = _writable_arrays(claim)
-    for spec in arrays_of(Step.FILES):
+    specs = arrays_of(Step.CHOSEN)
+    arrays = _writable_arrays(claim, [s.name for s in specs])
+    for spec in specs:
         arrays[spec.name][:] = _encode(spec, values[spec.name])
 
 
-def read_files(url: str) -> dict[str, np.ndarray]:
-    """Every file array, as written by :func:`write_files`."""
-    group = zarr.open_group(url, mode="r", use_consolidated=False)
-    where = f"Store {url!r}"
-    return {s.name: _decode(s, _checked_array(group, s, where)[:]) for s in arrays_of(Step.FILES)}
+def read_chosen(claim: lock.Claim, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Arrays :func:`write_chosen` wrote, for resuming after pass 1.
+
+    Raises
+    ------
+    StoreError
+        One is missing, or a chunk of it: the store cannot be resumed.
+    """
+    arrays = _writable_arrays(claim)
+    fs, path = filesystem(claim.url)
+    values = {}
+    for name in names:
+        spec = BY_NAME[name]
+        array = arrays.get(name)
+        n_chunks = -(-array.shape[0] // array.chunks[0]) if array is not None else 0
+        if array is None or _written_chunks(fs, path, name) != set(range(n_chunks)):
+            raise StoreError(
+                f"Store {claim.url!r} lacks its {name!r} array, or part of it, which its run "
+                "keeps until it ends, so it cannot be resumed. Run again with --overwrite."
+            )
+        values[name] = _decode(spec, array[:])
+    return values
 
 
 def put_attrs(claim: lock.Claim, attrs: StoreAttrs) -> None:

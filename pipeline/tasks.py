@@ -78,22 +78,25 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     files: dict[int, FileRecord] = {}
     for piece, lo, hi in zip(pieces, offsets[:-1], offsets[1:], strict=True):
         try:
-            clips[lo:hi], facts = read_windows(
+            _, facts = read_windows(
                 join(root, piece.path),
                 piece.starts,
                 sample_rate=config.sample_rate,
                 n_samples=config.n_samples,
+                out=clips[lo:hi],
             )
             ok[lo:hi] = True
             files[piece.file] = FileRecord(facts)
         except Exception as exc:  # one broken file must never stop the run
+            clips[lo:hi] = 0.0
             files[piece.file] = FileRecord(None, describe_error(exc))
             logger.debug("Skipping %s: %s", piece.path, files[piece.file].error)
-    logmel = log_mel(clips[ok], **config.librosa_kwargs, eps=config.eps)
+    analysed = clips if ok.all() else clips[ok]  # the common case: no copy of the batch
+    logmel = log_mel(analysed, **config.librosa_kwargs, eps=config.eps)
     finite = np.isfinite(logmel).all(axis=(1, 2))
     if not finite.all():
-        analysed = np.flatnonzero(ok)
-        for i in analysed[~finite]:
+        rows = np.flatnonzero(ok)
+        for i in rows[~finite]:
             k = int(np.searchsorted(offsets, i, side="right")) - 1
             peak = float(np.abs(clips[offsets[k] : offsets[k + 1]]).max())
             reason = describe_error(
@@ -104,7 +107,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             )
             files[pieces[k].file] = FileRecord(files[pieces[k].file].facts, reason)
             ok[offsets[k] : offsets[k + 1]] = False
-        logmel = logmel[ok[analysed]]
+        logmel = logmel[ok[rows]]
     lows = np.full(len(ok), np.nan, dtype=np.float32)
     highs = np.full(len(ok), np.nan, dtype=np.float32)
     if len(logmel):
@@ -128,6 +131,15 @@ class WindowResults:
     @classmethod
     def of(cls, analysis: Analysis) -> WindowResults:
         return cls(analysis.ok, analysis.level, analysis.min, analysis.max, analysis.files)
+
+    def window_values(self) -> dict[str, np.ndarray]:
+        """The run state's window arrays, for resuming after pass 1."""
+        return {
+            "window_ok": self.ok,
+            "window_level": self.level,
+            "window_min": self.min,
+            "window_max": self.max,
+        }
 
     def merge(self, other: WindowResults) -> WindowResults:
         files = dict(self.files)
@@ -160,16 +172,11 @@ def statistics_batch(
     claim: Claim,
     scratch: bool,
 ) -> WindowResults:
-    """Pass 1 over one batch of windows: what pass 2 and the statistics need, also kept
-    in the store's run state (with ``scratch``, the log-mels too) for pass 2 or a resume."""
+    """Pass 1 over one batch of windows: what choosing the clips and their statistics
+    need; with ``scratch``, the log-mels are also kept in the store for pass 2."""
     result = analyse(root, pieces, config)
-    values = {
-        "window_ok": result.ok,
-        "window_level": result.level,
-        "window_min": result.min,
-        "window_max": result.max,
-    }
-    store.write_windows(claim, batch, values, result.all_rows() if scratch else None)
+    if scratch:
+        store.write_scratch(claim, batch, result.all_rows())
     return WindowResults.of(result)
 
 
@@ -238,7 +245,6 @@ def images_batch(
     pieces: Sequence[Piece],
     batch: Batch,
     windows: np.ndarray,
-    values: Mapping[str, Any],
     *,
     root: str,
     config: SpectrogramConfig,
@@ -246,9 +252,9 @@ def images_batch(
     claim: Claim,
     from_scratch: bool,
 ) -> WriteSummary:
-    """Pass 2: one batch of clips (the windows at rows ``windows`` of the run state),
-    their log-mels read from the scratch array or computed again, scaled to images and
-    written with ``values`` (the other per-clip arrays) as the batch's rows of the store."""
+    """Pass 2: one batch of clips (the windows at rows ``windows`` of the run, the same as
+    ``pieces``), their log-mels read from the scratch array or computed again, scaled to
+    images and written as the batch's chunk of ``images`` and ``clipped``."""
     if from_scratch:
         logmel = store.read_scratch(claim, windows)
         if not np.isfinite(logmel).all():
@@ -266,6 +272,5 @@ def images_batch(
             )
         logmel = result.logmel
     images, clipped = scale_to_uint8(logmel, scale)
-    written = {**values, "images": images, "clipped": clipped.astype(np.uint32)}
-    store.write(claim, batch, written)
-    return WriteSummary.of_clipped(written["clipped"], config)
+    store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
+    return WriteSummary.of_clipped(clipped, config)

@@ -254,9 +254,17 @@ def write_store(
         sizes = Sizes(clips=0, files=n_files, windows=n)
         store.create(claim, attrs, sizes=sizes, batch_size=batch_size, scratch=False)
         store.create_clips(claim, n, batch_size)
-        store.write_files(claim, files)
+        windows = {
+            "window_ok": np.ones(n, bool),
+            "window_level": clips["level_db"],
+            "window_min": clips["clip_min"],
+            "window_max": clips["clip_max"],
+        }
+        small = {k: v for k, v in clips.items() if k not in ("images", "clipped")}
+        store.write_chosen(claim, {**files, **small, **windows})
         for batch in plan_batches(n, batch_size):
-            store.write(claim, batch, {k: v[batch.start : batch.stop] for k, v in clips.items()})
+            part = {k: clips[k][batch.start : batch.stop] for k in ("images", "clipped")}
+            store.write(claim, batch, part)
         stats = GlobalStats(mean=Range(-15.0, 0.0), extrema=Range(-21.0, 5.0))
         counts = Counts(n_files, int(np.count_nonzero(files["decoded"])), n)
         record = StatsRecord(stats, "mean", None, 0.0)

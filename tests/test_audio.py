@@ -153,3 +153,12 @@ def test_soxr_ends_a_whole_file_where_audio_expects(source_rate):
     for frames in (1, 999, source_rate // 2 + 1, 3 * source_rate + 7, 242400, 222705):
         length = len(soxr.resample(np.zeros(frames, np.float32), source_rate, 22050, "HQ"))
         assert length == int(frames / (source_rate / 22050) + 0.5), frames
+
+
+@pytest.mark.parametrize("channels", range(1, 12))
+def test_the_mono_mix_is_librosas_bit_for_bit(rng, channels):
+    from pipeline.audio import _mono
+
+    # As librosa.load holds them: soundfile's (frames, channels), transposed.
+    samples = rng.standard_normal((5000, channels)).astype(np.float32)
+    np.testing.assert_array_equal(_mono(samples), librosa.to_mono(samples.T))

@@ -39,6 +39,7 @@ def test_layout_follows_the_schema(written):
         assert array.metadata.dimension_names == spec.dims
         assert array.shards is None
     assert group["images"].chunks == (4, 16, 10)  # one stored object per batch
+    assert group["start"].chunks == (10,)  # written whole by the client: one object
     assert group["clip_min"].dtype == np.float32 and group["decoded"].dtype == bool
     attrs = StoreAttrs.from_dict(group.attrs.asdict())
     assert attrs.status == "complete" and attrs.config == CONFIG
@@ -67,7 +68,7 @@ def test_a_region_that_could_share_a_chunk_is_refused(written, region):
     path, (clips, _) = written
     with lock.hold(str(path), lock.Owner.new("other"), create=False) as claim:
         batch = Batch(0, *region)
-        part = {k: v[batch.start : batch.stop] for k, v in clips.items()}
+        part = {k: clips[k][batch.start : batch.stop] for k in ("images", "clipped")}
         with pytest.raises(StoreError, match="does not align"):
             store.write(claim, batch, part)
 
@@ -78,7 +79,7 @@ def test_a_claim_that_lost_the_store_writes_nothing(written):
     stale = lock.Claim(str(path), "test-run", "an-attempt-that-does-not-own-it")
     batch = plan_batches(10, 4)[0]
     with pytest.raises(RunLockedError, match=r"is now owned by .*not by run test-run"):
-        store.write(stale, batch, {k: v[0:4] for k, v in clips.items()})
+        store.write(stale, batch, {k: clips[k][0:4] for k in ("images", "clipped")})
     assert (path / "images" / "c" / "0" / "0" / "0").read_bytes() == before
 
 
@@ -117,8 +118,8 @@ def test_a_deleted_chunk_is_an_error_not_the_fill_value(written, tmp_path):
         unchecked[5]
     shutil.rmtree(copy)
     copy = copy_of(written[0], tmp_path)
-    (copy / "start" / "c" / "2").unlink()
-    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'start' \(clips 8-9\)"):
+    (copy / "clipped" / "c" / "2").unlink()
+    with pytest.raises(StoreError, match=r"lacks 1 chunk\(s\) of 'clipped' \(clips 8-9\)"):
         open_store(copy)
 
 
