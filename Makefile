@@ -30,8 +30,8 @@ test: $(STAMP)
 
 # BENCH_*_ARGS pass options to a benchmark, e.g. BENCH_PREPROCESS_ARGS="--files 16000".
 bench: $(STAMP) bench-read
-	$(BIN)/python bench/bench_preprocess.py $(BENCH_PREPROCESS_ARGS)
-	$(BIN)/python bench/bench_long.py $(BENCH_LONG_ARGS)
+	$(BIN)/python -m bench.bench_preprocess $(BENCH_PREPROCESS_ARGS)
+	$(BIN)/python -m bench.bench_long $(BENCH_LONG_ARGS)
 
 bench-read: $(STAMP)
 	$(BIN)/python bench/bench_read.py $(BENCH_READ_ARGS)

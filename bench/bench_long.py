@@ -24,13 +24,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import soundfile as sf
+
+from bench.measure import run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 # (rate, channels, format) cycled over the files; lengths cycle over LENGTHS seconds.
@@ -130,41 +129,6 @@ def floor(folder: Path, processes: int) -> dict:
     }
 
 
-def run_measured(command: list[str]) -> tuple[str, float, int, int]:
-    """Run a command; its stdout, wall seconds, the peak RSS of its largest child process
-    (a worker) and the peak RSS of its whole process tree."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peaks: dict[int, int] = {}
-    tree_peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal tree_peak
-        parent = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                tree = [parent, *parent.children(recursive=True)]
-                sizes = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
-            except psutil.Error:
-                continue
-            for pid, rss in sizes.items():
-                peaks[pid] = max(peaks.get(pid, 0), rss)
-            tree_peak = max(tree_peak, sum(sizes.values()))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
-    children = [rss for pid, rss in peaks.items() if pid != proc.pid]
-    return stdout, seconds, max(children, default=0), tree_peak
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=40.0, help="Audio to generate.")
@@ -181,7 +145,8 @@ def main() -> None:
         options = ["--segments", "all", "--workers", str(args.workers)]
         command = [sys.executable, "-m", "pipeline", "preprocess", str(folder), f"{tmp}/l.zarr"]
         command += options
-        stdout, seconds, worker_peak, tree_peak = run_measured(command)
+        measured = run_measured(command)
+    stdout, seconds = measured.result.stdout, measured.seconds
     # Measured again after the run: on a shared machine the floor itself varies by a tenth
     # or more from one minute to the next, and the mean of both is the fairer baseline.
     after = floor(folder, args.workers)
@@ -203,8 +168,8 @@ def main() -> None:
             "clips_per_s": clips / seconds,
             "audio_hours_per_s": base["audio_s"] / 3600 / seconds,
             "laps": seconds_line,
-            "peak_rss_per_worker_mib": worker_peak / 2**20,
-            "peak_rss_tree_mib": tree_peak / 2**20,
+            "peak_rss_per_worker_mib": measured.largest_child / 2**20,
+            "peak_rss_tree_mib": measured.tree / 2**20,
         },
     }
     results["fraction_of_floor"] = results["specpipe"]["clips_per_s"] / base["clips_per_s"]

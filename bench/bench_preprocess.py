@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import soundfile as sf
 import zarr
 
+from bench.measure import run_measured
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import list_audio_files
 from pipeline.segments import Piece
@@ -80,36 +78,6 @@ def first_windows(folder: Path, batch: int) -> list[list[Piece]]:
     paths = list_audio_files(folder).files
     pieces = [Piece(i, p, np.zeros(1, np.int64)) for i, p in enumerate(paths)]
     return [pieces[i : i + batch] for i in range(0, len(pieces), batch)]
-
-
-def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess[str], float, int]:
-    """Run a command; return its result, wall seconds and the peak RSS of its process tree."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        parent = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
-    return result, seconds, peak
 
 
 def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64) -> dict:
@@ -172,7 +140,8 @@ def main() -> None:
             "--workers",
             str(args.workers),
         ]
-        result, ours_seconds, ours_peak = run_measured(command)
+        ours = run_measured(command)
+        result, ours_seconds, ours_peak = ours.result, ours.seconds, ours.tree
         seconds_line = next(x for x in result.stdout.splitlines() if x.startswith("Seconds:"))
         laps = dict(lap.rsplit(" ", 1) for lap in seconds_line[9:].rstrip(".").split(", "))
         startup = float(laps["executor"]) + float(laps["startup"])  # cluster, listing, plan
@@ -180,7 +149,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as pngs:
         loop_command = [sys.executable, str(ROOT / "bench" / "post_loop.py"), str(folder), pngs]
-        loop_result, loop_seconds, loop_peak = run_measured(loop_command)
+        loop_run = run_measured(loop_command)
+        loop_result, loop_seconds, loop_peak = loop_run.result, loop_run.seconds, loop_run.tree
     loop = json.loads(loop_result.stdout.strip().splitlines()[-1])
     if loop["files"] != args.files:
         sys.exit(f"The post's loop saw {loop['files']} files, not {args.files}.")

@@ -5,7 +5,7 @@ thing at fault and, where there is one, the fix. The CLI prints it as one line.
 
 Errors raised for a whole run (bad parameters, no input, an output in the way) stop it
 before any work starts; errors raised for one audio file (:class:`AudioError`) are caught
-per file, recorded in the store's ``errors`` array, and never stop the run.
+per file, recorded in the store's ``error`` file array, and never stop the run.
 """
 
 

@@ -1,6 +1,6 @@
 """Dataset-wide normalization statistics as a mergeable accumulator.
 
-Each batch of files gives an :class:`Extrema`; any tree of :meth:`Extrema.merge` calls
+Any group of clips gives an :class:`Extrema`; any tree of :meth:`Extrema.merge` calls
 gives the same final statistics, bit for bit, because the sums behind the means are kept
 as exact fractions (float addition is not associative, ``Fraction`` addition is) and
 minimum and maximum are associative already.
@@ -8,8 +8,9 @@ minimum and maximum are associative already.
 Two statistics come out, both always computed:
 
 ``mean``
-    the mean of the per-file minima and of the per-file maxima (the reference post's
-    ``calc_global_norm_stats``);
+    the mean of the per-clip minima and of the per-clip maxima (the reference post's
+    ``calc_global_norm_stats``, per file there; with ``--segments first`` a clip is a
+    file);
 ``extrema``
     the true minimum and maximum over the dataset.
 """

@@ -1,11 +1,11 @@
 """The Zarr store: the only module that speaks Zarr's API.
 
-The layout is :mod:`pipeline.schema`'s; this module creates it, writes one batch's chunks,
-reads them back, and checks a store on opening. Every array is chunked by batch, so one
-task writes one whole chunk of each and no two tasks ever touch the same stored object;
-every chunk is written, even one equal to the fill value, so a missing chunk is always an
-error, never a value. Writes go through a :class:`~pipeline.lock.Claim` and check first
-that the run still owns the store.
+The layout is :mod:`pipeline.schema`'s; this module creates it, writes one batch's chunks
+(tasks) or whole small arrays (the client), reads them back, and checks a store on
+opening. An array tasks write is chunked by batch, so one task writes one whole chunk of
+it and no two tasks ever touch the same stored object; every chunk is written, even one
+equal to the fill value, so a missing chunk is always an error, never a value. Writes go
+through a :class:`~pipeline.lock.Claim` and check first that the run still owns the store.
 
 OUTPUT may be a local path or an fsspec URL (``s3://bucket/x.zarr``); file-system
 operations go through fsspec, and credentials come from the usual places (environment,
