@@ -236,6 +236,12 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
         click.echo(f"First {len(shown)} of {report.n_failed} failures:")
         for failure in shown:
             click.echo(f"  {failure.path}: {failure.error}")
+    if report.quiet:
+        click.echo(
+            f"{len(report.quiet)} files decoded but gave no clip, every window below "
+            f"--min-level-db: {', '.join(report.quiet[:SHOWN_FAILURES])}"
+            + (", ..." if len(report.quiet) > SHOWN_FAILURES else "")
+        )
 
 
 @main.command()
@@ -334,6 +340,11 @@ def info(store_path: str, max_failures: int) -> None:
         click.echo(f"  statistics taken from {attrs.stats.source['store']}")
     for folder in attrs.skipped:
         click.echo(f"Skipped folder {folder['path']}: {folder['reason']}")
+    quiet = np.flatnonzero(reader.decoded & (reader.array("n_clips") == 0))
+    if len(quiet):
+        click.echo(f"Files that decoded but gave no clip (every window too quiet): {len(quiet)}")
+        for i in quiet[:max_failures]:
+            click.echo(f"  {reader.file_paths[i]}")
     if len(failed):
         click.echo(f"Failed files ({min(len(failed), max_failures)} of {len(failed)} shown):")
         for i in failed[:max_failures]:

@@ -102,6 +102,7 @@ class RunReport:
     seconds: dict[str, float]  # wall time of "startup", "statistics" and "images"
     skipped: tuple[SkippedFolder, ...] = ()
     n_tasks: int = 0  # Dask tasks submitted (0 without Dask)
+    quiet: tuple[str, ...] = ()  # files that decoded but gave no clip (--min-level-db)
 
     @property
     def n_failed(self) -> int:
@@ -247,6 +248,7 @@ class _Run:
             seconds=self.clock.laps,
             skipped=plan.listing.skipped,
             n_tasks=self.executor.n_tasks,
+            quiet=found.quiet(self.paths),
         )
 
     def _check_unchanged(self) -> None:
@@ -492,6 +494,11 @@ class Analysed:
             "clip_max": self.results.max[rows],
             "level_db": self.results.level[rows],
         }
+
+    def quiet(self, paths: Sequence[str]) -> tuple[str, ...]:
+        """The files that decoded but gave no clip: every window was too quiet."""
+        n_clips = np.bincount(self.clip_files, minlength=len(paths))
+        return tuple(utf8_safe(paths[i]) for i in np.flatnonzero(self.decoded & (n_clips == 0)))
 
     def failures(self, paths: Sequence[str]) -> tuple[Failure, ...]:
         failed = np.flatnonzero(~self.decoded)[:MAX_REPORTED_FAILURES]

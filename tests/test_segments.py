@@ -300,6 +300,25 @@ def test_max_clips_per_file_and_min_level_choose_as_documented(corpus, tmp_path,
     assert reader.stats.mean.min == pytest.approx(lows.mean(), rel=1e-5)  # over kept clips
 
 
+def test_a_file_with_no_window_loud_enough_is_listed_as_such(tmp_path, rng):
+    source = tmp_path / "in"
+    source.mkdir()
+    sf.write(source / "loud.wav", synth(rng, 22050, 1, 2.0), 22050)
+    sf.write(source / "whisper.wav", 1e-4 * synth(rng, 22050, 1, 2.0), 22050)
+    out = tmp_path / "quiet.zarr"
+    run = specpipe("preprocess", source, out, "--scheduler", "sync", "--segments", "all",
+                   "--min-level-db", "-40")  # fmt: skip
+    assert "from 2 files: 2 decoded, 0 failed" in run.stdout
+    assert "1 files decoded but gave no clip, every window below --min-level-db: whisper.wav" in (
+        run.stdout
+    )
+    reader = open_store(out)
+    f = reader.file_paths.tolist().index("whisper.wav")
+    assert reader.decoded[f] and reader.file_errors[f] == "" and reader.clips_of(f).size == 0
+    info = specpipe("info", out).stdout
+    assert "gave no clip (every window too quiet): 1" in info and "  whisper.wav" in info
+
+
 def test_a_level_no_window_reaches_fails_with_the_reason(corpus, tmp_path):
     config = config_of(segments="all", min_level_db=0.0)
     result = specpipe("preprocess", corpus, tmp_path / "x.zarr", "--scheduler", "sync",
