@@ -498,7 +498,8 @@ class Analysed:
     def quiet(self, paths: Sequence[str]) -> tuple[str, ...]:
         """The files that decoded but gave no clip: every window was too quiet."""
         n_clips = np.bincount(self.clip_files, minlength=len(paths))
-        return tuple(utf8_safe(paths[i]) for i in np.flatnonzero(self.decoded & (n_clips == 0)))
+        quiet = np.flatnonzero(self.decoded & (n_clips == 0))
+        return tuple(utf8_safe(paths[int(i)]) for i in quiet)
 
     def failures(self, paths: Sequence[str]) -> tuple[Failure, ...]:
         failed = np.flatnonzero(~self.decoded)[:MAX_REPORTED_FAILURES]
