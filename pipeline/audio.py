@@ -169,7 +169,7 @@ def read_windows(
             first, end = int(starts[lo]), min(int(starts[hi - 1]) + n_samples, n_audio)
             if first >= end:
                 continue  # windows wholly in the padding past the end
-            signal = _decode(f, first, end, sample_rate, n_audio)
+            signal = _decode(f, first, end, sample_rate)
             for i in range(lo, hi):
                 s = int(starts[i])
                 e = min(s + n_samples, end)
@@ -195,7 +195,7 @@ def _stretches(starts: np.ndarray, n_samples: int) -> Iterator[tuple[int, int]]:
             lo = i
 
 
-def _decode(f: sf.SoundFile, first: int, end: int, sample_rate: int, n_audio: int) -> np.ndarray:
+def _decode(f: sf.SoundFile, first: int, end: int, sample_rate: int) -> np.ndarray:
     """Output samples ``first:end`` of the whole file, mixed to mono and resampled."""
     source_rate = f.samplerate
     out = np.zeros(end - first, dtype=np.float32)

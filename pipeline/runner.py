@@ -46,12 +46,12 @@ from pipeline.plan import (
     make_plan,
     plan_batches,
 )
-from pipeline.scan import FileHeader
 from pipeline.schema import LOCK_FILE, Counts, Sizes, StatsRecord, Step, StoreAttrs, arrays_of
 from pipeline.segments import Windows, choose_clips
 from pipeline.stats import Extrema, GlobalStats, StatsName
 from pipeline.tasks import (
     MAX_REPORTED_FAILURES,
+    FileRecord,
     WindowResults,
     WriteSummary,
     file_values,
@@ -216,7 +216,7 @@ class _Run:
         with lock.hold(self.request.output, owner, create=plan.action == "create") as claim:
             self.claim = claim
             self._check_unchanged()
-            windows, headers = self._windows()
+            windows, surveyed = self._windows()
             logger.info(
                 "%d audio files, %d windows to analyse in batches of up to %d.",
                 len(self.paths),
@@ -228,7 +228,7 @@ class _Run:
             if plan.analysed:
                 found = self._analysed(windows)
             else:
-                found = self._statistics(windows, headers, attrs)
+                found = self._statistics(windows, surveyed, attrs)
             summary = self._images(windows, found)
             clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
             record = StatsRecord(found.stats, plan.used, _source(plan), clipped)
@@ -267,13 +267,13 @@ class _Run:
                 "nothing was done. Run the command again."
             )
 
-    def _windows(self) -> tuple[Windows, list[FileHeader] | None]:
+    def _windows(self) -> tuple[Windows, list[FileRecord] | None]:
         """The windows to analyse: one per file, or, with ``--segments all``, every
         window of each file's length as its header gives it (read as tasks)."""
         if self.config.segments == "first":
             return Windows.first_of_each(len(self.paths)), None
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        headers: list[FileHeader] = self._pass(
+        surveyed: list[FileRecord] = self._pass(
             "survey: file headers",
             survey_batch,
             [[self.paths[g.start : g.stop] for g in groups]],
@@ -282,9 +282,10 @@ class _Run:
         )
         rate = self.config.sample_rate
         lengths = [
-            None if h.error else resampled_length(h.frames, h.sample_rate, rate) for h in headers
+            None if r.facts is None else resampled_length(r.facts.frames, r.facts.sample_rate, rate)
+            for r in surveyed
         ]
-        return Windows.layout(lengths, self.config), headers
+        return Windows.layout(lengths, self.config), surveyed
 
     def _prepare(self, windows: Windows) -> StoreAttrs:
         """The store's attributes, after creating it unless the run resumes it."""
@@ -318,7 +319,7 @@ class _Run:
         return attrs
 
     def _statistics(
-        self, windows: Windows, headers: list[FileHeader] | None, attrs: StoreAttrs
+        self, windows: Windows, surveyed: list[FileRecord] | None, attrs: StoreAttrs
     ) -> Analysed:
         """Pass 1, the choice of clips, and what the store must record whether the
         statistics can be computed or not."""
@@ -336,7 +337,7 @@ class _Run:
             },
             WindowResults.merge_all,
         )
-        files = file_values(len(self.paths), headers, results.files)
+        files = file_values(len(self.paths), surveyed, results.files)
         try:
             found = Analysed.choose(windows, results, files, self.config, (plan.stats, plan.used))
         except StatisticsError as exc:
@@ -497,7 +498,7 @@ class Analysed:
 
     def quiet(self, paths: Sequence[str]) -> tuple[str, ...]:
         """The files that decoded but gave no clip: every window was too quiet."""
-        n_clips = np.bincount(self.clip_files, minlength=len(paths))
+        n_clips, _ = self.clips_per_file(len(paths))
         quiet = np.flatnonzero(self.decoded & (n_clips == 0))
         return tuple(utf8_safe(paths[int(i)]) for i in quiet)
 

@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.audio import describe_error, open_audio, resampled_length
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import SkippedFolder, join, list_audio_files, utf8_safe
-from pipeline.segments import candidate_starts, covered_seconds
+from pipeline.segments import Windows, covered_seconds
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
 BIT_DEPTHS = {
@@ -78,12 +78,11 @@ class ClipEstimate:
     def of(cls, headers: list[FileHeader], config: SpectrogramConfig) -> ClipEstimate:
         rate = config.sample_rate
         lengths = [resampled_length(h.frames, h.sample_rate, rate) for h in headers]
-        starts = [candidate_starts(n, config) for n in lengths]
-        files = np.repeat(np.arange(len(starts)), [len(s) for s in starts])
-        flat = np.concatenate(starts) / rate if starts else np.empty(0)
+        windows = Windows.layout(lengths, config)  # as preprocess lays them out
         durations = np.asarray(lengths, dtype=np.float64) / rate
-        covered = covered_seconds(files, flat, durations, config.n_samples / rate)
-        return cls(config, len(flat), covered, float(durations.sum()))
+        starts = windows.start / rate
+        covered = covered_seconds(windows.file, starts, durations, config.n_samples / rate)
+        return cls(config, len(windows), covered, float(durations.sum()))
 
 
 @dataclass(frozen=True)

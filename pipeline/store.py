@@ -88,6 +88,13 @@ def _written_chunks(fs: Any, path: str, name: str = MARKER) -> set[int]:
     return found
 
 
+def _missing_chunks(fs: Any, path: str, array: zarr.Array, name: str) -> list[int]:
+    """Indices along the rows of the chunks of ``array`` (named ``name``) that are not
+    stored, ascending."""
+    n_chunks = -(-array.shape[0] // array.chunks[0])
+    return sorted(set(range(n_chunks)) - _written_chunks(fs, path, name))
+
+
 def size_on_disk(url: str | os.PathLike[str]) -> int:
     """Bytes of every object of a store."""
     fs, path = filesystem(url)
@@ -259,8 +266,7 @@ def read_chosen(claim: lock.Claim, names: Iterable[str]) -> dict[str, np.ndarray
     for name in names:
         spec = BY_NAME[name]
         array = arrays.get(name)
-        n_chunks = -(-array.shape[0] // array.chunks[0]) if array is not None else 0
-        if array is None or _written_chunks(fs, path, name) != set(range(n_chunks)):
+        if array is None or _missing_chunks(fs, path, array, name):
             raise StoreError(
                 f"Store {claim.url!r} lacks its {name!r} array, or part of it, which its run "
                 "keeps until it ends, so it cannot be resumed. Run again with --overwrite."
@@ -435,8 +441,9 @@ class ReadableStore:
         for spec in ARRAYS:
             if spec.rows is None:
                 continue
-            n, size = self._arrays[spec.name].shape[0], self._arrays[spec.name].chunks[0]
-            missing = sorted(set(range(-(-n // size))) - _written_chunks(fs, path, spec.name))
+            array = self._arrays[spec.name]
+            n, size = array.shape[0], array.chunks[0]
+            missing = _missing_chunks(fs, path, array, spec.name)
             if missing:
                 rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing[:3]]
                 raise StoreError(

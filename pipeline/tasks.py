@@ -180,24 +180,28 @@ def statistics_batch(
     return WindowResults.of(result)
 
 
-def survey_batch(paths: Sequence[str], *, root: str) -> list[FileHeader]:
-    """The headers of some files, for laying out their windows."""
-    return [read_header(root, rel) for rel in paths]
+def survey_batch(paths: Sequence[str], *, root: str) -> list[FileRecord]:
+    """What the headers of some files say, for laying out their windows."""
+    return [_record(read_header(root, rel)) for rel in paths]
+
+
+def _record(header: FileHeader) -> FileRecord:
+    if header.error:
+        return FileRecord(None, header.error)
+    return FileRecord(FileFacts(header.frames, header.sample_rate, header.channels))
 
 
 def file_values(
-    n_files: int, headers: Sequence[FileHeader] | None, records: Mapping[int, FileRecord]
+    n_files: int, surveyed: Sequence[FileRecord] | None, records: Mapping[int, FileRecord]
 ) -> dict[str, Any]:
     """The file arrays (but ``path`` and the clip counts) from what the survey and pass 1
     found: a file decoded when its header could be read and all its windows decoded."""
     error = np.full(n_files, "", dtype=object)
     duration = np.full(n_files, np.nan)
     rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
-    for i, h in enumerate(headers or ()):
-        error[i] = h.error
-        if not h.error:
-            duration[i], rate[i], channels[i] = h.duration, h.sample_rate, h.channels
-    for i, record in records.items():
+    # Pass 1's findings after the survey's: its facts are the later reading, and a
+    # failure in either fails the file.
+    for i, record in [*enumerate(surveyed or ()), *records.items()]:
         if record.facts is not None:
             facts = record.facts
             duration[i], rate[i], channels[i] = facts.duration, facts.sample_rate, facts.channels
