@@ -8,7 +8,7 @@ DEMO_DIR ?= data/demo
 DEMO_STORE ?= data/demo.zarr
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install preprocess test bench bench-read bench-scale lint format clean
+.PHONY: install preprocess test bench bench-read bench-scale bench-stats lint format clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ bench-read: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/bench_scale.py $(BENCH_SCALE_ARGS)
+
+# The five statistics side by side on the demo data (docs/statistics.md).
+bench-stats: $(STAMP)
+	@test -d $(DEMO_DIR) || $(BIN)/specpipe demo $(DEMO_DIR)
+	$(BIN)/python -m bench.compare_stats $(DEMO_DIR) $(BENCH_STATS_ARGS) -- --scheduler sync
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench

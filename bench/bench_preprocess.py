@@ -9,7 +9,9 @@ cores, files/s of the post's sequential loop (``librosa.load`` and ``melspectrog
 per file, two passes, one PNG per file), the ratio, and the peak resident memory of
 each process tree. Then it
 measures the choice behind the second pass (recompute the log-mels, or read float copies
-kept by the first pass). Results also go to bench/results/preprocess.json.
+kept by the first pass), and what the padding-aware statistics (histogram and band
+moments) add to pass 1's per-batch work. Results also go to
+bench/results/preprocess.json.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench.measure import run_measured
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import list_audio_files
 from pipeline.segments import Piece
+from pipeline.stats import PixelStats
 from pipeline.tasks import analyse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +117,31 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
     }
 
 
+def statistics_cost(folder: Path, config: SpectrogramConfig, batch: int = 64) -> dict:
+    """Per file, on one core: pass 1's analysis, and the pixel statistics of its
+    log-mels (``PixelStats.of``), each warmed up first, over the same batches."""
+    from threadpoolctl import threadpool_limits
+
+    batches = first_windows(folder, batch)[:16]
+    n = sum(len(b) for b in batches)
+    with threadpool_limits(1):
+        warm = analyse(str(folder), batches[0], config)
+        PixelStats.of(warm.logmel, warm.windows.frames, config.log_floor)
+        start = time.perf_counter()
+        results = [analyse(str(folder), b, config) for b in batches]
+        analysis = time.perf_counter() - start
+        start = time.perf_counter()
+        for r in results:
+            PixelStats.of(r.logmel, r.windows.frames, config.log_floor)
+        statistics = time.perf_counter() - start
+    return {
+        "files": n,
+        "analysis_ms_per_file": 1e3 * analysis / n,
+        "pixel_statistics_ms_per_file": 1e3 * statistics / n,
+        "share_of_analysis": statistics / analysis,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", 8000)))
@@ -176,6 +204,8 @@ def main() -> None:
             "peak_rss_mib": loop_peak / 2**20,
         },
         "second_pass": second_pass_choice(folder, config),
+        "pass1_statistics": statistics_cost(folder, config),
+        "pass1_seconds": float(laps["statistics"]),
     }
     ours = results["specpipe"]
     results["fraction_of_floor"] = ours["files_per_s"] / (floor * cores)
@@ -192,6 +222,7 @@ def main() -> None:
 
 def report(r: dict) -> None:
     ours, loop, second = r["specpipe"], r["post_loop"], r["second_pass"]
+    cost = r["pass1_statistics"]
     floor, cores = r["kernel_floor_files_per_s_per_core"], r["cores"]
     print()
     print(f"{'':34}{'files/s':>10}{'peak RSS MiB':>14}")
@@ -218,6 +249,11 @@ def report(r: dict) -> None:
         f"scratch write {second['scratch_write_ms_per_file']:.2f} ms + read "
         f"{second['scratch_read_ms_per_file']:.2f} ms, "
         f"{second['scratch_bytes_per_file'] / 1e3:.0f} kB on disk"
+    )
+    print(
+        f"pass 1 took {r['pass1_seconds']:.2f} s; per file on one core: analysis "
+        f"{cost['analysis_ms_per_file']:.2f} ms, pixel statistics (histogram, band moments) "
+        f"{cost['pixel_statistics_ms_per_file']:.3f} ms = {cost['share_of_analysis']:.1%} of it"
     )
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from pipeline import config as defaults
 from pipeline.errors import SpecpipeError
 from pipeline.executors import TLSFiles, open_executor
 from pipeline.plan import DEFAULT_BATCH_SIZE
-from pipeline.stats import STATS_NAMES, GlobalStats
+from pipeline.stats import STATS_NAMES, Figures, GlobalStats
 
 if TYPE_CHECKING:
     from pipeline.runner import RunReport
@@ -150,11 +151,31 @@ _CONFIG_OPTIONS = (
 @click.option(
     "--stats",
     type=click.Choice(STATS_NAMES),
-    help="Statistics that scale the images.  [default: mean, or --stats-from's]",
+    help="Statistics that scale the images; all are computed and recorded.  "
+    "[default: mean, or --stats-from's]",
+)
+@click.option(
+    "--percentiles",
+    nargs=2,
+    type=float,
+    metavar="LO HI",
+    help="Percentiles of the pixels that hold audio, for --stats percentile.  "
+    "[default: 0.1 99.9, or --stats-from's]",
+)
+@click.option(
+    "--top-db",
+    type=float,
+    help="Decibels below the maximum, for --stats top-db.  [default: 80, or --stats-from's]",
+)
+@click.option(
+    "--clip-std",
+    type=float,
+    help="Standard deviations each side of a band's mean, for --stats band-moments.  "
+    "[default: 3, or --stats-from's]",
 )
 @click.option(
     "--stats-from",
-    help="Scale with the statistics of this finished store; skip the first pass.",
+    help="Scale with the statistics of this finished store.",
 )
 @click.option(
     "--workers", type=int, help="Worker processes of the local cluster.  [default: cores]"
@@ -210,13 +231,34 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     _echo_summary(report, cluster_seconds)
 
 
-def _echo_stats(stats: GlobalStats, used: str, clipped_fraction: float | None) -> None:
-    for name in STATS_NAMES:
-        r = getattr(stats, name)
-        mark = "  (used)" if name == used else ""
-        click.echo(f"  {name:<8} min {r.min:10.4f}  max {r.max:10.4f}{mark}")
+def _echo_stats(
+    stats: GlobalStats,
+    used: str,
+    clipped_fraction: float | None,
+    figures: Mapping[str, Figures],
+) -> None:
+    click.echo(
+        f"  {'statistic':<14} {'min':>9} {'max':>9}  {'dB/level':>8}  {'at min':>7}  "
+        f"{'at max':>7}  {'levels for 99%':>14}"
+    )
+    for name, r in stats.ranges().items():
+        lo, hi = (f"{'per band':>9}" if r.per_band else f"{v:9.3f}" for v in (r.min, r.max))
+        mark = "*" if name == used else " "
+        f = figures.get(name)
+        shares = (
+            f"{f.db_per_level:8.3f}  {f.at_min:7.2%}  {f.at_max:7.2%}  {f.levels_99:14d}"
+            if f
+            else "  no usable range"
+        )
+        click.echo(f"{mark} {name:<14} {lo} {hi}  {shares}")
+    options = stats.options
+    click.echo(
+        f"  (* scales the images; percentiles {options.percentiles[0]:g} and "
+        f"{options.percentiles[1]:g}, top-db {options.top_db:g}, clip-std {options.clip_std:g}; "
+        "shares and levels are of the pixels that hold audio)"
+    )
     if clipped_fraction is not None:
-        click.echo(f"  {clipped_fraction:.3%} of pixels clipped by the scaling.")
+        click.echo(f"  {clipped_fraction:.3%} of all pixels clipped by the scaling.")
 
 
 def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
@@ -224,7 +266,7 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
         f"Wrote {report.n_clips} clips to {report.output}, from {report.n_files} files: "
         f"{report.n_decoded} decoded, {report.n_failed} failed."
     )
-    _echo_stats(report.stats, report.used, report.clipped_fraction)
+    _echo_stats(report.stats, report.used, report.clipped_fraction, report.figures)
     laps = {"executor": cluster_seconds, **report.seconds}
     click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in laps.items()) + ".")
     if report.n_tasks:
@@ -335,7 +377,7 @@ def info(store_path: str, max_failures: int) -> None:
     for key, value in config.to_dict().items():
         click.echo(f"  {key:<18} {value}")
     click.echo("Statistics of log(mel power + eps):")
-    _echo_stats(reader.stats, reader.used, reader.clipped_fraction)
+    _echo_stats(reader.stats, reader.used, reader.clipped_fraction, reader.figures)
     if attrs.stats.source:
         click.echo(f"  statistics taken from {attrs.stats.source['store']}")
     for folder in attrs.skipped:

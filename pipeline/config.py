@@ -257,6 +257,11 @@ class SpectrogramConfig:
         return 1 + self.n_samples // self.hop_length
 
     @property
+    def log_floor(self) -> float:
+        """The least log-mel value, ``log(eps)`` as float32 computes it: silence, padding."""
+        return float(np.log(np.float32(self.eps)))
+
+    @property
     def image_shape(self) -> tuple[int, int]:
         return (self.n_mels, self.n_frames)
 

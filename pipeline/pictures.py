@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
 from pipeline.reader import SpectrogramStore
+from pipeline.stats import BINS_PER_UNIT
 
 PNG_SUFFIX = ".png"
 
@@ -113,24 +114,22 @@ def preview(
     indices: Sequence[int] | np.ndarray | None = None,
     count: int = 12,
     columns: int = 4,
-    histogram_clips: int = 256,
 ) -> None:
     """Save a contact sheet of clips with axes, above a histogram of log-mel values.
 
-    The histogram is of the values the images stand for (``to_logmel``) over up to
-    ``histogram_clips`` clips, with both statistics marked: pixels the scaling
-    clipped pile up at the used statistic's ends.
+    The histogram is the store's own, of the log-mel values of every pixel that holds
+    audio, with each statistic's range and how it spends the 256 levels.
     """
     if count < 1:
         raise ArgumentError(f"Expected a count of at least 1 clip. Got {count}.")
-    if columns < 1 or histogram_clips < 1:
-        raise ArgumentError("Expected at least one column and one clip for the histogram.")
+    if columns < 1:
+        raise ArgumentError(f"Expected at least one column. Got {columns}.")
     _require("matplotlib", "viz")
     every = np.arange(len(reader))
     shown = evenly_spaced(every, count) if indices is None else np.asarray(indices, np.int64)
     if len(shown) == 0:
         raise StoreError(f"Store {reader.path!r} has no clip to show.")
-    fig = contact_sheet(reader, shown, columns=columns, histogram_clips=histogram_clips)
+    fig = contact_sheet(reader, shown, columns=columns)
     import matplotlib.pyplot as plt
 
     try:
@@ -141,9 +140,7 @@ def preview(
         plt.close(fig)
 
 
-def contact_sheet(
-    reader: SpectrogramStore, shown: np.ndarray, *, columns: int = 4, histogram_clips: int = 256
-) -> Any:
+def contact_sheet(reader: SpectrogramStore, shown: np.ndarray, *, columns: int = 4) -> Any:
     """The figure :func:`preview` saves: the clips ``shown``, each titled with its index,
     file and start time, above the histogram."""
     import matplotlib
@@ -156,7 +153,7 @@ def contact_sheet(
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[2.6] * rows + [3.0])
     for k, (i, image) in enumerate(zip(shown, reader.read_many(shown), strict=True)):
         _draw_clip(fig.add_subplot(grid[k // columns, k % columns]), reader, int(i), image)
-    _draw_histogram(fig.add_subplot(grid[rows, :]), reader, histogram_clips)
+    _draw_histogram(fig.add_subplot(grid[rows, :]), reader)
     fig.suptitle(
         f"{reader.path}: {len(reader)} clips of {len(reader.file_paths)} files, "
         f"{len(reader.failed_files)} files failed"
@@ -186,30 +183,47 @@ def _draw_clip(ax: Any, reader: SpectrogramStore, index: int, image: np.ndarray)
     ax.set_title(f"{index}: {_shorten(reader.label(index))}", fontsize=8)
 
 
-def _draw_histogram(ax: Any, reader: SpectrogramStore, n_clips: int) -> None:
-    sample = evenly_spaced(np.arange(len(reader)), n_clips)
-    values = reader.to_logmel(reader.read_many(sample)).ravel()
-    ax.hist(values, bins=128, color="0.4")
+def _draw_histogram(ax: Any, reader: SpectrogramStore) -> None:
+    """The stored histogram of every pixel that holds audio (no image is read), with the
+    range of each statistic and how it spends the levels."""
+    histogram = reader.histogram()
+    held = np.flatnonzero(histogram.counts)
+    lo, hi = held[0], held[-1] + 1
+    ax.stairs(
+        histogram.counts[lo:hi], (histogram.first + np.arange(lo, hi + 1)) / BINS_PER_UNIT,
+        color="0.3", fill=True,
+    )  # fmt: skip
     ax.set_yscale("log")
-    styles = {"mean": ("tab:red", "--"), "extrema": ("tab:blue", ":")}
-    for name, (colour, line) in styles.items():
-        r = getattr(reader.stats, name)
-        used = " (used)" if name == reader.used else ""
-        for value in (r.min, r.max):
-            ax.axvline(value, color=colour, linestyle=line, linewidth=1.5)
-        ax.plot(
-            [], [], color=colour, linestyle=line, label=f"{name}{used}: {r.min:.2f} .. {r.max:.2f}"
+    styles = {
+        "mean": ("tab:red", "--"),
+        "extrema": ("tab:blue", ":"),
+        "percentile": ("tab:green", "-."),
+        "top-db": ("tab:purple", "-"),
+        "band-moments": ("tab:orange", "none"),
+    }
+    for name, scale in reader.stats.ranges().items():
+        colour, line = styles[name]
+        if not scale.per_band and line != "none":
+            for value in (scale.min, scale.max):
+                ax.axvline(value, color=colour, linestyle=line, linewidth=1.2)
+        f = reader.figures.get(name)
+        span = "per band" if scale.per_band else f"{scale.min:.2f} .. {scale.max:.2f}"
+        about = (
+            f"{f.db_per_level:.2f} dB/level, {f.at_min:.1%} at min, {f.at_max:.1%} at max, "
+            f"{f.levels_99} levels hold 99%"
+            if f
+            else "no usable range"
         )
+        used = " (used)" if name == reader.used else ""
+        ax.plot([], [], color=colour, linestyle=line, label=f"{name}{used}: {span}; {about}")
     clipped = reader.clipped_fraction
     note = f"; the run clipped {clipped:.2%} of all pixels" if clipped is not None else ""
     ax.set_title(
-        f"log-mel values of {len(sample)} clips, as stored (clipped values pile up at the "
-        f"used statistic's ends{note})",
-        fontsize=9,
+        f"log-mel values of the {histogram.total:,} pixels that hold audio{note}", fontsize=9
     )
     ax.set_xlabel("log(mel power + eps)")
     ax.set_ylabel("pixels")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def _hz(f: float) -> str:

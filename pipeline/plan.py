@@ -25,7 +25,7 @@ from pipeline.config import SpectrogramConfig
 from pipeline.discover import Listing
 from pipeline.errors import ArgumentError, ConfigError, ResourceError, StoreError
 from pipeline.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
-from pipeline.stats import STATS_NAMES, GlobalStats, StatsName
+from pipeline.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
 
 T = TypeVar("T")
 
@@ -92,6 +92,8 @@ class Request:
     config: SpectrogramConfig
     stats: StatsName | None = None
     stats_from: str | None = None
+    # --percentiles, --top-db, --clip-std as given; the others are --stats-from's or defaults
+    options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_SIZE
     scratch: bool = True
     overwrite: bool = False
@@ -158,6 +160,7 @@ class Plan:
     identity: dict[str, Any]
     used: StatsName
     scratch: bool
+    options: StatsOptions
     stats: GlobalStats | None = None
     source: Source | None = None
     run_id: str | None = None  # the resumed store's
@@ -204,8 +207,12 @@ def make_plan(request: Request, found: Found) -> Plan:
         "scratch": scratch,
         "stats_from": source.to_dict() if source else None,
     }
-    plan = Plan(request, found.listing, "create", identity, used, scratch,
-                stats=source.stats if source else None, source=source)  # fmt: skip
+    base = source.stats.options if source else StatsOptions()
+    options = dataclasses.replace(base, **request.options)
+    identity["options"] = options.to_dict()
+    stats = source.stats.with_options(options) if source else None
+    plan = Plan(request, found.listing, "create", identity, used, scratch, options,
+                stats=stats, source=source)  # fmt: skip
     return _decide(plan, found.output)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline import features
 from pipeline.errors import ArgumentError, ClipIndexError
 from pipeline.scaling import image_to_logmel
-from pipeline.stats import Range
+from pipeline.stats import Figures, Histogram, Range
 from pipeline.store import ReadableStore
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
@@ -47,6 +47,7 @@ class SpectrogramStore:
         self.stats = self.attrs.stats.values
         self.used = self.attrs.stats.used
         self.clipped_fraction = self.attrs.stats.clipped_fraction
+        self.figures: dict[str, Figures] = self.attrs.stats.figures
         self.scale: Range = self.stats.range(self.used)
         self._buffers = threading.local()
         self._arrays_read: dict[str, np.ndarray] = {}
@@ -175,6 +176,18 @@ class SpectrogramStore:
         """Each clip's RMS level in dB relative to full scale."""
         return self.array("level_db")
 
+    @property
+    def audio_frames(self) -> np.ndarray:
+        """How many frames of each clip's image hold audio: its first ones (the rest, if
+        any, are the zero-padding past the end of its file)."""
+        return self.array("audio_frames")
+
+    def histogram(self) -> Histogram:
+        """The histogram of the log-mel values of every pixel that holds audio, in bins of
+        ``1 / BINS_PER_UNIT``: ``counts[k]`` values lie in ``[(first + k) / 128,
+        (first + k + 1) / 128)``."""
+        return self._store.histogram()
+
     @cached_property
     def paths(self) -> np.ndarray:
         """Each clip's file path relative to the input folder, "/"-separated."""
@@ -256,8 +269,8 @@ class SpectrogramStore:
         """The log-mel an image (or a stack of images) stands for, float32.
 
         Undoes the inversion, the flip, then the min-max scaling with the statistics the
-        store used: exact to half a quantization step, ``(max - min) / 510``, wherever the
-        scaling did not clip.
+        store used: exact to half a quantization step, ``(max - min) / 510`` (of the
+        pixel's band, for ``band-moments``), wherever the scaling did not clip.
         """
         return image_to_logmel(image, self.scale)
 

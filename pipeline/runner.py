@@ -48,7 +48,16 @@ from pipeline.plan import (
 )
 from pipeline.schema import LOCK_FILE, Counts, Sizes, StatsRecord, Step, StoreAttrs, arrays_of
 from pipeline.segments import Windows, choose_clips
-from pipeline.stats import Extrema, GlobalStats, StatsName
+from pipeline.stats import (
+    Extrema,
+    Figures,
+    GlobalStats,
+    Histogram,
+    PixelStats,
+    StatsName,
+    StatsOptions,
+    histogram_grid,
+)
 from pipeline.tasks import (
     MAX_REPORTED_FAILURES,
     FileRecord,
@@ -56,6 +65,7 @@ from pipeline.tasks import (
     WriteSummary,
     file_values,
     images_batch,
+    pixels_batch,
     statistics_batch,
     survey_batch,
 )
@@ -103,6 +113,7 @@ class RunReport:
     skipped: tuple[SkippedFolder, ...] = ()
     n_tasks: int = 0  # Dask tasks submitted (0 without Dask)
     quiet: tuple[str, ...] = ()  # files that decoded but gave no clip (--min-level-db)
+    figures: dict[str, Figures] = dataclasses.field(default_factory=dict)
 
     @property
     def n_failed(self) -> int:
@@ -116,6 +127,9 @@ def preprocess(
     *,
     stats: StatsName | None = None,
     stats_from: str | os.PathLike[str] | None = None,
+    percentiles: tuple[float, float] | None = None,
+    top_db: float | None = None,
+    clip_std: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     scratch: bool = True,
     overwrite: bool = False,
@@ -126,22 +140,20 @@ def preprocess(
 
     Parameters
     ----------
-    stats : {"mean", "extrema"}, optional
-        The statistics that scale the images; default "mean", or with ``stats_from`` the
-        one that store used.
-    stats_from : path, optional
-        A finished store whose statistics scale these images; the first pass is skipped and
-        the configs must agree.
+    stats, stats_from : optional
+        The statistic that scales the images (all five are recorded), default "mean"; a
+        finished store whose statistics scale them instead (the configs must agree),
+        whose choice and options are then the defaults.
+    percentiles, top_db, clip_std : optional
+        The options of ``percentile``, ``top-db`` and ``band-moments``; default 0.1 and
+        99.9, 80 dB and 3.
     scratch : bool
-        Keep pass 1's log-mels in the store until pass 2 has scaled them (4 bytes per
-        pixel, removed at the end), instead of computing them twice.
+        Keep pass 1's log-mels in the store for pass 2 (until the end), not compute twice.
     overwrite : bool
         Replace a store that specpipe wrote at ``output``.
-    executor : Executor, optional
-        Where the tasks run (see :mod:`pipeline.executors`); default a new local cluster
-        of one worker process per core.
-    progress : callable, optional
-        ``progress(description, total)`` returns a bar with ``update`` and ``close``.
+    executor, progress : optional
+        Where the tasks run (:mod:`pipeline.executors`; default a local cluster), and
+        ``progress(description, total)``, which returns a bar with ``update``, ``close``.
 
     Raises
     ------
@@ -156,6 +168,7 @@ def preprocess(
         config=config,
         stats=stats,
         stats_from=None if stats_from is None else os.fspath(stats_from),
+        options=_given(percentiles=percentiles, top_db=top_db, clip_std=clip_std),
         batch_size=batch_size,
         scratch=scratch,
         overwrite=overwrite,
@@ -167,6 +180,10 @@ def preprocess(
         found = _look(request, executor)
         plan = make_plan(request, found)
         return _Run(plan, found, executor, progress, clock).carry_out()
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _look(request: Request, executor: Executor) -> Found:
@@ -193,9 +210,13 @@ def _location_key(location: str) -> str:
 
 def _read_source(url: str) -> Source:
     opened = store.ReadableStore(url)
-    stats = opened.attrs.stats
-    assert stats is not None  # a complete store's statistics are checked on opening
-    return Source(url, opened.attrs.run_id, opened.attrs.config, stats.values, stats.used)
+    record = opened.attrs.stats
+    assert record is not None  # a complete store's statistics are checked on opening
+    values = record.values
+    if record.source is None:  # its own statistics: its histogram is theirs
+        pixels = dataclasses.replace(values.pixels, histogram=opened.histogram())
+        values = dataclasses.replace(values, pixels=pixels)
+    return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used)
 
 
 class _Run:
@@ -231,7 +252,8 @@ class _Run:
                 found = self._statistics(windows, surveyed, attrs)
             summary = self._images(windows, found)
             clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
-            record = StatsRecord(found.stats, plan.used, _source(plan), clipped)
+            figures = found.figures(summary.band_levels)
+            record = StatsRecord(found.statistics, plan.used, _source(plan), clipped, figures)
             counts = Counts(len(self.paths), int(found.decoded.sum()), len(found.chosen))
             final = dataclasses.replace(attrs, status="complete", stats=record, counts=counts)
             store.finish(claim, final)
@@ -242,13 +264,14 @@ class _Run:
             n_decoded=counts.decoded,
             n_clips=counts.clips,
             failures=found.failures(self.paths),
-            stats=found.stats,
+            stats=found.statistics,
             used=plan.used,
             clipped_fraction=clipped,
             seconds=self.clock.laps,
             skipped=plan.listing.skipped,
             n_tasks=self.executor.n_tasks,
             quiet=found.quiet(self.paths),
+            figures=figures,
         )
 
     def _check_unchanged(self) -> None:
@@ -339,7 +362,9 @@ class _Run:
         )
         files = file_values(len(self.paths), surveyed, results.files)
         try:
-            found = Analysed.choose(windows, results, files, self.config, (plan.stats, plan.used))
+            found = Analysed.choose(windows, results, files, self.config)
+            pixels = self._pixels(windows, results, found.chosen)
+            found = found.with_stats(plan.stats, pixels, plan.options, plan.used)
         except StatisticsError as exc:
             # Nothing can be scaled: drop the run state, and say so in the store.
             store.finish(self.claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
@@ -351,14 +376,53 @@ class _Run:
         store.create_clips(self.claim, len(found.chosen), self.request.batch_size)
         store.write_chosen(
             self.claim,
-            {**files, **results.window_values(), **found.clip_values(windows, self.config)},
+            {
+                **files,
+                **results.window_values(),
+                **found.clip_values(windows, self.config),
+                "histogram": store.histogram_values(found.histogram, self.config),
+            },
         )
         # Recorded last: a store with statistics has its pass 1 done, and can resume after it.
         store.put_attrs(
-            self.claim, dataclasses.replace(attrs, stats=StatsRecord(found.stats, plan.used))
+            self.claim, dataclasses.replace(attrs, stats=StatsRecord(found.statistics, plan.used))
         )
         self.clock.lap("statistics")
         return found
+
+    def _pixels(self, windows: Windows, results: WindowResults, chosen: np.ndarray) -> PixelStats:
+        """The pixel statistics of the chosen clips.
+
+        Pass 1's tasks counted every window that decoded and was loud enough, before the
+        choice. Windows counted but not chosen (a file that failed in another task, or
+        beyond ``--max-clips-per-file``) are taken out by subtracting their statistics,
+        exactly, or, when they outnumber the clips, the clips' are computed instead.
+        """
+        counted = np.flatnonzero(results.counted(self.config))
+        extra = np.setdiff1d(counted, chosen, assume_unique=True)
+        if not len(extra):
+            return results.pixels
+        rows = extra if len(extra) <= len(chosen) else chosen
+        # One task per batch of pass 1, so that each reads one chunk of the scratch array.
+        groups = np.split(rows, np.flatnonzero(np.diff(rows // self.request.batch_size)) + 1)
+        scratch = self.plan.scratch
+        part: PixelStats = self._pass(
+            "statistics: windows counted but not chosen",
+            pixels_batch,
+            [
+                [[] if scratch else windows.pieces(g, self.paths) for g in groups],
+                groups,
+                [results.frames[g] for g in groups],
+            ],
+            {
+                "root": self.request.input,
+                "config": self.config,
+                "claim": self.claim,
+                "from_scratch": scratch,
+            },
+            PixelStats.merge_all,
+        )
+        return results.pixels.subtract(part) if rows is extra else part
 
     def _analysed(self, windows: Windows) -> Analysed:
         """What a resumed store's pass 1 found, read back."""
@@ -370,41 +434,45 @@ class _Run:
                 f"windows, but the input now gives {len(windows)}: it changed. Run again with "
                 "--overwrite."
             )
-        results = WindowResults(
-            state["window_ok"], state["window_level"], state["window_min"], state["window_max"]
-        )
         assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
-        return Analysed.choose(
-            windows, results, state, self.config, (self.plan.stats, self.plan.used)
+        found = Analysed.choose(windows, WindowResults.from_values(state), state, self.config)
+        first, _ = histogram_grid(self.config.eps)
+        return dataclasses.replace(
+            found, stats=self.plan.stats, histogram=Histogram(first, state["histogram"])
         )
 
     def _images(self, windows: Windows, found: Analysed) -> WriteSummary:
-        """Pass 2 over the batches of clips not yet written, and the summary of all."""
+        """Pass 2 over the batches of clips not yet written, and the summary of all: a
+        resumed run summarises the batches it wrote before again, without writing them."""
         plan = self.plan
         batches = plan_batches(len(found.chosen), self.request.batch_size)
-        todo = [b for b in batches if b.index not in plan.written]
-        done = [b for b in batches if b.index in plan.written]
         if plan.analysed:
-            logger.info("%d of %d batches of clips are already written.", len(done), len(batches))
-        rows = [found.chosen[b.start : b.stop] for b in todo]
+            logger.info(
+                "%d of %d batches of clips are already written.", len(plan.written), len(batches)
+            )
+        rows = [found.chosen[b.start : b.stop] for b in batches]
         summary: WriteSummary = self._pass(
             f"pass {plan.n_passes}/{plan.n_passes}: images",
             images_batch,
-            [[[] if plan.scratch else windows.pieces(r, self.paths) for r in rows], todo, rows],
+            [
+                [[] if plan.scratch else windows.pieces(r, self.paths) for r in rows],
+                batches,
+                rows,
+                [found.results.frames[r] for r in rows],
+                [b.index not in plan.written for b in batches],
+            ],
             {
                 "root": self.request.input,
                 "config": self.config,
-                "scale": found.stats.range(plan.used),
+                "scale": found.statistics.range(plan.used),
+                "band_scale": found.statistics.band_moments,
                 "claim": self.claim,
                 "from_scratch": plan.scratch,
             },
             WriteSummary.merge_all,
         )
         self.clock.lap("images")
-        earlier = store.read_clipped(self.request.output, done)
-        return WriteSummary.merge_all(
-            summary, *(WriteSummary.of_clipped(c, self.config) for c in earlier)
-        )
+        return summary
 
     def _pass(
         self,
@@ -433,17 +501,23 @@ def _concatenate(*lists: list[Any]) -> list[Any]:
 @dataclass(frozen=True)
 class Analysed:
     """What pass 1 found: the windows that became clips (rows of the run's windows, in
-    store order), their statistics, and what each file held."""
+    store order), their statistics and histogram, and what each file held."""
 
     chosen: np.ndarray
     clip_files: np.ndarray  # the file of each clip
     results: WindowResults
     files: dict[str, Any]
-    stats: GlobalStats
+    stats: GlobalStats | None = None
+    histogram: Histogram = dataclasses.field(default_factory=Histogram)
 
     @property
     def decoded(self) -> np.ndarray:
         return np.asarray(self.files["decoded"], dtype=bool)
+
+    @property
+    def statistics(self) -> GlobalStats:
+        assert self.stats is not None, "known once the clips are chosen"
+        return self.stats
 
     @classmethod
     def choose(
@@ -452,14 +526,13 @@ class Analysed:
         results: WindowResults,
         files: dict[str, Any],
         config: SpectrogramConfig,
-        scale: tuple[GlobalStats | None, StatsName],
     ) -> Analysed:
-        """Choose the clips; their statistics unless ``scale`` gives them already.
+        """Choose the clips.
 
         Raises
         ------
         StatisticsError
-            No window became a clip, or the clips' statistics give no usable range.
+            No window became a clip.
         """
         decoded = np.asarray(files["decoded"], dtype=bool)
         ok = results.ok & decoded[windows.file]  # a file that failed anywhere gives nothing
@@ -472,11 +545,45 @@ class Analysed:
                 if quiet
                 else "No file could be decoded, so there is no clip."
             )
-        stats, used = scale
+        return cls(chosen, windows.file[chosen], results, files)
+
+    def with_stats(
+        self,
+        known: GlobalStats | None,
+        pixels: PixelStats,
+        options: StatsOptions,
+        used: StatsName,
+    ) -> Analysed:
+        """With the clips' pixel histogram, and their statistics unless ``known`` gives
+        them already.
+
+        Raises
+        ------
+        StatisticsError
+            The statistics give no usable range for ``used``.
+        """
+        stats = known
         if stats is None:
-            stats = Extrema.from_clips(results.min[chosen], results.max[chosen]).finalize()
-            stats.range(used)
-        return cls(chosen, windows.file[chosen], results, files, stats)
+            rows = self.chosen
+            extrema = Extrema.from_clips(self.results.min[rows], self.results.max[rows])
+            pixel_max = float(np.nanmax(self.results.audio_max[rows]))
+            stats = GlobalStats.compute(extrema, pixels, pixel_max, options)
+        stats.range(used)
+        return dataclasses.replace(self, stats=stats, histogram=pixels.histogram)
+
+    def figures(self, band_levels: np.ndarray) -> dict[str, Figures]:
+        """How each statistic spends the levels on the clips' pixels that hold audio:
+        from the histogram (to one bin) for the four with one range, from the levels
+        pass 2 counted for ``band-moments``. A statistic with no usable range has none."""
+        figures: dict[str, Figures] = {}
+        for name, scale in self.statistics.ranges().items():
+            try:
+                scale.check(name)
+                levels = band_levels if scale.per_band else self.histogram.levels(scale)
+                figures[name] = Figures.of(levels, scale)
+            except StatisticsError:
+                continue
+        return figures
 
     def clips_per_file(self, n_files: int) -> tuple[np.ndarray, np.ndarray]:
         """Each file's count of clips, and its first clip's row."""
@@ -494,6 +601,7 @@ class Analysed:
             "clip_min": self.results.min[rows],
             "clip_max": self.results.max[rows],
             "level_db": self.results.level[rows],
+            "audio_frames": self.results.frames[rows],
         }
 
     def quiet(self, paths: Sequence[str]) -> tuple[str, ...]:

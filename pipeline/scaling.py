@@ -3,6 +3,7 @@
 An image is the log-mel min-max scaled to 0..255 with the dataset statistics, rounded to
 nearest and clipped (never wrapped), flipped so that row 0 is the highest mel band (low
 frequencies at the bottom of a picture), and inverted so that black means more energy.
+With ``band-moments`` statistics each mel band has its own min and max.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.nda
     ----------
     logmel : np.ndarray [shape=(..., n_mels, n_frames)]
     scale : Range
-        The log-mel values that map to 0 and 255 before the inversion.
+        The log-mel values that map to 0 and 255 before the inversion (per band, or one
+        pair for all).
 
     Returns
     -------
@@ -27,18 +29,27 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.nda
     n_clipped : np.ndarray [shape=(...)], int64
         Per image, the pixels whose rounded value fell outside 0..255.
     """
+    levels, n_clipped = scale_to_levels(logmel, scale)
+    return 255 - levels[..., ::-1, :], n_clipped
+
+
+def scale_to_levels(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:
+    """The levels 0..255 of log-mel values, before the flip and the inversion, and how
+    many pixels of each spectrogram the clipping changed."""
+    lo, hi = scale.bounds()
     # In float64, so that a value's rounding does not depend on the dtype it came in.
     x = np.asarray(logmel, np.float64)
-    levels = np.rint((x - scale.min) / (scale.max - scale.min) * 255.0)
+    levels = np.rint((x - lo) / (hi - lo) * 255.0)
     n_clipped = np.count_nonzero((levels < 0) | (levels > 255), axis=(-2, -1))
-    image = np.clip(levels, 0, 255).astype(np.uint8)
-    return 255 - image[..., ::-1, :], n_clipped
+    return np.clip(levels, 0, 255).astype(np.uint8), n_clipped
 
 
 def image_to_logmel(image: np.ndarray, scale: Range) -> np.ndarray:
     """The log-mel values an image stands for: undo the inversion, the flip, the scaling.
 
-    Exact up to half a quantization step, ``(max - min) / 510``, where nothing was clipped.
+    Exact up to half a quantization step, ``(max - min) / 510`` (of the pixel's band, per
+    band), where nothing was clipped.
     """
+    lo, hi = scale.bounds()
     levels = 255.0 - np.asarray(image, np.float64)[..., ::-1, :]
-    return (levels * ((scale.max - scale.min) / 255.0) + scale.min).astype(np.float32)
+    return (levels * ((hi - lo) / 255.0) + lo).astype(np.float32)

@@ -21,13 +21,14 @@ from typing import Any, Literal
 
 from pipeline.config import SpectrogramConfig
 from pipeline.errors import ConfigError, StatisticsError, StoreError
-from pipeline.stats import STATS_NAMES, GlobalStats, StatsName
+from pipeline.stats import STATS_NAMES, Figures, GlobalStats, StatsName, histogram_grid
 
 FORMAT = "specpipe"
+# 5: five statistics, a histogram of the pixels that hold audio, each clip's audio frames.
 # 4: clips and files as two dimensions (many clips per file), segment options in the config.
 # 3: one "stats" attribute, the plan's identity, an owner lock file, every chunk written.
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 LOCK_FILE = "specpipe.lock"  # beside the arrays; see pipeline.lock
 # Rows per chunk of the arrays the client writes whole (files, clips' small values, the
 # windows' values): a few large objects, not one tiny object per batch.
@@ -87,6 +88,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "the clip's log-mel maximum"),
     ArraySpec("level_db", ("clip",), "float32", math.nan, Step.CHOSEN,
               "RMS level of the clip's samples, 20 log10(rms)", "dBFS"),
+    ArraySpec("audio_frames", ("clip",), "int64", -1, Step.CHOSEN,
+              "frames of the image that hold audio, its first ones: frame t does when "
+              "t * hop_length < the clip's samples of audio (the rest is zero-padding)"),
     ArraySpec("clipped", ("clip",), "uint32", 0, Step.IMAGES,
               "pixels of the image that the scaling clipped"),
     ArraySpec("path", ("file",), "str", "", Step.CHOSEN,
@@ -105,6 +109,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "clips the file gave"),
     ArraySpec("first_clip", ("file",), "int64", 0, Step.CHOSEN,
               "the file's first clip; its clips are first_clip .. first_clip + n_clips - 1"),
+    ArraySpec("histogram", ("bin",), "int64", 0, Step.CHOSEN,
+              "log-mel values of the clips' pixels that hold audio: bin k counts "
+              "(first_bin + k) / bins_per_unit <= value < (first_bin + k + 1) / bins_per_unit"),
     ArraySpec("mel", ("mel",), "float64", 0.0, Step.CREATE,
               "mel band centre frequency of each image row; row 0 is the highest", "Hz"),
     ArraySpec("frame", ("frame",), "float64", 0.0, Step.CREATE,
@@ -124,6 +131,10 @@ WINDOW_ARRAYS: tuple[ArraySpec, ...] = (
               "the window's log-mel minimum, while the run lasts"),
     ArraySpec("window_max", ("window",), "float32", math.nan, Step.CHOSEN,
               "the window's log-mel maximum, while the run lasts"),
+    ArraySpec("window_frames", ("window",), "int64", 0, Step.CHOSEN,
+              "the window's frames that hold audio, while the run lasts"),
+    ArraySpec("window_audio_max", ("window",), "float32", math.nan, Step.CHOSEN,
+              "the window's log-mel maximum over frames that hold audio, while the run lasts"),
 )  # fmt: skip
 RUN_STATE = (SCRATCH, *WINDOW_ARRAYS)  # removed when the run finishes
 BY_NAME = {spec.name: spec for spec in (*ARRAYS, *RUN_STATE)}
@@ -153,6 +164,7 @@ def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[
         "window": sizes.windows,
         "mel": config.n_mels,
         "frame": config.n_frames,
+        "bin": histogram_grid(config.eps)[1],
     }
     return tuple(lengths[d] for d in spec.dims)
 
@@ -198,6 +210,7 @@ IMAGE_CONVENTIONS: dict[str, Any] = {
     "row_0": "highest mel band",
     "black": "most energy",
     "scaling": "clip(rint((logmel - min) / (max - min) * 255), 0, 255), flipped, then 255 - x",
+    "band_order": "per-band lists of the stats attribute run from the lowest band up",
 }
 
 
@@ -205,15 +218,18 @@ IMAGE_CONVENTIONS: dict[str, Any] = {
 class StatsRecord:
     """What a store records of its statistics.
 
-    ``values`` are both statistics, known once pass 1 is done (or taken from
-    ``--stats-from``'s store, named in ``source`` with its run id); ``clipped_fraction``
-    is known when the run completes.
+    ``values`` are every statistic, known once pass 1 is done (or taken from
+    ``--stats-from``'s store, named in ``source`` with its run id); ``used`` names the
+    one that scaled the images. ``clipped_fraction`` and ``figures`` (how each statistic
+    spends the levels on this store's pixels that hold audio) are known when the run
+    completes.
     """
 
     values: GlobalStats
     used: StatsName
     source: dict[str, str] | None = None  # {"store": url, "run_id": id}
     clipped_fraction: float | None = None
+    figures: dict[str, Figures] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,13 +238,17 @@ class StatsRecord:
             "from": self.source["store"] if self.source else None,
             "from_run_id": self.source["run_id"] if self.source else None,
             "clipped_fraction": self.clipped_fraction,
+            "figures": {name: f.to_dict() for name, f in self.figures.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StatsRecord:
         try:
             values = GlobalStats.from_dict(dict(data))
-        except StatisticsError as exc:
+            figures = {
+                str(name): Figures.from_dict(f) for name, f in (data.get("figures") or {}).items()
+            }
+        except (StatisticsError, ConfigError, KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"The store's recorded statistics are damaged: {exc}") from None
         used = data.get("used")
         if used not in STATS_NAMES:
@@ -240,6 +260,7 @@ class StatsRecord:
             used=used,
             source={"store": source, "run_id": str(data.get("from_run_id"))} if source else None,
             clipped_fraction=None if clipped is None else float(clipped),
+            figures=figures,
         )
 
 

@@ -74,6 +74,22 @@ def choose(levels: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     return kept[:k]
 
 
+def loud_enough(levels: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """Which windows are at least ``--min-level-db`` loud (all, without it)."""
+    if config.min_level_db is None:
+        return np.ones(len(levels), dtype=bool)
+    return np.asarray(levels) >= config.min_level_db
+
+
+def audio_frames(n_audio: int, starts: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """How many frames of each window hold audio, int64: frame ``t`` of a window does when
+    its centre, sample ``t * hop_length`` of the window, lies inside the ``n_audio``
+    samples of the file, before any zero-padding. They are always the window's first
+    frames."""
+    inside = np.clip(n_audio - np.asarray(starts, np.int64), 0, config.n_samples)
+    return np.minimum(-(-inside // config.hop_length), config.n_frames)
+
+
 def rms_db(clips: np.ndarray) -> np.ndarray:
     """RMS level in dB relative to full scale, ``20 log10(rms)``, of each row of ``clips``
     (padding included): 0 dB for a full-scale square wave, -3 dB for a full-scale sine,
@@ -157,9 +173,7 @@ def choose_clips(
     """Rows of ``windows`` that become clips, ascending: windows of files that decoded
     (``ok`` is False for every window of a file that did not), chosen by :func:`choose`
     from their levels."""
-    keep = ok.copy()
-    if config.min_level_db is not None:
-        keep &= levels >= config.min_level_db
+    keep = ok & loud_enough(levels, config)
     if config.max_clips_per_file is None or not config.needs_levels:
         return np.flatnonzero(keep)  # the layout already kept at most K of each file
     rows = np.flatnonzero(ok)

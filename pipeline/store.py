@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from pipeline.schema import (
     shape_of,
     store_entries,
 )
+from pipeline.stats import BINS_PER_UNIT, Histogram, histogram_grid
 
 # --- What is at OUTPUT --------------------------------------------------------------------
 
@@ -178,11 +179,25 @@ def _create_array(
             "long_name": spec.description,
             **({"units": spec.units} if spec.units else {}),
             **({} if spec.name in CLIP_COORDINATES else coordinates),
+            **(_histogram_grid(config) if spec.name == HISTOGRAM else {}),
         },
         # Every chunk is written, so that a missing one is known to be missing.
         config={"write_empty_chunks": True},
         overwrite=overwrite,
     )
+
+
+HISTOGRAM = "histogram"
+
+
+def _histogram_grid(config: Any) -> dict[str, int]:
+    first, _ = histogram_grid(config.eps)
+    return {"first_bin": first, "bins_per_unit": BINS_PER_UNIT}
+
+
+def histogram_values(histogram: Histogram, config: Any) -> np.ndarray:
+    """The ``histogram`` array's values: the counts over the whole grid."""
+    return histogram.on_grid(*histogram_grid(config.eps))
 
 
 def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
@@ -301,13 +316,6 @@ def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
         # both read it, and without it xarray warns on every open instead.
         warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
         zarr.consolidate_metadata(claim.url)
-
-
-def read_clipped(url: str, batches: Sequence[Batch]) -> list[np.ndarray]:
-    """The ``clipped`` counts of batches of clips written earlier, one array per batch."""
-    group = zarr.open_group(url, mode="r", use_consolidated=False)
-    clipped = _checked_array(group, BY_NAME["clipped"], f"Store {url!r}")
-    return [np.asarray(clipped[b.start : b.stop]) for b in batches]
 
 
 def _writable_arrays(claim: lock.Claim, needed: Iterable[str] = ()) -> dict[str, zarr.Array]:
@@ -455,6 +463,14 @@ class ReadableStore:
     def read(self, name: str) -> np.ndarray:
         """A whole clip, file or coordinate array (strings as Python objects)."""
         return _decode(BY_NAME[name], self._arrays[name][:])
+
+    def histogram(self) -> Histogram:
+        """The histogram of the store's pixels that hold audio."""
+        array = self._arrays[HISTOGRAM]
+        first = array.attrs.get("first_bin")
+        if not isinstance(first, int):
+            raise StoreError(f"Store {self.url!r}'s histogram lacks its first_bin attribute.")
+        return Histogram(first, np.asarray(array[:], np.int64))
 
     def read_images(self, lo: int, hi: int, out: np.ndarray) -> None:
         """Decode images ``lo:hi`` into ``out``, uint8 of shape ``(hi - lo, n_mels, n_frames)``."""

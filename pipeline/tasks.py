@@ -9,6 +9,7 @@ over many batches.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping, Sequence
@@ -18,17 +19,17 @@ from typing import Any
 import numpy as np
 
 from pipeline import store
-from pipeline.audio import FileFacts, describe_error, read_windows
+from pipeline.audio import FileFacts, describe_error, read_windows, resampled_length
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import join
 from pipeline.errors import NonFiniteFeaturesError, StoreError
 from pipeline.features import log_mel
 from pipeline.lock import Claim
 from pipeline.plan import Batch
-from pipeline.scaling import scale_to_uint8
+from pipeline.scaling import scale_to_levels
 from pipeline.scan import FileHeader, read_header
-from pipeline.segments import Piece, rms_db
-from pipeline.stats import Range
+from pipeline.segments import Piece, audio_frames, loud_enough, rms_db
+from pipeline.stats import LEVELS, PixelStats, Range
 
 logger = logging.getLogger(__name__)
 
@@ -45,23 +46,11 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class Analysis:
-    """Consecutive windows analysed: the log-mels of those that decoded, and per window
-    whether it did, its RMS level and its log-mel extrema (NaN where it did not)."""
+    """Consecutive windows analysed: the log-mels of those that decoded, and what pass 1
+    keeps of each window."""
 
     logmel: np.ndarray  # (n_ok, n_mels, n_frames) float32
-    ok: np.ndarray
-    level: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-    files: dict[int, FileRecord]
-
-    def all_rows(self) -> np.ndarray:
-        """The log-mels with a NaN image in each window that failed, one row per window."""
-        if self.ok.all():  # the common case: no copy of the batch's log-mels
-            return self.logmel
-        rows = np.full((len(self.ok), *self.logmel.shape[1:]), np.nan, dtype=np.float32)
-        rows[self.ok] = self.logmel
-        return rows
+    windows: WindowResults
 
 
 def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> Analysis:
@@ -75,6 +64,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     clips = np.zeros((int(offsets[-1]), config.n_samples), dtype=np.float32)
     ok = np.zeros(len(clips), dtype=bool)
+    frames = np.zeros(len(clips), dtype=np.int64)
     files: dict[int, FileRecord] = {}
     for piece, lo, hi in zip(pieces, offsets[:-1], offsets[1:], strict=True):
         try:
@@ -87,6 +77,8 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             )
             ok[lo:hi] = True
             files[piece.file] = FileRecord(facts)
+            n_audio = resampled_length(facts.frames, facts.sample_rate, config.sample_rate)
+            frames[lo:hi] = audio_frames(n_audio, piece.starts, config)
         except Exception as exc:  # one broken file must never stop the run
             clips[lo:hi] = 0.0
             files[piece.file] = FileRecord(None, describe_error(exc))
@@ -108,29 +100,45 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             files[pieces[k].file] = FileRecord(files[pieces[k].file].facts, reason)
             ok[offsets[k] : offsets[k + 1]] = False
         logmel = logmel[ok[rows]]
-    lows = np.full(len(ok), np.nan, dtype=np.float32)
-    highs = np.full(len(ok), np.nan, dtype=np.float32)
+    frames[~ok] = 0
+    nan = np.full(len(ok), np.nan, dtype=np.float32)
+    lows, highs, audio_max = nan.copy(), nan.copy(), nan.copy()
     if len(logmel):
         lows[ok] = logmel.min(axis=(1, 2))
         highs[ok] = logmel.max(axis=(1, 2))
+        audio_max[ok] = _audio_max(logmel, frames[ok], highs[ok])
     level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
-    return Analysis(logmel, ok, level, lows, highs, files)
+    return Analysis(logmel, WindowResults(ok, level, lows, highs, frames, audio_max, files))
+
+
+def _audio_max(logmel: np.ndarray, frames: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    """Per clip, the greatest value over the frames that hold audio (NaN where none do)."""
+    result = highs.copy()
+    for i in np.flatnonzero(frames < logmel.shape[-1]).tolist():
+        result[i] = logmel[i, :, : frames[i]].max() if frames[i] else np.nan
+    return result
 
 
 @dataclass(frozen=True)
 class WindowResults:
     """Pass 1's findings over consecutive windows, merged in window order: per window
-    whether it decoded, its level and extrema; per file what decoding it found."""
+    whether it decoded, its level, log-mel extrema, frames that hold audio and the
+    greatest value over them; per file what decoding it found; and the statistics of the
+    pixels of the windows that were loud enough to be counted (:func:`statistics_batch`)."""
 
     ok: np.ndarray
     level: np.ndarray
     min: np.ndarray
     max: np.ndarray
+    frames: np.ndarray
+    audio_max: np.ndarray
     files: dict[int, FileRecord] = field(default_factory=dict)
+    pixels: PixelStats = field(default_factory=PixelStats)
 
-    @classmethod
-    def of(cls, analysis: Analysis) -> WindowResults:
-        return cls(analysis.ok, analysis.level, analysis.min, analysis.max, analysis.files)
+    def counted(self, config: SpectrogramConfig) -> np.ndarray:
+        """The windows whose pixels ``pixels`` counts: those that decoded in their task
+        and are loud enough."""
+        return self.ok & loud_enough(self.level, config)
 
     def window_values(self) -> dict[str, np.ndarray]:
         """The run state's window arrays, for resuming after pass 1."""
@@ -139,7 +147,21 @@ class WindowResults:
             "window_level": self.level,
             "window_min": self.min,
             "window_max": self.max,
+            "window_frames": self.frames,
+            "window_audio_max": self.audio_max,
         }
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, np.ndarray]) -> WindowResults:
+        """What :meth:`window_values` gave, read back (without files or pixels)."""
+        return cls(
+            values["window_ok"],
+            values["window_level"],
+            values["window_min"],
+            values["window_max"],
+            values["window_frames"],
+            values["window_audio_max"],
+        )
 
     def merge(self, other: WindowResults) -> WindowResults:
         files = dict(self.files)
@@ -147,20 +169,21 @@ class WindowResults:
             # A file split over tasks failed if any of them failed; the first reason stays.
             if f not in files or (record.error and not files[f].error):
                 files[f] = record
-        return WindowResults(
-            np.concatenate([self.ok, other.ok]),
-            np.concatenate([self.level, other.level]),
-            np.concatenate([self.min, other.min]),
-            np.concatenate([self.max, other.max]),
-            files,
+        ok, level, low, high, frames, audio_max = (
+            np.concatenate([a, b]) for a, b in zip(self._arrays(), other._arrays(), strict=True)
         )
+        return WindowResults(
+            ok, level, low, high, frames, audio_max, files, self.pixels.merge(other.pixels)
+        )
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.ok, self.level, self.min, self.max, self.frames, self.audio_max)
 
     @staticmethod
     def merge_all(*parts: WindowResults) -> WindowResults:
         empty = np.empty(0, np.float32)
-        return functools.reduce(
-            WindowResults.merge, parts, WindowResults(np.empty(0, bool), empty, empty, empty)
-        )
+        none = WindowResults(np.empty(0, bool), empty, empty, empty, np.empty(0, np.int64), empty)
+        return functools.reduce(WindowResults.merge, parts, none)
 
 
 def statistics_batch(
@@ -176,8 +199,70 @@ def statistics_batch(
     need; with ``scratch``, the log-mels are also kept in the store for pass 2."""
     result = analyse(root, pieces, config)
     if scratch:
-        store.write_scratch(claim, batch, result.all_rows())
-    return WindowResults.of(result)
+        store.write_scratch(claim, batch, _all_rows(result))
+    windows = result.windows
+    counted = windows.counted(config)[windows.ok]
+    logmel = result.logmel if counted.all() else result.logmel[counted]
+    frames = windows.frames[windows.ok][counted]
+    pixels = PixelStats.of(logmel, frames, config.log_floor)
+    return dataclasses.replace(windows, pixels=pixels)
+
+
+def _all_rows(result: Analysis) -> np.ndarray:
+    """The log-mels with a NaN image in each window that failed, one row per window."""
+    ok = result.windows.ok
+    if ok.all():  # the common case: no copy of the batch's log-mels
+        return result.logmel
+    rows = np.full((len(ok), *result.logmel.shape[1:]), np.nan, dtype=np.float32)
+    rows[ok] = result.logmel
+    return rows
+
+
+def pixels_batch(
+    pieces: Sequence[Piece],
+    windows: np.ndarray,
+    frames: np.ndarray,
+    *,
+    root: str,
+    config: SpectrogramConfig,
+    claim: Claim,
+    from_scratch: bool,
+) -> PixelStats:
+    """The pixel statistics of the windows at rows ``windows`` of the run (the same as
+    ``pieces``), whose log-mels pass 1 computed: read from the scratch array, or
+    computed again. The run uses it to correct what pass 1 counted (see
+    :mod:`pipeline.runner`)."""
+    logmel = _logmels(pieces, windows, root=root, config=config, claim=claim,
+                      from_scratch=from_scratch)  # fmt: skip
+    return PixelStats.of(logmel, frames, config.log_floor)
+
+
+def _logmels(
+    pieces: Sequence[Piece],
+    windows: np.ndarray,
+    *,
+    root: str,
+    config: SpectrogramConfig,
+    claim: Claim,
+    from_scratch: bool,
+) -> np.ndarray:
+    """The log-mels of windows that pass 1 analysed, from the scratch array or again."""
+    if from_scratch:
+        logmel = store.read_scratch(claim, windows)
+        if not np.isfinite(logmel).all():
+            raise StoreError(
+                f"Store {claim.url!r} holds damaged pass-1 log-mels for windows "
+                f"{windows[0]}-{windows[-1]}. Run again with --overwrite."
+            )
+        return logmel
+    result = analyse(root, pieces, config)
+    if not result.windows.ok.all():
+        failed = next(r for r in result.windows.files.values() if r.error)
+        raise StoreError(
+            f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
+            "changed during the run. Run again with --overwrite."
+        )
+    return result.logmel
 
 
 def survey_batch(paths: Sequence[str], *, root: str) -> list[FileRecord]:
@@ -216,65 +301,61 @@ def file_values(
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WriteSummary:
-    """Counts over the clips written so far."""
+    """Counts over the clips written so far: clipped pixels, and how the pixels that
+    hold audio fall on the 256 levels of the ``band-moments`` scale."""
 
     n_clips: int = 0
     n_clipped: int = 0
     n_pixels: int = 0
+    band_levels: np.ndarray = field(default_factory=lambda: np.zeros(LEVELS, np.int64))
 
     def merge(self, other: WriteSummary) -> WriteSummary:
         return WriteSummary(
             self.n_clips + other.n_clips,
             self.n_clipped + other.n_clipped,
             self.n_pixels + other.n_pixels,
+            self.band_levels + other.band_levels,
         )
 
     @staticmethod
     def merge_all(*parts: WriteSummary) -> WriteSummary:
         return functools.reduce(WriteSummary.merge, parts, WriteSummary())
 
-    @classmethod
-    def of_clipped(cls, clipped: np.ndarray, config: SpectrogramConfig) -> WriteSummary:
-        """The summary of clips with these counts of clipped pixels."""
-        return cls(
-            n_clips=len(clipped),
-            n_clipped=int(np.sum(clipped, dtype=np.int64)),
-            n_pixels=len(clipped) * config.n_mels * config.n_frames,
-        )
-
 
 def images_batch(
     pieces: Sequence[Piece],
     batch: Batch,
     windows: np.ndarray,
+    frames: np.ndarray,
+    write: bool,
     *,
     root: str,
     config: SpectrogramConfig,
     scale: Range,
+    band_scale: Range,
     claim: Claim,
     from_scratch: bool,
 ) -> WriteSummary:
     """Pass 2: one batch of clips (the windows at rows ``windows`` of the run, the same as
-    ``pieces``), their log-mels read from the scratch array or computed again, scaled to
-    images and written as the batch's chunk of ``images`` and ``clipped``."""
-    if from_scratch:
-        logmel = store.read_scratch(claim, windows)
-        if not np.isfinite(logmel).all():
-            raise StoreError(
-                f"Store {claim.url!r} holds damaged pass-1 log-mels for clips {batch.start}-"
-                f"{batch.stop - 1}. Run again with --overwrite."
-            )
-    else:
-        result = analyse(root, pieces, config)
-        if not result.ok.all():
-            failed = next(r for r in result.files.values() if r.error)
-            raise StoreError(
-                f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
-                "changed during the run. Run again with --overwrite."
-            )
-        logmel = result.logmel
-    images, clipped = scale_to_uint8(logmel, scale)
-    store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
-    return WriteSummary.of_clipped(clipped, config)
+    ``pieces``, with ``frames`` holding audio), their log-mels read from the scratch
+    array or computed again, scaled to images and, if ``write``, written as the batch's
+    chunk of ``images`` and ``clipped``. A resumed run summarises the batches it wrote
+    before without writing them again."""
+    logmel = _logmels(pieces, windows, root=root, config=config, claim=claim,
+                      from_scratch=from_scratch)  # fmt: skip
+    levels, clipped = scale_to_levels(logmel, scale)
+    if write:
+        images = 255 - levels[..., ::-1, :]
+        store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
+    if band_scale != scale:
+        levels, _ = scale_to_levels(logmel, band_scale)
+    holds = np.arange(config.n_frames) < np.asarray(frames)[:, None, None]
+    counted = levels[np.broadcast_to(holds, levels.shape)]
+    return WriteSummary(
+        n_clips=len(clipped),
+        n_clipped=int(np.sum(clipped, dtype=np.int64)),
+        n_pixels=len(clipped) * config.n_mels * config.n_frames,
+        band_levels=np.bincount(counted, minlength=LEVELS).astype(np.int64),
+    )

@@ -14,6 +14,7 @@ import soundfile as sf
 import zarr
 
 from pipeline.config import SpectrogramConfig
+from pipeline.stats import GlobalStats, PixelSummary, Range, StatsOptions
 
 # (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
 # real ones mix, with clips both shorter and longer than the default one-second clip.
@@ -40,7 +41,7 @@ BROKEN_FILES = [
 ARRAYS = (
     "images", "file_index", "start", "start_sample", "clip_min", "clip_max", "level_db",
     "clipped", "path", "decoded", "error", "duration", "sample_rate", "channels", "n_clips",
-    "first_clip",
+    "first_clip", "audio_frames", "histogram",
 )  # fmt: skip
 
 
@@ -188,6 +189,18 @@ def interrupt_images_after(n_batches: int):
     return lambda description, total: Bar(description)
 
 
+def simple_stats(
+    mean: tuple[float, float], extrema: tuple[float, float], n_mels: int = 4
+) -> GlobalStats:
+    """Recorded statistics made from two ranges: ``percentile`` is ``mean``, ``top-db``
+    ends at the maximum, and every band has the mean's low end and a std of 1."""
+    pixels = PixelSummary(1000, extrema[1], (mean[0],) * n_mels, (1.0,) * n_mels)
+    placeholder = Range(*mean)
+    stats = GlobalStats(Range(*mean), Range(*extrema), placeholder, placeholder, placeholder,
+                        StatsOptions(), pixels)  # fmt: skip
+    return stats._derive(stats.options)
+
+
 def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> tuple[dict, dict]:
     """Values for every clip array and every file array of a store of ``n`` clips, as a
     run would write them: files of 1 to 3 clips, with some failed files among them."""
@@ -210,6 +223,7 @@ def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> 
         "clip_max": lows + 10,
         "level_db": rng.uniform(-60, 0, n).astype(np.float32),
         "clipped": rng.integers(0, 50, n).astype(np.uint32),
+        "audio_frames": rng.integers(1, config.n_frames + 1, n),
     }
     files = {
         "path": np.array([f"dir/clip_{i:04d}.wav" for i in range(n_files)], dtype=object),
@@ -237,7 +251,7 @@ def write_store(
     from pipeline import lock, store
     from pipeline.plan import plan_batches
     from pipeline.schema import Counts, Sizes, StatsRecord, StoreAttrs
-    from pipeline.stats import GlobalStats, Range
+    from pipeline.stats import histogram_grid
 
     clips, files = rows
     n, n_files = len(clips["file_index"]), len(files["path"])
@@ -259,13 +273,16 @@ def write_store(
             "window_level": clips["level_db"],
             "window_min": clips["clip_min"],
             "window_max": clips["clip_max"],
+            "window_frames": clips["audio_frames"],
+            "window_audio_max": clips["clip_max"],
         }
         small = {k: v for k, v in clips.items() if k not in ("images", "clipped")}
-        store.write_chosen(claim, {**files, **small, **windows})
+        histogram = np.zeros(histogram_grid(config.eps)[1], np.int64)
+        store.write_chosen(claim, {**files, **small, **windows, "histogram": histogram})
         for batch in plan_batches(n, batch_size):
             part = {k: clips[k][batch.start : batch.stop] for k in ("images", "clipped")}
             store.write(claim, batch, part)
-        stats = GlobalStats(mean=Range(-15.0, 0.0), extrema=Range(-21.0, 5.0))
+        stats = simple_stats((-15.0, 0.0), (-21.0, 5.0), n_mels=config.n_mels)
         counts = Counts(n_files, int(np.count_nonzero(files["decoded"])), n)
         record = StatsRecord(stats, "mean", None, 0.0)
         store.finish(

@@ -59,8 +59,8 @@ def test_contents_equal_those_the_previous_format_wrote(previous, dataset, tmp_p
     )  # fmt: skip
     specpipe("preprocess", dataset, new, "--scheduler", "sync", *CASES[case])
     before, after = zarr.open_group(old, mode="r"), zarr.open_group(new, mode="r")
-    assert before.attrs["format_version"] == 3 and after.attrs["format_version"] == 4
-    # Format 3 kept a row (all 255) for each failed file; format 4 keeps its clips only.
+    assert before.attrs["format_version"] == 3 and after.attrs["format_version"] == 5
+    # Format 3 kept a row (all 255) for each failed file; formats 4 and 5 keep clips only.
     valid = before["valid"][:]
     same = {
         "images": ("images", valid),

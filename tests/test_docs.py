@@ -37,6 +37,7 @@ BENCH_ARGS = {
     "BENCH_LONG_ARGS": "--minutes 0.5",
     "BENCH_READ_ARGS": "--count 96 --passes 1 --epochs 1",
     "BENCH_SCALE_ARGS": "--sizes 50",
+    "BENCH_STATS_ARGS": "--count 2",
 }
 
 

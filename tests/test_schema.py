@@ -19,17 +19,36 @@ from pipeline.schema import (
     arrays_of,
     store_entries,
 )
-from pipeline.stats import GlobalStats, Range
+from pipeline.stats import STATS_NAMES, Figures, GlobalStats, PixelSummary, Range, StatsOptions
+from tests.helpers import simple_stats
 
 text = st.text(max_size=20)
 finite = st.floats(-30, 30, allow_nan=False)
 ranges = st.tuples(finite, finite).map(lambda t: Range(min(t), max(t)))
+bands = st.integers(1, 5).flatmap(
+    lambda n: st.tuples(
+        st.lists(finite, min_size=n, max_size=n), st.lists(st.floats(0, 5), min_size=n, max_size=n)
+    )
+)
+
+
+def recorded(mean: Range, extrema: Range, percentile: Range, band: tuple) -> GlobalStats:
+    means, stds = tuple(band[0]), tuple(band[1])
+    top_db = Range(extrema.max - 18.4, extrema.max)
+    per_band = Range(means, tuple(m + 1.0 for m in means))
+    pixels = PixelSummary(10, extrema.max, means, stds)
+    return GlobalStats(mean, extrema, percentile, top_db, per_band, StatsOptions(), pixels)
+
+
+figures = st.builds(Figures, st.floats(0, 1), st.floats(0, 1), st.integers(1, 256),
+                    st.floats(0.01, 2))  # fmt: skip
 records = st.builds(
     StatsRecord,
-    values=st.builds(GlobalStats, mean=ranges, extrema=ranges),
-    used=st.sampled_from(["mean", "extrema"]),
+    values=st.builds(recorded, ranges, ranges, ranges, bands),
+    used=st.sampled_from(STATS_NAMES),
     source=st.none() | st.fixed_dictionaries({"store": text.filter(bool), "run_id": text}),
     clipped_fraction=st.floats(0, 1),
+    figures=st.dictionaries(st.sampled_from(STATS_NAMES), figures),
 )
 configs = st.builds(
     SpectrogramConfig.from_options,
@@ -78,7 +97,7 @@ def test_what_cannot_be_read_is_named(change, message):
     good = StoreAttrs(
         status="complete", run_id="r", created="t", input="in",
         config=SpectrogramConfig(), plan={}, versions={},
-        stats=StatsRecord(GlobalStats(Range(0, 1), Range(0, 1)), "mean", None, 0.0),
+        stats=StatsRecord(simple_stats((0, 1), (0, 1)), "mean", None, 0.0),
         counts=Counts(1, 1, 1),
     ).to_dict()  # fmt: skip
     with pytest.raises(StoreError, match=message):
