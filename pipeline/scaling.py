@@ -36,12 +36,28 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.nda
 def scale_to_levels(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:
     """The levels 0..255 of log-mel values, before the flip and the inversion, and how
     many pixels of each spectrogram the clipping changed."""
+    levels = _rounded(logmel, scale)
+    outside = levels < 0
+    outside |= levels > 255
+    n_clipped = np.count_nonzero(outside.reshape(*outside.shape[:-2], -1), axis=-1)
+    return np.clip(levels, 0, 255, out=levels).astype(np.uint8), n_clipped
+
+
+def levels_of(logmel: np.ndarray, scale: Range) -> np.ndarray:
+    """The levels of :func:`scale_to_levels`, without counting what was clipped."""
+    levels = _rounded(logmel, scale)
+    return np.clip(levels, 0, 255, out=levels).astype(np.uint8)
+
+
+def _rounded(logmel: np.ndarray, scale: Range) -> np.ndarray:
+    # In float64, so that a value's rounding does not depend on the dtype it came in; in
+    # place, because fresh temporaries of a batch's size cost more than the arithmetic.
     lo, hi = scale.bounds()
-    # In float64, so that a value's rounding does not depend on the dtype it came in.
-    x = np.asarray(logmel, np.float64)
-    levels = np.rint((x - lo) / (hi - lo) * 255.0)
-    n_clipped = np.count_nonzero((levels < 0) | (levels > 255), axis=(-2, -1))
-    return np.clip(levels, 0, 255).astype(np.uint8), n_clipped
+    levels = np.asarray(logmel).astype(np.float64)
+    levels -= lo
+    levels /= hi - lo
+    levels *= 255.0
+    return np.rint(levels, out=levels)
 
 
 def image_to_logmel(image: np.ndarray, scale: Range) -> np.ndarray:

@@ -26,7 +26,7 @@ from pipeline.errors import NonFiniteFeaturesError, StoreError
 from pipeline.features import log_mel
 from pipeline.lock import Claim
 from pipeline.plan import Batch
-from pipeline.scaling import scale_to_levels
+from pipeline.scaling import levels_of, scale_to_levels
 from pipeline.scan import FileHeader, read_header
 from pipeline.segments import Piece, audio_frames, loud_enough, rms_db
 from pipeline.stats import LEVELS, PixelStats, Range
@@ -350,12 +350,14 @@ def images_batch(
         images = 255 - levels[..., ::-1, :]
         store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
     if band_scale != scale:
-        levels, _ = scale_to_levels(logmel, band_scale)
-    holds = np.arange(config.n_frames) < np.asarray(frames)[:, None, None]
-    counted = levels[np.broadcast_to(holds, levels.shape)]
+        levels = levels_of(logmel, band_scale)
+    counted = levels
+    if (np.asarray(frames) < config.n_frames).any():
+        holds = np.arange(config.n_frames) < np.asarray(frames)[:, None, None]
+        counted = levels[np.broadcast_to(holds, levels.shape)]
     return WriteSummary(
         n_clips=len(clipped),
         n_clipped=int(np.sum(clipped, dtype=np.int64)),
         n_pixels=len(clipped) * config.n_mels * config.n_frames,
-        band_levels=np.bincount(counted, minlength=LEVELS).astype(np.int64),
+        band_levels=np.bincount(counted.ravel(), minlength=LEVELS).astype(np.int64),
     )
