@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import librosa
@@ -76,7 +77,12 @@ def test_pixel_statistics_equal_numpy_for_any_batches_and_tree(seed, n, cuts, sp
         return
     mean, std = whole.band_moments()
     np.testing.assert_allclose(mean, values.mean(axis=1), rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(std, values.std(axis=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(std, values.std(axis=1), rtol=1e-12, atol=1e-12)
+    exact = [Fraction(float(v)) for v in values[0]]  # band 0 by exact arithmetic
+    exact_mean = sum(exact, Fraction(0)) / len(exact)
+    assert mean[0] == float(exact_mean)  # the exact mean, rounded once
+    exact_std = math.sqrt(sum((v - exact_mean) ** 2 for v in exact) / len(exact))
+    assert std[0] == pytest.approx(exact_std, rel=1e-14, abs=1e-300)
     assert std[-1] == 0.0  # a band of floor only has no spread at all
     first, n_bins = histogram_grid(1e-9)
     edges = (first + np.arange(n_bins + 1)) / BINS_PER_UNIT
@@ -232,7 +238,7 @@ def test_every_statistic_equals_numpy_over_the_pixels_that_hold_audio(
     np.testing.assert_allclose(stats.pixels.band_mean, mine.mean(axis=1, dtype=np.float64),
                                rtol=1e-12, atol=1e-12)  # fmt: skip
     np.testing.assert_allclose(stats.pixels.band_std, mine.std(axis=1, dtype=np.float64),
-                               rtol=1e-9, atol=1e-12)  # fmt: skip
+                               rtol=1e-12, atol=1e-12)  # fmt: skip
     first, n_bins = histogram_grid(config.eps)
     edges = (first + np.arange(n_bins + 1)) / BINS_PER_UNIT
     np.testing.assert_array_equal(reader.array("histogram"), np.histogram(mine, edges)[0])
