@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 from pipeline.audio import BLOCK_FRAMES, WARMUP
 from pipeline.config import SpectrogramConfig
 from pipeline.discover import Listing
-from pipeline.errors import ArgumentError, ConfigError, ResourceError, StoreError
+from pipeline.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
 from pipeline.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
 from pipeline.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
 
@@ -117,6 +117,7 @@ class Source:
     config: SpectrogramConfig
     stats: GlobalStats
     used: StatsName
+    taken_from: str | None = None  # the store its own statistics came from, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": self.url, "run_id": self.run_id, "stats": self.stats.to_dict()}
@@ -210,10 +211,23 @@ def make_plan(request: Request, found: Found) -> Plan:
     base = source.stats.options if source else StatsOptions()
     options = dataclasses.replace(base, **request.options)
     identity["options"] = options.to_dict()
-    stats = source.stats.with_options(options) if source else None
+    stats = _with_options(source, options) if source else None
     plan = Plan(request, found.listing, "create", identity, used, scratch, options,
                 stats=stats, source=source)  # fmt: skip
     return _decide(plan, found.output)
+
+
+def _with_options(source: Source, options: StatsOptions) -> GlobalStats:
+    """The source's statistics with this run's options; other percentiles need the
+    histogram they were computed from, which a store scaled from a third one lacks."""
+    try:
+        return source.stats.with_options(options)
+    except StatisticsError:
+        raise ConfigError(
+            f"--stats-from {source.url!r} was itself scaled with the statistics of "
+            f"{source.taken_from!r}, so other --percentiles cannot be computed from it: "
+            f"use --stats-from {source.taken_from!r}."
+        ) from None
 
 
 def _check_locations(request: Request, found: Found) -> None:

@@ -216,7 +216,8 @@ def _read_source(url: str) -> Source:
     if record.source is None:  # its own statistics: its histogram is theirs
         pixels = dataclasses.replace(values.pixels, histogram=opened.histogram())
         values = dataclasses.replace(values, pixels=pixels)
-    return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used)
+    taken_from = record.source["store"] if record.source else None
+    return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used, taken_from)
 
 
 class _Run:

@@ -310,7 +310,7 @@ def test_stats_from_scales_with_any_statistic_of_another_store(corpus, tmp_path)
     result = specpipe("preprocess", corpus, chained, "--scheduler", "sync", "--stats-from",
                       split, "--percentiles", "1", "99", "--segments", "all", "--duration",
                       "0.5", "--n-mels", "24", "--hop-length", "128", check=False)  # fmt: skip
-    assert_one_line_error(result, "--percentiles", "--stats-from")
+    assert_one_line_error(result, "--percentiles", f"use --stats-from {str(source)!r}")
     result = specpipe("preprocess", corpus, chained, "--scheduler", "sync", "--percentiles",
                       "50", "10", check=False)  # fmt: skip
     assert_one_line_error(result, "--percentiles LO HI", "50 10")
