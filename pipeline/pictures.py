@@ -19,6 +19,7 @@ from pipeline.reader import SpectrogramStore
 from pipeline.stats import BINS_PER_UNIT
 
 PNG_SUFFIX = ".png"
+DRAWN_BINS_PER_UNIT = 16  # the preview's histogram: the stored one's bins, 8 at a time
 
 
 def _require(module: str, extra: str) -> None:
@@ -188,11 +189,13 @@ def _draw_histogram(ax: Any, reader: SpectrogramStore) -> None:
     range of each statistic and how it spends the levels."""
     histogram = reader.histogram()
     held = np.flatnonzero(histogram.counts)
-    lo, hi = held[0], held[-1] + 1
-    ax.stairs(
-        histogram.counts[lo:hi], (histogram.first + np.arange(lo, hi + 1)) / BINS_PER_UNIT,
-        color="0.3", fill=True,
-    )  # fmt: skip
+    # Drawn in bins of 1/16 log unit, wide enough to see (a spike at the floor included).
+    group = BINS_PER_UNIT // DRAWN_BINS_PER_UNIT
+    lo, hi = held[0] // group * group, (held[-1] // group + 1) * group
+    counts = histogram.counts[lo:hi]
+    counts = np.pad(counts, (0, hi - lo - len(counts))).reshape(-1, group).sum(axis=1)
+    edges = (histogram.first + lo + group * np.arange(len(counts) + 1)) / BINS_PER_UNIT
+    ax.stairs(counts, edges, color="0.3", fill=True)
     ax.set_yscale("log")
     styles = {
         "mean": ("tab:red", "--"),
@@ -219,11 +222,14 @@ def _draw_histogram(ax: Any, reader: SpectrogramStore) -> None:
     clipped = reader.clipped_fraction
     note = f"; the run clipped {clipped:.2%} of all pixels" if clipped is not None else ""
     ax.set_title(
-        f"log-mel values of the {histogram.total:,} pixels that hold audio{note}", fontsize=9
+        f"log-mel values of the {histogram.total:,} pixels that hold audio, in bins of "
+        f"1/{DRAWN_BINS_PER_UNIT}{note}",
+        fontsize=9,
     )
     ax.set_xlabel("log(mel power + eps)")
     ax.set_ylabel("pixels")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.margins(x=0.02)
+    ax.legend(fontsize=7, loc="upper center", framealpha=0.85)
 
 
 def _hz(f: float) -> str:
