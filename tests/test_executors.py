@@ -109,3 +109,23 @@ def test_options_that_contradict_each_other_are_refused():
         open_executor(workers=2, scheduler="tcp://127.0.0.1:1"),
     ):
         pass
+
+
+def blas_threads(_: int) -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_a_loop_runs_blas_on_one_thread_as_a_dask_worker_does():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):  # what a 2-core machine starts with
+        assert set(blas_threads(0)) == {2}
+        inside = LoopExecutor().map_reduce(blas_threads, [[0]], {}, concatenate_lists, Bar())
+        assert set(blas_threads(0)) == {2}  # given back afterwards
+    assert inside and set(inside) == {1}
+
+
+def concatenate_lists(*parts: list[int]) -> list[int]:
+    return [n for part in parts for n in part]
