@@ -56,7 +56,6 @@ from pipeline.stats import (
     PixelStats,
     StatsName,
     StatsOptions,
-    histogram_grid,
 )
 from pipeline.tasks import (
     MAX_REPORTED_FAILURES,
@@ -437,10 +436,8 @@ class _Run:
             )
         assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
         found = Analysed.choose(windows, WindowResults.from_values(state), state, self.config)
-        first, _ = histogram_grid(self.config.eps)
-        return dataclasses.replace(
-            found, stats=self.plan.stats, histogram=Histogram(first, state["histogram"])
-        )
+        histogram = store.histogram_from(state["histogram"], self.config)
+        return dataclasses.replace(found, stats=self.plan.stats, histogram=histogram)
 
     def _images(self, windows: Windows, found: Analysed) -> WriteSummary:
         """Pass 2 over the batches of clips not yet written, and the summary of all: a

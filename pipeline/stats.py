@@ -137,26 +137,16 @@ class Extrema:
 
 
 def exact_sum(values: np.ndarray) -> Fraction:
-    """The exact sum of float32 values, as a fraction.
-
-    Each value is ``mantissa * 2**exponent`` with an integer mantissa of 24 bits; the
-    mantissas of each exponent are summed as int64 (exact for up to 2**39 values), then the
-    few sums are combined as Python integers. Measured: 100x faster than adding one
-    ``Fraction`` per value, with the same result.
-    """
+    """The exact sum of float32 values, as a fraction: :func:`_exact_column_sums` over one
+    column, a few numpy operations where a ``Fraction`` per value would take 100 times
+    longer."""
     values = np.asarray(values)
     if values.dtype != np.float32:
         raise TypeError(f"exact_sum takes float32 values, not {values.dtype}.")
     if not np.isfinite(values).all():
         raise StatisticsError("Cannot sum non-finite values exactly.")
-    fraction, exponent = np.frexp(values.astype(np.float64))
-    mantissa = (fraction * 2.0**24).astype(np.int64)  # exact: 24 significant bits
-    exponent = exponent.astype(np.int64) - 24
-    lowest = int(exponent.min()) if values.size else 0
-    total = 0
-    for e in np.unique(exponent).tolist():
-        total += int(mantissa[exponent == e].sum()) << (e - lowest)
-    return Fraction(total) * Fraction(2) ** lowest
+    (total,) = _exact_column_sums(values.astype(np.float64).reshape(-1, 1))
+    return Fraction(total, 1 << SUM_SHIFT)
 
 
 # --- Pixels that hold audio: histogram and per-band moments ------------------------------
@@ -276,10 +266,7 @@ class PixelStats:
         if n_frames == 0:
             return cls(origin=origin)
         padded = np.flatnonzero(frames < logmel.shape[-1])
-        values = logmel
-        if len(padded):
-            holds = np.arange(logmel.shape[-1]) < frames[:, None, None]
-            values = logmel[np.broadcast_to(holds, logmel.shape)]
+        values = held(logmel, frames)
         sums, squares = _band_sums(logmel, frames, padded, origin)
         first = math.floor(origin * BINS_PER_UNIT)  # the floor is the least possible value
         return cls(n_frames, Histogram.of(values, first), sums, squares, origin)
@@ -336,6 +323,17 @@ class PixelStats:
             np.array([float(origin + m) for m in means]),
             np.sqrt(np.array([float(v) for v in variances])),
         )
+
+
+def held(images: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The pixels of spectrograms (n, n_mels, n_frames) that hold audio, the first
+    ``frames[i]`` frames of each: the array itself when every frame does, else a copy of
+    those pixels, flattened."""
+    frames = np.asarray(frames)
+    if (frames >= images.shape[-1]).all():
+        return images  # the common case: nothing copied
+    holds = np.arange(images.shape[-1]) < frames[:, None, None]
+    return images[np.broadcast_to(holds, images.shape)]
 
 
 def _band_sums(

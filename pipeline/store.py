@@ -200,6 +200,12 @@ def histogram_values(histogram: Histogram, config: Any) -> np.ndarray:
     return histogram.on_grid(*histogram_grid(config.eps))
 
 
+def histogram_from(values: np.ndarray, config: Any) -> Histogram:
+    """The histogram that :func:`histogram_values` gave ``values`` for."""
+    first, _ = histogram_grid(config.eps)
+    return Histogram(first, np.asarray(values, np.int64))
+
+
 def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
     """Write one batch of clips: its chunk of each array pass 2 writes, the marker last.
 

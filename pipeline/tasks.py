@@ -29,7 +29,7 @@ from pipeline.plan import Batch
 from pipeline.scaling import levels_of, scale_to_levels
 from pipeline.scan import FileHeader, read_header
 from pipeline.segments import Piece, audio_frames, loud_enough, rms_db
-from pipeline.stats import LEVELS, PixelStats, Range
+from pipeline.stats import LEVELS, PixelStats, Range, held
 
 logger = logging.getLogger(__name__)
 
@@ -351,10 +351,7 @@ def images_batch(
         store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
     if band_scale != scale:
         levels = levels_of(logmel, band_scale)
-    counted = levels
-    if (np.asarray(frames) < config.n_frames).any():
-        holds = np.arange(config.n_frames) < np.asarray(frames)[:, None, None]
-        counted = levels[np.broadcast_to(holds, levels.shape)]
+    counted = held(levels, frames)
     return WriteSummary(
         n_clips=len(clipped),
         n_clipped=int(np.sum(clipped, dtype=np.int64)),
