@@ -7,7 +7,8 @@ data/demo.zarr, and .venv, here a link to the environment running the tests):
   line runs that target of the repository's Makefile, with the environment of these tests
   and its outputs (the demo data, the benchmarks' data and results) moved into the
   folder; the benchmarks run at a size that takes seconds, not minutes. ``make test`` is
-  not run here: it is this very run (``.ci/run`` runs it).
+  not run here: it is this very run (``.ci/run`` runs it); a target that two pages show
+  runs once.
 - ``python`` blocks run in a fresh namespace; ``pycon`` blocks run as doctests.
 
 The schema's arrays must also be the ones docs/store-format.md lists.
@@ -73,6 +74,10 @@ def clone(tmp_path_factory) -> Path:
     return folder
 
 
+# `make` targets that already ran and passed in this session's clone, with its outputs.
+_MADE: set[tuple[Path, str]] = set()
+
+
 def run_console(code: str, folder: Path) -> None:
     for line in code.splitlines():
         command = line.split("#", 1)[0].strip()
@@ -81,14 +86,16 @@ def run_console(code: str, folder: Path) -> None:
         words = shlex.split(command)
         if words[0] == "make":
             (target,) = words[1:]
-            if target == "test":
-                continue  # this run is `make test`
+            if target == "test" or (folder, target) in _MADE:
+                continue  # this run is `make test`; a target shown on two pages runs once
             argv = make(target, folder)
         else:
             # One bash per line, each after `source .venv/bin/activate` as the page asks.
             argv = ["bash", "-c", f"source .venv/bin/activate && {command}"]
         result = subprocess.run(argv, cwd=folder, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        if words[0] == "make":
+            _MADE.add((folder, target))
 
 
 @pytest.mark.parametrize(("where", "code"), blocks("console"), ids=lambda x: x if "#" in x else "")

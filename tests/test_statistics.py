@@ -13,7 +13,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import SpectrogramConfig
@@ -64,6 +64,7 @@ def held_values(logmel, frames):
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), cuts=st.lists(st.integers(1, 39)),
        split_every=st.integers(2, 6))  # fmt: skip
+@example(seed=139287, n=1, cuts=[], split_every=2)  # a small variance under a large mean
 def test_pixel_statistics_equal_numpy_for_any_batches_and_tree(seed, n, cuts, split_every):
     logmel, frames = random_logmels(seed, n)
     bounds = sorted({0, n, *(c for c in cuts if c < n)})
@@ -81,8 +82,11 @@ def test_pixel_statistics_equal_numpy_for_any_batches_and_tree(seed, n, cuts, sp
     exact = [Fraction(float(v)) for v in values[0]]  # band 0 by exact arithmetic
     exact_mean = sum(exact, Fraction(0)) / len(exact)
     assert mean[0] == float(exact_mean)  # the exact mean, rounded once
-    exact_std = math.sqrt(sum((v - exact_mean) ** 2 for v in exact) / len(exact))
-    assert std[0] == pytest.approx(exact_std, rel=1e-14, abs=1e-300)
+    exact_var = sum((v - exact_mean) ** 2 for v in exact) / len(exact)
+    mean_square = sum((v - Fraction(FLOOR)) ** 2 for v in exact) / len(exact)
+    # The per-clip sums of squares are rounded before they are added exactly: the variance
+    # is within a few units in the last place of the mean square of the summed values.
+    assert abs(Fraction(float(std[0])) ** 2 - exact_var) <= 16 * 2**-52 * mean_square
     assert std[-1] == 0.0  # a band of floor only has no spread at all
     first, n_bins = histogram_grid(1e-9)
     edges = (first + np.arange(n_bins + 1)) / BINS_PER_UNIT
