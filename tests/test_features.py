@@ -1,5 +1,7 @@
 """Log-mel spectrograms and their inverse, against librosa itself."""
 
+import warnings
+
 import librosa
 import numpy as np
 import pytest
@@ -7,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import SpectrogramConfig
-from pipeline.features import count_empty_mel_filters, log_mel, log_mel_to_audio, mel_filters
+from pipeline.features import (
+    _stft,
+    count_empty_mel_filters,
+    log_mel,
+    log_mel_to_audio,
+    mel_filters,
+)
 from tests.helpers import librosa_log_mel
 
 CONFIGS = [
@@ -81,6 +89,44 @@ def test_empty_filters_are_counted_as_librosa_builds_them(
     kwargs |= {"fmin": fmin_share * sr / 2, "fmax": fmax_share * sr / 2}
     expected = int((mel_filters(**kwargs).max(axis=1) == 0).sum())
     assert count_empty_mel_filters(**kwargs) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sr=st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+    n_fft=st.integers(16, 4096),
+    n_mels=st.integers(1, 160),
+    fmin_share=st.floats(0, 0.5),
+    fmax_share=st.floats(0.55, 1.0),
+)
+def test_filter_bank_equals_librosas_bit_for_bit(sr, n_fft, n_mels, fmin_share, fmax_share):
+    kwargs = {"sr": sr, "n_fft": n_fft, "n_mels": n_mels}
+    kwargs |= {"fmin": fmin_share * sr / 2, "fmax": fmax_share * sr / 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa's, for empty filters
+        expected = librosa.filters.mel(**kwargs, htk=False, norm="slaney", dtype=np.float32)
+    np.testing.assert_array_equal(mel_filters(**kwargs), expected, strict=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_fft=st.sampled_from([16, 255, 256, 400, 512, 1024, 2048]),
+    hop_share=st.floats(0.05, 1.0),
+    batch=st.lists(st.integers(1, 5), max_size=2),
+    length=st.integers(1, 6000),
+)
+def test_stft_equals_librosas_bit_for_bit(seed, n_fft, hop_share, batch, length):
+    """Every branch: signals shorter than a frame, frames that reach past one end or both,
+    stacks of any shape, and hops down to a twentieth of the window."""
+    hop = max(1, round(hop_share * n_fft))
+    y = (np.random.default_rng(seed).standard_normal((*batch, length)) * 0.3).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa's, for n_fft > length
+        expected = librosa.stft(
+            y, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant"
+        )
+    np.testing.assert_array_equal(_stft(y, n_fft=n_fft, hop_length=hop), expected, strict=True)
 
 
 def test_inverse_is_librosas_mel_to_audio_with_a_seeded_phase(rng):
