@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline import config as defaults
 from pipeline.errors import SpecpipeError
-from pipeline.executors import TLSFiles, open_executor
+from pipeline.executors import TLSFiles, open_executor, prepare_local_workers
 from pipeline.plan import DEFAULT_BATCH_SIZE
 from pipeline.stats import STATS_NAMES, Figures, GlobalStats
 
@@ -217,6 +217,8 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     if any(tls_files) and not all(tls_files):
         raise click.UsageError("Give all three of --tls-ca-file, --tls-cert and --tls-key.")
     cluster = {k: options.pop(k) for k in ("workers", "scheduler")}
+    if cluster["scheduler"] is None:
+        prepare_local_workers()  # their imports, while this process reads the input
     config = SpectrogramConfig.from_options(**{k: options.pop(k) for k in _CONFIG_OPTIONS})
     started = time.perf_counter()
     with open_executor(**cluster, tls=TLSFiles(*tls_files) if all(tls_files) else None) as ex:

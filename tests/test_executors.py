@@ -129,3 +129,22 @@ def test_a_loop_runs_blas_on_one_thread_as_a_dask_worker_does():
 
 def concatenate_lists(*parts: list[int]) -> list[int]:
     return [n for part in parts for n in part]
+
+
+def worker_state(_: int) -> list[tuple[bool, set[int]]]:
+    """Whether the analysis ran in this process before this task (its imports done and
+    the default filter bank built), and the BLAS threads."""
+    from threadpoolctl import threadpool_info
+
+    from pipeline.features import mel_filters
+
+    blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    return [(mel_filters.cache_info().currsize > 0, blas)]
+
+
+def test_local_workers_start_with_the_analysis_imported_and_one_blas_thread():
+    # Forked from a process that ran it once (pipeline.warm): a first batch does not pay
+    # for the imports; and BLAS must still run one thread per worker.
+    with open_executor(workers=2) as executor:
+        found = executor.map_reduce(worker_state, [[0, 1, 2, 3]], {}, concatenate_lists, Bar())
+    assert found == [(True, {1})] * 4
