@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # BENCH_*_ARGS pass options to a benchmark, e.g. BENCH_PREPROCESS_ARGS="--files 16000".
-bench: $(STAMP) bench-read
+bench: $(STAMP) bench-read bench-scale
 	$(BIN)/python -m bench.bench_preprocess $(BENCH_PREPROCESS_ARGS)
 	$(BIN)/python -m bench.bench_long $(BENCH_LONG_ARGS)
 

@@ -1,17 +1,21 @@
 """``make bench``: specpipe against the floor and the post's loop, on 1-second clips.
 
-The dataset: generated 1-second WAV clips at 16, 22.05, 44.1 and 48 kHz, mono and stereo.
-Reports, from one invocation on the same files:
+The dataset: 16,000 generated 1-second WAV clips (``--files``) at 16, 22.05, 44.1 and
+48 kHz, mono and stereo. Reports, from one invocation on the same files, for each number
+of workers given (``--workers 2``, or ``--workers 4 16`` for the scaling of one machine):
 
 - the floor: the per-file work alone (``tasks.analyse`` over batches of 64: decode the
   samples needed, resample, one batched STFT and mel product), with no Dask and no
   storage, in as many independent processes as the run has workers, each warmed up, in
   files/s summed over them; measured before and after the run and averaged;
-- ``specpipe preprocess --workers N`` end to end, as a share of the floor, with its
-  passes and its fixed cost (everything but the two passes: Python, imports, the
-  cluster, listing, planning, closing) apart, and its peak memory;
+- ``specpipe preprocess --workers N`` end to end, as a share of the floor, with pass 1,
+  pass 2 and the time outside them apart, and the peak resident memory of all its
+  processes together;
+- the fixed cost: the wall time of the same command on 8 files (Python, imports, the
+  cluster, listing, planning, closing, and next to no per-file work);
 - the post's sequential loop (``librosa.load`` and ``melspectrogram`` per file, two
-  passes, one PNG per file) and the ratio to it;
+  passes, one PNG per file), timed on the first 2,000 files (``--loop-files``), and the
+  ratio to it;
 - the choice behind the second pass (recompute the log-mels, or read float copies kept
   by the first pass), and what the padding-aware statistics add to pass 1's per-batch
   work.
@@ -22,6 +26,7 @@ Results also go to bench/results/preprocess.json.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -48,23 +53,36 @@ RATES = (16000, 22050, 44100, 48000)
 
 
 def dataset(count: int, workdir: Path = ROOT) -> Path:
-    """``count`` 1-second clips: a decaying tone over noise, cycling through four rates."""
-    folder = workdir / "data" / f"bench-1s-{count}"
+    """``count`` 1-second clips: a decaying tone over noise, cycling through four rates;
+    file ``i`` is the same in every dataset that has it. Written by one process per core."""
+    folder = workdir / "data" / f"bench-clips-{count}"
     done = folder / ".complete"
     if done.exists():
         return folder
     print(f"Generating {count} 1-second clips in {folder} ...", flush=True)
-    rng = np.random.default_rng(count)
-    for i in range(count):
+    for rate in RATES:
+        (folder / f"{rate}").mkdir(parents=True, exist_ok=True)
+    with concurrent.futures.ProcessPoolExecutor() as pool:
+        step = 500
+        list(
+            pool.map(
+                _write_clips, [(folder, i, min(i + step, count)) for i in range(0, count, step)]
+            )
+        )
+    done.touch()
+    return folder
+
+
+def _write_clips(job: tuple[Path, int, int]) -> None:
+    folder, lo, hi = job
+    for i in range(lo, hi):
+        rng = np.random.default_rng(i)
         rate, channels = RATES[i % len(RATES)], 1 + (i // len(RATES)) % 2
         t = np.arange(rate) / rate
         tone = np.sin(2 * np.pi * rng.uniform(80, 4000) * t) * np.exp(-rng.uniform(1, 6) * t)
         audio = 0.5 * tone[:, None] + 0.05 * rng.standard_normal((rate, channels))
-        path = folder / f"{rate}" / f"clip_{i:06d}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, audio.astype(np.float32), rate, subtype="PCM_16")
-    done.touch()
-    return folder
+        sf.write(folder / f"{rate}" / f"clip_{i:06d}.wav", audio.astype(np.float32), rate,
+                 subtype="PCM_16")  # fmt: skip
 
 
 FLOOR = r"""
@@ -88,11 +106,12 @@ with threadpool_limits(1):
 """
 
 
-def floor(folder: Path, processes: int) -> float:
+def floor(folder: Path, processes: int, limit: int | None = None) -> float:
     """Files/s of the per-file work alone (``tasks.analyse`` over batches of 64: decode
     the samples needed, resample, one batched STFT and mel product) in ``processes``
-    independent processes, each warmed up and timed on its share of the files, summed."""
-    paths = list_audio_files(folder).files
+    independent processes, each warmed up and timed on its share of the files (of the
+    first ``limit`` if given), summed."""
+    paths = list_audio_files(folder).files[:limit]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", FLOOR, str(folder), *paths[k::processes]],
@@ -172,130 +191,145 @@ def statistics_cost(folder: Path, config: SpectrogramConfig, batch: int = 64) ->
     }
 
 
+def run_specpipe(folder: Path, workers: int) -> dict:
+    """``specpipe preprocess --workers N`` end to end as a subprocess: wall time, its own
+    laps, and the peak resident memory of all its processes together."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "pipeline", "preprocess", str(folder),
+                   str(Path(tmp) / "bench.zarr"), "--workers", str(workers)]  # fmt: skip
+        run = run_measured(command)
+    seconds_line = next(x for x in run.result.stdout.splitlines() if x.startswith("Seconds:"))
+    pairs = (lap.rsplit(" ", 1) for lap in seconds_line[9:].rstrip(".").split(", "))
+    laps = {name: float(value) for name, value in pairs}
+    return {
+        "command": " ".join(command[1:]),
+        "seconds": run.seconds,
+        "pass1_s": laps["statistics"],
+        "pass2_s": laps["images"],
+        # Everything that is not the two passes: Python and imports, the cluster, the
+        # listing and the plan, and closing.
+        "outside_passes_s": run.seconds - laps["statistics"] - laps["images"],
+        "peak_rss_mib": run.tree / 2**20,
+    }
+
+
+def measure(folder: Path, tiny: Path, n: int, workers: int, limit: int | None) -> dict:
+    """For one number of workers: the floor as that many processes (before and after),
+    the run, and the fixed cost, as the wall time of the same command on a few files."""
+    before = floor(folder, workers, limit)
+    print(f"floor, {workers} processes: {before:.0f} files/s", flush=True)
+    ours = run_specpipe(folder, workers)
+    print(f"specpipe --workers {workers}: {ours['seconds']:.1f} s", flush=True)
+    # Measured again after the run: on a shared machine the floor itself moves by a tenth
+    # or more from one minute to the next, and the mean of both is the fairer baseline.
+    after = floor(folder, workers, limit)
+    print(f"floor again: {after:.0f} files/s", flush=True)
+    fixed = min(run_specpipe(tiny, workers)["seconds"] for _ in range(2))
+    floor_files_per_s = (before + after) / 2
+    passes = ours["pass1_s"] + ours["pass2_s"]
+    return {
+        "workers": workers,
+        "floor_files_per_s": floor_files_per_s,
+        "floor_before_and_after": [before, after],
+        "specpipe": {**ours, "files_per_s": n / ours["seconds"]},
+        "fixed_s": fixed,
+        "fraction_of_floor": n / ours["seconds"] / floor_files_per_s,
+        "fraction_of_floor_per_pass": n / passes / floor_files_per_s,
+        "fraction_of_floor_pass1": n / ours["pass1_s"] / floor_files_per_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", 8000)))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", 16000)))
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[2], help="One run per number given."
+    )
+    parser.add_argument(
+        "--loop-files", type=int, default=2000, help="Files the post's loop is timed on."
+    )
+    parser.add_argument(
+        "--floor-files", type=int, help="Time the floor on the first N files only (default all)."
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT, help="Where data/ and results go.")
     args = parser.parse_args()
     folder = dataset(args.files, args.workdir)
+    tiny = dataset(TINY, args.workdir)
     config = SpectrogramConfig.from_options()
-    cores = args.workers  # the floor runs as this many processes, beside the run's workers
-    print(f"Dataset: {args.files} 1-second clips in {folder}; {os.cpu_count()} cores.", flush=True)
-
-    before = floor(folder, cores)
-    print(f"floor, {cores} processes: {before:.0f} files/s", flush=True)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bench.zarr"
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "preprocess",
-            str(folder),
-            str(out),
-            "--workers",
-            str(args.workers),
-        ]
-        ours = run_measured(command)
-        result, ours_seconds, ours_peak = ours.result, ours.seconds, ours.tree
-        seconds_line = next(x for x in result.stdout.splitlines() if x.startswith("Seconds:"))
-        pairs = (lap.rsplit(" ", 1) for lap in seconds_line[9:].rstrip(".").split(", "))
-        laps = {name: float(value) for name, value in pairs}
-        startup = laps["executor"] + laps["startup"]  # cluster, listing, plan
-    print(f"specpipe --workers {args.workers}: {ours_seconds:.1f} s ({seconds_line})", flush=True)
-    # Measured again after the run: on a shared machine the floor itself moves by a tenth
-    # or more from one minute to the next, and the mean of both is the fairer baseline.
-    after = floor(folder, cores)
-    print(f"floor again: {after:.0f} files/s", flush=True)
-    floor_files_per_s = (before + after) / 2
-
-    with tempfile.TemporaryDirectory() as pngs:
-        loop_command = [sys.executable, str(ROOT / "bench" / "post_loop.py"), str(folder), pngs]
-        loop_run = run_measured(loop_command)
-        loop_result, loop_seconds, loop_peak = loop_run.result, loop_run.seconds, loop_run.tree
-    loop = json.loads(loop_result.stdout.strip().splitlines()[-1])
-    if loop["files"] != args.files:
-        sys.exit(f"The post's loop saw {loop['files']} files, not {args.files}.")
-    print(f"post's loop: {loop_seconds:.1f} s", flush=True)
-
     n = args.files
-    passes = laps["statistics"] + laps["images"]
+    print(f"Dataset: {n} 1-second clips in {folder}; {os.cpu_count()} cores.", flush=True)
+    runs = [measure(folder, tiny, n, workers, args.floor_files) for workers in args.workers]
+
+    loop_files = min(args.loop_files, n)
+    with tempfile.TemporaryDirectory() as pngs:
+        loop_folder = dataset(loop_files, args.workdir)  # the first files of the dataset
+        loop_command = [
+            sys.executable,
+            str(ROOT / "bench" / "post_loop.py"),
+            str(loop_folder),
+            pngs,
+        ]
+        loop_run = run_measured(loop_command)
+    loop = json.loads(loop_run.result.stdout.strip().splitlines()[-1])
+    if loop["files"] != loop_files:
+        sys.exit(f"The post's loop saw {loop['files']} files, not {loop_files}.")
+    print(f"post's loop: {loop_run.seconds:.1f} s on {loop_files} files", flush=True)
+    loop_files_per_s = loop_files / loop_run.seconds
+    for r in runs:
+        r["speedup"] = r["specpipe"]["files_per_s"] / loop_files_per_s
+
     results = {
         "files": n,
         "clip_seconds": 1.0,
-        "cores": cores,
-        "floor_files_per_s": floor_files_per_s,
-        "floor_before_and_after": [before, after],
-        "specpipe": {
-            "command": " ".join(command[1:]),
-            "seconds": ours_seconds,
-            "files_per_s": n / ours_seconds,
-            "files_per_s_after_startup": n / (ours_seconds - startup),
-            "cluster_startup_s": startup,
-            "pass1_s": laps["statistics"],
-            "pass2_s": laps["images"],
-            # Everything that is not per-file work: Python and imports, the cluster, the
-            # listing and the plan, and closing.
-            "fixed_s": ours_seconds - passes,
-            "peak_rss_mib": ours_peak / 2**20,
-        },
+        "cores": os.cpu_count(),
+        "runs": runs,
         "post_loop": {
-            "seconds": loop_seconds,
-            "files_per_s": n / loop_seconds,
-            "peak_rss_mib": loop_peak / 2**20,
+            "files": loop_files,
+            "seconds": loop_run.seconds,
+            "files_per_s": loop_files_per_s,
+            "peak_rss_mib": loop_run.tree / 2**20,
         },
         "second_pass": second_pass_choice(folder, config),
         "pass1_statistics": statistics_cost(folder, config),
     }
-    ours = results["specpipe"]
-    results["fraction_of_floor"] = ours["files_per_s"] / floor_files_per_s
-    results["fraction_of_floor_after_startup"] = (
-        ours["files_per_s_after_startup"] / floor_files_per_s
-    )
-    results["fraction_of_floor_per_pass"] = n / passes / floor_files_per_s
-    results["speedup"] = ours["files_per_s"] / results["post_loop"]["files_per_s"]
-    results["speedup_after_startup"] = (
-        ours["files_per_s_after_startup"] / results["post_loop"]["files_per_s"]
-    )
     report(results)
     out_dir = args.workdir / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "preprocess.json").write_text(json.dumps(results, indent=2))
 
 
+TINY = 8  # files in the run that measures the fixed cost
+
+
 def report(r: dict) -> None:
-    ours, loop, second = r["specpipe"], r["post_loop"], r["second_pass"]
-    cost = r["pass1_statistics"]
-    cores = r["cores"]
-    first, again = r["floor_before_and_after"]
+    loop, second, cost = r["post_loop"], r["second_pass"], r["pass1_statistics"]
     print()
-    print(f"(the floor, measured before and after the run: {first:.0f}, {again:.0f} files/s)")
-    print(f"{'':34}{'files/s':>10}{'peak RSS MiB':>14}")
-    print(f"{f'floor, {cores} independent processes':34}{r['floor_files_per_s']:>10.1f}")
+    print(f"{r['files']} 1-second clips, {r['cores']} cores; the floor is that many "
+          "independent processes, measured before and after each run")  # fmt: skip
+    print(f"{'workers':>8}{'floor files/s':>15}{'specpipe files/s':>18}{'share':>7}"
+          f"{'passes only':>13}{'pass 1 only':>13}{'peak RSS MiB':>14}")  # fmt: skip
+    for run in r["runs"]:
+        ours = run["specpipe"]
+        print(
+            f"{run['workers']:>8}{run['floor_files_per_s']:>15.0f}{ours['files_per_s']:>18.0f}"
+            f"{run['fraction_of_floor']:>7.0%}{run['fraction_of_floor_per_pass']:>13.0%}"
+            f"{run['fraction_of_floor_pass1']:>13.0%}{ours['peak_rss_mib']:>14.0f}"
+        )
+    for run in r["runs"]:
+        ours = run["specpipe"]
+        print(
+            f"--workers {run['workers']}: pass 1 {ours['pass1_s']:.2f} s, pass 2 "
+            f"{ours['pass2_s']:.2f} s, outside the passes {ours['outside_passes_s']:.2f} s; "
+            f"fixed cost (the same command on {TINY} files) {run['fixed_s']:.2f} s; "
+            f"{run['speedup']:.1f}x the post's loop"
+        )
+    if len(r["runs"]) > 1:
+        first, last = r["runs"][0], r["runs"][-1]
+        ratio = last["specpipe"]["files_per_s"] / first["specpipe"]["files_per_s"]
+        print(f"--workers {last['workers']} / --workers {first['workers']}: {ratio:.2f}x")
     print(
-        f"{'specpipe preprocess --workers 2':34}{ours['files_per_s']:>10.1f}"
-        f"{ours['peak_rss_mib']:>14.0f}"
-    )
-    print(f"{'  same, without cluster start-up':34}{ours['files_per_s_after_startup']:>10.1f}")
-    print(
-        f"{'post loop (librosa, 2 passes)':34}{loop['files_per_s']:>10.1f}"
-        f"{loop['peak_rss_mib']:>14.0f}"
-    )
-    print(
-        f"specpipe / floor: {r['fraction_of_floor']:.0%} end to end, "
-        f"{r['fraction_of_floor_after_startup']:.0%} without start-up, "
-        f"{r['fraction_of_floor_per_pass']:.0%} over the two passes alone"
-    )
-    print(
-        f"seconds: pass 1 {ours['pass1_s']:.2f}, pass 2 {ours['pass2_s']:.2f}, fixed "
-        f"{ours['fixed_s']:.2f} (of which the cluster, listing and plan "
-        f"{ours['cluster_startup_s']:.2f}; the rest Python, imports and closing)"
-    )
-    print(
-        f"ratio specpipe / post loop: {r['speedup']:.1f}x end to end, "
-        f"{r['speedup_after_startup']:.1f}x without start-up"
+        f"post's loop (librosa, 2 passes, PNGs): {loop['files_per_s']:.1f} files/s on "
+        f"{loop['files']} files, {loop['peak_rss_mib']:.0f} MiB"
     )
     print(
         f"second pass, per file: recompute {second['recompute_ms_per_file']:.2f} ms; float32 "
@@ -304,9 +338,9 @@ def report(r: dict) -> None:
         f"{second['scratch_bytes_per_file'] / 1e3:.0f} kB on disk"
     )
     print(
-        f"pass 1 took {ours['pass1_s']:.2f} s; per file on one core: analysis "
-        f"{cost['analysis_ms_per_file']:.2f} ms, pixel statistics (histogram, band moments) "
-        f"{cost['pixel_statistics_ms_per_file']:.3f} ms = {cost['share_of_analysis']:.1%} of it"
+        f"per file on one core: analysis {cost['analysis_ms_per_file']:.2f} ms, pixel "
+        f"statistics (histogram, band moments) {cost['pixel_statistics_ms_per_file']:.3f} ms "
+        f"= {cost['share_of_analysis']:.1%} of it"
     )
 
 
