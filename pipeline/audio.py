@@ -54,7 +54,7 @@ BLOCK_FRAMES = 1 << 16  # frames decoded at a time: 0.5 MB of stereo float32
 SPAN = 1 << 17
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileFacts:
     """What a file's header says: its length in frames, sample rate and channels."""
 

