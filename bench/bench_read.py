@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pipeline.errors import StoreError
 from pipeline.pictures import export_png
 from pipeline.reader import open_store
+from pipeline.schema import FORMAT_VERSION
 from pipeline.torch import (
     ChunkBatchSampler,
     ChunkShuffleSampler,
@@ -65,8 +66,10 @@ class PngFolder(Dataset):
 
 def prepare(count: int, workdir: Path) -> tuple[Path, list[Path]]:
     audio = workdir / "data" / f"bench-read-{count}"
-    store = workdir / "data" / f"bench-read-{count}.zarr"
-    pngs = workdir / "data" / f"bench-read-{count}-png"
+    # Named by store format: a store of another format holds arrays that this specpipe
+    # does not know as its own, and --overwrite rightly refuses to remove those.
+    store = workdir / "data" / f"bench-read-{count}-v{FORMAT_VERSION}.zarr"
+    pngs = workdir / "data" / f"bench-read-{count}-v{FORMAT_VERSION}-png"
     specpipe = [sys.executable, "-m", "pipeline"]
     if not audio.exists():
         subprocess.run([*specpipe, "demo", audio, "--count", str(count), "--no-broken"], check=True)
