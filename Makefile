@@ -17,13 +17,17 @@ $(STAMP): pyproject.toml
 	@# torch first, pinned: 2.13.0 is the CPU build these machines keep; an open range would
 	@# pull a CUDA build of several GB. The torch extra itself asks only for a minimum.
 	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)'
-	$(BIN)/python -m pip install --quiet -e '.[dev,torch,xarray,viz,s3,slurm]'
+	@# An environment made under the project's former name holds it too: it goes.
+	$(BIN)/python -m pip uninstall --quiet --yes specpipe 2>/dev/null || true
+	@# pip 25.1 is the first to read [dependency-groups] (--group dev: the test and lint tools).
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[torch,xarray,viz,s3,slurm]' --group dev
 	@touch $@
-	@echo "Installed specpipe into $(VENV)."
+	@echo "Installed melpipe into $(VENV)."
 
 preprocess: $(STAMP)
-	@test -d $(DEMO_DIR) || $(BIN)/specpipe demo $(DEMO_DIR)
-	$(BIN)/specpipe preprocess $(DEMO_DIR) $(DEMO_STORE) --overwrite
+	@test -d $(DEMO_DIR) || $(BIN)/melpipe demo $(DEMO_DIR)
+	$(BIN)/melpipe preprocess $(DEMO_DIR) $(DEMO_STORE) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -41,7 +45,7 @@ bench-scale: $(STAMP)
 
 # The five statistics side by side on the demo data (docs/statistics.md).
 bench-stats: $(STAMP)
-	@test -d $(DEMO_DIR) || $(BIN)/specpipe demo $(DEMO_DIR)
+	@test -d $(DEMO_DIR) || $(BIN)/melpipe demo $(DEMO_DIR)
 	$(BIN)/python -m bench.compare_stats $(DEMO_DIR) $(BENCH_STATS_ARGS) -- --scheduler sync
 
 lint: $(STAMP)

@@ -9,7 +9,7 @@ on the same files:
   processes, one per core, with no Dask and no storage; each process is warmed up on a
   file before it is timed, and the floor is the sum of their throughputs, measured before
   and after the run and averaged;
-- ``specpipe preprocess --segments all --workers N`` end to end, cluster start-up
+- ``melpipe preprocess --segments all --workers N`` end to end, cluster start-up
   included, in clips/s and hours of audio per second, as a share of the floor;
 - the peak resident memory of each worker process, and of the whole process tree.
 
@@ -69,8 +69,8 @@ FLOOR = r"""
 import json, sys, time
 import numpy as np, soundfile as sf, soxr
 from threadpoolctl import threadpool_limits
-from pipeline.config import SpectrogramConfig
-from pipeline.features import log_mel
+from melpipe.config import SpectrogramConfig
+from melpipe.features import log_mel
 
 config = SpectrogramConfig(segments="all")
 n, rate = config.n_samples, config.sample_rate
@@ -143,7 +143,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         options = ["--segments", "all", "--workers", str(args.workers)]
-        command = [sys.executable, "-m", "pipeline", "preprocess", str(folder), f"{tmp}/l.zarr"]
+        command = [sys.executable, "-m", "melpipe", "preprocess", str(folder), f"{tmp}/l.zarr"]
         command += options
         measured = run_measured(command)
     stdout, seconds = measured.result.stdout, measured.seconds
@@ -161,7 +161,7 @@ def main() -> None:
     seconds_line = next(x for x in stdout.splitlines() if x.startswith("Seconds:"))
     results = {
         "floor": base,
-        "specpipe": {
+        "melpipe": {
             "command": " ".join(command[1:]),
             "clips": clips,
             "seconds": seconds,
@@ -172,7 +172,7 @@ def main() -> None:
             "peak_rss_tree_mib": measured.tree / 2**20,
         },
     }
-    results["fraction_of_floor"] = results["specpipe"]["clips_per_s"] / base["clips_per_s"]
+    results["fraction_of_floor"] = results["melpipe"]["clips_per_s"] / base["clips_per_s"]
     report(results)
     out_dir = args.workdir / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ def main() -> None:
 
 
 def report(r: dict) -> None:
-    base, ours = r["floor"], r["specpipe"]
+    base, ours = r["floor"], r["melpipe"]
     print()
     print(f"{base['audio_s'] / 3600:.2f} hours of audio, {ours['clips']} clips of 1 s")
     print(f"{'':38}{'clips/s':>10}{'audio h/s':>11}")
@@ -189,10 +189,10 @@ def report(r: dict) -> None:
     name = f"floor, {base['processes']} independent processes"
     print(f"{name:38}{base['clips_per_s']:>10.1f}{base['audio_s_per_s'] / 3600:>11.3f}")
     print(
-        f"{'specpipe --segments all, end to end':38}{ours['clips_per_s']:>10.1f}"
+        f"{'melpipe --segments all, end to end':38}{ours['clips_per_s']:>10.1f}"
         f"{ours['audio_hours_per_s']:>11.3f}"
     )
-    print(f"specpipe / floor: {r['fraction_of_floor']:.0%}  ({ours['laps']})")
+    print(f"melpipe / floor: {r['fraction_of_floor']:.0%}  ({ours['laps']})")
     print(
         f"peak RSS: {ours['peak_rss_per_worker_mib']:.0f} MiB in the largest worker, "
         f"{ours['peak_rss_tree_mib']:.0f} MiB for the whole process tree"

@@ -1,4 +1,4 @@
-"""``make bench``: specpipe against the floor and the post's loop, on 1-second clips.
+"""``make bench``: melpipe against the floor and the post's loop, on 1-second clips.
 
 The dataset: 16,000 generated 1-second WAV clips (``--files``) at 16, 22.05, 44.1 and
 48 kHz, mono and stereo. Reports, from one invocation on the same files, for each number
@@ -8,7 +8,7 @@ of workers given (``--workers 2``, or ``--workers 4 16`` for the scaling of one 
   samples needed, resample, one batched STFT and mel product), with no Dask and no
   storage, in as many independent processes as the run has workers, each warmed up, in
   files/s summed over them; measured before and after the run and averaged;
-- ``specpipe preprocess --workers N`` end to end, as a share of the floor, with pass 1,
+- ``melpipe preprocess --workers N`` end to end, as a share of the floor, with pass 1,
   pass 2 and the time outside them apart, and the peak resident memory of all its
   processes together;
 - the fixed cost: the wall time of the same command on 8 files (Python, imports, the
@@ -40,11 +40,11 @@ import soundfile as sf
 import zarr
 
 from bench.measure import run_measured
-from pipeline.config import SpectrogramConfig
-from pipeline.discover import list_audio_files
-from pipeline.segments import Piece
-from pipeline.stats import PixelStats
-from pipeline.tasks import analyse
+from melpipe.config import SpectrogramConfig
+from melpipe.discover import list_audio_files
+from melpipe.segments import Piece
+from melpipe.stats import PixelStats
+from melpipe.tasks import analyse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,9 +89,9 @@ FLOOR = r"""
 import json, sys, time
 import numpy as np
 from threadpoolctl import threadpool_limits
-from pipeline.config import SpectrogramConfig
-from pipeline.segments import Piece
-from pipeline.tasks import analyse
+from melpipe.config import SpectrogramConfig
+from melpipe.segments import Piece
+from melpipe.tasks import analyse
 
 root, paths = sys.argv[1], sys.argv[2:]
 config = SpectrogramConfig.from_options()
@@ -141,7 +141,7 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
     logmels = [analyse(str(folder), b, config).logmel for b in batches]
     recompute = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        scratch = zarr.create_array(  # laid out as pipeline.store lays out images
+        scratch = zarr.create_array(  # laid out as melpipe.store lays out images
             f"{tmp}/scratch.zarr",
             shape=(n, *config.image_shape),
             dtype="float32",
@@ -191,11 +191,11 @@ def statistics_cost(folder: Path, config: SpectrogramConfig, batch: int = 64) ->
     }
 
 
-def run_specpipe(folder: Path, workers: int) -> dict:
-    """``specpipe preprocess --workers N`` end to end as a subprocess: wall time, its own
+def run_melpipe(folder: Path, workers: int) -> dict:
+    """``melpipe preprocess --workers N`` end to end as a subprocess: wall time, its own
     laps, and the peak resident memory of all its processes together."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pipeline", "preprocess", str(folder),
+        command = [sys.executable, "-m", "melpipe", "preprocess", str(folder),
                    str(Path(tmp) / "bench.zarr"), "--workers", str(workers)]  # fmt: skip
         run = run_measured(command)
     seconds_line = next(x for x in run.result.stdout.splitlines() if x.startswith("Seconds:"))
@@ -218,20 +218,20 @@ def measure(folder: Path, tiny: Path, n: int, workers: int, limit: int | None) -
     the run, and the fixed cost, as the wall time of the same command on a few files."""
     before = floor(folder, workers, limit)
     print(f"floor, {workers} processes: {before:.0f} files/s", flush=True)
-    ours = run_specpipe(folder, workers)
-    print(f"specpipe --workers {workers}: {ours['seconds']:.1f} s", flush=True)
+    ours = run_melpipe(folder, workers)
+    print(f"melpipe --workers {workers}: {ours['seconds']:.1f} s", flush=True)
     # Measured again after the run: on a shared machine the floor itself moves by a tenth
     # or more from one minute to the next, and the mean of both is the fairer baseline.
     after = floor(folder, workers, limit)
     print(f"floor again: {after:.0f} files/s", flush=True)
-    fixed = min(run_specpipe(tiny, workers)["seconds"] for _ in range(2))
+    fixed = min(run_melpipe(tiny, workers)["seconds"] for _ in range(2))
     floor_files_per_s = (before + after) / 2
     passes = ours["pass1_s"] + ours["pass2_s"]
     return {
         "workers": workers,
         "floor_files_per_s": floor_files_per_s,
         "floor_before_and_after": [before, after],
-        "specpipe": {**ours, "files_per_s": n / ours["seconds"]},
+        "melpipe": {**ours, "files_per_s": n / ours["seconds"]},
         "fixed_s": fixed,
         "fraction_of_floor": n / ours["seconds"] / floor_files_per_s,
         "fraction_of_floor_per_pass": n / passes / floor_files_per_s,
@@ -276,7 +276,7 @@ def main() -> None:
     print(f"post's loop: {loop_run.seconds:.1f} s on {loop_files} files", flush=True)
     loop_files_per_s = loop_files / loop_run.seconds
     for r in runs:
-        r["speedup"] = r["specpipe"]["files_per_s"] / loop_files_per_s
+        r["speedup"] = r["melpipe"]["files_per_s"] / loop_files_per_s
 
     results = {
         "files": n,
@@ -306,17 +306,17 @@ def report(r: dict) -> None:
     print()
     print(f"{r['files']} 1-second clips, {r['cores']} cores; the floor is that many "
           "independent processes, measured before and after each run")  # fmt: skip
-    print(f"{'workers':>8}{'floor files/s':>15}{'specpipe files/s':>18}{'share':>7}"
+    print(f"{'workers':>8}{'floor files/s':>15}{'melpipe files/s':>18}{'share':>7}"
           f"{'passes only':>13}{'pass 1 only':>13}{'peak RSS MiB':>14}")  # fmt: skip
     for run in r["runs"]:
-        ours = run["specpipe"]
+        ours = run["melpipe"]
         print(
             f"{run['workers']:>8}{run['floor_files_per_s']:>15.0f}{ours['files_per_s']:>18.0f}"
             f"{run['fraction_of_floor']:>7.0%}{run['fraction_of_floor_per_pass']:>13.0%}"
             f"{run['fraction_of_floor_pass1']:>13.0%}{ours['peak_rss_mib']:>14.0f}"
         )
     for run in r["runs"]:
-        ours = run["specpipe"]
+        ours = run["melpipe"]
         print(
             f"--workers {run['workers']}: pass 1 {ours['pass1_s']:.2f} s, pass 2 "
             f"{ours['pass2_s']:.2f} s, outside the passes {ours['outside_passes_s']:.2f} s; "
@@ -325,7 +325,7 @@ def report(r: dict) -> None:
         )
     if len(r["runs"]) > 1:
         first, last = r["runs"][0], r["runs"][-1]
-        ratio = last["specpipe"]["files_per_s"] / first["specpipe"]["files_per_s"]
+        ratio = last["melpipe"]["files_per_s"] / first["melpipe"]["files_per_s"]
         print(f"--workers {last['workers']} / --workers {first['workers']}: {ratio:.2f}x")
     print(
         f"post's loop (librosa, 2 passes, PNGs): {loop['files_per_s']:.1f} files/s on "

@@ -4,7 +4,7 @@ One invocation, the same images: a store made from generated demo audio, and the
 clips exported as one PNG per clip (the post's output). Each is read through a PyTorch
 DataLoader with 2 worker processes, batches of 64, in random order, as float32 tensors in
 [-1, 1]: the PNG folder as training code reads it (one file decoded per item), the store
-through each of ``pipeline.torch``'s reading paths. Then both again as uint8 items.
+through each of ``melpipe.torch``'s reading paths. Then both again as uint8 items.
 The loop reads one value in every memory page of each batch, as training would. After
 one warm-up epoch each (so that both are read from the page cache, as in a training
 run's later epochs), timed passes of a few epochs, taken in turn, give the median
@@ -30,11 +30,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.errors import StoreError
-from pipeline.pictures import export_png
-from pipeline.reader import open_store
-from pipeline.schema import FORMAT_VERSION
-from pipeline.torch import (
+from melpipe.errors import StoreError
+from melpipe.pictures import export_png
+from melpipe.reader import open_store
+from melpipe.schema import FORMAT_VERSION
+from melpipe.torch import (
     ChunkBatchSampler,
     ChunkShuffleSampler,
     SpectrogramDataset,
@@ -66,16 +66,16 @@ class PngFolder(Dataset):
 
 def prepare(count: int, workdir: Path) -> tuple[Path, list[Path]]:
     audio = workdir / "data" / f"bench-read-{count}"
-    # Named by store format: a store of another format holds arrays that this specpipe
+    # Named by store format: a store of another format holds arrays that this melpipe
     # does not know as its own, and --overwrite rightly refuses to remove those.
     store = workdir / "data" / f"bench-read-{count}-v{FORMAT_VERSION}.zarr"
     pngs = workdir / "data" / f"bench-read-{count}-v{FORMAT_VERSION}-png"
-    specpipe = [sys.executable, "-m", "pipeline"]
+    melpipe = [sys.executable, "-m", "melpipe"]
     if not audio.exists():
-        subprocess.run([*specpipe, "demo", audio, "--count", str(count), "--no-broken"], check=True)
-    if not _readable(store):  # absent, or left by another version of specpipe
+        subprocess.run([*melpipe, "demo", audio, "--count", str(count), "--no-broken"], check=True)
+    if not _readable(store):  # absent, or left by another version of melpipe
         subprocess.run(
-            [*specpipe, "preprocess", audio, store, "--workers", "2", "--overwrite"], check=True
+            [*melpipe, "preprocess", audio, store, "--workers", "2", "--overwrite"], check=True
         )
         shutil.rmtree(pngs, ignore_errors=True)
     if not pngs.exists():

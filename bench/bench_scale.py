@@ -2,7 +2,7 @@
 
 For each size, generates that many tiny audio files (0.05 s, so that the run measures
 orchestration, not audio work), starts a scheduler and two workers with
-cluster/local's scripts, runs ``specpipe preprocess --scheduler`` as a separate client
+cluster/local's scripts, runs ``melpipe preprocess --scheduler`` as a separate client
 process, and samples the resident memory of every process. Reports per size: batches,
 Dask tasks, peak RSS of the client, the scheduler, the workers and all together, and
 wall time. Results also go to bench/results/scale.json.
@@ -122,7 +122,7 @@ def measure(n: int, root: Path, workdir: Path) -> dict:
         ]
         time.sleep(3)  # let the workers connect
         command = [
-            sys.executable, "-m", "pipeline", "preprocess", str(folder),
+            sys.executable, "-m", "melpipe", "preprocess", str(folder),
             str(root / "data" / f"scale-{n}.zarr"), "--scheduler", address, "--overwrite",
             "--duration", "0.05", "--n-mels", "32", "--hop-length", "128",
         ]  # fmt: skip

@@ -3,7 +3,7 @@ same clips scaled each way.
 
     python -m bench.compare_stats INPUT [--workdir DIR] [--count N] [-- PREPROCESS OPTIONS]
 
-runs ``specpipe preprocess`` (with the options after ``--``) once per statistic
+runs ``melpipe preprocess`` (with the options after ``--``) once per statistic
 (``--stats-from`` the first run, so that all five scale with the same numbers), prints
 each one's range and figures as ``info`` does (share of the pixels that hold audio at
 each end of the scale, the fewest levels that hold 99% of them, decibels per level), and
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.reader import open_store
-from pipeline.stats import STATS_NAMES
+from melpipe.reader import open_store
+from melpipe.stats import STATS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = (".wav", ".aif", ".aiff", ".aifc", ".au", ".flac")
@@ -56,7 +56,7 @@ def run(input_dir: Path, workdir: Path, extra: list[str]) -> dict[str, Path]:
     for name in STATS_NAMES:
         out = workdir / f"stats-{name}.zarr"
         source = ["--stats-from", str(stores["mean"])] if stores else []
-        command = [sys.executable, "-m", "pipeline", "preprocess", str(input_dir), str(out),
+        command = [sys.executable, "-m", "melpipe", "preprocess", str(input_dir), str(out),
                    "--overwrite", "--stats", name, *source, *extra]  # fmt: skip
         subprocess.run(command, check=True, capture_output=True, text=True)
         stores[name] = out

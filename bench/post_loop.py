@@ -3,7 +3,7 @@
 Per file and per pass: ``librosa.load`` (resampling to the rate), ``melspectrogram`` (which
 rebuilds the mel filter bank every call) and the log. Pass 1 averages per-file extrema,
 pass 2 scales each spectrogram to uint8 and saves it as one PNG file. Clips are cropped or
-padded to the same length as specpipe's, so both do the same amount of analysis. Prints a
+padded to the same length as melpipe's, so both do the same amount of analysis. Prints a
 JSON line with its timings.
 """
 
@@ -18,7 +18,7 @@ import librosa
 import numpy as np
 from PIL import Image
 
-from pipeline.discover import list_audio_files
+from melpipe.discover import list_audio_files
 
 
 def log_mel(path: str, args: argparse.Namespace) -> np.ndarray:

@@ -13,8 +13,8 @@ import numpy as np
 import soundfile as sf
 import zarr
 
-from pipeline.config import SpectrogramConfig
-from pipeline.stats import GlobalStats, PixelSummary, Range, StatsOptions
+from melpipe.config import SpectrogramConfig
+from melpipe.stats import GlobalStats, PixelSummary, Range, StatsOptions
 
 # (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
 # real ones mix, with clips both shorter and longer than the default one-second clip.
@@ -124,7 +124,7 @@ def assert_same_arrays(store: Path | str, reference: Path | str) -> None:
 
 def stored_objects(store: Path) -> dict[str, bytes]:
     """Every stored object but the root metadata (times, paths) and the lock file (owner)."""
-    skip = {store / "zarr.json", store / "specpipe.lock"}
+    skip = {store / "zarr.json", store / "melpipe.lock"}
     return {
         p.relative_to(store).as_posix(): p.read_bytes()
         for p in sorted(store.rglob("*"))
@@ -140,12 +140,12 @@ def assert_same_bytes(store: Path, reference: Path) -> None:
     assert read_all(store)[1]["stats"] == read_all(reference)[1]["stats"]
 
 
-def specpipe(
+def run_cli(
     *args: object, check: bool = True, timeout: float = 240, **kwargs
 ) -> subprocess.CompletedProcess:
     """Run the command line as a user does, in a new process."""
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
+        [sys.executable, "-m", "melpipe", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -248,10 +248,10 @@ def write_store(
     store module's own API."""
     import dataclasses
 
-    from pipeline import lock, store
-    from pipeline.plan import plan_batches
-    from pipeline.schema import Counts, Sizes, StatsRecord, StoreAttrs
-    from pipeline.stats import histogram_grid
+    from melpipe import lock, store
+    from melpipe.plan import plan_batches
+    from melpipe.schema import Counts, Sizes, StatsRecord, StoreAttrs
+    from melpipe.stats import histogram_grid
 
     clips, files = rows
     n, n_files = len(clips["file_index"]), len(files["path"])
@@ -322,6 +322,6 @@ def world_readable_folder() -> Path:
     """A new folder that user nobody can enter (pytest's own are private to root)."""
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="specpipe-test-"))
+    folder = Path(tempfile.mkdtemp(prefix="melpipe-test-"))
     folder.chmod(0o755)
     return folder

@@ -5,13 +5,13 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from tests.helpers import specpipe, write_dataset
+from melpipe.cli import main
+from tests.helpers import run_cli, write_dataset
 
 
 def test_preprocess_on_a_local_cluster_of_two_workers(dataset, tmp_path):
     out = tmp_path / "cli.zarr"
-    result = specpipe("preprocess", dataset, out, "--workers", 2, "--n-mels", 64, "--batch-size", 4)
+    result = run_cli("preprocess", dataset, out, "--workers", 2, "--n-mels", 64, "--batch-size", 4)
     assert f"Wrote 10 clips to {out}, from 15 files: 10 decoded, 5 failed." in result.stdout
     assert "bad/not_audio.wav: LibsndfileError: Format not recognised" in result.stdout
     assert "Started a local Dask cluster of 2 worker processes" in result.stderr
@@ -23,7 +23,7 @@ def test_preprocess_on_a_local_cluster_of_two_workers(dataset, tmp_path):
 
 def test_options_reach_the_store(dataset, tmp_path, cluster_address):
     out = tmp_path / "options.zarr"
-    specpipe(
+    run_cli(
         "preprocess",
         dataset,
         out,
@@ -82,24 +82,24 @@ def test_invalid_parameters_fail_before_any_work(dataset, tmp_path, args, messag
 
 def test_existing_output_needs_overwrite(dataset, tmp_path):
     out = tmp_path / "out.zarr"
-    specpipe("preprocess", dataset, out, "--scheduler", "sync")
+    run_cli("preprocess", dataset, out, "--scheduler", "sync")
     first = zarr.open_group(out, mode="r")["images"][:]
-    result = specpipe("preprocess", dataset, out, "--scheduler", "sync", check=False)
+    result = run_cli("preprocess", dataset, out, "--scheduler", "sync", check=False)
     assert result.returncode == 1
     assert "already exists. Pass --overwrite" in result.stderr
-    specpipe("preprocess", dataset, out, "--scheduler", "sync", "--overwrite", "--n-mels", 32)
+    run_cli("preprocess", dataset, out, "--scheduler", "sync", "--overwrite", "--n-mels", 32)
     assert zarr.open_group(out, mode="r")["images"].shape[1] == 32 != first.shape[1]
 
 
 def test_no_audio_is_a_clear_error(tmp_path):
     (tmp_path / "in").mkdir()
-    result = specpipe("preprocess", tmp_path / "in", tmp_path / "out.zarr", check=False)
+    result = run_cli("preprocess", tmp_path / "in", tmp_path / "out.zarr", check=False)
     assert result.returncode == 1
     assert "No audio files under" in result.stderr
 
 
 def test_scan_reports_the_dataset(dataset):
-    result = specpipe("scan", dataset)
+    result = run_cli("scan", dataset)
     out = result.stdout
     # Headers only: NaN samples are found by preprocess, not by scan.
     assert "15 audio files" in out and "11 readable, 4 unreadable" in out
@@ -120,10 +120,8 @@ def test_scan_reports_the_dataset(dataset):
 
 
 def test_demo_then_preprocess(tmp_path):
-    specpipe("demo", tmp_path / "demo", "--count", 12)
-    result = specpipe(
-        "preprocess", tmp_path / "demo", tmp_path / "demo.zarr", "--scheduler", "sync"
-    )
+    run_cli("demo", tmp_path / "demo", "--count", 12)
+    result = run_cli("preprocess", tmp_path / "demo", tmp_path / "demo.zarr", "--scheduler", "sync")
     assert "Wrote 12 clips" in result.stdout and "14 files: 12 decoded, 2 failed" in result.stdout
     images = zarr.open_group(tmp_path / "demo.zarr", mode="r")["images"][:]
     assert len(np.unique(images)) > 100
@@ -133,8 +131,8 @@ def test_skipped_folders_are_reported_by_the_run_and_kept_in_the_store(tmp_path,
     source = write_dataset(tmp_path / "in", rng, broken=False)
     (source / "a" / "back").symlink_to(source)  # a link that would loop forever
     out = tmp_path / "out.zarr"
-    result = specpipe("preprocess", source, out, "--scheduler", "sync", "--n-mels", 64)
+    result = run_cli("preprocess", source, out, "--scheduler", "sync", "--n-mels", 64)
     reason = "a link to the input folder itself, which is listed already"
     assert f"Skipped folder a/back: {reason}" in result.stdout
-    assert f"Skipped folder a/back: {reason}" in specpipe("info", out).stdout
-    assert f"a/back: {reason}" in specpipe("scan", source).stdout
+    assert f"Skipped folder a/back: {reason}" in run_cli("info", out).stdout
+    assert f"a/back: {reason}" in run_cli("scan", source).stdout

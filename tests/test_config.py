@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import ConfigError
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import ConfigError
 
 
 def test_defaults_follow_the_post_and_librosa():

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from pipeline.discover import list_audio_files
-from pipeline.errors import InputError
+from melpipe.discover import list_audio_files
+from melpipe.errors import InputError
 from tests.helpers import as_nobody, world_readable_folder
 
 

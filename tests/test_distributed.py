@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import trustme
 
-from pipeline.config import SpectrogramConfig
-from pipeline.demo import generate_demo
-from pipeline.errors import StoreError
-from pipeline.executors import LoopExecutor
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
+from melpipe.config import SpectrogramConfig
+from melpipe.demo import generate_demo
+from melpipe.errors import StoreError
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
 from tests.helpers import assert_same_bytes
 from tests.processes import Processes, n_workers_connected, start_dask_cluster, wait_for
 
@@ -59,8 +59,8 @@ def cluster(procs):
     return address, workers
 
 
-def specpipe(*args) -> list[str]:
-    return [sys.executable, "-m", "pipeline", *map(str, args)]
+def run_cli(*args) -> list[str]:
+    return [sys.executable, "-m", "melpipe", *map(str, args)]
 
 
 def written_chunks(store: Path) -> list[Path]:
@@ -72,7 +72,7 @@ def test_submitted_run_writes_the_same_bytes_as_a_local_run(audio, local_run, cl
     address, _ = cluster
     out = tmp_path / "cluster.zarr"
     result = subprocess.run(
-        specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS),
+        run_cli("preprocess", audio, out, "--scheduler", address, *OPTIONS),
         capture_output=True,
         text=True,
         timeout=300,
@@ -86,7 +86,7 @@ def test_submitted_run_writes_the_same_bytes_as_a_local_run(audio, local_run, cl
 def test_a_worker_killed_mid_run_does_not_stop_it(audio, local_run, procs, cluster, tmp_path):
     address, workers = cluster
     out = tmp_path / "killed-worker.zarr"
-    command = specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS)
+    command = run_cli("preprocess", audio, out, "--scheduler", address, *OPTIONS)
     run = procs.start("client", *command)
     wait_for(lambda: len(written_chunks(out)) >= 3, "the first images", timeout=240)
     procs.kill(workers[1])  # SIGKILL the nanny and its worker process at once
@@ -103,7 +103,7 @@ def certificates(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(folder / "ca.pem")
-    for who, identity in (("node", "127.0.0.1"), ("client", "specpipe-client")):
+    for who, identity in (("node", "127.0.0.1"), ("client", "melpipe-client")):
         cert = ca.issue_cert(identity)
         cert.private_key_pem.write_to_path(folder / f"{who}.key")
         (folder / f"{who}.pem").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
@@ -118,7 +118,7 @@ def test_a_tls_scheduler_refuses_a_client_without_certificates(
     wait_for(lambda: n_workers_connected(address, certificates) == 1, "a TLS worker")
 
     refused = subprocess.run(
-        specpipe("preprocess", audio, tmp_path / "refused.zarr", "--scheduler", address),
+        run_cli("preprocess", audio, tmp_path / "refused.zarr", "--scheduler", address),
         capture_output=True,
         text=True,
         timeout=120,
@@ -131,7 +131,7 @@ def test_a_tls_scheduler_refuses_a_client_without_certificates(
 
     out = tmp_path / "tls.zarr"
     accepted = subprocess.run(
-        specpipe(
+        run_cli(
             "preprocess",
             audio,
             out,
@@ -158,7 +158,7 @@ def test_a_client_killed_mid_run_is_resumed_without_redoing_written_batches(
 ):
     address, _ = cluster
     out = tmp_path / "resumed.zarr"
-    command = specpipe("preprocess", audio, out, "--scheduler", address, *OPTIONS)
+    command = run_cli("preprocess", audio, out, "--scheduler", address, *OPTIONS)
     first = procs.start("first-client", *command)
     wait_for(lambda: len(written_chunks(out)) >= 4, "some batches written", timeout=240)
     first.send_signal(signal.SIGKILL)

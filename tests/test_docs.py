@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.schema import ARRAYS, RUN_STATE
+from melpipe.schema import ARRAYS, RUN_STATE
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -8,8 +8,8 @@ from fractions import Fraction
 import psutil
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.executors import DaskExecutor, LoopExecutor, open_executor
+from melpipe.errors import ConfigError
+from melpipe.executors import DaskExecutor, LoopExecutor, open_executor
 from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
 
 
@@ -136,14 +136,14 @@ def worker_state(_: int) -> list[tuple[bool, set[int]]]:
     the default filter bank built), and the BLAS threads."""
     from threadpoolctl import threadpool_info
 
-    from pipeline.features import mel_filters
+    from melpipe.features import mel_filters
 
     blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
     return [(mel_filters.cache_info().currsize > 0, blas)]
 
 
 def test_local_workers_start_with_the_analysis_imported_and_one_blas_thread():
-    # Forked from a process that ran it once (pipeline.warm): a first batch does not pay
+    # Forked from a process that ran it once (melpipe.warm): a first batch does not pay
     # for the imports; and BLAS must still run one thread per worker.
     with open_executor(workers=2) as executor:
         found = executor.map_reduce(worker_state, [[0, 1, 2, 3]], {}, concatenate_lists, Bar())

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import SpectrogramConfig
-from pipeline.features import (
+from melpipe.config import SpectrogramConfig
+from melpipe.features import (
     _stft,
     count_empty_mel_filters,
     log_mel,

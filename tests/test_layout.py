@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
+PACKAGE = Path(__file__).resolve().parent.parent / "pipeline" / "melpipe"
 MODULES = sorted(PACKAGE.glob("*.py"))
 # Which module may import which library: everything else reaches it through that module.
 OWNERS = {"zarr": "store.py", "numcodecs": "store.py", "dask": "executors.py",

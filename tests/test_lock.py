@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from pipeline import lock
-from pipeline.errors import RunLockedError, StoreError
+from melpipe import lock
+from melpipe.errors import RunLockedError, StoreError
 
 
 def hold_until_killed(url: str, ready) -> None:

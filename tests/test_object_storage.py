@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.errors import RunLockedError, StoreError
-from pipeline.executors import LoopExecutor
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
+from melpipe.errors import RunLockedError, StoreError
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
 from tests.helpers import Interrupted, interrupt_images_after, write_dataset
 from tests.processes import Processes, start_s3_server
 
@@ -29,7 +29,7 @@ def s3(tmp_path_factory):
     endpoint = start_s3_server(procs)
     env = {
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "specpipe-test",
+        "AWS_ACCESS_KEY_ID": "melpipe-test",
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
@@ -57,7 +57,7 @@ def test_two_workers_read_audio_from_s3_and_write_the_store_there(s3, config, tm
         [
             sys.executable,
             "-m",
-            "pipeline",
+            "melpipe",
             "preprocess",
             "s3://bucket/audio",
             "s3://bucket/out.zarr",
@@ -95,7 +95,7 @@ def test_two_workers_read_audio_from_s3_and_write_the_store_there(s3, config, tm
     files = {
         p.relative_to(local).as_posix()
         for p in local.rglob("*")
-        if p.is_file() and p not in (local / "zarr.json", local / "specpipe.lock")
+        if p.is_file() and p not in (local / "zarr.json", local / "melpipe.lock")
     }
     assert objects == files
     for key in sorted(objects):
@@ -128,7 +128,7 @@ def test_unreachable_storage_is_a_clear_error_that_does_not_show_credentials(s3,
     # Port 9 (discard) on loopback refuses the connection at once.
     env = {**os.environ, **s3["env"], "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "preprocess", "s3://bucket/audio", tmp_path / "x"],
+        [sys.executable, "-m", "melpipe", "preprocess", "s3://bucket/audio", tmp_path / "x"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -140,7 +140,7 @@ def test_unreachable_storage_is_a_clear_error_that_does_not_show_credentials(s3,
 
 
 def test_a_lease_on_object_storage_refuses_a_second_run_and_expires_when_abandoned(s3, config):
-    from pipeline import lock
+    from melpipe import lock
 
     url = "s3://bucket/leased.zarr"
     s3["fs"].invalidate_cache()
@@ -151,11 +151,11 @@ def test_a_lease_on_object_storage_refuses_a_second_run_and_expires_when_abandon
             lock.hold(url, lock.Owner.new("second"), create=False),
         ):
             pass
-    assert not s3["fs"].exists("bucket/leased.zarr/specpipe.lock")  # released on the way out
+    assert not s3["fs"].exists("bucket/leased.zarr/melpipe.lock")  # released on the way out
     # A client that died leaves its lease behind, no longer renewed: it is taken over.
     stale = lock.Owner.new("dead")
     stale = dataclasses.replace(stale, renewed=stale.renewed - lock.LEASE_SECONDS - 1)
-    s3["fs"].pipe_file("bucket/leased.zarr/specpipe.lock", stale.to_bytes())
+    s3["fs"].pipe_file("bucket/leased.zarr/melpipe.lock", stale.to_bytes())
     with lock.hold(url, lock.Owner.new("third"), create=False) as claim:
         lock.check(claim)
         dead = lock.Claim(url, "dead", stale.attempt)

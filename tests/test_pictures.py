@@ -6,13 +6,13 @@ import soundfile as sf
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import pictures
-from pipeline.cli import main
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import SpecpipeError
-from pipeline.executors import LoopExecutor
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
+from melpipe import pictures
+from melpipe.cli import main
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import MelpipeError
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
 
 
 def run(*args, code=0):
@@ -24,7 +24,7 @@ def run(*args, code=0):
 def test_parse_indices():
     assert pictures.parse_indices("0, 5,10-12", 20).tolist() == [0, 5, 10, 11, 12]
     for bad in ("3-1", "20", "x", "", "1-25"):
-        with pytest.raises(SpecpipeError):
+        with pytest.raises(MelpipeError):
             pictures.parse_indices(bad, 20)
 
 
@@ -40,7 +40,7 @@ def corpus_store(dataset, tmp_path_factory):
 def test_png_path_keeps_the_audio_extension_and_stays_inside(tmp_path):
     target = pictures.png_path(tmp_path, "a/b.wav@12.000s")
     assert target == (tmp_path / "a" / "b.wav@12.000s.png").resolve()
-    with pytest.raises(SpecpipeError, match="would leave"):
+    with pytest.raises(MelpipeError, match="would leave"):
         pictures.png_path(tmp_path, "../escape.wav")
 
 

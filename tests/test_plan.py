@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import SpectrogramConfig
-from pipeline.discover import Listing
-from pipeline.errors import ConfigError, ResourceError, StoreError
-from pipeline.plan import (
+from melpipe.config import SpectrogramConfig
+from melpipe.discover import Listing
+from melpipe.errors import ConfigError, ResourceError, StoreError
+from melpipe.plan import (
     Found,
     Request,
     Resources,
@@ -21,8 +21,8 @@ from pipeline.plan import (
     plan_batches,
     tree_reduce,
 )
-from pipeline.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
-from pipeline.stats import Range
+from melpipe.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
+from melpipe.stats import Range
 from tests.helpers import simple_stats
 
 
@@ -99,8 +99,8 @@ def store_of(plan, **attrs_changes):
         versions={},
     )
     attrs = dataclasses.replace(attrs, **attrs_changes)
-    entries = ("images", "path", "specpipe.lock", "zarr.json", *(a.name for a in RUN_STATE))
-    return OutputState("specpipe", entries, attrs.to_dict(), written=(0, 1))
+    entries = ("images", "path", "melpipe.lock", "zarr.json", *(a.name for a in RUN_STATE))
+    return OutputState("melpipe", entries, attrs.to_dict(), written=(0, 1))
 
 
 def test_a_new_output_is_created_with_both_passes():
@@ -185,12 +185,12 @@ def test_stats_from_another_analysis_is_refused():
     ("state", "message"),
     [
         (OutputState("folder", ("notes.txt",)), "exists and is not a Zarr store"),
-        (OutputState("zarr", ("zarr.json",)), "specpipe did not write; it is never replaced"),
+        (OutputState("zarr", ("zarr.json",)), "melpipe did not write; it is never replaced"),
         (OutputState("damaged", ("zarr.json",), problem="its zarr.json is not valid JSON"),
          "cannot tell whether it wrote it"),
     ],
 )  # fmt: skip
-def test_what_specpipe_did_not_write_is_never_replaced(state, message):
+def test_what_melpipe_did_not_write_is_never_replaced(state, message):
     for overwrite in (False, True):
         with pytest.raises(StoreError, match=message):
             make_plan(request(overwrite=overwrite), found(state))
@@ -204,7 +204,7 @@ def test_a_finished_store_needs_overwrite_and_foreign_entries_stop_it():
         make_plan(request(), found(done))
     assert make_plan(request(overwrite=True), found(done)).action == "replace"
     cluttered = dataclasses.replace(done, entries=(*done.entries, "my-notes.txt"))
-    with pytest.raises(StoreError, match=r"'my-notes.txt', which specpipe did not write"):
+    with pytest.raises(StoreError, match=r"'my-notes.txt', which melpipe did not write"):
         make_plan(request(overwrite=True), found(cluttered))
 
 
@@ -215,7 +215,7 @@ def test_a_failed_run_is_not_repeated_without_overwrite():
 
 
 def test_a_leftover_lock_of_a_run_that_created_nothing_is_reused():
-    plan = make_plan(request(), found(OutputState("leftover", ("specpipe.lock",))))
+    plan = make_plan(request(), found(OutputState("leftover", ("melpipe.lock",))))
     assert plan.action == "replace"
 
 
@@ -253,9 +253,9 @@ def test_batch_memory_estimate_covers_what_a_batch_really_allocates(tmp_path, rn
 
     import soundfile as sf
 
-    from pipeline.scaling import scale_to_uint8
-    from pipeline.segments import Piece
-    from pipeline.tasks import analyse
+    from melpipe.scaling import scale_to_uint8
+    from melpipe.segments import Piece
+    from melpipe.tasks import analyse
 
     config = SpectrogramConfig.from_options(n_mels=64, segments="all")
     path = tmp_path / "long.wav"

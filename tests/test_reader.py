@@ -10,11 +10,11 @@ import soundfile as sf
 import xarray as xr
 import zarr
 
-from pipeline.errors import ArgumentError, ClipIndexError, StoreError
-from pipeline.executors import LoopExecutor
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
-from pipeline.segments import SILENCE_DB
+from melpipe.errors import ArgumentError, ClipIndexError, StoreError
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
+from melpipe.segments import SILENCE_DB
 from tests.helpers import GOOD_FILES, Interrupted, interrupt_images_after, librosa_clip_log_mel
 
 
@@ -118,7 +118,7 @@ def test_unfinished_and_foreign_stores_are_refused(dataset, tmp_path, config):
     with pytest.raises(StoreError, match="unfinished"):
         open_store(path)
     zarr.open_group(tmp_path / "other.zarr", mode="w")
-    with pytest.raises(StoreError, match="not a specpipe store"):
+    with pytest.raises(StoreError, match="not a melpipe store"):
         open_store(tmp_path / "other.zarr")
     with pytest.raises(StoreError, match="No Zarr store"):
         open_store(tmp_path / "missing.zarr")

@@ -39,7 +39,7 @@ def test_kubernetes_manifests_run_the_current_dask_commands(manifest):
     assert commands["worker"][:2] == ["dask", "worker"]
     assert "--nthreads" in commands["worker"]
     if manifest == "daskjob.yaml":
-        assert "specpipe preprocess" in commands["job"][-1]
+        assert "melpipe preprocess" in commands["job"][-1]
 
 
 def test_no_recipe_uses_the_removed_hyphenated_commands():
@@ -77,7 +77,7 @@ def test_slurm_job_script_runs_single_threaded_workers_with_our_settings():
 def test_dask_settings_unset_the_nannys_malloc_trim_threshold():
     import dask.config
 
-    settings = yaml.safe_load((CLUSTER / "dask" / "specpipe.yaml").read_text())
+    settings = yaml.safe_load((CLUSTER / "dask" / "melpipe.yaml").read_text())
     with dask.config.set(settings):
         environ = dask.config.get("distributed.nanny.pre-spawn-environ")
     assert environ["MALLOC_TRIM_THRESHOLD_"] is None

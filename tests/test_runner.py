@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import ConfigError, InputError, StatisticsError, StoreError
-from pipeline.executors import LoopExecutor
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
-from pipeline.schema import RUN_STATE
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import ConfigError, InputError, StatisticsError, StoreError
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
+from melpipe.schema import RUN_STATE
 from tests.helpers import (
     BROKEN_FILES,
     GOOD_FILES,
@@ -29,7 +29,7 @@ SYNC = LoopExecutor()
 
 
 def reference(root: Path, config: SpectrogramConfig):
-    """The post's method done right, file by file with librosa and numpy: no specpipe code."""
+    """The post's method done right, file by file with librosa and numpy: no melpipe code."""
     logmels = {rel: librosa_clip_log_mel(root / rel, config) for rel, *_ in GOOD_FILES}
     lows = np.array([m.min() for m in logmels.values()], np.float64)
     highs = np.array([m.max() for m in logmels.values()], np.float64)
@@ -255,7 +255,7 @@ def test_scratch_and_recompute_write_the_same_bytes(dataset, config, tmp_path):
     assert not any(p.parts[0] in {a.name for a in RUN_STATE} for p in files)
     for rel in files:
         # The root metadata records times and the plan, the lock file its owner.
-        if rel.as_posix() not in ("zarr.json", "specpipe.lock"):
+        if rel.as_posix() not in ("zarr.json", "melpipe.lock"):
             assert (kept / rel).read_bytes() == (again / rel).read_bytes(), rel
 
 
@@ -272,7 +272,7 @@ def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_
 def test_a_run_killed_just_before_its_completion_mark_finishes_without_work(
     dataset, config, tmp_path, monkeypatch
 ):
-    from pipeline import store
+    from melpipe import store
 
     out, reference_run = tmp_path / "almost.zarr", tmp_path / "reference.zarr"
     first = preprocess(dataset, reference_run, config, executor=SYNC, batch_size=4)

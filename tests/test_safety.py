@@ -1,5 +1,5 @@
 """Nothing lost, nothing silently wrong: each way a careless or unlucky user found to end
-with wrong data in a store marked complete, to delete data that was not specpipe's, or to
+with wrong data in a store marked complete, to delete data that was not melpipe's, or to
 meet a traceback, tried again as that user did."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import pytest
 import soundfile as sf
 import zarr
 
-from pipeline.errors import RunLockedError, StatisticsError, StoreError
-from pipeline.executors import LoopExecutor
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
-from pipeline.schema import RUN_STATE
-from pipeline.segments import Piece
-from pipeline.tasks import analyse
+from melpipe.errors import RunLockedError, StatisticsError, StoreError
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
+from melpipe.schema import RUN_STATE
+from melpipe.segments import Piece
+from melpipe.tasks import analyse
 from tests.helpers import (
     Interrupted,
     as_nobody,
@@ -31,7 +31,7 @@ from tests.helpers import (
     assert_same_arrays,
     interrupt_images_after,
     read_all,
-    specpipe,
+    run_cli,
     world_readable_folder,
     write_dataset,
 )
@@ -84,7 +84,7 @@ def test_a_second_run_on_a_store_being_written_is_refused(dataset, config, tmp_p
     out = tmp_path / "out.zarr"
     thread, pause, outcome = run_paused(dataset, out, config)
     try:
-        second = specpipe(
+        second = run_cli(
             "preprocess", dataset, out, "--scheduler", "sync", "--batch-size", 4,
             "--n-mels", 64, *options, "--overwrite", check=False,
         )  # fmt: skip
@@ -163,14 +163,14 @@ def test_a_fifo_or_a_device_never_blocks_scan_or_preprocess(tmp_path, rng):
     source = write_dataset(tmp_path / "in", rng, broken=False)
     os.mkfifo(source / "pipe.wav")
     (source / "zero.wav").symlink_to("/dev/zero")
-    scan = specpipe("scan", source, timeout=60)
+    scan = run_cli("scan", source, timeout=60)
     assert (
         "pipe.wav: NotRegularFileError: it is a FIFO (named pipe), not a regular file"
         in scan.stdout
     )
     assert "zero.wav: NotRegularFileError: it is a character device" in scan.stdout
     out = tmp_path / "out.zarr"
-    run = specpipe("preprocess", source, out, "--scheduler", "sync", "--n-mels", 64, timeout=120)
+    run = run_cli("preprocess", source, out, "--scheduler", "sync", "--n-mels", 64, timeout=120)
     assert "Wrote 10 clips" in run.stdout and "12 files: 10 decoded, 2 failed" in run.stdout
     assert "pipe.wav: NotRegularFileError" in run.stdout
 
@@ -191,13 +191,13 @@ def test_a_resume_whose_statistics_source_changed_is_refused(dataset, config, tm
     assert read_all(out)[1]["status"] == "incomplete"  # left as it was, for the user to decide
 
 
-# 6. --overwrite deletes only what specpipe wrote -----------------------------------------
+# 6. --overwrite deletes only what melpipe wrote -----------------------------------------
 
 
 def test_overwrite_never_replaces_a_foreign_zarr_store(dataset, config, tmp_path):
     foreign = tmp_path / "theirs.zarr"
     zarr.open_group(foreign, mode="w").create_array("data", data=np.arange(5))
-    with pytest.raises(StoreError, match="a Zarr store that specpipe did not write"):
+    with pytest.raises(StoreError, match="a Zarr store that melpipe did not write"):
         preprocess(dataset, foreign, config, executor=LoopExecutor(), overwrite=True)
     np.testing.assert_array_equal(zarr.open_array(foreign / "data")[:], np.arange(5))
 
@@ -207,7 +207,7 @@ def test_overwrite_never_touches_the_input(config, tmp_path, rng, where):
     source = write_dataset(tmp_path / "data" / "audio", rng, broken=False)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     out = source if where == "input" else source.parent
-    result = specpipe("preprocess", source, out, "--overwrite", "--scheduler", "sync", check=False)
+    result = run_cli("preprocess", source, out, "--overwrite", "--scheduler", "sync", check=False)
     assert_one_line_error(result, "is the input folder or holds it")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
@@ -220,7 +220,7 @@ def test_overwrite_validates_everything_before_deleting_anything(dataset, config
         preprocess(dataset, out, config, executor=LoopExecutor(), overwrite=True,
                    stats_from=tmp_path / "missing.zarr")  # fmt: skip
     (out / "my-notes.txt").write_text("a user's file inside the store")
-    with pytest.raises(StoreError, match=r"'my-notes.txt', which specpipe did not write"):
+    with pytest.raises(StoreError, match=r"'my-notes.txt', which melpipe did not write"):
         preprocess(dataset, out, config, executor=LoopExecutor(), overwrite=True)
     after = read_all(out)[0]
     for name, values in before.items():
@@ -268,7 +268,7 @@ def test_an_unreadable_file_keeps_its_errno_in_the_reason(config):
 )
 def test_a_setting_too_large_for_the_machine_is_refused_before_any_work(dataset, tmp_path, options):
     out = tmp_path / "out.zarr"
-    result = specpipe("preprocess", dataset, out, "--scheduler", "sync", *options, check=False)
+    result = run_cli("preprocess", dataset, out, "--scheduler", "sync", *options, check=False)
     assert_one_line_error(result, "needs about", " GB in a worker, which has ")
     assert not out.exists()
 
@@ -291,7 +291,7 @@ def test_disk_full_is_one_line_and_the_store_stays_unfinished(dataset, tmp_path)
     )
     command = (
         f"mount -t tmpfs -o size=160k tmpfs {disk} && "
-        f"{sys.executable} -m pipeline preprocess {dataset} {disk}/out.zarr --scheduler sync "
+        f"{sys.executable} -m melpipe preprocess {dataset} {disk}/out.zarr --scheduler sync "
         f'--batch-size 1; echo status=$({sys.executable} -c "{status}")'
     )
     result = subprocess.run(
@@ -310,13 +310,13 @@ def test_damaged_stores_are_one_line_errors(finished_store, tmp_path):
     shutil.copytree(finished_store, truncated)
     text = (truncated / "zarr.json").read_text()
     (truncated / "zarr.json").write_text(text[:100])
-    assert_one_line_error(specpipe("info", truncated, check=False), "zarr.json is not valid JSON")
+    assert_one_line_error(run_cli("info", truncated, check=False), "zarr.json is not valid JSON")
     no_stats = tmp_path / "nostats.zarr"
     shutil.copytree(finished_store, no_stats)
     metadata = json.loads((no_stats / "zarr.json").read_text())
     del metadata["attributes"]["stats"]
     (no_stats / "zarr.json").write_text(json.dumps(metadata))
-    assert_one_line_error(specpipe("info", no_stats, check=False), "lack stats")
+    assert_one_line_error(run_cli("info", no_stats, check=False), "lack stats")
 
 
 def test_export_png_into_names_it_cannot_write_is_one_line(config, tmp_path, rng):
@@ -325,24 +325,24 @@ def test_export_png_into_names_it_cannot_write_is_one_line(config, tmp_path, rng
     sf.write(source / long_name, np.zeros(2000, np.float32), 22050)
     out = tmp_path / "out.zarr"
     preprocess(source, out, config, executor=LoopExecutor())
-    result = specpipe("export-png", out, tmp_path / "png", check=False)
+    result = run_cli("export-png", out, tmp_path / "png", check=False)
     assert_one_line_error(result, "File name too long", "Rename the input file")
     folder = tmp_path / "png2" / f"{open_store(out).label(0)}.png"
     folder.mkdir(parents=True)
-    result = specpipe("export-png", out, tmp_path / "png2", "--indices", "0", check=False)
+    result = run_cli("export-png", out, tmp_path / "png2", "--indices", "0", check=False)
     assert_one_line_error(result, "Is a directory", "is in the way")
 
 
 def test_reading_commands_refuse_bad_arguments_in_one_line(finished_store, tmp_path):
-    result = specpipe("preview", finished_store, "--count", "-1", check=False)
+    result = run_cli("preview", finished_store, "--count", "-1", check=False)
     assert_one_line_error(result, "Invalid value for '--count'")
-    result = specpipe("invert", finished_store, "--index", 5, "-o", tmp_path / "no" / "x.wav",
+    result = run_cli("invert", finished_store, "--index", 5, "-o", tmp_path / "no" / "x.wav",
                       check=False)  # fmt: skip
     assert_one_line_error(result, "does not exist. Create it first")
 
 
 def test_memory_output_with_worker_processes_is_refused(dataset, tmp_path):
-    result = specpipe("preprocess", dataset, "memory://out.zarr", "--workers", 1, check=False)
+    result = run_cli("preprocess", dataset, "memory://out.zarr", "--workers", 1, check=False)
     assert_one_line_error(result, "lives in this process's memory", "--scheduler sync")
 
 
@@ -352,20 +352,20 @@ def test_an_all_silent_input_fails_cleanly_and_leaves_no_scratch(config, tmp_pat
     for i in range(3):
         sf.write(source / f"s{i}.wav", np.zeros(22050, np.float32), 22050)
     out = tmp_path / "out.zarr"
-    result = specpipe("preprocess", source, out, "--scheduler", "sync", check=False)
+    result = run_cli("preprocess", source, out, "--scheduler", "sync", check=False)
     assert_one_line_error(result, "no usable range", "are all clips silent", "marked failed")
     assert not any((out / a.name).exists() for a in RUN_STATE)
     assert read_all(out)[1]["status"] == "failed"
-    assert_one_line_error(specpipe("info", out, check=False), "failed: The 'mean' statistics")
+    assert_one_line_error(run_cli("info", out, check=False), "failed: The 'mean' statistics")
 
 
 def test_a_run_that_lost_its_store_stops(dataset, config, tmp_path):
     """A run whose store another run took over (after a crash, say) writes nothing more."""
-    from pipeline import lock
+    from melpipe import lock
 
     out = tmp_path / "out.zarr"
     thread, pause, outcome = run_paused(dataset, out, config)
-    lock_file = out / "specpipe.lock"
+    lock_file = out / "melpipe.lock"
     # As a second run does once the first's lock is gone: it records itself as the owner.
     owner = json.loads(lock_file.read_text())
     lock_file.write_text(json.dumps(owner | {"attempt": "someone-else", "run_id": "taker"}))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.scaling import image_to_logmel, scale_to_uint8
-from pipeline.stats import Range
+from melpipe.scaling import image_to_logmel, scale_to_uint8
+from melpipe.stats import Range
 
 
 def reference_image(logmel, lo, hi):

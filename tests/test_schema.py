@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import StoreError
-from pipeline.schema import (
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import StoreError
+from melpipe.schema import (
     ARRAYS,
     MARKER,
     WINDOW_ARRAYS,
@@ -19,7 +19,7 @@ from pipeline.schema import (
     arrays_of,
     store_entries,
 )
-from pipeline.stats import STATS_NAMES, Figures, GlobalStats, PixelSummary, Range, StatsOptions
+from melpipe.stats import STATS_NAMES, Figures, GlobalStats, PixelSummary, Range, StatsOptions
 from tests.helpers import simple_stats
 
 text = st.text(max_size=20)
@@ -86,7 +86,7 @@ def test_attributes_round_trip_through_json(attrs):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": "other"}, "not a specpipe store"),
+        ({"format": "other"}, "not a melpipe store"),
         ({"format_version": 3}, "format version 3"),
         ({"status": "halfway"}, "unknown status 'halfway'"),
         ({"stats": None}, "marked complete but its attributes lack stats"),
@@ -112,4 +112,4 @@ def test_each_step_writes_its_arrays_with_the_marker_last():
     expected = [a.name for a in (*ARRAYS, *WINDOW_ARRAYS)]
     assert sorted(written) == sorted(expected)  # every array, once
     assert arrays_of(Step.IMAGES)[-1].name == MARKER
-    assert {"zarr.json", "specpipe.lock", "images", "scratch"} <= store_entries()
+    assert {"zarr.json", "melpipe.lock", "images", "scratch"} <= store_entries()

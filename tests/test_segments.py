@@ -14,13 +14,13 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import ConfigError
-from pipeline.executors import LoopExecutor
-from pipeline.plan import plan_batches
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
-from pipeline.segments import (
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import ConfigError
+from melpipe.executors import LoopExecutor
+from melpipe.plan import plan_batches
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
+from melpipe.segments import (
     Windows,
     choose,
     choose_clips,
@@ -28,7 +28,7 @@ from pipeline.segments import (
     rms_db,
     window_starts,
 )
-from tests.helpers import librosa_log_mel, read_all, reference_image, specpipe, synth
+from tests.helpers import librosa_log_mel, read_all, reference_image, run_cli, synth
 
 SYNC = LoopExecutor()
 
@@ -306,7 +306,7 @@ def test_a_file_with_no_window_loud_enough_is_listed_as_such(tmp_path, rng):
     sf.write(source / "loud.wav", synth(rng, 22050, 1, 2.0), 22050)
     sf.write(source / "whisper.wav", 1e-4 * synth(rng, 22050, 1, 2.0), 22050)
     out = tmp_path / "quiet.zarr"
-    run = specpipe("preprocess", source, out, "--scheduler", "sync", "--segments", "all",
+    run = run_cli("preprocess", source, out, "--scheduler", "sync", "--segments", "all",
                    "--min-level-db", "-40")  # fmt: skip
     assert "from 2 files: 2 decoded, 0 failed" in run.stdout
     assert "1 files decoded but gave no clip, every window below --min-level-db: whisper.wav" in (
@@ -315,13 +315,13 @@ def test_a_file_with_no_window_loud_enough_is_listed_as_such(tmp_path, rng):
     reader = open_store(out)
     f = reader.file_paths.tolist().index("whisper.wav")
     assert reader.decoded[f] and reader.file_errors[f] == "" and reader.clips_of(f).size == 0
-    info = specpipe("info", out).stdout
+    info = run_cli("info", out).stdout
     assert "gave no clip (every window too quiet): 1" in info and "  whisper.wav" in info
 
 
 def test_a_level_no_window_reaches_fails_with_the_reason(corpus, tmp_path):
     config = config_of(segments="all", min_level_db=0.0)
-    result = specpipe("preprocess", corpus, tmp_path / "x.zarr", "--scheduler", "sync",
+    result = run_cli("preprocess", corpus, tmp_path / "x.zarr", "--scheduler", "sync",
                       "--segments", "all", "--min-level-db", "0", check=False)  # fmt: skip
     assert "No window is as loud as --min-level-db 0" in result.stderr
     assert config.min_level_db == 0.0
@@ -342,19 +342,19 @@ def test_the_segment_options_are_recorded_and_checked_like_any_other(corpus, tmp
 
 
 def test_scan_counts_the_clips_and_the_audio_they_hold(corpus):
-    out = specpipe("scan", corpus, "--segments", "all", "--duration", "1", "--tail", "drop").stdout
+    out = run_cli("scan", corpus, "--segments", "all", "--duration", "1", "--tail", "drop").stdout
     total = sum(seconds for *_, seconds, _ in LONG_FILES)
     assert f"{total:.1f} s in all" in out
     # Whole one-second windows: 7 + 5 + 4 + 3, and one padded clip of the 0.4 s file.
     held = 7 + 5 + 4 + 3 + 0.4
     assert "20 clips, holding" in out and f"{held:.1f} s of the {total:.1f} s" in out
-    first = specpipe("scan", corpus).stdout
+    first = run_cli("scan", corpus).stdout
     assert "5 clips, holding 4.4 s" in first
 
 
 def test_a_long_file_is_decoded_once_per_pass_not_once_per_window(tmp_path, rng, monkeypatch):
-    from pipeline.segments import Piece
-    from pipeline.tasks import analyse
+    from melpipe.segments import Piece
+    from melpipe.tasks import analyse
 
     sf.write(tmp_path / "long.wav", synth(rng, 44100, 2, 20.0), 44100, subtype="PCM_16")
     config = config_of(segments="all", duration=0.5, segment_hop=0.25)
@@ -388,7 +388,7 @@ def test_a_two_hour_stereo_file_stays_within_bounded_worker_memory(tmp_path):
     resident memory stays under 600 MB, since files are decoded in blocks."""
     from distributed import Client, LocalCluster
 
-    from pipeline.executors import DaskExecutor
+    from melpipe.executors import DaskExecutor
 
     source = tmp_path / "in"
     source.mkdir()

@@ -16,15 +16,15 @@ import soundfile as sf
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import StatisticsError
-from pipeline.executors import LoopExecutor
-from pipeline.plan import tree_reduce
-from pipeline.reader import open_store
-from pipeline.runner import preprocess
-from pipeline.scaling import image_to_logmel, scale_to_uint8
-from pipeline.segments import Piece
-from pipeline.stats import (
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import StatisticsError
+from melpipe.executors import LoopExecutor
+from melpipe.plan import tree_reduce
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
+from melpipe.scaling import image_to_logmel, scale_to_uint8
+from melpipe.segments import Piece
+from melpipe.stats import (
     BINS_PER_UNIT,
     STATS_NAMES,
     Extrema,
@@ -34,8 +34,8 @@ from pipeline.stats import (
     StatsOptions,
     histogram_grid,
 )
-from pipeline.tasks import analyse
-from tests.helpers import assert_one_line_error, librosa_log_mel, read_all, specpipe, synth
+from melpipe.tasks import analyse
+from tests.helpers import assert_one_line_error, librosa_log_mel, read_all, run_cli, synth
 
 SYNC = LoopExecutor()
 FLOOR = float(np.log(np.float32(1e-9)))
@@ -300,9 +300,9 @@ def test_to_logmel_inverts_every_statistic_within_half_a_level(corpus, tmp_path,
 
 def test_stats_from_scales_with_any_statistic_of_another_store(corpus, tmp_path):
     source, split, chained = tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "c.zarr"
-    specpipe("preprocess", corpus, source, "--scheduler", "sync", "--segments", "all",
+    run_cli("preprocess", corpus, source, "--scheduler", "sync", "--segments", "all",
              "--duration", "0.5", "--n-mels", "24", "--hop-length", "128")  # fmt: skip
-    specpipe("preprocess", corpus, split, "--scheduler", "sync", "--stats-from", source,
+    run_cli("preprocess", corpus, split, "--scheduler", "sync", "--stats-from", source,
              "--stats", "percentile", "--percentiles", "5", "95", "--segments", "all",
              "--duration", "0.5", "--n-mels", "24", "--hop-length", "128")  # fmt: skip
     a, b = open_store(source), open_store(split)
@@ -311,11 +311,11 @@ def test_stats_from_scales_with_any_statistic_of_another_store(corpus, tmp_path)
     assert b.scale.min == histogram.percentile(5) and b.scale.max == histogram.percentile(95)
     assert b.stats.pixels == a.stats.pixels and b.attrs.stats.source["store"] == str(source)
     # b's statistics are a's: other percentiles need a's histogram, so a is named.
-    result = specpipe("preprocess", corpus, chained, "--scheduler", "sync", "--stats-from",
+    result = run_cli("preprocess", corpus, chained, "--scheduler", "sync", "--stats-from",
                       split, "--percentiles", "1", "99", "--segments", "all", "--duration",
                       "0.5", "--n-mels", "24", "--hop-length", "128", check=False)  # fmt: skip
     assert_one_line_error(result, "--percentiles", f"use --stats-from {str(source)!r}")
-    result = specpipe("preprocess", corpus, chained, "--scheduler", "sync", "--percentiles",
+    result = run_cli("preprocess", corpus, chained, "--scheduler", "sync", "--percentiles",
                       "50", "10", check=False)  # fmt: skip
     assert_one_line_error(result, "--percentiles LO HI", "50 10")
 
@@ -323,14 +323,14 @@ def test_stats_from_scales_with_any_statistic_of_another_store(corpus, tmp_path)
 def test_info_and_preview_show_how_each_statistic_spends_the_levels(corpus, tmp_path):
     out = tmp_path / "s.zarr"
     preprocess(corpus, out, config_of(), executor=SYNC, stats="top-db")
-    info = specpipe("info", out).stdout
+    info = run_cli("info", out).stdout
     for name in STATS_NAMES:
         line = next(row for row in info.splitlines() if row[2:].startswith(name + " "))
         assert line.startswith("*" if name == "top-db" else " ")
         figures = open_store(out).figures[name]
         assert f"{figures.at_min:.2%}" in line and f"{figures.levels_99:d}" in line
     picture = tmp_path / "p.png"
-    specpipe("preview", out, "-o", picture)
+    run_cli("preview", out, "-o", picture)
     assert picture.stat().st_size > 10_000
 
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import StatisticsError
-from pipeline.plan import tree_reduce
-from pipeline.stats import Extrema, GlobalStats, Range, exact_sum
+from melpipe.errors import StatisticsError
+from melpipe.plan import tree_reduce
+from melpipe.stats import Extrema, GlobalStats, Range, exact_sum
 from tests.helpers import simple_stats
 
 finite = st.floats(min_value=-25, max_value=15, allow_nan=False, width=32)

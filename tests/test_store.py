@@ -10,12 +10,12 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import lock, store
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import RunLockedError, StoreError
-from pipeline.plan import Batch, plan_batches
-from pipeline.reader import open_store
-from pipeline.schema import ARRAYS, Sizes, StoreAttrs, chunks_of, shape_of
+from melpipe import lock, store
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import RunLockedError, StoreError
+from melpipe.plan import Batch, plan_batches
+from melpipe.reader import open_store
+from melpipe.schema import ARRAYS, Sizes, StoreAttrs, chunks_of, shape_of
 from tests.helpers import random_rows, write_store
 
 CONFIG = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=10)
@@ -92,8 +92,8 @@ def test_inspect_tells_what_is_at_a_location(tmp_path, written):
     zarr.open_group(tmp_path / "foreign.zarr", mode="w")
     assert store.inspect(str(tmp_path / "foreign.zarr")).kind == "zarr"
     state = store.inspect(str(path))
-    assert state.kind == "specpipe" and state.written == (0, 1, 2)
-    assert "specpipe.lock" in state.entries and "images" in state.entries
+    assert state.kind == "melpipe" and state.written == (0, 1, 2)
+    assert "melpipe.lock" in state.entries and "images" in state.entries
 
 
 def copy_of(path, tmp_path):

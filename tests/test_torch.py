@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.reader import open_store
-from pipeline.torch import (
+from melpipe.reader import open_store
+from melpipe.torch import (
     ChunkBatchSampler,
     ChunkShuffleSampler,
     SpectrogramDataset,

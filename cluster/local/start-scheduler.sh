@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a Dask scheduler for specpipe on this host, in the foreground.
+# Start a Dask scheduler for melpipe on this host, in the foreground.
 #
 #   HOST=10.0.0.5 cluster/local/start-scheduler.sh          # bind to one address
 #   INTERFACE=eth1 cluster/local/start-scheduler.sh         # or to one interface

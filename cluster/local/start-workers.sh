@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start specpipe's Dask workers on this host, in the foreground: one single-threaded
-# worker process per core by default, which suits specpipe's per-batch tasks.
+# Start melpipe's Dask workers on this host, in the foreground: one single-threaded
+# worker process per core by default, which suits melpipe's per-batch tasks.
 #
 #   cluster/local/start-workers.sh tcp://10.0.0.5:8786
 #   TLS_DIR=certs INTERFACE=eth1 cluster/local/start-workers.sh tls://10.0.0.5:8786

@@ -1,15 +1,15 @@
-"""Start a Dask cluster on SLURM with dask-jobqueue, for `specpipe preprocess --scheduler`.
+"""Start a Dask cluster on SLURM with dask-jobqueue, for `melpipe preprocess --scheduler`.
 
 Run it on a login node (or in a long SLURM job of its own); it submits worker jobs, writes
 the scheduler's address to a file and keeps the cluster up until interrupted:
 
     python cluster/slurm/start_cluster.py --jobs 8 --cores 32 --memory 64GB \\
         --walltime 04:00:00 --interface ib0 --address-file scheduler-address
-    specpipe preprocess /shared/audio /shared/out.zarr --scheduler "$(cat scheduler-address)"
+    melpipe preprocess /shared/audio /shared/out.zarr --scheduler "$(cat scheduler-address)"
 
-Each job runs one single-threaded worker process per core, which suits specpipe's
-per-batch tasks, with this folder's Dask settings (cluster/dask/specpipe.yaml).
-Needs `pip install 'specpipe[slurm]'` (dask-jobqueue).
+Each job runs one single-threaded worker process per core, which suits melpipe's
+per-batch tasks, with this folder's Dask settings (cluster/dask/melpipe.yaml).
+Needs `pip install 'melpipe[slurm]'` (dask-jobqueue).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def make_cluster(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         queue=args.queue,
         account=args.account,
         interface=args.interface,
-        job_name="specpipe-worker",
+        job_name="melpipe-worker",
         job_script_prologue=[f"export DASK_CONFIG={DASK_SETTINGS}"],
         # The dashboard shows logs and call stacks: loopback only, reach it by ssh -L.
         scheduler_options={"dashboard_address": "127.0.0.1:8787"},

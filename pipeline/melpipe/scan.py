@@ -1,4 +1,4 @@
-"""What a dataset holds, read from file headers only: the ``specpipe scan`` report.
+"""What a dataset holds, read from file headers only: the ``melpipe scan`` report.
 
 The reference post asks that all files share a sample rate and bit depth; the scan shows
 how far a dataset is from that before any decoding starts, how long its audio is, and how
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.audio import describe_error, open_audio, resampled_length
-from pipeline.config import SpectrogramConfig
-from pipeline.discover import SkippedFolder, join, list_audio_files, utf8_safe
-from pipeline.segments import Windows, covered_seconds
+from melpipe.audio import describe_error, open_audio, resampled_length
+from melpipe.config import SpectrogramConfig
+from melpipe.discover import SkippedFolder, join, list_audio_files, utf8_safe
+from melpipe.segments import Windows, covered_seconds
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
 BIT_DEPTHS = {

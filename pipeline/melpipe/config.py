@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import audio, features
-from pipeline.errors import ConfigError
+from melpipe import audio, features
+from melpipe.errors import ConfigError
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 256
@@ -79,7 +79,7 @@ class SpectrogramConfig:
     segments : {"first", "all"}
         ``first``: one clip per file, from its start. ``all``: every window of
         ``n_samples`` samples, starting every ``segment_hop`` samples (see
-        :mod:`pipeline.segments`).
+        :mod:`melpipe.segments`).
     segment_hop : int, optional
         Samples at ``sample_rate`` between window starts; default ``n_samples``.
     tail : {"pad", "drop"}
@@ -312,7 +312,7 @@ class SpectrogramConfig:
         differing = sorted(k for k in expected if data.get(k) != expected[k])
         if differing:
             raise ConfigError(
-                "The recorded config does not match this version of specpipe in "
+                "The recorded config does not match this version of melpipe in "
                 f"{', '.join(differing)}."
             )
         return config

@@ -1,7 +1,7 @@
 """PyTorch access to a store: a map-style Dataset of its clips (all, or one side of a split
 by file), chunk-aware samplers, and a loader that reads whole batches.
 
-Needs the ``torch`` extra (``pip install 'specpipe[torch]'``). Each DataLoader worker opens
+Needs the ``torch`` extra (``pip install 'melpipe[torch]'``). Each DataLoader worker opens
 the store itself on first use; what is pickled to a worker is only the path and the small
 index arrays.
 
@@ -38,8 +38,8 @@ from torch.utils.data import (
 )
 from torch.utils.data._utils.collate import default_collate
 
-from pipeline.errors import ArgumentError
-from pipeline.reader import SpectrogramStore, open_store
+from melpipe.errors import ArgumentError
+from melpipe.reader import SpectrogramStore, open_store
 
 Transform = Callable[[torch.Tensor], Any]
 
@@ -64,7 +64,7 @@ class SpectrogramDataset(Dataset):
     Parameters
     ----------
     path : str or path
-        A finished specpipe store.
+        A finished melpipe store.
     as_float : bool
         True: float32 tensors in [-1, 1], with -1 for pixel 0 (black, most energy).
         False: the stored uint8 pixels.
@@ -104,7 +104,7 @@ class SpectrogramDataset(Dataset):
         self, fraction: float = 0.1, *, seed: int = 0
     ) -> tuple[SpectrogramDataset, SpectrogramDataset]:
         """A train and a validation dataset that never share a recording, drawn from this
-        dataset's clips: see :meth:`pipeline.reader.SpectrogramStore.split_by_file`."""
+        dataset's clips: see :meth:`melpipe.reader.SpectrogramStore.split_by_file`."""
         train, val = self.reader.split_by_file(fraction, seed=seed)
         mine = self.store_indices
         return tuple(  # type: ignore[return-value]
@@ -209,7 +209,7 @@ class ChunkBatchSampler(Sampler[list[int]]):
     into batches too, so those touch only neighbouring chunks. The batches then come in
     random order; the one short batch, if any, comes last unless ``drop_last``. With the
     batch size equal to the store's chunk length (the default batch size of
-    ``specpipe preprocess``, 64) nearly every batch is one chunk, read once.
+    ``melpipe preprocess``, 64) nearly every batch is one chunk, read once.
 
     Use it as a DataLoader's ``sampler`` with ``batch_size=None``, so that the dataset
     reads each batch whole, or as its ``batch_sampler``.

@@ -1,6 +1,6 @@
 """Who owns an output store: one run at a time, and a crashed run never leaves it stuck.
 
-A run owns OUTPUT while it holds the lock file ``OUTPUT/specpipe.lock``. The file names the
+A run owns OUTPUT while it holds the lock file ``OUTPUT/melpipe.lock``. The file names the
 owner (run id, an attempt id unique to this process's claim, host, pid, start time), so a
 second run is refused with a message naming the first. Every task reads the file before
 it writes, and the run reads it before it marks the store complete: a task left running
@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.discover import filesystem
-from pipeline.errors import RunLockedError, StoreError
-from pipeline.schema import LOCK_FILE
+from melpipe.discover import filesystem
+from melpipe.errors import RunLockedError, StoreError
+from melpipe.schema import LOCK_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ here plus the task that computes its values.
 
 The group's attributes are one :class:`StoreAttrs` value with ``to_dict``/``from_dict``;
 ``from_dict`` refuses, with a message naming the key, anything this version cannot read.
-Pure: no Zarr here (that is :mod:`pipeline.store`'s job), so both halves are tested on
+Pure: no Zarr here (that is :mod:`melpipe.store`'s job), so both halves are tested on
 plain values.
 """
 
@@ -19,17 +19,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.config import SpectrogramConfig
-from pipeline.errors import ConfigError, StatisticsError, StoreError
-from pipeline.stats import STATS_NAMES, Figures, GlobalStats, StatsName, histogram_grid
+from melpipe.config import SpectrogramConfig
+from melpipe.errors import ConfigError, StatisticsError, StoreError
+from melpipe.stats import STATS_NAMES, Figures, GlobalStats, StatsName, histogram_grid
 
-FORMAT = "specpipe"
+FORMAT = "melpipe"
+# 6: the product's name, melpipe, in the format and lock file names; every record key required.
 # 5: five statistics, a histogram of the pixels that hold audio, each clip's audio frames.
 # 4: clips and files as two dimensions (many clips per file), segment options in the config.
 # 3: one "stats" attribute, the plan's identity, an owner lock file, every chunk written.
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
-FORMAT_VERSION = 5
-LOCK_FILE = "specpipe.lock"  # beside the arrays; see pipeline.lock
+FORMAT_VERSION = 6
+LOCK_FILE = "melpipe.lock"  # beside the arrays; see melpipe.lock
+# Versions 1 to 5 were written under the project's former name, with a lock file of that
+# name: such a store is ours to replace, never read as it is (docs/store-format.md).
+FORMER_FORMAT = "specpipe"
+FORMER_LOCK_FILE = "specpipe.lock"
+LOCK_FILES = frozenset({LOCK_FILE, FORMER_LOCK_FILE})
 # Rows per chunk of the arrays the client writes whole (files, clips' small values, the
 # windows' values): a few large objects, not one tiny object per batch.
 ROW_CHUNK = 65536
@@ -182,8 +188,8 @@ def chunks_of(
 
 
 def store_entries() -> frozenset[str]:
-    """Every top-level name a specpipe store may hold: what ``--overwrite`` may remove."""
-    return frozenset({"zarr.json", LOCK_FILE, *BY_NAME})
+    """Every top-level name a melpipe store may hold: what ``--overwrite`` may remove."""
+    return frozenset({"zarr.json", *LOCK_FILES, *BY_NAME})
 
 
 @dataclass(frozen=True)
@@ -192,11 +198,11 @@ class OutputState:
 
     ``kind``: ``absent``; ``leftover`` (only the lock file of a run that stopped before
     creating anything); ``folder`` (anything that is not a Zarr store, or a file);
-    ``zarr`` (a Zarr store that is not specpipe's); ``specpipe``; or ``damaged`` (a
+    ``zarr`` (a Zarr store that is not melpipe's); ``melpipe``; or ``damaged`` (a
     ``zarr.json`` that cannot be read, ``problem`` says why).
     """
 
-    kind: Literal["absent", "leftover", "folder", "zarr", "specpipe", "damaged"]
+    kind: Literal["absent", "leftover", "folder", "zarr", "melpipe", "damaged"]
     entries: tuple[str, ...] = ()
     attrs: dict[str, Any] | None = None
     written: tuple[int, ...] = ()  # batches whose marker chunk exists, for resuming
@@ -291,7 +297,7 @@ class Counts:
 
 @dataclass(frozen=True)
 class StoreAttrs:
-    """The group attributes of a specpipe store, typed.
+    """The group attributes of a melpipe store, typed.
 
     ``plan`` is the identity of the run that made the store (input, list of files, batch
     size, statistics and their source): a resume must match it exactly. ``run_id`` names
@@ -333,12 +339,19 @@ class StoreAttrs:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "the store") -> StoreAttrs:
         """Parse recorded attributes; a :class:`StoreError` names what is missing or wrong."""
+        if data.get("format") == FORMER_FORMAT:
+            raise StoreError(
+                f"{where} was written by specpipe, melpipe's former name (format "
+                f"{data.get('format_version')!r}); melpipe reads format {FORMAT_VERSION}. Make it "
+                f"again with `melpipe preprocess {data.get('input', 'INPUT')} STORE --overwrite` "
+                "and the options it was made with (its config attribute lists them)."
+            )
         if data.get("format") != FORMAT:
-            raise StoreError(f"{where} is a Zarr store but not a specpipe store.")
+            raise StoreError(f"{where} is a Zarr store but not a melpipe store.")
         if data.get("format_version") != FORMAT_VERSION:
             raise StoreError(
-                f"{where} has specpipe format version {data.get('format_version')!r}; this "
-                f"version of specpipe reads version {FORMAT_VERSION}. Run preprocess again."
+                f"{where} has melpipe format version {data.get('format_version')!r}; this "
+                f"version of melpipe reads version {FORMAT_VERSION}. Run preprocess again."
             )
         missing = [k for k in _REQUIRED if k not in data]
         if missing:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.stats import Range
+from melpipe.stats import Range
 
 
 def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:

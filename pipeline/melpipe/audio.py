@@ -24,8 +24,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from pipeline.discover import is_url
-from pipeline.errors import (
+from melpipe.discover import is_url
+from melpipe.errors import (
     EmptyAudioError,
     NonFiniteAudioError,
     NotRegularFileError,

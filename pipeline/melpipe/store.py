@@ -1,11 +1,11 @@
 """The Zarr store: the only module that speaks Zarr's API.
 
-The layout is :mod:`pipeline.schema`'s; this module creates it, writes one batch's chunks
+The layout is :mod:`melpipe.schema`'s; this module creates it, writes one batch's chunks
 (tasks) or whole small arrays (the client), reads them back, and checks a store on
 opening. An array tasks write is chunked by batch, so one task writes one whole chunk of
 it and no two tasks ever touch the same stored object; every chunk is written, even one
 equal to the fill value, so a missing chunk is always an error, never a value. Writes go
-through a :class:`~pipeline.lock.Claim` and check first that the run still owns the store.
+through a :class:`~melpipe.lock.Claim` and check first that the run still owns the store.
 
 OUTPUT may be a local path or an fsspec URL (``s3://bucket/x.zarr``); file-system
 operations go through fsspec, and credentials come from the usual places (environment,
@@ -25,16 +25,18 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline import features, lock
-from pipeline.discover import filesystem, utf8_safe
-from pipeline.errors import StoreError
-from pipeline.plan import Batch
-from pipeline.schema import (
+from melpipe import features, lock
+from melpipe.discover import filesystem, utf8_safe
+from melpipe.errors import StoreError
+from melpipe.plan import Batch
+from melpipe.schema import (
     ARRAYS,
     BY_NAME,
     CLIP_COORDINATES,
     FORMAT,
+    FORMER_FORMAT,
     LOCK_FILE,
+    LOCK_FILES,
     MARKER,
     RUN_STATE,
     SCRATCH,
@@ -49,13 +51,13 @@ from pipeline.schema import (
     shape_of,
     store_entries,
 )
-from pipeline.stats import BINS_PER_UNIT, Histogram, histogram_grid
+from melpipe.stats import BINS_PER_UNIT, Histogram, histogram_grid
 
 # --- What is at OUTPUT --------------------------------------------------------------------
 
 
 def inspect(url: str, *, written: bool = True) -> OutputState:
-    """What is at ``url``, read without changing anything; for specpipe's own stores, their
+    """What is at ``url``, read without changing anything; for melpipe's own stores, their
     attributes as recorded and (with ``written``) the batches already written."""
     fs, path = filesystem(url)
     if not fs.exists(path):
@@ -64,16 +66,16 @@ def inspect(url: str, *, written: bool = True) -> OutputState:
         return OutputState("folder", problem="it is a file")
     entries = tuple(sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)))
     if "zarr.json" not in entries:
-        return OutputState("leftover" if set(entries) <= {LOCK_FILE} else "folder", entries)
+        return OutputState("leftover" if set(entries) <= LOCK_FILES else "folder", entries)
     try:
         metadata = json.loads(fs.cat_file(f"{path}/zarr.json"))
         attrs = metadata.get("attributes", {}) if metadata.get("node_type") == "group" else {}
     except (ValueError, AttributeError) as exc:
         return OutputState("damaged", entries, problem=f"its zarr.json is not valid JSON ({exc})")
-    if attrs.get("format") != FORMAT:
+    if attrs.get("format") not in (FORMAT, FORMER_FORMAT):
         return OutputState("zarr", entries)
     batches = tuple(sorted(_written_chunks(fs, path))) if written else ()
-    return OutputState("specpipe", entries, attrs, batches)
+    return OutputState("melpipe", entries, attrs, batches)
 
 
 def _written_chunks(fs: Any, path: str, name: str = MARKER) -> set[int]:
@@ -106,7 +108,7 @@ def size_on_disk(url: str | os.PathLike[str]) -> int:
 
 
 def clear(claim: lock.Claim) -> None:
-    """Remove what specpipe wrote at the claimed location, and only that.
+    """Remove what melpipe wrote at the claimed location, and only that.
 
     The lock file stays: it is what the claim holds. The plan has already refused a
     location holding anything else.
@@ -386,7 +388,7 @@ class ReadableStore:
     Raises
     ------
     StoreError
-        Nothing is there, it is not a specpipe store, its run did not finish, or any of the
+        Nothing is there, it is not a melpipe store, its run did not finish, or any of the
         checks above fails; the message names the store and what is wrong.
     """
 
@@ -399,8 +401,8 @@ class ReadableStore:
         if state.kind == "damaged":
             raise StoreError(f"{where} is damaged: {state.problem}. Run preprocess again.")
         if state.kind == "zarr":
-            raise StoreError(f"{where} is a Zarr store but not a specpipe store.")
-        assert state.attrs is not None  # a specpipe store's attributes were read
+            raise StoreError(f"{where} is a Zarr store but not a melpipe store.")
+        assert state.attrs is not None  # a melpipe store's attributes were read
         self.attrs = StoreAttrs.from_dict(state.attrs, where)
         if self.attrs.status == "failed":
             raise StoreError(
@@ -488,7 +490,7 @@ class ReadableStore:
 
     def read_chunk(self, index: int, out: np.ndarray) -> bool:
         """Decode chunk ``index`` of ``images`` whole into ``out`` without going through
-        Zarr, when this store allows it (a local store in specpipe's own encoding); False
+        Zarr, when this store allows it (a local store in melpipe's own encoding); False
         when it does not, and :meth:`read_images` must be used instead."""
         if self._decoder is None:
             return False
@@ -502,7 +504,7 @@ class ReadableStore:
 def _checked_array(group: zarr.Group, spec: ArraySpec, where: str) -> zarr.Array:
     node = group.get(spec.name)
     if not isinstance(node, zarr.Array):
-        raise StoreError(f"{where} has no array {spec.name!r}: it is not a whole specpipe store.")
+        raise StoreError(f"{where} has no array {spec.name!r}: it is not a whole melpipe store.")
     expected = np.dtypes.StringDType() if spec.dtype == "str" else np.dtype(spec.dtype)
     if node.dtype != expected:
         raise StoreError(
@@ -515,7 +517,7 @@ def _checked_array(group: zarr.Group, spec: ArraySpec, where: str) -> zarr.Array
 def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None] | None:
     """A function that decodes one whole chunk of ``images`` into a buffer, or None.
 
-    Given for a local store holding the layout specpipe writes (chunks of whole uint8
+    Given for a local store holding the layout melpipe writes (chunks of whole uint8
     images, encoded as bytes, then zstd): it reads the chunk's file and decodes it with
     numcodecs' Zstd, the decoder Zarr's own ZstdCodec calls, without Zarr's asynchronous
     machinery around it. Measured in a DataLoader worker, that machinery cost more than

@@ -5,7 +5,7 @@ equal bit for bit to ``librosa.feature.melspectrogram`` for the same signal, but
 filter bank built once per parameter set (librosa rebuilds it on every call) and the STFT
 and the mel product run on a whole batch at once. ``log_mel_to_audio`` is its inverse by
 Griffin-Lim. Both take librosa's keywords (``sr``, ``n_fft``, ``hop_length``, ``n_mels``,
-``fmin``, ``fmax``); a :class:`~pipeline.config.SpectrogramConfig` gives them as
+``fmin``, ``fmax``); a :class:`~melpipe.config.SpectrogramConfig` gives them as
 ``config.librosa_kwargs``.
 
 The STFT and the filter bank are librosa's own steps, written out here (``_stft``,
@@ -27,7 +27,7 @@ import librosa
 import numpy as np
 import scipy.fft
 
-from pipeline.errors import ArgumentError
+from melpipe.errors import ArgumentError
 
 # Analysis conventions, recorded in every store's config.
 WINDOW: Final = "hann"

@@ -1,7 +1,7 @@
-"""The ``specpipe`` command line: the only place that talks to a person.
+"""The ``melpipe`` command line: the only place that talks to a person.
 
 Every error a user can meet ends the command with one line that names the thing and the
-fix, never a traceback (``SPECPIPE_TRACEBACK=1`` shows one for a bug report).
+fix, never a traceback (``MELPIPE_TRACEBACK=1`` shows one for a bug report).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import config as defaults
-from pipeline.errors import SpecpipeError
-from pipeline.executors import TLSFiles, open_executor, prepare_local_workers
-from pipeline.plan import DEFAULT_BATCH_SIZE
-from pipeline.stats import STATS_NAMES, Figures, GlobalStats
+from melpipe import config as defaults
+from melpipe.errors import MelpipeError
+from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
+from melpipe.plan import DEFAULT_BATCH_SIZE
+from melpipe.stats import STATS_NAMES, Figures, GlobalStats
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunReport
+    from melpipe.runner import RunReport
 
 SHOWN_FAILURES = 5
 _FIXES = {
@@ -40,15 +40,15 @@ _FIXES = {
 
 def _one_line(exc: BaseException) -> str:
     """The message a person sees for an error, on one line."""
-    if isinstance(exc, SpecpipeError):
+    if isinstance(exc, MelpipeError):
         return str(exc)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         fix = _FIXES.get(exc.errno or 0, "")
         return f"{exc.strerror or exc}{where}. {fix}".strip()
     return (
-        f"internal error: {type(exc).__name__}: {exc}. This is a bug in specpipe: run again "
-        "with SPECPIPE_TRACEBACK=1 to see where it happened, and report it."
+        f"internal error: {type(exc).__name__}: {exc}. This is a bug in melpipe: run again "
+        "with MELPIPE_TRACEBACK=1 to see where it happened, and report it."
     )
 
 
@@ -63,7 +63,7 @@ class _Commands(click.Group):
                 "Interrupted. An unfinished store is marked so; the same command resumes it."
             ) from None
         except Exception as exc:
-            if os.environ.get("SPECPIPE_TRACEBACK") and not isinstance(exc, SpecpipeError):
+            if os.environ.get("MELPIPE_TRACEBACK") and not isinstance(exc, MelpipeError):
                 raise
             raise click.ClickException(_one_line(exc).replace("\n", " ")) from None
 
@@ -73,13 +73,13 @@ def _progress(description: str, total: int) -> tqdm:
 
 
 @click.group(cls=_Commands)
-@click.version_option(package_name="specpipe")
+@click.version_option(package_name="melpipe")
 def main() -> None:
     """Audio datasets to normalized log-mel spectrogram images in one Zarr store."""
     # Our own messages only: Dask's loggers keep their own configuration.
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("specpipe: %(message)s"))
-    log = logging.getLogger("pipeline")
+    handler.setFormatter(logging.Formatter("melpipe: %(message)s"))
+    log = logging.getLogger("melpipe")
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -202,7 +202,7 @@ _CONFIG_OPTIONS = (
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace OUTPUT if it is a store that specpipe wrote (and nothing else).",
+    help="Replace OUTPUT if it is a store that melpipe wrote (and nothing else).",
 )
 def preprocess(input_dir: str, output: str, **options: Any) -> None:
     """Turn the audio files under INPUT into one Zarr store of uint8 images at OUTPUT.
@@ -210,8 +210,8 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     INPUT and OUTPUT are local paths or fsspec URLs (s3://bucket/audio, gs://...). An
     unfinished OUTPUT left by this same command is resumed, not started over.
     """
-    from pipeline import runner
-    from pipeline.config import SpectrogramConfig
+    from melpipe import runner
+    from melpipe.config import SpectrogramConfig
 
     tls_files = [options.pop(k) for k in ("tls_ca_file", "tls_cert", "tls_key")]
     if any(tls_files) and not all(tls_files):
@@ -306,8 +306,8 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
 def scan(input_dir: str, **options: Any) -> None:
     """Report what INPUT holds, from file headers only, and how many clips preprocess
     would make of it with these options."""
-    from pipeline.config import SpectrogramConfig
-    from pipeline.scan import format_report, scan
+    from melpipe.config import SpectrogramConfig
+    from melpipe.scan import format_report, scan
 
     config = SpectrogramConfig.from_options(**options)
     click.echo(format_report(scan(input_dir, config)))
@@ -331,14 +331,14 @@ def scan(input_dir: str, **options: Any) -> None:
 )
 def demo(folder: str, count: int, seed: int, broken: bool) -> None:
     """Write deterministic demo audio into FOLDER."""
-    from pipeline.demo import generate_demo
+    from melpipe.demo import generate_demo
 
     written = generate_demo(folder, count=count, seed=seed, broken=broken)
     click.echo(f"Wrote {len(written)} files under {folder}.")
 
 
 def _open(path: str) -> Any:
-    from pipeline.reader import open_store
+    from melpipe.reader import open_store
 
     return open_store(path)
 
@@ -355,12 +355,12 @@ def _open(path: str) -> Any:
 )
 def info(store_path: str, max_failures: int) -> None:
     """Describe a store: parameters, statistics, counts, failed files and size."""
-    from pipeline.schema import FORMAT_VERSION
+    from melpipe.schema import FORMAT_VERSION
 
     reader = _open(store_path)
     attrs, config = reader.attrs, reader.config
     failed = reader.failed_files
-    click.echo(f"{reader.path}: specpipe store, format {FORMAT_VERSION}, complete")
+    click.echo(f"{reader.path}: melpipe store, format {FORMAT_VERSION}, complete")
     click.echo(f"  created {attrs.created} from {attrs.input}")
     click.echo(
         f"  clips {len(reader)} from {len(reader.file_paths)} files: "
@@ -397,7 +397,7 @@ def info(store_path: str, max_failures: int) -> None:
 
 def _coverage(reader: Any) -> float:
     """The share of the decoded audio that the store's clips hold."""
-    from pipeline.segments import covered_seconds
+    from melpipe.segments import covered_seconds
 
     durations = np.nan_to_num(reader.array("duration"))
     length = reader.config.n_samples / reader.config.sample_rate
@@ -413,7 +413,7 @@ def _coverage(reader: Any) -> float:
 def export_png(store_path: str, outdir: str, indices: str | None) -> None:
     """Write clips as 8-bit grayscale PNGs under OUTDIR, one per clip, named after its file
     and start time (a/b.wav@12.000s.png)."""
-    from pipeline import pictures
+    from melpipe import pictures
 
     reader = _open(store_path)
     chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
@@ -434,7 +434,7 @@ def export_png(store_path: str, outdir: str, indices: str | None) -> None:
 )
 def preview(store_path: str, output: str, indices: str | None, count: int) -> None:
     """Save a contact sheet of clips and a histogram of log-mel values with both statistics."""
-    from pipeline import pictures
+    from melpipe import pictures
 
     reader = _open(store_path)
     chosen = None if indices is None else pictures.parse_indices(indices, len(reader))

@@ -1,10 +1,10 @@
 """Reading a finished store back: images by index, the inverse to log-mel, audio again.
 
 :func:`open_store` is what training code and the ``info``/``export-png``/``preview``/
-``invert`` commands use. It refuses stores that are unfinished, not specpipe's, or altered
-since their run (see :class:`pipeline.store.ReadableStore`), and reads lazily: only the
+``invert`` commands use. It refuses stores that are unfinished, not melpipe's, or altered
+since their run (see :class:`melpipe.store.ReadableStore`), and reads lazily: only the
 metadata and the small per-clip arrays are read on opening. Zarr stays behind
-:mod:`pipeline.store`.
+:mod:`melpipe.store`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import features
-from pipeline.errors import ArgumentError, ClipIndexError
-from pipeline.scaling import image_to_logmel
-from pipeline.stats import Figures, Histogram, Range
-from pipeline.store import ReadableStore
+from melpipe import features
+from melpipe.errors import ArgumentError, ClipIndexError
+from melpipe.scaling import image_to_logmel
+from melpipe.stats import Figures, Histogram, Range
+from melpipe.store import ReadableStore
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 
 
 class SpectrogramStore:
-    """A finished specpipe store, read-only. Open it with :func:`open_store`.
+    """A finished melpipe store, read-only. Open it with :func:`open_store`.
 
     ``store[i]`` is one uint8 image of shape (n_mels, n_frames); a slice, a sequence of
     indices or a boolean mask gives a stack of them, in the order asked for.
@@ -308,7 +308,7 @@ class SpectrogramStore:
 
 
 def open_store(path: str | os.PathLike[str], *, check_chunks: bool = True) -> SpectrogramStore:
-    """Open a finished specpipe store for reading, after checking it against its schema.
+    """Open a finished melpipe store for reading, after checking it against its schema.
 
     ``check_chunks=False`` skips listing every chunk, for a process that opens a store
     another one has checked already (a DataLoader worker); a missing chunk of a local
@@ -317,7 +317,7 @@ def open_store(path: str | os.PathLike[str], *, check_chunks: bool = True) -> Sp
     Raises
     ------
     StoreError
-        Nothing is at ``path``, it is not a specpipe store, its run never finished, or it
+        Nothing is at ``path``, it is not a melpipe store, its run never finished, or it
         was altered since (an array's shape or dtype, its counts, a missing chunk).
     """
     return SpectrogramStore(path, check_chunks=check_chunks)

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.errors import ConfigError, SchedulerError
-from pipeline.plan import DEFAULT_SPLIT_EVERY, Resources, tree_reduce
+from melpipe.errors import ConfigError, SchedulerError
+from melpipe.plan import DEFAULT_SPLIT_EVERY, Resources, tree_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _connect(scheduler: str, tls: TLSFiles | None) -> Iterator[Any]:
 
 
 # Imported once by the process that local workers are forked from, and by each worker.
-WORKER_MODULE = "pipeline.warm"
+WORKER_MODULE = "melpipe.warm"
 WORKER_PRELOAD = ("distributed", WORKER_MODULE)
 # As Dask's nanny sets them for the workers it spawns: one BLAS thread per worker. They
 # must be set before numpy loads BLAS, so in the environment the fork server starts with.
@@ -221,7 +221,7 @@ def _can_fork_workers() -> bool:
 
 def prepare_local_workers() -> None:
     """Start, in the background, the process that a local cluster's workers are forked
-    from, which imports what a worker needs (:mod:`pipeline.warm`) while this process
+    from, which imports what a worker needs (:mod:`melpipe.warm`) while this process
     goes on. Call it as early as possible; it does nothing if that process runs already.
 
     Measured on 2 cores: each spawned worker spent its first batch importing the analysis
@@ -281,7 +281,7 @@ def _local_cluster(n_workers: int) -> Iterator[Any]:
         if has_bokeh:
             _log_dashboard(client)
         else:
-            logger.info("No Dask dashboard: install specpipe[dashboard] (bokeh) for one.")
+            logger.info("No Dask dashboard: install melpipe[dashboard] (bokeh) for one.")
         yield client
 
 

@@ -5,9 +5,9 @@ input listing, the state of OUTPUT, the ``--stats-from`` store, the executor's
 :class:`Resources`) and returns a :class:`Plan`: create, resume or replace the store,
 which batches to run, whether pass 1 is needed. Every refusal is decided here, before any
 work, and is unit-tested without a cluster or a store: OUTPUT in the way or holding what
-specpipe did not write, OUTPUT that is INPUT or holds it, a resume whose parameters or
+melpipe did not write, OUTPUT that is INPUT or holds it, a resume whose parameters or
 statistics source changed, settings that do not fit the workers' memory, ``memory://``
-with workers in other processes. :mod:`pipeline.runner` carries the plan out.
+with workers in other processes. :mod:`melpipe.runner` carries the plan out.
 
 Also here, as arithmetic with no Dask and no Zarr: how windows and clips are grouped into
 batches (one chunk of each of their arrays per batch), and the bounded tree reduction.
@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pipeline.audio import BLOCK_FRAMES, WARMUP
-from pipeline.config import SpectrogramConfig
-from pipeline.discover import Listing
-from pipeline.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
-from pipeline.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
-from pipeline.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
+from melpipe.audio import BLOCK_FRAMES, WARMUP
+from melpipe.config import SpectrogramConfig
+from melpipe.discover import Listing
+from melpipe.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
+from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
+from melpipe.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def tree_reduce(
 
 @dataclass(frozen=True)
 class Request:
-    """What the user asked for: ``specpipe preprocess``'s arguments."""
+    """What the user asked for: ``melpipe preprocess``'s arguments."""
 
     input: str
     output: str
@@ -252,7 +252,7 @@ def batch_bytes(config: SpectrogramConfig, batch_size: int) -> int:
     the mel, log and image arrays and the float64 temporaries of the scaling. Once: the
     filter bank as librosa builds it (float64 ramps of every band over every bin), one
     stretch of windows resampled (float32, as long as the batch's windows laid end to
-    end) and a block of decoded samples (see :mod:`pipeline.audio`), in stereo at up to
+    end) and a block of decoded samples (see :mod:`melpipe.audio`), in stereo at up to
     eight times the rate.
     """
     n, bins = config.n_samples, 1 + config.n_fft // 2
@@ -296,12 +296,12 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
         )
     if output.kind == "zarr":
         raise StoreError(
-            f"{where} is a Zarr store that specpipe did not write; it is never replaced, even "
+            f"{where} is a Zarr store that melpipe did not write; it is never replaced, even "
             "with --overwrite. Choose a new path."
         )
     if output.kind == "damaged":
         raise StoreError(
-            f"{where} looks like a store, but {output.problem}: specpipe cannot tell whether "
+            f"{where} looks like a store, but {output.problem}: melpipe cannot tell whether "
             "it wrote it, so it is left alone. Delete it yourself, or choose a new path."
         )
     attrs = _parse(output)
@@ -321,8 +321,8 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
     foreign = sorted(set(output.entries) - store_entries())
     if foreign:
         raise StoreError(
-            f"{where} holds {', '.join(map(repr, foreign))}, which specpipe did not write. "
-            "--overwrite removes only what specpipe wrote: move those away first."
+            f"{where} holds {', '.join(map(repr, foreign))}, which melpipe did not write. "
+            "--overwrite removes only what melpipe wrote: move those away first."
         )
     return _replace(plan)
 
@@ -353,7 +353,7 @@ def _refusal(plan: Plan, attrs: StoreAttrs | None, same: bool) -> str:
     where = f"Output {plan.request.output!r}"
     if attrs is None:
         return (
-            f"{where} is a specpipe store of another version or with damaged attributes. "
+            f"{where} is a melpipe store of another version or with damaged attributes. "
             "Pass --overwrite to replace it."
         )
     if attrs.status == "complete":

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import InputError
+from melpipe.errors import InputError
 
 # Extensions of the containers libsndfile reads (soundfile.available_formats()). Files with
 # other extensions (metadata, transcripts, READMEs) are not audio and are left alone; a file

@@ -1,14 +1,14 @@
 """Carrying out a run plan: look, plan, take the store, run the passes, finish.
 
 :func:`preprocess` reads what it needs to plan (the input listing, what is at OUTPUT, the
-``--stats-from`` store), lets :func:`pipeline.plan.make_plan` decide, then owns OUTPUT
-through :mod:`pipeline.lock` while it runs the passes on an executor from
-:mod:`pipeline.executors`:
+``--stats-from`` store), lets :func:`melpipe.plan.make_plan` decide, then owns OUTPUT
+through :mod:`melpipe.lock` while it runs the passes on an executor from
+:mod:`melpipe.executors`:
 
 - with ``--segments all``, a survey of the file headers, which lays out the windows;
 - pass 1 over batches of windows: their levels, log-mel extrema (and log-mels, kept for
   pass 2), whose results come back through the executor's tree reduction. Then the clips
-  are chosen among the windows (:func:`pipeline.segments.choose_clips`, which may need
+  are chosen among the windows (:func:`melpipe.segments.choose_clips`, which may need
   every window of a file) and their statistics computed exactly;
 - pass 2 over batches of clips: images, written with the other clip arrays.
 
@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import lock, store
-from pipeline.audio import resampled_length
-from pipeline.config import SpectrogramConfig
-from pipeline.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
-from pipeline.errors import StatisticsError, StoreError
-from pipeline.executors import Executor, ProgressBar, open_executor
-from pipeline.plan import (
+from melpipe import lock, store
+from melpipe.audio import resampled_length
+from melpipe.config import SpectrogramConfig
+from melpipe.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
+from melpipe.errors import StatisticsError, StoreError
+from melpipe.executors import Executor, ProgressBar, open_executor
+from melpipe.plan import (
     DEFAULT_BATCH_SIZE,
     Found,
     Plan,
@@ -46,9 +46,9 @@ from pipeline.plan import (
     make_plan,
     plan_batches,
 )
-from pipeline.schema import LOCK_FILE, Counts, Sizes, StatsRecord, Step, StoreAttrs, arrays_of
-from pipeline.segments import Windows, choose_clips
-from pipeline.stats import (
+from melpipe.schema import LOCK_FILE, Counts, Sizes, StatsRecord, Step, StoreAttrs, arrays_of
+from melpipe.segments import Windows, choose_clips
+from melpipe.stats import (
     Extrema,
     Figures,
     GlobalStats,
@@ -57,7 +57,7 @@ from pipeline.stats import (
     StatsName,
     StatsOptions,
 )
-from pipeline.tasks import (
+from melpipe.tasks import (
     MAX_REPORTED_FAILURES,
     FileRecord,
     WindowResults,
@@ -149,16 +149,16 @@ def preprocess(
     scratch : bool
         Keep pass 1's log-mels in the store for pass 2 (until the end), not compute twice.
     overwrite : bool
-        Replace a store that specpipe wrote at ``output``.
+        Replace a store that melpipe wrote at ``output``.
     executor, progress : optional
-        Where the tasks run (:mod:`pipeline.executors`; default a local cluster), and
+        Where the tasks run (:mod:`melpipe.executors`; default a local cluster), and
         ``progress(description, total)``, which returns a bar with ``update``, ``close``.
 
     Raises
     ------
-    SpecpipeError
+    MelpipeError
         Before any work starts, for invalid parameters, no audio or an output in the way
-        (see :func:`pipeline.plan.make_plan`); during the run, if another run takes the
+        (see :func:`melpipe.plan.make_plan`); during the run, if another run takes the
         store over, or if the dataset gives no usable statistics.
     """
     request = Request(
@@ -331,7 +331,7 @@ class _Run:
             versions=_versions(),
             skipped=tuple({"path": s.path, "reason": s.reason} for s in plan.listing.skipped),
         )
-        store.clear(self.claim)  # what specpipe wrote there before, and only that
+        store.clear(self.claim)  # what melpipe wrote there before, and only that
         store.create(
             self.claim,
             attrs,
@@ -629,7 +629,7 @@ class _Clock:
 
 
 def _versions() -> dict[str, str]:
-    return {name: version(name) for name in ("specpipe", "librosa", "numpy", "zarr", "dask")}
+    return {name: version(name) for name in ("melpipe", "librosa", "numpy", "zarr", "dask")}
 
 
 __all__ = ["RunReport", "preprocess"]

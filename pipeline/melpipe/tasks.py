@@ -2,7 +2,7 @@
 
 These functions run inside Dask workers (or plain loops); they take and return small,
 picklable values, catch every per-file failure, and record it instead of raising. A batch
-is a run of consecutive windows, given as :class:`~pipeline.segments.Piece` values: the
+is a run of consecutive windows, given as :class:`~melpipe.segments.Piece` values: the
 windows of one file each, so a short file is one piece and a long recording is spread
 over many batches.
 """
@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import store
-from pipeline.audio import FileFacts, describe_error, read_windows, resampled_length
-from pipeline.config import SpectrogramConfig
-from pipeline.discover import join
-from pipeline.errors import NonFiniteFeaturesError, StoreError
-from pipeline.features import log_mel
-from pipeline.lock import Claim
-from pipeline.plan import Batch
-from pipeline.scaling import levels_of, scale_to_levels
-from pipeline.scan import FileHeader, read_header
-from pipeline.segments import Piece, audio_frames, loud_enough, rms_db
-from pipeline.stats import LEVELS, PixelStats, Range, held
+from melpipe import store
+from melpipe.audio import FileFacts, describe_error, read_windows, resampled_length
+from melpipe.config import SpectrogramConfig
+from melpipe.discover import join
+from melpipe.errors import NonFiniteFeaturesError, StoreError
+from melpipe.features import log_mel
+from melpipe.lock import Claim
+from melpipe.plan import Batch
+from melpipe.scaling import levels_of, scale_to_levels
+from melpipe.scan import FileHeader, read_header
+from melpipe.segments import Piece, audio_frames, loud_enough, rms_db
+from melpipe.stats import LEVELS, PixelStats, Range, held
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def pixels_batch(
     """The pixel statistics of the windows at rows ``windows`` of the run (the same as
     ``pieces``), whose log-mels pass 1 computed: read from the scratch array, or
     computed again. The run uses it to correct what pass 1 counted (see
-    :mod:`pipeline.runner`)."""
+    :mod:`melpipe.runner`)."""
     logmel = _logmels(pieces, windows, root=root, config=config, claim=claim,
                       from_scratch=from_scratch)  # fmt: skip
     return PixelStats.of(logmel, frames, config.log_floor)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
-from pipeline.reader import SpectrogramStore
-from pipeline.stats import BINS_PER_UNIT
+from melpipe.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
+from melpipe.reader import SpectrogramStore
+from melpipe.stats import BINS_PER_UNIT
 
 PNG_SUFFIX = ".png"
 DRAWN_BINS_PER_UNIT = 16  # the preview's histogram: the stored one's bins, 8 at a time
@@ -27,7 +27,7 @@ def _require(module: str, extra: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise ExtraMissingError(
-            f"This needs {module}, which is not installed: pip install 'specpipe[{extra}]'."
+            f"This needs {module}, which is not installed: pip install 'melpipe[{extra}]'."
         )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import SpectrogramConfig
+from melpipe.config import SpectrogramConfig
 
 SILENCE_DB = -200.0  # the level recorded for digital silence, whose RMS is 0
 

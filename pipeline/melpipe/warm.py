@@ -1,7 +1,7 @@
 """What a worker process of a local cluster loads before its first task.
 
 The process that a local cluster's workers are forked from imports this module once
-(:func:`pipeline.executors.prepare_local_workers`), so that every worker starts with it
+(:func:`melpipe.executors.prepare_local_workers`), so that every worker starts with it
 loaded; each worker imports it again as a Dask preload, which costs nothing then, and
 warms a worker that was started another way. Importing it limits BLAS to one thread in
 this process (one per worker, as Dask's nanny asks through the environment) and runs one
@@ -12,9 +12,9 @@ nothing. Not for a process that runs anything else.
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pipeline import tasks  # noqa: F401  (decoding, the store, the statistics)
-from pipeline.config import SpectrogramConfig
-from pipeline.features import log_mel
+from melpipe import tasks  # noqa: F401  (decoding, the store, the statistics)
+from melpipe.config import SpectrogramConfig
+from melpipe.features import log_mel
 
 threadpool_limits(limits=1, user_api="blas")
 log_mel(np.zeros((1, 4096), np.float32), **SpectrogramConfig.from_options().librosa_kwargs)

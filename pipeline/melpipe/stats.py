@@ -25,7 +25,7 @@ Five statistics come out, all computed in every run; one of them scales the imag
     normalization).
 
 The first two keep the post's definition: every pixel counts, zero-padding included. The
-other three leave out the frames that hold no audio (see :mod:`pipeline.tasks`), whose
+other three leave out the frames that hold no audio (see :mod:`melpipe.tasks`), whose
 values are the ``log(eps)`` floor of the padding, not sound.
 """
 
@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.errors import ConfigError, StatisticsError
+from melpipe.errors import ConfigError, StatisticsError
 
 StatsName = Literal["mean", "extrema", "percentile", "top-db", "band-moments"]
 STATS_NAMES: tuple[StatsName, ...] = ("mean", "extrema", "percentile", "top-db", "band-moments")
@@ -246,7 +246,7 @@ class PixelStats:
     and, per mel band, their count and exact sums of values and of squares.
 
     Every part is an integer, so partial statistics merge in any order, and also subtract
-    (what a run does when it drops windows it had counted, see :mod:`pipeline.runner`).
+    (what a run does when it drops windows it had counted, see :mod:`melpipe.runner`).
     """
 
     frames: int = 0  # pixels per band
