@@ -63,12 +63,12 @@ def test_options_reach_the_store(dataset, tmp_path, cluster_address):
     ("args", "message"),
     [
         (["--fmax", "20000"], "Nyquist"),
-        (["--n-mels", "400"], "too large for n_fft"),
-        (["--duration", "0"], "positive duration"),
-        (["--duration", "-2"], "positive duration"),
-        (["--batch-size", "0"], "positive batch size"),
+        (["--n-mels", "400"], "too large for --n-fft 512"),
+        (["--duration", "0"], "positive --duration"),
+        (["--duration", "-2"], "positive --duration"),
+        (["--batch-size", "0"], "positive --batch-size"),
         (["--stats-from", "nowhere.zarr"], "No Zarr store"),
-        (["--workers", "0"], "positive number of workers"),
+        (["--workers", "0"], "positive number of --workers"),
         (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "cannot apply to --scheduler"),
     ],
 )

@@ -145,7 +145,7 @@ def test_a_store_of_the_former_name_is_refused_in_one_line_saying_what_to_run(
     result = run_cli("info", old, check=False)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "written by specpipe, melpipe's former name (format 5)" in result.stderr
-    assert f"melpipe preprocess {dataset} STORE --overwrite" in result.stderr
+    assert f"preprocess its input, {str(dataset)!r}, to it with --overwrite" in result.stderr
     # It is ours to replace: --overwrite makes it again, lock file of the former name and all.
     refused = run_cli("preprocess", dataset, old, "--scheduler", "sync", check=False)
     assert refused.returncode == 1 and "--overwrite" in refused.stderr

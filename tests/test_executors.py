@@ -102,10 +102,10 @@ def test_the_scheduler_script_binds_loopback_unless_told_otherwise(tmp_path):
 
 
 def test_options_that_contradict_each_other_are_refused():
-    with pytest.raises(ConfigError, match="positive number of workers"), open_executor(workers=0):
+    with pytest.raises(ConfigError, match="positive number of `workers`"), open_executor(workers=0):
         pass
     with (
-        pytest.raises(ConfigError, match="cannot apply to --scheduler"),
+        pytest.raises(ConfigError, match="cannot apply to `scheduler`"),
         open_executor(workers=2, scheduler="tcp://127.0.0.1:1"),
     ):
         pass

@@ -39,7 +39,7 @@ def test_batches_cover_every_row_once_in_order(n_files, batch_size):
 
 
 def test_batch_size_must_be_positive():
-    with pytest.raises(ConfigError, match="positive batch size"):
+    with pytest.raises(ConfigError, match="positive `batch_size`"):
         plan_batches(10, 0)
 
 
@@ -125,7 +125,7 @@ def test_a_run_state_that_is_gone_is_named_and_only_overwrite_starts_over():
     stats = simple_stats((-20.0, 1.0), (-21.0, 5.0))
     state = store_of(first, stats=StatsRecord(stats, "mean"))
     state = dataclasses.replace(state, entries=tuple(e for e in state.entries if e != "scratch"))
-    with pytest.raises(StoreError, match=r"lacks 'scratch'.*Pass --overwrite to start over"):
+    with pytest.raises(StoreError, match=r"lacks 'scratch'.*Pass `overwrite=True` to start over"):
         make_plan(request(batch_size=4), found(state))
     assert make_plan(request(batch_size=4, overwrite=True), found(state)).action == "replace"
 
@@ -200,7 +200,7 @@ def test_a_finished_store_needs_overwrite_and_foreign_entries_stop_it():
     first = make_plan(request(), found())
     stats = StatsRecord(simple_stats((-20.0, 1.0), (-21.0, 5.0)), "mean", None, 0.1)
     done = store_of(first, status="complete", stats=stats, counts=Counts(10, 9, 9))
-    with pytest.raises(StoreError, match=r"already exists. Pass --overwrite"):
+    with pytest.raises(StoreError, match=r"already exists. Pass `overwrite=True`"):
         make_plan(request(), found(done))
     assert make_plan(request(overwrite=True), found(done)).action == "replace"
     cluttered = dataclasses.replace(done, entries=(*done.entries, "my-notes.txt"))

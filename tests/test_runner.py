@@ -263,7 +263,7 @@ def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_
     out = tmp_path / "other.zarr"
     preprocess(dataset, out, config, executor=SYNC, batch_size=4)
     zarr.open_group(out, mode="r+", use_consolidated=False).attrs["status"] = "incomplete"
-    with pytest.raises(StoreError, match=r"differs from this one in batch_size.*--overwrite"):
+    with pytest.raises(StoreError, match=r"differs from this one in batch_size.*`overwrite=True`"):
         preprocess(dataset, out, config, executor=SYNC, batch_size=5)
     report = preprocess(dataset, out, config, executor=SYNC, batch_size=5, overwrite=True)
     assert "statistics" in report.seconds  # started over
@@ -304,7 +304,7 @@ def test_a_store_without_its_run_state_is_not_resumed_but_named(dataset, config,
     preprocess(dataset, out, config, executor=SYNC, batch_size=4)
     # A finished store marked unfinished by hand: its run state is gone.
     zarr.open_group(out, mode="r+", use_consolidated=False).attrs["status"] = "incomplete"
-    with pytest.raises(StoreError, match=r"lacks 'window_ok'.*Pass --overwrite to start over"):
+    with pytest.raises(StoreError, match=r"lacks 'window_ok'.*Pass `overwrite=True` to start over"):
         preprocess(dataset, out, config, executor=SYNC, batch_size=4)
     report = preprocess(dataset, out, config, executor=SYNC, batch_size=4, overwrite=True)
     assert report.action == "replace" and report.n_clips == 10

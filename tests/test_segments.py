@@ -149,12 +149,12 @@ def test_choose_clips_drops_every_window_of_a_file_that_failed_anywhere():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"segment_hop": 0.5}, "--segment-hop only apply with --segments all"),
-        ({"max_clips_per_file": 3}, "--max-clips-per-file only apply"),
-        ({"segments": "all", "select": "loudest"}, "only with --max-clips-per-file"),
+        ({"segment_hop": 0.5}, "`segment_hop` only applies with `segments='all'`"),
+        ({"max_clips_per_file": 3}, "`max_clips_per_file` only applies"),
+        ({"segments": "all", "select": "loudest"}, "only with `max_clips_per_file`"),
         ({"segments": "all", "segment_hop": 0.0}, "at least one sample"),
-        ({"segments": "some"}, "segments to be one of first, all"),
-        ({"segments": "all", "max_clips_per_file": 0}, "max_clips_per_file to be a positive"),
+        ({"segments": "some"}, "`segments` to be one of first, all"),
+        ({"segments": "all", "max_clips_per_file": 0}, "`max_clips_per_file` to be a positive"),
     ],
 )
 def test_segment_options_that_cannot_apply_are_refused(options, message):

@@ -130,10 +130,10 @@ def test_the_histogram_grid_covers_every_possible_value():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"percentiles": (50.0, 10.0)}, "--percentiles"),
-        ({"percentiles": (0.0, 101.0)}, "--percentiles"),
-        ({"top_db": -3.0}, "--top-db"),
-        ({"clip_std": 0.0}, "--clip-std"),
+        ({"percentiles": (50.0, 10.0)}, "`percentiles`"),
+        ({"percentiles": (0.0, 101.0)}, "`percentiles`"),
+        ({"top_db": -3.0}, "`top_db`"),
+        ({"clip_std": 0.0}, "`clip_std`"),
     ],
 )
 def test_options_out_of_range_are_refused(options, message):
@@ -314,10 +314,10 @@ def test_stats_from_scales_with_any_statistic_of_another_store(corpus, tmp_path)
     result = run_cli("preprocess", corpus, chained, "--scheduler", "sync", "--stats-from",
                       split, "--percentiles", "1", "99", "--segments", "all", "--duration",
                       "0.5", "--n-mels", "24", "--hop-length", "128", check=False)  # fmt: skip
-    assert_one_line_error(result, "--percentiles", f"use --stats-from {str(source)!r}")
+    assert_one_line_error(result, "other --percentiles", f"use --stats-from {source}.")
     result = run_cli("preprocess", corpus, chained, "--scheduler", "sync", "--percentiles",
                       "50", "10", check=False)  # fmt: skip
-    assert_one_line_error(result, "--percentiles LO HI", "50 10")
+    assert_one_line_error(result, "--percentiles LO and HI", "50 and 10")
 
 
 def test_info_and_preview_show_how_each_statistic_spends_the_levels(corpus, tmp_path):

@@ -6,9 +6,11 @@ fix, never a traceback (``MELPIPE_TRACEBACK=1`` shows one for a bug report).
 
 from __future__ import annotations
 
+import ast
 import errno
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -19,8 +21,9 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from melpipe import __version__
 from melpipe import config as defaults
-from melpipe.errors import MelpipeError
+from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
 from melpipe.plan import DEFAULT_BATCH_SIZE
 from melpipe.stats import STATS_NAMES, Figures, GlobalStats
@@ -39,9 +42,9 @@ _FIXES = {
 
 
 def _one_line(exc: BaseException) -> str:
-    """The message a person sees for an error, on one line."""
+    """The message a person sees for an error, on one line, in the command line's words."""
     if isinstance(exc, MelpipeError):
-        return str(exc)
+        return _as_flags(str(exc))
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         fix = _FIXES.get(exc.errno or 0, "")
@@ -50,6 +53,47 @@ def _one_line(exc: BaseException) -> str:
         f"internal error: {type(exc).__name__}: {exc}. This is a bug in melpipe: run again "
         "with MELPIPE_TRACEBACK=1 to see where it happened, and report it."
     )
+
+
+# Library parameters that the command line sets through options of other names.
+_SPELLED = {"n_samples": "--duration", "tls": "--tls-ca-file, --tls-cert and --tls-key"}
+
+
+def _as_flags(text: str) -> str:
+    """``text`` with the library's parameters, as messages name them (`hop_length`,
+    `overwrite=True`, `segments='all'`), named by this command line's options instead
+    (--hop-length, --overwrite, --segments all). An option of the same name means the same
+    in every command, so any command's will do: a reading command's message may name
+    preprocess's."""
+    ctx = click.get_current_context(silent=True)
+    options: dict[str, click.Option] = {}
+    if ctx is not None:
+        root = ctx.find_root().command
+        commands = list(root.commands.values()) if isinstance(root, click.Group) else []
+        for command in [*commands, ctx.command]:
+            options.update((p.name, p) for p in command.params if isinstance(p, click.Option))
+
+    def flag(name: str, value: str | None) -> str | None:
+        option = options.get(name)
+        if name in _SPELLED or option is None or option.name is None:
+            return _SPELLED.get(name)
+        long = max(option.opts, key=len)
+        if value is None:
+            return long
+        given = _literal(value)
+        if option.is_flag:
+            off = given is False and option.secondary_opts
+            return max(option.secondary_opts, key=len) if off else long
+        return f"{long} {shlex.quote(str(given))}"
+
+    return name_parameters(text, flag)
+
+
+def _literal(value: str) -> Any:
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 class _Commands(click.Group):
@@ -73,7 +117,7 @@ def _progress(description: str, total: int) -> tqdm:
 
 
 @click.group(cls=_Commands)
-@click.version_option(package_name="melpipe")
+@click.version_option(version=__version__, prog_name="melpipe")
 def main() -> None:
     """Audio datasets to normalized log-mel spectrogram images in one Zarr store."""
     # Our own messages only: Dask's loggers keep their own configuration.
@@ -310,7 +354,7 @@ def scan(input_dir: str, **options: Any) -> None:
     from melpipe.scan import format_report, scan
 
     config = SpectrogramConfig.from_options(**options)
-    click.echo(format_report(scan(input_dir, config)))
+    click.echo(_as_flags(format_report(scan(input_dir, config))))
 
 
 @main.command()

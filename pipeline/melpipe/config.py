@@ -34,13 +34,13 @@ SELECTS = ("first", "loudest", "spread")  # which --max-clips-per-file windows a
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"Expected {name} to be a positive integer. Got {value!r} instead.")
+        raise ConfigError(f"Expected `{name}` to be a positive integer. Got {value!r} instead.")
     return int(value)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ConfigError(f"Expected {name} to be one of {', '.join(choices)}. Got {value!r}.")
+        raise ConfigError(f"Expected `{name}` to be one of {', '.join(choices)}. Got {value!r}.")
     return str(value)
 
 
@@ -48,9 +48,9 @@ def _finite_float(name: str, value: Any) -> float:
     try:
         parsed = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"Expected {name} to be a number. Got {value!r} instead.") from None
+        raise ConfigError(f"Expected `{name}` to be a number. Got {value!r} instead.") from None
     if not math.isfinite(parsed):
-        raise ConfigError(f"Expected {name} to be a finite number. Got {value!r} instead.")
+        raise ConfigError(f"Expected `{name}` to be a finite number. Got {value!r} instead.")
     return parsed
 
 
@@ -163,16 +163,16 @@ class SpectrogramConfig:
     def _check(self) -> None:
         nyquist = self.sample_rate / 2
         if self.fmin < 0:
-            raise ConfigError(f"Expected fmin >= 0 Hz. Got {self.fmin} instead.")
+            raise ConfigError(f"Expected `fmin` >= 0 Hz. Got {self.fmin} instead.")
         if self.fmax > nyquist:
             raise ConfigError(
-                f"Expected fmax <= {nyquist:g} Hz (the Nyquist frequency of sample_rate "
-                f"{self.sample_rate}). Got {self.fmax:g} instead."
+                f"Expected `fmax` <= {nyquist:g} Hz, the Nyquist frequency of "
+                f"`sample_rate={self.sample_rate}`. Got {self.fmax:g} instead."
             )
         if self.fmin >= self.fmax:
-            raise ConfigError(f"Expected fmin < fmax. Got fmin={self.fmin:g}, fmax={self.fmax:g}.")
+            raise ConfigError(f"Expected `fmin` < `fmax`. Got {self.fmin:g} and {self.fmax:g} Hz.")
         if self.eps <= 0:
-            raise ConfigError(f"Expected eps > 0. Got {self.eps!r} instead.")
+            raise ConfigError(f"Expected `eps` > 0. Got {self.eps!r} instead.")
         empty = features.count_empty_mel_filters(
             sr=self.sample_rate,
             n_fft=self.n_fft,
@@ -182,9 +182,9 @@ class SpectrogramConfig:
         )
         if empty:
             raise ConfigError(
-                f"n_mels={self.n_mels} is too large for n_fft={self.n_fft} at sample_rate "
-                f"{self.sample_rate} between {self.fmin:g} and {self.fmax:g} Hz: {empty} mel "
-                "filters would be empty. Use fewer mels or a larger n_fft."
+                f"`n_mels={self.n_mels}` is too large for `n_fft={self.n_fft}` at "
+                f"`sample_rate={self.sample_rate}` between {self.fmin:g} and {self.fmax:g} Hz: "
+                f"{empty} mel filters would be empty. Use a smaller `n_mels` or a larger `n_fft`."
             )
         self._check_segments()
 
@@ -194,21 +194,22 @@ class SpectrogramConfig:
             ignored = [
                 name
                 for name, given in (
-                    ("--segment-hop", self.segment_hop != self.n_samples),
-                    ("--tail drop", self.tail != "pad"),
-                    ("--max-clips-per-file", self.max_clips_per_file is not None),
-                    ("--select", self.select != "first"),
+                    ("`segment_hop`", self.segment_hop != self.n_samples),
+                    (f"`tail={self.tail!r}`", self.tail != "pad"),
+                    ("`max_clips_per_file`", self.max_clips_per_file is not None),
+                    (f"`select={self.select!r}`", self.select != "first"),
                 )
                 if given
             ]
             if ignored:
                 raise ConfigError(
-                    f"{', '.join(ignored)} only apply with --segments all, which cuts each "
-                    "file into many windows; --segments first keeps one clip per file."
+                    f"{', '.join(ignored)} only appl{'ies' if len(ignored) == 1 else 'y'} with "
+                    "`segments='all'`, which cuts each "
+                    "file into many windows; `segments='first'` keeps one clip per file."
                 )
         elif self.select != "first" and self.max_clips_per_file is None:
             raise ConfigError(
-                f"--select {self.select} chooses among windows only with --max-clips-per-file."
+                f"`select={self.select!r}` chooses among windows only with `max_clips_per_file`."
             )
 
     @classmethod
@@ -226,28 +227,28 @@ class SpectrogramConfig:
         """
         given = {k: v for k, v in kwargs.items() if v is not None}
         if duration is not None and frames is not None:
-            raise ConfigError("Give either duration or frames, not both.")
+            raise ConfigError("Give either `duration` or `frames`, not both.")
         sample_rate = _positive_int("sample_rate", given.get("sample_rate", SAMPLE_RATE))
         if frames is not None:
             hop_length = _positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
             if _positive_int("frames", frames) < 2:
-                raise ConfigError("Expected frames >= 2, since one frame is no clip.")
+                raise ConfigError("Expected `frames` >= 2, since one frame is no clip.")
             given["n_samples"] = (frames - 1) * hop_length
         elif duration is not None:
             seconds = _finite_float("duration", duration)
             if seconds <= 0:
-                raise ConfigError(f"Expected a positive duration. Got {seconds:g} s instead.")
+                raise ConfigError(f"Expected a positive `duration`. Got {seconds:g} s instead.")
             given["n_samples"] = round(seconds * sample_rate)
             if given["n_samples"] == 0:
                 raise ConfigError(
-                    f"A duration of {seconds:g} s holds no sample at {sample_rate} Hz."
+                    f"A `duration` of {seconds:g} s holds no sample at {sample_rate} Hz."
                 )
         if segment_hop is not None:
             hop = _finite_float("segment_hop", segment_hop)
             given["segment_hop"] = round(hop * sample_rate)
             if given["segment_hop"] <= 0:
                 raise ConfigError(
-                    f"Expected a segment hop of at least one sample. Got {hop:g} s instead."
+                    f"Expected a `segment_hop` of at least one sample. Got {hop:g} s instead."
                 )
         return cls(**given)
 

@@ -168,11 +168,11 @@ def open_executor(
         (``distributed.comm.tls.*``), as it does for every Dask client.
     """
     if workers is not None and workers <= 0:
-        raise ConfigError(f"Expected a positive number of workers. Got {workers} instead.")
+        raise ConfigError(f"Expected a positive number of `workers`. Got {workers} instead.")
     if workers is not None and scheduler is not None:
-        raise ConfigError("--workers sizes a new local cluster; it cannot apply to --scheduler.")
+        raise ConfigError("`workers` sizes a new local cluster; it cannot apply to `scheduler`.")
     if tls is not None and (scheduler is None or scheduler == SYNC):
-        raise ConfigError("TLS certificates are for a running scheduler, given by --scheduler.")
+        raise ConfigError("Certificates (`tls`) are for a running scheduler, given by `scheduler`.")
     if scheduler == SYNC:
         yield LoopExecutor()
     elif scheduler is not None:
@@ -192,7 +192,7 @@ def _connect(scheduler: str, tls: TLSFiles | None) -> Iterator[Any]:
         client = Client(scheduler, security=security)
     except Exception as exc:  # distributed raises OSError, TimeoutError, TypeError...
         hint = (
-            " Give its certificates with --tls-ca-file, --tls-cert and --tls-key."
+            " Give its certificates with `tls`."
             if (scheduler.startswith("tls://") and tls is None)
             else ""
         )

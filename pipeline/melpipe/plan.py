@@ -50,7 +50,7 @@ class Batch:
 def plan_batches(n_rows: int, batch_size: int) -> list[Batch]:
     """Consecutive batches of ``batch_size`` rows covering ``n_rows``; the last may be short."""
     if batch_size <= 0:
-        raise ConfigError(f"Expected a positive batch size. Got {batch_size} instead.")
+        raise ConfigError(f"Expected a positive `batch_size`. Got {batch_size} instead.")
     return [
         Batch(index, start, min(start + batch_size, n_rows))
         for index, start in enumerate(range(0, n_rows, batch_size))
@@ -185,15 +185,15 @@ def make_plan(request: Request, found: Found) -> Plan:
         OUTPUT is in the way, holds INPUT, or is a store this run cannot resume or replace.
     """
     if request.stats is not None and request.stats not in STATS_NAMES:
-        raise ConfigError(f"Expected stats to be one of {STATS_NAMES}. Got {request.stats!r}.")
+        raise ConfigError(f"Expected `stats` to be one of {STATS_NAMES}. Got {request.stats!r}.")
     if request.batch_size <= 0:
-        raise ConfigError(f"Expected a positive batch size. Got {request.batch_size} instead.")
+        raise ConfigError(f"Expected a positive `batch_size`. Got {request.batch_size} instead.")
     _check_locations(request, found)
     check_memory(request.config, request.batch_size, found.resources)
     source = found.source
     if source is not None and source.config != request.config:
         raise ConfigError(
-            f"--stats-from {source.url!r} was made with other parameters: "
+            f"`stats_from={source.url!r}` was made with other parameters: "
             f"{request.config.differences(source.config)} (here, there). Its statistics only "
             "make sense for the same analysis."
         )
@@ -224,9 +224,9 @@ def _with_options(source: Source, options: StatsOptions) -> GlobalStats:
         return source.stats.with_options(options)
     except StatisticsError:
         raise ConfigError(
-            f"--stats-from {source.url!r} was itself scaled with the statistics of "
-            f"{source.taken_from!r}, so other --percentiles cannot be computed from it: "
-            f"use --stats-from {source.taken_from!r}."
+            f"`stats_from={source.url!r}` was itself scaled with the statistics of "
+            f"{source.taken_from!r}, so other `percentiles` cannot be computed from it: "
+            f"use `stats_from={source.taken_from!r}`."
         ) from None
 
 
@@ -241,7 +241,7 @@ def _check_locations(request: Request, found: Found) -> None:
     if in_memory and not found.resources.in_client:
         raise ConfigError(
             f"{in_memory[0]!r} lives in this process's memory, which worker processes cannot "
-            "see. Use a path or object storage, or run with --scheduler sync."
+            "see. Use a path or object storage, or run with `scheduler='sync'`."
         )
 
 
@@ -272,8 +272,8 @@ def check_memory(config: SpectrogramConfig, batch_size: int, resources: Resource
             f"A batch of {batch_size} clips of {config.n_samples} samples with n_fft="
             f"{config.n_fft} and {config.n_mels} mels needs about {_gb(need)} in a worker, "
             f"which has {_gb(have)} ({resources.workers} worker"
-            f"{'s' if resources.workers != 1 else ''}). Use a smaller "
-            "--batch-size, --n-fft, --hop-length or clip length, or fewer workers."
+            f"{'s' if resources.workers != 1 else ''}). Use a smaller `batch_size`, `n_fft`, "
+            "`hop_length` or clip length (`n_samples`), or fewer `workers`."
         )
 
 
@@ -297,7 +297,7 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
     if output.kind == "zarr":
         raise StoreError(
             f"{where} is a Zarr store that melpipe did not write; it is never replaced, even "
-            "with --overwrite. Choose a new path."
+            "with `overwrite=True`. Choose a new path."
         )
     if output.kind == "damaged":
         raise StoreError(
@@ -313,7 +313,7 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
         if not plan.request.overwrite:
             raise StoreError(
                 f"{where} holds this same run, unfinished, but lacks {lost!r}, which the run "
-                "keeps until it ends: it cannot be resumed. Pass --overwrite to start over."
+                "keeps until it ends: it cannot be resumed. Pass `overwrite=True` to start over."
             )
         return _replace(plan)
     if not plan.request.overwrite:
@@ -322,7 +322,7 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
     if foreign:
         raise StoreError(
             f"{where} holds {', '.join(map(repr, foreign))}, which melpipe did not write. "
-            "--overwrite removes only what melpipe wrote: move those away first."
+            "`overwrite=True` removes only what melpipe wrote: move those away first."
         )
     return _replace(plan)
 
@@ -354,18 +354,18 @@ def _refusal(plan: Plan, attrs: StoreAttrs | None, same: bool) -> str:
     if attrs is None:
         return (
             f"{where} is a melpipe store of another version or with damaged attributes. "
-            "Pass --overwrite to replace it."
+            "Pass `overwrite=True` to replace it."
         )
     if attrs.status == "complete":
-        return f"{where} already exists. Pass --overwrite to replace it."
+        return f"{where} already exists. Pass `overwrite=True` to replace it."
     if attrs.status == "failed" and same:
         return (
             f"{where} holds this same run, which failed: {attrs.failure} Change the input or "
-            "the parameters, and pass --overwrite to replace it."
+            "the parameters, and pass `overwrite=True` to replace it."
         )
     return (
         f"{where} holds an unfinished run that differs from this one in "
-        f"{_differences(plan, attrs)}, so it cannot be resumed. Pass --overwrite to replace "
+        f"{_differences(plan, attrs)}, so it cannot be resumed. Pass `overwrite=True` to replace "
         "it, or run the command that made it."
     )
 

@@ -432,7 +432,7 @@ class _Run:
             raise StoreError(
                 f"Output {self.request.output!r} was analysed as {len(state['window_ok'])} "
                 f"windows, but the input now gives {len(windows)}: it changed. Run again with "
-                "--overwrite."
+                "`overwrite=True`."
             )
         assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
         found = Analysed.choose(windows, WindowResults.from_values(state), state, self.config)
@@ -538,7 +538,7 @@ class Analysed:
         if not len(chosen):
             quiet = config.min_level_db is not None and decoded.any()
             raise StatisticsError(
-                f"No window is as loud as --min-level-db {config.min_level_db:g}, so there "
+                f"No window is as loud as `min_level_db={config.min_level_db:g}`, so there "
                 "is no clip."
                 if quiet
                 else "No file could be decoded, so there is no clip."

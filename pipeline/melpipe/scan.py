@@ -132,7 +132,7 @@ def _hours(seconds: float) -> str:
 def _estimate_lines(estimate: ClipEstimate) -> list[str]:
     config = estimate.config
     length = config.n_samples / config.sample_rate
-    how = f"--segments {config.segments}, clips of {length:.4g} s"
+    how = f"`segments={config.segments!r}`, clips of {length:.4g} s"
     if config.segments == "all":
         how += f", hop {config.segment_hop / config.sample_rate:.4g} s, tail {config.tail}"
         if config.max_clips_per_file is not None:
@@ -145,7 +145,7 @@ def _estimate_lines(estimate: ClipEstimate) -> list[str]:
     ]
     if config.needs_levels:
         lines.append(
-            "  at most: --min-level-db and --select loudest choose by level, which only "
+            "  at most: `min_level_db` and `select='loudest'` choose by level, which only "
             "decoding tells"
         )
     return lines

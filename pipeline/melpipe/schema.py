@@ -343,8 +343,8 @@ class StoreAttrs:
             raise StoreError(
                 f"{where} was written by specpipe, melpipe's former name (format "
                 f"{data.get('format_version')!r}); melpipe reads format {FORMAT_VERSION}. Make it "
-                f"again with `melpipe preprocess {data.get('input', 'INPUT')} STORE --overwrite` "
-                "and the options it was made with (its config attribute lists them)."
+                f"again: preprocess its input, {data.get('input', '(not recorded)')!r}, to it "
+                "with `overwrite=True` and the options its config attribute lists."
             )
         if data.get("format") != FORMAT:
             raise StoreError(f"{where} is a Zarr store but not a melpipe store.")

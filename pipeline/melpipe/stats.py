@@ -60,13 +60,13 @@ class StatsOptions:
         lo, hi = (float(p) for p in self.percentiles)
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(
-                f"Expected --percentiles LO HI with 0 <= LO < HI <= 100. Got {lo:g} {hi:g}."
+                f"Expected `percentiles` LO and HI with 0 <= LO < HI <= 100. Got {lo:g} and {hi:g}."
             )
         if not (math.isfinite(self.top_db) and self.top_db > 0):
-            raise ConfigError(f"Expected --top-db to be a positive number. Got {self.top_db:g}.")
+            raise ConfigError(f"Expected `top_db` to be a positive number. Got {self.top_db:g}.")
         if not (math.isfinite(self.clip_std) and self.clip_std > 0):
             raise ConfigError(
-                f"Expected --clip-std to be a positive number. Got {self.clip_std:g}."
+                f"Expected `clip_std` to be a positive number. Got {self.clip_std:g}."
             )
         object.__setattr__(self, "percentiles", (lo, hi))
         object.__setattr__(self, "top_db", float(self.top_db))
@@ -536,7 +536,7 @@ class GlobalStats:
         if options.percentiles != self.options.percentiles and self.pixels.histogram is None:
             raise StatisticsError(
                 "These statistics were taken from another store, without its histogram, so "
-                "other --percentiles cannot be computed from them: use --stats-from with "
+                "other `percentiles` cannot be computed from them: use `stats_from` with "
                 "the store they came from."
             )
         return self._derive(options)

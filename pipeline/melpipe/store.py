@@ -258,7 +258,7 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
             raise StoreError(
                 f"Store {claim.url!r} lacks pass 1's 'scratch' chunk for windows "
                 f"{chunk * size}-{(chunk + 1) * size - 1}: its data is gone. Run again with "
-                "--overwrite."
+                "`overwrite=True`."
             )
     region = np.asarray(scratch[lo:hi])
     return region if hi - lo == len(rows) else region[rows - lo]  # consecutive: no copy
@@ -292,7 +292,7 @@ def read_chosen(claim: lock.Claim, names: Iterable[str]) -> dict[str, np.ndarray
         if array is None or _missing_chunks(fs, path, array, name):
             raise StoreError(
                 f"Store {claim.url!r} lacks its {name!r} array, or part of it, which its run "
-                "keeps until it ends, so it cannot be resumed. Run again with --overwrite."
+                "keeps until it ends, so it cannot be resumed. Run again with `overwrite=True`."
             )
         values[name] = _decode(spec, array[:])
     return values
@@ -407,7 +407,7 @@ class ReadableStore:
         if self.attrs.status == "failed":
             raise StoreError(
                 f"{where} is unfinished: the run that wrote it failed: {self.attrs.failure} "
-                "Change the input or parameters and run preprocess with --overwrite."
+                "Change the input or parameters and run preprocess with `overwrite=True`."
             )
         if self.attrs.status != "complete":
             raise StoreError(

@@ -253,7 +253,7 @@ def _logmels(
         if not np.isfinite(logmel).all():
             raise StoreError(
                 f"Store {claim.url!r} holds damaged pass-1 log-mels for windows "
-                f"{windows[0]}-{windows[-1]}. Run again with --overwrite."
+                f"{windows[0]}-{windows[-1]}. Run again with `overwrite=True`."
             )
         return logmel
     result = analyse(root, pieces, config)
@@ -261,7 +261,7 @@ def _logmels(
         failed = next(r for r in result.windows.files.values() if r.error)
         raise StoreError(
             f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
-            "changed during the run. Run again with --overwrite."
+            "changed during the run. Run again with `overwrite=True`."
         )
     return result.logmel
 
