@@ -117,7 +117,7 @@ def test_an_unfinished_remote_store_is_refused_and_resumed(s3, config, tmp_path)
         open_store(url)
     report = preprocess("s3://bucket/audio", url, config, executor=LoopExecutor(), batch_size=4)
     assert "statistics" not in report.seconds  # resumed after pass 1
-    assert report.n_files == 15 and report.n_failed == 5
+    assert report.counts.files == 15 and report.counts.failed == 5
     reference = tmp_path / "reference.zarr"
     preprocess(s3["local"], reference, config, executor=LoopExecutor(), batch_size=4)
     np.testing.assert_array_equal(open_store(url)[:], open_store(reference)[:])

@@ -74,7 +74,7 @@ def test_store_matches_the_librosa_reference(dask_run, dataset, config):
         # float32 rounding may move a value across a .5 boundary; nothing else may differ.
         difference = np.abs(arrays["images"][row].astype(int) - expected)
         assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, rel
-    assert report.n_decoded == report.n_clips == len(GOOD_FILES)
+    assert report.counts.decoded == report.counts.clips == len(GOOD_FILES)
 
 
 def test_broken_files_keep_their_reasons_and_give_no_clip(dask_run):
@@ -141,7 +141,7 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_run(tmp_path, config, rn
     (source / "a" / "tone_16k.wav").rename(os.fsdecode(odd))
     out = tmp_path / "out.zarr"
     report = preprocess(source, out, config, executor=SYNC)
-    assert report.n_decoded == len(GOOD_FILES)
+    assert report.counts.decoded == len(GOOD_FILES)
     assert "a/caf\\xe9.wav" in zarr.open_group(out, mode="r")["path"][:].tolist()
     # A broken file with such a name is reported in the same readable form.
     Path(os.fsdecode(odd)).write_bytes(b"not audio")
@@ -152,7 +152,7 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_run(tmp_path, config, rn
 def test_extrema_statistics_never_clip(dataset, config, tmp_path):
     report = preprocess(dataset, tmp_path / "x.zarr", config, executor=SYNC, stats="extrema")
     _, attrs = read_all(tmp_path / "x.zarr")
-    assert attrs["stats"]["used"] == report.used == "extrema"
+    assert attrs["stats"]["used"] == report.stats.used == "extrema"
     assert attrs["stats"]["clipped_fraction"] == 0.0
     images = zarr.open_group(tmp_path / "x.zarr")["images"][:]
     assert images.min() == 0 and images.max() == 255  # the range is used fully
@@ -172,7 +172,7 @@ def test_stats_from_scales_a_split_like_its_training_split(dask_run, config, tmp
     assert attrs["stats"]["mean"] == train_attrs["stats"]["mean"]
     assert attrs["stats"]["extrema"] == train_attrs["stats"]["extrema"]
     assert attrs["stats"]["from"] == str(dask_run[0])
-    assert report.used == "mean"
+    assert report.stats.used == "mean"
     # Its own extrema differ, and the images were scaled with the training statistics.
     lo, hi = train_attrs["stats"]["mean"]["min"], train_attrs["stats"]["mean"]["max"]
     row = 0
@@ -238,7 +238,7 @@ def test_an_unfinished_run_is_resumed_from_the_batches_it_wrote(dataset, config,
     kept = (out / "images" / "c" / "1" / "0" / "0").stat()
 
     report = preprocess(dataset, out, config, executor=SYNC, batch_size=4, scratch=scratch)
-    assert (report.n_files, report.n_decoded, report.n_clips) == (15, 10, 10)
+    assert (report.counts.files, report.counts.decoded, report.counts.clips) == (15, 10, 10)
     assert "statistics" not in report.seconds  # pass 1 was not run again
     assert (out / "images" / "c" / "1" / "0" / "0").stat().st_mtime_ns == kept.st_mtime_ns
     assert not any((out / a.name).exists() for a in RUN_STATE)
@@ -289,10 +289,10 @@ def test_a_run_killed_just_before_its_completion_mark_finishes_without_work(
     monkeypatch.setattr(store, "finish", finish)
     written = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*") if p.is_file()}
     again = preprocess(dataset, out, config, executor=SYNC, batch_size=4)
-    assert (again.n_files, again.n_decoded, again.clipped_fraction) == (
-        first.n_files,
-        first.n_decoded,
-        first.clipped_fraction,
+    assert (again.counts.files, again.counts.decoded, again.stats.clipped_fraction) == (
+        first.counts.files,
+        first.counts.decoded,
+        first.stats.clipped_fraction,
     )
     assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing written again
     assert open_store(out).attrs.status == "complete"
@@ -307,4 +307,4 @@ def test_a_store_without_its_run_state_is_not_resumed_but_named(dataset, config,
     with pytest.raises(StoreError, match=r"lacks 'window_ok'.*Pass `overwrite=True` to start over"):
         preprocess(dataset, out, config, executor=SYNC, batch_size=4)
     report = preprocess(dataset, out, config, executor=SYNC, batch_size=4, overwrite=True)
-    assert report.action == "replace" and report.n_clips == 10
+    assert report.action == "replace" and report.counts.clips == 10

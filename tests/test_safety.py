@@ -152,7 +152,7 @@ def test_a_float_file_whose_log_mel_overflows_fails_with_its_reason(config, tmp_
     assert not arrays["decoded"][file] and file not in arrays["file_index"]
     assert arrays["error"][file].startswith("NonFiniteFeaturesError: the log-mel is not finite")
     assert "1e+20" in arrays["error"][file]
-    assert report.n_failed == 1
+    assert report.counts.failed == 1
     assert attrs["stats"]["mean"] == read_all(reference)[1]["stats"]["mean"]  # left out
 
 
@@ -242,7 +242,7 @@ def test_a_streaming_wav_is_read_whole(tmp_path, config, rng):
     data[4:8] = data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")
     (source / "piped.wav").write_bytes(bytes(data))
     report = preprocess(source, tmp_path / "out.zarr", config, executor=LoopExecutor())
-    assert (report.n_clips, report.n_failed) == (1, 0)
+    assert (report.counts.clips, report.counts.failed) == (1, 0)
 
 
 # 8. Unreadable files keep their errno ------------------------------------------------------

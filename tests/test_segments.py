@@ -217,7 +217,7 @@ def test_every_window_equals_librosa_on_the_whole_file(corpus, tmp_path, hop):
     report = preprocess(corpus, out, config, executor=SYNC, batch_size=7)
     expected = librosa_clips(corpus, config)
     reader = open_store(out)
-    assert report.n_clips == len(reader) == len(expected)
+    assert report.counts.clips == len(reader) == len(expected)
     assert [(reader.paths[i], reader.start_sample[i]) for i in range(len(reader))] == [
         (rel, s) for rel, s, *_ in expected
     ]
@@ -338,7 +338,7 @@ def test_the_segment_options_are_recorded_and_checked_like_any_other(corpus, tmp
     with pytest.raises(ConfigError, match=r"segment_hop \(\d+, \d+\)"):
         preprocess(corpus, tmp_path / "v.zarr", other, executor=SYNC, stats_from=train)
     scaled = preprocess(corpus, tmp_path / "v.zarr", config, executor=SYNC, stats_from=train)
-    assert scaled.stats == open_store(train).stats
+    assert scaled.stats.values == open_store(train).stats
 
 
 def test_scan_counts_the_clips_and_the_audio_they_hold(corpus):
@@ -402,7 +402,7 @@ def test_a_two_hour_stereo_file_stays_within_bounded_worker_memory(tmp_path):
                       dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
         report = preprocess(source, tmp_path / "out.zarr", config, executor=DaskExecutor(client))
         peaks = client.run(peak_resident_bytes)
-    assert report.n_clips == 7200
+    assert report.counts.clips == 7200
     print(f"peak resident memory per worker: {sorted(peaks.values())} bytes")
     assert max(peaks.values()) < 600e6, peaks
     reader = open_store(tmp_path / "out.zarr")

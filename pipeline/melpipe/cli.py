@@ -308,11 +308,12 @@ def _echo_stats(
 
 
 def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
+    counts, record = report.counts, report.stats
     click.echo(
-        f"Wrote {report.n_clips} clips to {report.output}, from {report.n_files} files: "
-        f"{report.n_decoded} decoded, {report.n_failed} failed."
+        f"Wrote {counts.clips} clips to {report.output}, from {counts.files} files: "
+        f"{counts.decoded} decoded, {counts.failed} failed."
     )
-    _echo_stats(report.stats, report.used, report.clipped_fraction, report.figures)
+    _echo_stats(record.values, record.used, record.clipped_fraction, record.figures)
     laps = {"executor": cluster_seconds, **report.seconds}
     click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in laps.items()) + ".")
     if report.n_tasks:
@@ -321,7 +322,7 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
         click.echo(f"Skipped folder {folder.path}: {folder.reason}")
     if report.failures:
         shown = report.failures[:SHOWN_FAILURES]
-        click.echo(f"First {len(shown)} of {report.n_failed} failures:")
+        click.echo(f"First {len(shown)} of {counts.failed} failures:")
         for failure in shown:
             click.echo(f"  {failure.path}: {failure.error}")
     if report.quiet:

@@ -156,11 +156,9 @@ class Plan:
     """
 
     request: Request
-    listing: Listing
     action: Action
     identity: dict[str, Any]
     used: StatsName
-    scratch: bool
     options: StatsOptions
     stats: GlobalStats | None = None
     source: Source | None = None
@@ -171,6 +169,11 @@ class Plan:
     @property
     def n_passes(self) -> int:
         return 1 if self.analysed else 2
+
+    @property
+    def scratch(self) -> bool:
+        """Whether pass 1 keeps its log-mels in the store for pass 2."""
+        return self.request.scratch
 
 
 def make_plan(request: Request, found: Found) -> Plan:
@@ -198,22 +201,20 @@ def make_plan(request: Request, found: Found) -> Plan:
             "make sense for the same analysis."
         )
     used: StatsName = request.stats or (source.used if source else "mean")
-    scratch = request.scratch
     identity = {
         "input": request.input,
         "files": len(found.listing),
         "files_sha256": found.listing.sha256(),
         "batch_size": request.batch_size,
         "used": used,
-        "scratch": scratch,
+        "scratch": request.scratch,
         "stats_from": source.to_dict() if source else None,
     }
     base = source.stats.options if source else StatsOptions()
     options = dataclasses.replace(base, **request.options)
     identity["options"] = options.to_dict()
     stats = _with_options(source, options) if source else None
-    plan = Plan(request, found.listing, "create", identity, used, scratch, options,
-                stats=stats, source=source)  # fmt: skip
+    plan = Plan(request, "create", identity, used, options, stats=stats, source=source)
     return _decide(plan, found.output)
 
 

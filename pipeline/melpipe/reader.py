@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from melpipe import features
+from melpipe.config import SpectrogramConfig
 from melpipe.errors import ArgumentError, ClipIndexError
 from melpipe.scaling import image_to_logmel
-from melpipe.stats import Figures, Histogram, Range
+from melpipe.schema import StatsRecord, StoreAttrs
+from melpipe.stats import Figures, GlobalStats, Histogram, Range, StatsName
 from melpipe.store import ReadableStore
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
@@ -41,16 +43,51 @@ class SpectrogramStore:
     def __init__(self, path: str | os.PathLike[str], *, check_chunks: bool = True) -> None:
         self.path = os.fspath(path)
         self._store = ReadableStore(self.path, check_chunks=check_chunks)
-        self.attrs = self._store.attrs
-        self.config = self.attrs.config
-        assert self.attrs.stats is not None  # checked for a complete store
-        self.stats = self.attrs.stats.values
-        self.used = self.attrs.stats.used
-        self.clipped_fraction = self.attrs.stats.clipped_fraction
-        self.figures: dict[str, Figures] = self.attrs.stats.figures
-        self.scale: Range = self.stats.range(self.used)
         self._buffers = threading.local()
         self._arrays_read: dict[str, np.ndarray] = {}
+
+    # --- What the store records ----------------------------------------------------------
+
+    @property
+    def attrs(self) -> StoreAttrs:
+        """The store's attributes, as recorded and checked on opening."""
+        return self._store.attrs
+
+    @property
+    def config(self) -> SpectrogramConfig:
+        """Every parameter that shaped the images."""
+        return self._store.attrs.config
+
+    @property
+    def _record(self) -> StatsRecord:
+        record = self._store.attrs.stats
+        assert record is not None  # a complete store's statistics are checked on opening
+        return record
+
+    @property
+    def stats(self) -> GlobalStats:
+        """The five statistics of the store's clips (or of its ``stats_from`` store)."""
+        return self._record.values
+
+    @property
+    def used(self) -> StatsName:
+        """The statistic that scaled the images."""
+        return self._record.used
+
+    @property
+    def clipped_fraction(self) -> float | None:
+        """The share of all pixels that the scaling clipped."""
+        return self._record.clipped_fraction
+
+    @property
+    def figures(self) -> dict[str, Figures]:
+        """How each statistic spends the 256 levels on the pixels that hold audio."""
+        return self._record.figures
+
+    @cached_property
+    def scale(self) -> Range:
+        """The range that scaled the images: what :meth:`to_logmel` undoes."""
+        return self.stats.range(self.used)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         # Pickled as its path: a copy opens the store again, with buffers of its own, and

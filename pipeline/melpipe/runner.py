@@ -97,26 +97,18 @@ class Failure:
 
 @dataclass(frozen=True)
 class RunReport:
-    """What a run did, for the person who started it."""
+    """What a run did, for the person who started it: the counts and the statistics the
+    store records, and what only the run knows."""
 
     output: str
     action: str  # "create", "resume" or "replace"
-    n_files: int
-    n_decoded: int
-    n_clips: int
+    counts: Counts
+    stats: StatsRecord
     failures: tuple[Failure, ...]  # the first few, in file order
-    stats: GlobalStats
-    used: StatsName
-    clipped_fraction: float
     seconds: dict[str, float]  # wall time of "startup", "statistics" and "images"
     skipped: tuple[SkippedFolder, ...] = ()
     n_tasks: int = 0  # Dask tasks submitted (0 without Dask)
-    quiet: tuple[str, ...] = ()  # files that decoded but gave no clip (--min-level-db)
-    figures: dict[str, Figures] = dataclasses.field(default_factory=dict)
-
-    @property
-    def n_failed(self) -> int:
-        return self.n_files - self.n_decoded
+    quiet: tuple[str, ...] = ()  # files that decoded but gave no clip (min_level_db)
 
 
 def preprocess(
@@ -227,9 +219,18 @@ class _Run:
     ) -> None:
         self.plan, self.found, self.executor = plan, found, executor
         self.progress, self.clock = progress, clock
-        self.request = plan.request
-        self.config = plan.request.config
-        self.paths = plan.listing.files
+
+    @property
+    def request(self) -> Request:
+        return self.plan.request
+
+    @property
+    def config(self) -> SpectrogramConfig:
+        return self.plan.request.config
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return self.found.listing.files
 
     def carry_out(self) -> RunReport:
         plan = self.plan
@@ -260,18 +261,13 @@ class _Run:
         return RunReport(
             output=self.request.output,
             action=plan.action,
-            n_files=counts.files,
-            n_decoded=counts.decoded,
-            n_clips=counts.clips,
+            counts=counts,
+            stats=record,
             failures=found.failures(self.paths),
-            stats=found.statistics,
-            used=plan.used,
-            clipped_fraction=clipped,
             seconds=self.clock.laps,
-            skipped=plan.listing.skipped,
+            skipped=self.found.listing.skipped,
             n_tasks=self.executor.n_tasks,
             quiet=found.quiet(self.paths),
-            figures=figures,
         )
 
     def _check_unchanged(self) -> None:
@@ -329,7 +325,7 @@ class _Run:
             config=self.config,
             plan=plan.identity,
             versions=_versions(),
-            skipped=tuple({"path": s.path, "reason": s.reason} for s in plan.listing.skipped),
+            skipped=tuple({"path": s.path, "reason": s.reason} for s in self.found.listing.skipped),
         )
         store.clear(self.claim)  # what melpipe wrote there before, and only that
         store.create(
@@ -428,14 +424,15 @@ class _Run:
         """What a resumed store's pass 1 found, read back."""
         names = [a.name for a in arrays_of(Step.CHOSEN) if a.rows != "clip"]
         state = store.read_chosen(self.claim, names)
-        if len(state["window_ok"]) != len(windows):
+        results = WindowResults.from_values(state)
+        if len(results.ok) != len(windows):
             raise StoreError(
-                f"Output {self.request.output!r} was analysed as {len(state['window_ok'])} "
+                f"Output {self.request.output!r} was analysed as {len(results.ok)} "
                 f"windows, but the input now gives {len(windows)}: it changed. Run again with "
                 "`overwrite=True`."
             )
         assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
-        found = Analysed.choose(windows, WindowResults.from_values(state), state, self.config)
+        found = Analysed.choose(windows, results, state, self.config)
         histogram = store.histogram_from(state["histogram"], self.config)
         return dataclasses.replace(found, stats=self.plan.stats, histogram=histogram)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from melpipe.stats import Range
+from melpipe.stats import LEVELS, Range
 
 
 def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:
     """Images of log-mel spectrograms, and how many pixels of each the clipping changed.
+
+    The one function that makes images: the pipeline's tasks call it, and so do the tests.
 
     Parameters
     ----------
@@ -29,23 +31,25 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.nda
     n_clipped : np.ndarray [shape=(...)], int64
         Per image, the pixels whose rounded value fell outside 0..255.
     """
-    levels, n_clipped = scale_to_levels(logmel, scale)
-    return 255 - levels[..., ::-1, :], n_clipped
-
-
-def scale_to_levels(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:
-    """The levels 0..255 of log-mel values, before the flip and the inversion, and how
-    many pixels of each spectrogram the clipping changed."""
     levels = _rounded(logmel, scale)
     outside = levels < 0
     outside |= levels > 255
     n_clipped = np.count_nonzero(outside.reshape(*outside.shape[:-2], -1), axis=-1)
-    return np.clip(levels, 0, 255, out=levels).astype(np.uint8), n_clipped
+    return 255 - _clipped(levels)[..., ::-1, :], n_clipped
 
 
 def levels_of(logmel: np.ndarray, scale: Range) -> np.ndarray:
-    """The levels of :func:`scale_to_levels`, without counting what was clipped."""
-    levels = _rounded(logmel, scale)
+    """The levels 0..255 of log-mel values on a scale, before the flip and the inversion."""
+    return _clipped(_rounded(logmel, scale))
+
+
+def level_counts(images: np.ndarray) -> np.ndarray:
+    """How many pixels of uint8 ``images`` (any shape) stand for each level 0..255 of the
+    scale: the counts of their values, read back through the inversion."""
+    return np.bincount(np.asarray(images).ravel(), minlength=LEVELS)[::-1]
+
+
+def _clipped(levels: np.ndarray) -> np.ndarray:
     return np.clip(levels, 0, 255, out=levels).astype(np.uint8)
 
 

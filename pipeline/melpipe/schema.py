@@ -128,6 +128,7 @@ MARKER = "clipped"
 # While a run lasts, pass 1's results for every analysed window (see docs/design.md).
 SCRATCH = ArraySpec("scratch", ("window", "mel", "frame"), "float32", math.nan, Step.ANALYSIS,
                     "pass 1's log-mels, while the run lasts", compressed=False)  # fmt: skip
+WINDOW_PREFIX = "window_"  # each names a field of the task's WindowResults after it
 WINDOW_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("window_ok", ("window",), "bool", False, Step.CHOSEN,
               "whether the window was analysed, while the run lasts"),

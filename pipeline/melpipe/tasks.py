@@ -26,8 +26,9 @@ from melpipe.errors import NonFiniteFeaturesError, StoreError
 from melpipe.features import log_mel
 from melpipe.lock import Claim
 from melpipe.plan import Batch
-from melpipe.scaling import levels_of, scale_to_levels
+from melpipe.scaling import level_counts, levels_of, scale_to_uint8
 from melpipe.scan import FileHeader, read_header
+from melpipe.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
 from melpipe.segments import Piece, audio_frames, loud_enough, rms_db
 from melpipe.stats import LEVELS, PixelStats, Range, held
 
@@ -143,26 +144,13 @@ class WindowResults:
 
     def window_values(self) -> dict[str, np.ndarray]:
         """The run state's window arrays, for resuming after pass 1."""
-        return {
-            "window_ok": self.ok,
-            "window_level": self.level,
-            "window_min": self.min,
-            "window_max": self.max,
-            "window_frames": self.frames,
-            "window_audio_max": self.audio_max,
-        }
+        return {spec.name: getattr(self, _field(spec)) for spec in WINDOW_ARRAYS}
 
     @classmethod
     def from_values(cls, values: Mapping[str, np.ndarray]) -> WindowResults:
         """What :meth:`window_values` gave, read back (without files or pixels)."""
-        return cls(
-            values["window_ok"],
-            values["window_level"],
-            values["window_min"],
-            values["window_max"],
-            values["window_frames"],
-            values["window_audio_max"],
-        )
+        fields: dict[str, Any] = {_field(spec): values[spec.name] for spec in WINDOW_ARRAYS}
+        return cls(**fields)
 
     def merge(self, other: WindowResults) -> WindowResults:
         files = dict(self.files)
@@ -185,6 +173,12 @@ class WindowResults:
         empty = np.empty(0, np.float32)
         none = WindowResults(np.empty(0, bool), empty, empty, empty, np.empty(0, np.int64), empty)
         return functools.reduce(WindowResults.merge, parts, none)
+
+
+def _field(spec: ArraySpec) -> str:
+    """The field of :class:`WindowResults` that a window array of the run state holds:
+    ``window_level`` holds ``level``."""
+    return spec.name.removeprefix(WINDOW_PREFIX)
 
 
 def statistics_batch(
@@ -346,16 +340,17 @@ def images_batch(
     before without writing them again."""
     logmel = _logmels(pieces, windows, root=root, config=config, claim=claim,
                       from_scratch=from_scratch)  # fmt: skip
-    levels, clipped = scale_to_levels(logmel, scale)
+    images, clipped = scale_to_uint8(logmel, scale)
     if write:
-        images = 255 - levels[..., ::-1, :]
         store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
-    if band_scale != scale:
-        levels = levels_of(logmel, band_scale)
-    counted = held(levels, frames)
+    if band_scale == scale:
+        band_levels = level_counts(held(images, frames))
+    else:
+        band_levels = np.bincount(held(levels_of(logmel, band_scale), frames).ravel(),
+                                  minlength=LEVELS)  # fmt: skip
     return WriteSummary(
         n_clips=len(clipped),
         n_clipped=int(np.sum(clipped, dtype=np.int64)),
         n_pixels=len(clipped) * config.n_mels * config.n_frames,
-        band_levels=np.bincount(counted.ravel(), minlength=LEVELS).astype(np.int64),
+        band_levels=band_levels.astype(np.int64),
     )
