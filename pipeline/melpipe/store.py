@@ -74,28 +74,39 @@ def inspect(url: str, *, written: bool = True) -> OutputState:
         return OutputState("damaged", entries, problem=f"its zarr.json is not valid JSON ({exc})")
     if attrs.get("format") not in (FORMAT, FORMER_FORMAT):
         return OutputState("zarr", entries)
-    batches = tuple(sorted(_written_chunks(fs, path))) if written else ()
+    batches = tuple(sorted(_written_batches(url))) if written and MARKER in entries else ()
     return OutputState("melpipe", entries, attrs, batches)
 
 
-def _written_chunks(fs: Any, path: str, name: str = MARKER) -> set[int]:
-    """Indices along ``clip`` of the chunks of array ``name`` that exist."""
-    spec = BY_NAME[name]
-    prefix = f"{path}/{name}/c/"
-    tail = "/0" * (len(spec.dims) - 1)  # chunks are whole along every other dimension
-    found = set()
-    for key in fs.find(prefix):
-        head, _, rest = key[len(prefix) :].partition("/")
-        if head.isdigit() and ("/" + rest if rest else "") == tail:
-            found.add(int(head))
-    return found
+def _written_batches(url: str) -> set[int]:
+    """The batches of clips pass 2 wrote: those whose chunk of the marker array is stored.
+    A marker array that cannot be opened counts as none written: they are written again."""
+    try:
+        marker = zarr.open_array(url, path=MARKER, mode="r")
+    except Exception:  # each store and Zarr version raises its own errors for a bad node
+        return set()
+    return _stored_chunks(url, marker)
 
 
-def _missing_chunks(fs: Any, path: str, array: zarr.Array, name: str) -> list[int]:
-    """Indices along the rows of the chunks of ``array`` (named ``name``) that are not
-    stored, ascending."""
-    n_chunks = -(-array.shape[0] // array.chunks[0])
-    return sorted(set(range(n_chunks)) - _written_chunks(fs, path, name))
+def _stored_chunks(url: str, array: zarr.Array) -> set[int]:
+    """Indices along the rows of the chunks of ``array``, of the store at ``url``, that are
+    stored. Every array here is chunked along its rows only, whole along the others."""
+    fs, path = filesystem(url)
+    folder = f"{path}/{array.path}"
+    keys = {_chunk_key(array, i): i for i in range(array.cdata_shape[0])}
+    stored = {p[len(folder) + 1 :] for p in fs.find(folder)}
+    return {i for key, i in keys.items() if key in stored}
+
+
+def _missing_chunks(url: str, array: zarr.Array) -> list[int]:
+    """Indices along the rows of the chunks of ``array`` that are not stored, ascending."""
+    return sorted(set(range(array.cdata_shape[0])) - _stored_chunks(url, array))
+
+
+def _chunk_key(array: zarr.Array, index: int) -> str:
+    """The key, relative to the array, of its chunk ``index`` along the rows, as the
+    array's own metadata encodes it."""
+    return array.metadata.encode_chunk_key((index, *[0] * (array.ndim - 1)))
 
 
 def size_on_disk(url: str | os.PathLike[str]) -> int:
@@ -254,7 +265,7 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
     size = scratch.chunks[0]
     fs, path = filesystem(claim.url)
     for chunk in range(lo // size, (hi - 1) // size + 1):  # one look each: a batch's own
-        if not fs.exists(f"{path}/{SCRATCH.name}/{_chunk_key(SCRATCH, chunk)}"):
+        if not fs.exists(f"{path}/{scratch.path}/{_chunk_key(scratch, chunk)}"):
             raise StoreError(
                 f"Store {claim.url!r} lacks pass 1's 'scratch' chunk for windows "
                 f"{chunk * size}-{(chunk + 1) * size - 1}: its data is gone. Run again with "
@@ -284,12 +295,11 @@ def read_chosen(claim: lock.Claim, names: Iterable[str]) -> dict[str, np.ndarray
         One is missing, or a chunk of it: the store cannot be resumed.
     """
     arrays = _writable_arrays(claim)
-    fs, path = filesystem(claim.url)
     values = {}
     for name in names:
         spec = BY_NAME[name]
         array = arrays.get(name)
-        if array is None or _missing_chunks(fs, path, array, name):
+        if array is None or _missing_chunks(claim.url, array):
             raise StoreError(
                 f"Store {claim.url!r} lacks its {name!r} array, or part of it, which its run "
                 "keeps until it ends, so it cannot be resumed. Run again with `overwrite=True`."
@@ -357,10 +367,6 @@ def _check_region(array: zarr.Array, batch: Batch) -> None:
             f"Region {batch.start}:{batch.stop} does not align with the store's chunks of "
             f"{rows_per_chunk} clips; refusing a write that could overlap another task's."
         )
-
-
-def _chunk_key(spec: ArraySpec, index: int) -> str:
-    return "c/" + "/".join([str(index), *["0"] * (len(spec.dims) - 1)])
 
 
 def _encode(spec: ArraySpec, value: Any) -> Any:
@@ -453,13 +459,12 @@ class ReadableStore:
             )
 
     def _check_chunks(self, where: str) -> None:
-        fs, path = filesystem(self.url)
         for spec in ARRAYS:
             if spec.rows is None:
                 continue
             array = self._arrays[spec.name]
             n, size = array.shape[0], array.chunks[0]
-            missing = _missing_chunks(fs, path, array, spec.name)
+            missing = _missing_chunks(self.url, array)
             if missing:
                 rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing[:3]]
                 raise StoreError(
@@ -544,7 +549,7 @@ def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None]
     chunk_shape = images.chunks
 
     def decode(chunk: int, out: np.ndarray) -> None:
-        key = metadata.encode_chunk_key((chunk, 0, 0))
+        key = _chunk_key(images, chunk)
         try:
             encoded = (directory / key).read_bytes()
         except FileNotFoundError:
