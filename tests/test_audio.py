@@ -46,8 +46,8 @@ def test_windows_inside_a_file_equal_librosa_load_sliced(tmp_path, rng, source_r
     starts = np.array(
         [0, 1, 2500, block - 1000, 2 * block - 7, 2 * block + 14_000, total - 3000, total + 10]
     )
-    ours, facts = read_windows(path, starts, sample_rate=16000, n_samples=n)
-    assert (facts.sample_rate, facts.channels) == (source_rate, channels)
+    ours, header = read_windows(path, starts, sample_rate=16000, n_samples=n)
+    assert (header.sample_rate, header.channels) == (source_rate, channels)
     expected = librosa_windows(path, 16000, starts, n)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-6)
     assert not ours[-1].any()  # wholly past the end: padding only

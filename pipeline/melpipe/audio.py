@@ -17,6 +17,7 @@ import math
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -54,17 +55,56 @@ BLOCK_FRAMES = 1 << 16  # frames decoded at a time: 0.5 MB of stereo float32
 SPAN = 1 << 17
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
-    """What a file's header says: its length in frames, sample rate and channels."""
+# Bits per sample of libsndfile's subtypes; compressed subtypes have none.
+BIT_DEPTHS = {
+    "PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32,
+    "DOUBLE": 64, "ULAW": 8, "ALAW": 8, "DWVW_12": 12, "DWVW_16": 16, "DWVW_24": 24,
+}  # fmt: skip
 
-    frames: int
-    sample_rate: int
-    channels: int
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What is known of one file: what its header says (its length in frames, sample
+    rate, channels, container and encoding; zeros and "" where it could not be read), and
+    why it gives no clip, or "". The one record of a file, from ``scan``'s headers to pass
+    1's results; slotted, as pass 1 keeps one per file (100,000 of them in a large run)."""
+
+    frames: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    format: str = ""
+    subtype: str = ""
+    error: str = ""
+
+    @classmethod
+    def of(cls, f: sf.SoundFile) -> FileInfo:
+        """The header of an open file. Its names are interned: a run holds one per file."""
+        return cls(f.frames, f.samplerate, f.channels, sys.intern(f.format),
+                   sys.intern(f.subtype))  # fmt: skip
+
+    @property
+    def readable(self) -> bool:
+        """Whether the header could be read (the file may still fail to decode)."""
+        return self.sample_rate > 0
 
     @property
     def duration(self) -> float:
-        return self.frames / self.sample_rate
+        """Seconds, as the header gives them; 0 where it could not be read."""
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def bit_depth(self) -> str:
+        bits = BIT_DEPTHS.get(self.subtype)
+        return f"{bits}-bit" if bits else "compressed"
+
+
+def read_header(path: str | os.PathLike[str]) -> FileInfo:
+    """The header of one file; a failure is recorded in the result, never raised."""
+    try:
+        with open_audio(path) as f:
+            return FileInfo.of(f)
+    except Exception as exc:  # one unreadable file is a finding, not a reason to stop
+        return FileInfo(error=describe_error(exc))
 
 
 @contextlib.contextmanager
@@ -143,15 +183,15 @@ def read_windows(
     sample_rate: int,
     n_samples: int,
     out: np.ndarray | None = None,
-) -> tuple[np.ndarray, FileFacts]:
+) -> tuple[np.ndarray, FileInfo]:
     """Decode the windows of one file that start at ``starts`` (samples at
-    ``sample_rate``, ascending), and the facts of its header.
+    ``sample_rate``, ascending), and what its header says.
 
     Returns
     -------
     clips : np.ndarray [shape=(len(starts), n_samples)], float32
         ``out`` when given (zeros, as a new array would be), filled.
-    facts : FileFacts
+    header : FileInfo
 
     Raises
     ------
@@ -163,7 +203,7 @@ def read_windows(
     starts = np.asarray(starts, dtype=np.int64)
     clips = np.zeros((len(starts), n_samples), dtype=np.float32) if out is None else out
     with open_audio(path) as f:
-        facts = FileFacts(f.frames, f.samplerate, f.channels)
+        header = FileInfo.of(f)
         n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
         for lo, hi in _stretches(starts, n_samples):
             first, end = int(starts[lo]), min(int(starts[hi - 1]) + n_samples, n_audio)
@@ -174,7 +214,7 @@ def read_windows(
                 s = int(starts[i])
                 e = min(s + n_samples, end)
                 clips[i, : max(e - s, 0)] = signal[s - first : e - first]
-    return clips, facts
+    return clips, header
 
 
 def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:

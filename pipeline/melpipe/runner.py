@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from melpipe import lock, store
-from melpipe.audio import resampled_length
+from melpipe.audio import FileInfo, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
 from melpipe.errors import StatisticsError, StoreError
@@ -59,7 +59,6 @@ from melpipe.stats import (
 )
 from melpipe.tasks import (
     MAX_REPORTED_FAILURES,
-    FileRecord,
     WindowResults,
     WriteSummary,
     file_values,
@@ -286,13 +285,13 @@ class _Run:
                 "nothing was done. Run the command again."
             )
 
-    def _windows(self) -> tuple[Windows, list[FileRecord] | None]:
+    def _windows(self) -> tuple[Windows, list[FileInfo] | None]:
         """The windows to analyse: one per file, or, with ``--segments all``, every
         window of each file's length as its header gives it (read as tasks)."""
         if self.config.segments == "first":
             return Windows.first_of_each(len(self.paths)), None
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        surveyed: list[FileRecord] = self._pass(
+        surveyed: list[FileInfo] = self._pass(
             "survey: file headers",
             survey_batch,
             [[self.paths[g.start : g.stop] for g in groups]],
@@ -301,7 +300,7 @@ class _Run:
         )
         rate = self.config.sample_rate
         lengths = [
-            None if r.facts is None else resampled_length(r.facts.frames, r.facts.sample_rate, rate)
+            resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
             for r in surveyed
         ]
         return Windows.layout(lengths, self.config), surveyed
@@ -338,7 +337,7 @@ class _Run:
         return attrs
 
     def _statistics(
-        self, windows: Windows, surveyed: list[FileRecord] | None, attrs: StoreAttrs
+        self, windows: Windows, surveyed: list[FileInfo] | None, attrs: StoreAttrs
     ) -> Analysed:
         """Pass 1, the choice of clips, and what the store must record whether the
         statistics can be computed or not."""

@@ -13,56 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from melpipe.audio import describe_error, open_audio, resampled_length
+from melpipe.audio import FileInfo, read_header, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import SkippedFolder, join, list_audio_files, utf8_safe
 from melpipe.segments import Windows, covered_seconds
 
-# Bits per sample of libsndfile's subtypes; compressed subtypes have none.
-BIT_DEPTHS = {
-    "PCM_S8": 8,
-    "PCM_U8": 8,
-    "PCM_16": 16,
-    "PCM_24": 24,
-    "PCM_32": 32,
-    "FLOAT": 32,
-    "DOUBLE": 64,
-    "ULAW": 8,
-    "ALAW": 8,
-    "DWVW_12": 12,
-    "DWVW_16": 16,
-    "DWVW_24": 24,
-}
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
-
-
-@dataclass(frozen=True)
-class FileHeader:
-    path: str
-    format: str = ""
-    subtype: str = ""
-    sample_rate: int = 0
-    channels: int = 0
-    frames: int = 0
-    error: str = ""
-
-    @property
-    def bit_depth(self) -> str:
-        bits = BIT_DEPTHS.get(self.subtype)
-        return f"{bits}-bit" if bits else "compressed"
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
-
-
-def read_header(root: str, rel: str) -> FileHeader:
-    """The header of one file; its failure is recorded, never raised."""
-    try:
-        with open_audio(join(root, rel)) as f:
-            return FileHeader(rel, f.format, f.subtype, f.samplerate, f.channels, f.frames)
-    except Exception as exc:
-        return FileHeader(rel, error=describe_error(exc))
 
 
 @dataclass(frozen=True)
@@ -75,7 +31,7 @@ class ClipEstimate:
     total: float  # seconds of audio, resampled
 
     @classmethod
-    def of(cls, headers: list[FileHeader], config: SpectrogramConfig) -> ClipEstimate:
+    def of(cls, headers: list[FileInfo], config: SpectrogramConfig) -> ClipEstimate:
         rate = config.sample_rate
         lengths = [resampled_length(h.frames, h.sample_rate, rate) for h in headers]
         windows = Windows.layout(lengths, config)  # as preprocess lays them out
@@ -87,28 +43,30 @@ class ClipEstimate:
 
 @dataclass(frozen=True)
 class ScanReport:
+    """The header of every audio file under ``root``, by path in store order."""
+
     root: str
-    headers: list[FileHeader]
+    headers: dict[str, FileInfo]
     skipped: tuple[SkippedFolder, ...] = ()
     estimate: ClipEstimate | None = None
 
     @property
     def total_duration(self) -> float:
-        return float(sum(h.duration for h in self.readable))
+        return float(sum(h.duration for h in self.readable.values()))
 
     @property
-    def readable(self) -> list[FileHeader]:
-        return [h for h in self.headers if not h.error]
+    def readable(self) -> dict[str, FileInfo]:
+        return {path: h for path, h in self.headers.items() if not h.error}
 
     @property
-    def unreadable(self) -> list[FileHeader]:
-        return [h for h in self.headers if h.error]
+    def unreadable(self) -> dict[str, FileInfo]:
+        return {path: h for path, h in self.headers.items() if h.error}
 
     def counts(self, key: str) -> Counter[str]:
-        return Counter(str(getattr(h, key)) for h in self.readable)
+        return Counter(str(getattr(h, key)) for h in self.readable.values())
 
     def duration_percentiles(self) -> dict[int, float]:
-        durations = [h.duration for h in self.readable]
+        durations = [h.duration for h in self.readable.values()]
         if not durations:
             return {}
         return dict(zip(PERCENTILES, np.percentile(durations, PERCENTILES).tolist(), strict=True))
@@ -119,8 +77,8 @@ def scan(root: str | os.PathLike[str], config: SpectrogramConfig | None = None) 
     clips ``preprocess`` would make of them."""
     root = os.fspath(root)
     listing = list_audio_files(root)
-    headers = [read_header(root, rel) for rel in listing.files]
-    readable = [h for h in headers if not h.error]
+    headers = {rel: read_header(join(root, rel)) for rel in listing.files}
+    readable = [h for h in headers.values() if not h.error]
     estimate = None if config is None else ClipEstimate.of(readable, config)
     return ScanReport(root, headers, listing.skipped, estimate)
 
@@ -153,7 +111,7 @@ def _estimate_lines(estimate: ClipEstimate) -> list[str]:
 
 def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
     """The scan as a plain-text table."""
-    readable, unreadable = report.readable, report.unreadable
+    readable, unreadable = list(report.readable.values()), report.unreadable
     lines = [
         f"{len(report.headers)} audio files under {report.root}: "
         f"{len(readable)} readable, {len(unreadable)} unreadable",
@@ -184,7 +142,8 @@ def format_report(report: ScanReport, *, max_unreadable: int = 20) -> str:
         lines += [f"  {utf8_safe(s.path)}: {s.reason}" for s in report.skipped]
     if unreadable:
         lines += ["", "unreadable files"]
-        lines += [f"  {utf8_safe(h.path)}: {h.error}" for h in unreadable[:max_unreadable]]
+        shown = list(unreadable.items())[:max_unreadable]
+        lines += [f"  {utf8_safe(path)}: {h.error}" for path, h in shown]
         if len(unreadable) > max_unreadable:
             lines.append(f"  ... and {len(unreadable) - max_unreadable} more")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from melpipe import store
-from melpipe.audio import FileFacts, describe_error, read_windows, resampled_length
+from melpipe.audio import FileInfo, describe_error, read_header, read_windows, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import join
 from melpipe.errors import NonFiniteFeaturesError, StoreError
@@ -27,7 +27,6 @@ from melpipe.features import log_mel
 from melpipe.lock import Claim
 from melpipe.plan import Batch
 from melpipe.scaling import level_counts, levels_of, scale_to_uint8
-from melpipe.scan import FileHeader, read_header
 from melpipe.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
 from melpipe.segments import Piece, audio_frames, loud_enough, rms_db
 from melpipe.stats import LEVELS, PixelStats, Range, held
@@ -35,15 +34,6 @@ from melpipe.stats import LEVELS, PixelStats, Range, held
 logger = logging.getLogger(__name__)
 
 MAX_REPORTED_FAILURES = 10
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """What decoding (part of) a file found: its header's facts, or why it failed. Slotted,
-    as there is one per file in pass 1's results: 18 MiB for 100,000 files instead of 26."""
-
-    facts: FileFacts | None
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,10 +57,10 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     clips = np.zeros((int(offsets[-1]), config.n_samples), dtype=np.float32)
     ok = np.zeros(len(clips), dtype=bool)
     frames = np.zeros(len(clips), dtype=np.int64)
-    files: dict[int, FileRecord] = {}
+    files: dict[int, FileInfo] = {}
     for piece, lo, hi in zip(pieces, offsets[:-1], offsets[1:], strict=True):
         try:
-            _, facts = read_windows(
+            _, header = read_windows(
                 join(root, piece.path),
                 piece.starts,
                 sample_rate=config.sample_rate,
@@ -78,12 +68,12 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
                 out=clips[lo:hi],
             )
             ok[lo:hi] = True
-            files[piece.file] = FileRecord(facts)
-            n_audio = resampled_length(facts.frames, facts.sample_rate, config.sample_rate)
+            files[piece.file] = header
+            n_audio = resampled_length(header.frames, header.sample_rate, config.sample_rate)
             frames[lo:hi] = audio_frames(n_audio, piece.starts, config)
         except Exception as exc:  # one broken file must never stop the run
             clips[lo:hi] = 0.0
-            files[piece.file] = FileRecord(None, describe_error(exc))
+            files[piece.file] = FileInfo(error=describe_error(exc))
             logger.debug("Skipping %s: %s", piece.path, files[piece.file].error)
     analysed = clips if ok.all() else clips[ok]  # the common case: no copy of the batch
     logmel = log_mel(analysed, **config.librosa_kwargs, eps=config.eps)
@@ -99,7 +89,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
                     "[-1, 1], and overflow the power spectrum"
                 )
             )
-            files[pieces[k].file] = FileRecord(files[pieces[k].file].facts, reason)
+            files[pieces[k].file] = dataclasses.replace(files[pieces[k].file], error=reason)
             ok[offsets[k] : offsets[k + 1]] = False
         logmel = logmel[ok[rows]]
     frames[~ok] = 0
@@ -134,7 +124,7 @@ class WindowResults:
     max: np.ndarray
     frames: np.ndarray
     audio_max: np.ndarray
-    files: dict[int, FileRecord] = field(default_factory=dict)
+    files: dict[int, FileInfo] = field(default_factory=dict)
     pixels: PixelStats = field(default_factory=PixelStats)
 
     def counted(self, config: SpectrogramConfig) -> np.ndarray:
@@ -260,32 +250,25 @@ def _logmels(
     return result.logmel
 
 
-def survey_batch(paths: Sequence[str], *, root: str) -> list[FileRecord]:
+def survey_batch(paths: Sequence[str], *, root: str) -> list[FileInfo]:
     """What the headers of some files say, for laying out their windows."""
-    return [_record(read_header(root, rel)) for rel in paths]
-
-
-def _record(header: FileHeader) -> FileRecord:
-    if header.error:
-        return FileRecord(None, header.error)
-    return FileRecord(FileFacts(header.frames, header.sample_rate, header.channels))
+    return [read_header(join(root, rel)) for rel in paths]
 
 
 def file_values(
-    n_files: int, surveyed: Sequence[FileRecord] | None, records: Mapping[int, FileRecord]
+    n_files: int, surveyed: Sequence[FileInfo] | None, records: Mapping[int, FileInfo]
 ) -> dict[str, Any]:
     """The file arrays (but ``path`` and the clip counts) from what the survey and pass 1
     found: a file decoded when its header could be read and all its windows decoded."""
     error = np.full(n_files, "", dtype=object)
     duration = np.full(n_files, np.nan)
     rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
-    # Pass 1's findings after the survey's: its facts are the later reading, and a
+    # Pass 1's findings after the survey's: its header is the later reading, and a
     # failure in either fails the file.
-    for i, record in [*enumerate(surveyed or ()), *records.items()]:
-        if record.facts is not None:
-            facts = record.facts
-            duration[i], rate[i], channels[i] = facts.duration, facts.sample_rate, facts.channels
-        error[i] = error[i] or record.error
+    for i, info in [*enumerate(surveyed or ()), *records.items()]:
+        if info.readable:
+            duration[i], rate[i], channels[i] = info.duration, info.sample_rate, info.channels
+        error[i] = error[i] or info.error
     decoded = (error == "") & (rate > 0)
     return {
         "decoded": decoded,
