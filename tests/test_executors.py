@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import psutil
 import pytest
@@ -13,13 +14,23 @@ from melpipe.executors import DaskExecutor, LoopExecutor, open_executor
 from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
 
 
-def square_and_add(x: int, y: int, *, scale: int) -> tuple[Fraction, ...]:
-    return (Fraction(scale * x * x + y),)
+@dataclass(frozen=True)
+class Values:
+    """A partial result that keeps order and merges associatively: any grouping of
+    merges gives the same result."""
+
+    items: tuple[Any, ...] = ()
+
+    @classmethod
+    def empty(cls) -> Values:
+        return cls()
+
+    def merge(self, other: Values) -> Values:
+        return Values(self.items + other.items)
 
 
-def concatenate(*parts: tuple[Fraction, ...]) -> tuple[Fraction, ...]:
-    """Order-keeping and associative: any grouping gives the same result."""
-    return functools.reduce(lambda a, b: a + b, parts, ())
+def square_and_add(x: int, y: int, *, scale: int) -> Values:
+    return Values((Fraction(scale * x * x + y),))
 
 
 class Bar:
@@ -58,8 +69,8 @@ def executor(request, dask_executor, tmp_path):
 def test_map_reduce_contract(executor, n):
     xs, ys = list(range(n)), list(range(100, 100 + n))
     bar = Bar()
-    result = executor.map_reduce(square_and_add, [xs, ys], {"scale": 3}, concatenate, bar)
-    assert result == tuple(Fraction(3 * x * x + y) for x, y in zip(xs, ys, strict=True))
+    result = executor.map_reduce(square_and_add, [xs, ys], {"scale": 3}, Values, bar)
+    assert result.items == tuple(Fraction(3 * x * x + y) for x, y in zip(xs, ys, strict=True))
     assert bar.updates == n
     resources = executor.resources
     assert resources.workers >= 1
@@ -111,27 +122,25 @@ def test_options_that_contradict_each_other_are_refused():
         pass
 
 
-def blas_threads(_: int) -> list[int]:
+def blas_threads(_: int) -> Values:
     from threadpoolctl import threadpool_info
 
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return Values(
+        tuple(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+    )
 
 
 def test_a_loop_runs_blas_on_one_thread_as_a_dask_worker_does():
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=2, user_api="blas"):  # what a 2-core machine starts with
-        assert set(blas_threads(0)) == {2}
-        inside = LoopExecutor().map_reduce(blas_threads, [[0]], {}, concatenate_lists, Bar())
-        assert set(blas_threads(0)) == {2}  # given back afterwards
+        assert set(blas_threads(0).items) == {2}
+        inside = LoopExecutor().map_reduce(blas_threads, [[0]], {}, Values, Bar()).items
+        assert set(blas_threads(0).items) == {2}  # given back afterwards
     assert inside and set(inside) == {1}
 
 
-def concatenate_lists(*parts: list[int]) -> list[int]:
-    return [n for part in parts for n in part]
-
-
-def worker_state(_: int) -> list[tuple[bool, set[int]]]:
+def worker_state(_: int) -> Values:
     """Whether the analysis ran in this process before this task (its imports done and
     the default filter bank built), and the BLAS threads."""
     from threadpoolctl import threadpool_info
@@ -139,12 +148,12 @@ def worker_state(_: int) -> list[tuple[bool, set[int]]]:
     from melpipe.features import mel_filters
 
     blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
-    return [(mel_filters.cache_info().currsize > 0, blas)]
+    return Values(((mel_filters.cache_info().currsize > 0, frozenset(blas)),))
 
 
 def test_local_workers_start_with_the_analysis_imported_and_one_blas_thread():
     # Forked from a process that ran it once (melpipe.warm): a first batch does not pay
     # for the imports; and BLAS must still run one thread per worker.
     with open_executor(workers=2) as executor:
-        found = executor.map_reduce(worker_state, [[0, 1, 2, 3]], {}, concatenate_lists, Bar())
-    assert found == [(True, {1})] * 4
+        found = executor.map_reduce(worker_state, [[0, 1, 2, 3]], {}, Values, Bar())
+    assert found.items == ((True, {1}),) * 4

@@ -4,6 +4,7 @@ left out; their inverses; and their independence from batching."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from fractions import Fraction
@@ -33,6 +34,7 @@ from melpipe.stats import (
     PixelStats,
     StatsOptions,
     histogram_grid,
+    merge_all,
 )
 from melpipe.tasks import analyse
 from tests.helpers import assert_one_line_error, librosa_log_mel, read_all, run_cli, synth
@@ -65,12 +67,13 @@ def held_values(logmel, frames):
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), cuts=st.lists(st.integers(1, 39)),
        split_every=st.integers(2, 6))  # fmt: skip
 @example(seed=139287, n=1, cuts=[], split_every=2)  # a small variance under a large mean
+@example(seed=21927, n=1, cuts=[], split_every=2)  # one pixel per band: numpy's variance is 0
 def test_pixel_statistics_equal_numpy_for_any_batches_and_tree(seed, n, cuts, split_every):
     logmel, frames = random_logmels(seed, n)
     bounds = sorted({0, n, *(c for c in cuts if c < n)})
     parts = [PixelStats.of(logmel[a:b], frames[a:b], FLOOR) for a, b in itertools.pairwise(bounds)]
     whole = PixelStats.of(logmel, frames, FLOOR)
-    reduced = tree_reduce(parts, PixelStats.merge_all, split_every=split_every)
+    reduced = tree_reduce(parts, functools.partial(merge_all, PixelStats), split_every=split_every)
     assert reduced.same_as(whole)  # bit for bit, whatever the batches and the tree
     values = held_values(logmel, frames)
     assert whole.frames == values.shape[1] == int(frames.sum())
@@ -78,7 +81,15 @@ def test_pixel_statistics_equal_numpy_for_any_batches_and_tree(seed, n, cuts, sp
         return
     mean, std = whole.band_moments()
     np.testing.assert_allclose(mean, values.mean(axis=1), rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(std, values.std(axis=1), rtol=1e-12, atol=1e-12)
+    # The documented bound, band by band: the variance within a few units in the last place
+    # of the mean square about the floor. Where the spread is far above it, the deviation
+    # is within 1e-12 of numpy's; where it is near 0 (one pixel per band, seed 21927), its
+    # square root is not: 1.7e-7 for numpy's 0.
+    mean_squares = ((values - FLOOR) ** 2).mean(axis=1)
+    error = np.abs(std**2 - values.var(axis=1))
+    assert (error <= 16 * 2**-52 * mean_squares + 1e-15).all(), (error, mean_squares)
+    spread = values.var(axis=1) > 1e6 * 2**-52 * mean_squares
+    np.testing.assert_allclose(std[spread], values.std(axis=1)[spread], rtol=1e-12, atol=1e-12)
     exact = [Fraction(float(v)) for v in values[0]]  # band 0 by exact arithmetic
     exact_mean = sum(exact, Fraction(0)) / len(exact)
     assert mean[0] == float(exact_mean)  # the exact mean, rounded once

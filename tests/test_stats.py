@@ -1,3 +1,4 @@
+import functools
 import math
 from fractions import Fraction
 
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 from melpipe.errors import StatisticsError
 from melpipe.plan import tree_reduce
-from melpipe.stats import Extrema, GlobalStats, Range, exact_sum
+from melpipe.stats import Extrema, GlobalStats, Range, exact_sum, merge_all
 from tests.helpers import simple_stats
 
 finite = st.floats(min_value=-25, max_value=15, allow_nan=False, width=32)
@@ -29,7 +30,7 @@ def reduce_in_batches(lows, highs, batch_size, split_every):
         Extrema.from_clips(lows[i : i + batch_size], highs[i : i + batch_size])
         for i in range(0, len(lows), batch_size)
     ]
-    return tree_reduce(parts, Extrema.merge_all, split_every=split_every)
+    return tree_reduce(parts, functools.partial(merge_all, Extrema), split_every=split_every)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,9 +1,10 @@
 """Where a run's tasks execute: plain loops, or a Dask cluster. The only module that knows Dask.
 
 An executor offers one operation, :meth:`Executor.map_reduce`: call a function on every
-batch and tree-reduce the results with a ``combine`` that any grouping gives the same
-answer for. :class:`LoopExecutor` makes plain calls in order, the reference that a Dask
-run must equal byte for byte; :class:`DaskExecutor` submits the same calls as tasks and
+batch and tree-reduce the results, partial results of one
+:class:`~melpipe.stats.Mergeable` kind, which any grouping of merges gives the same answer
+for. :class:`LoopExecutor` makes plain calls in order, the reference that a Dask run must
+equal byte for byte; :class:`DaskExecutor` submits the same calls as tasks and
 reduces on the cluster. :func:`open_executor` builds one from the command line's options:
 a new local cluster (bound to 127.0.0.1), an existing scheduler, or ``sync`` loops.
 """
@@ -11,6 +12,7 @@ a new local cluster (bound to 127.0.0.1), an existing scheduler, or ``sync`` loo
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import multiprocessing
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from melpipe.errors import ConfigError, SchedulerError
 from melpipe.plan import DEFAULT_SPLIT_EVERY, Resources, tree_reduce
+from melpipe.stats import M, merge_all
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +46,14 @@ class Executor(Protocol):
 
     def map_reduce(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., M],
         iterables: Sequence[Sequence[Any]],
         kwargs: dict[str, Any],
-        combine: Callable[..., Any],
+        kind: type[M],
         bar: ProgressBar,
-    ) -> Any:
-        """``combine(*[fn(*args, **kwargs) for args in zip(*iterables)])``, reduced as a tree
-        of at most a few results per call; ``bar.update()`` once per finished ``fn``."""
+    ) -> M:
+        """``merge_all(kind, *[fn(*args, **kwargs) for args in zip(*iterables)])``, reduced
+        as a tree of at most a few results per merge; ``bar.update()`` once per ``fn``."""
         ...
 
 
@@ -70,12 +73,12 @@ class LoopExecutor:
 
     def map_reduce(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., M],
         iterables: Sequence[Sequence[Any]],
         kwargs: dict[str, Any],
-        combine: Callable[..., Any],
+        kind: type[M],
         bar: ProgressBar,
-    ) -> Any:
+    ) -> M:
         from threadpoolctl import threadpool_limits
 
         parts = []
@@ -85,7 +88,7 @@ class LoopExecutor:
             for args in zip(*iterables, strict=True):
                 parts.append(fn(*args, **kwargs))
                 bar.update(1)
-        return tree_reduce(parts, combine)
+        return tree_reduce(parts, functools.partial(merge_all, kind))
 
 
 class DaskExecutor:
@@ -107,17 +110,18 @@ class DaskExecutor:
 
     def map_reduce(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., M],
         iterables: Sequence[Sequence[Any]],
         kwargs: dict[str, Any],
-        combine: Callable[..., Any],
+        kind: type[M],
         bar: ProgressBar,
-    ) -> Any:
+    ) -> M:
         from distributed import as_completed
 
         # pure=False: the write pass has side effects, and a rerun must really run again.
         futures = self.client.map(fn, *iterables, **kwargs, pure=False)
         self.n_tasks += len(futures)
+        combine = functools.partial(merge_all, kind)
         root = tree_reduce(futures, combine, split_every=self.split_every, submit=self._submit)
         # Hold each batch's future only until it is done, so that the cluster frees its
         # result once the tree has used it: held to the end, every result of a pass stayed
@@ -126,7 +130,8 @@ class DaskExecutor:
         del futures
         for _ in finished:
             bar.update(1)
-        return root.result()
+        result: M = root.result()
+        return result
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.n_tasks += 1

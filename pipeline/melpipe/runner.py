@@ -53,12 +53,14 @@ from melpipe.stats import (
     Figures,
     GlobalStats,
     Histogram,
+    M,
     PixelStats,
     StatsName,
     StatsOptions,
 )
 from melpipe.tasks import (
     MAX_REPORTED_FAILURES,
+    Headers,
     WindowResults,
     WriteSummary,
     file_values,
@@ -285,19 +287,19 @@ class _Run:
                 "nothing was done. Run the command again."
             )
 
-    def _windows(self) -> tuple[Windows, list[FileInfo] | None]:
+    def _windows(self) -> tuple[Windows, Sequence[FileInfo] | None]:
         """The windows to analyse: one per file, or, with ``--segments all``, every
         window of each file's length as its header gives it (read as tasks)."""
         if self.config.segments == "first":
             return Windows.first_of_each(len(self.paths)), None
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        surveyed: list[FileInfo] = self._pass(
+        surveyed = self._pass(
             "survey: file headers",
             survey_batch,
             [[self.paths[g.start : g.stop] for g in groups]],
             {"root": self.request.input},
-            _concatenate,
-        )
+            Headers,
+        ).files
         rate = self.config.sample_rate
         lengths = [
             resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
@@ -337,13 +339,13 @@ class _Run:
         return attrs
 
     def _statistics(
-        self, windows: Windows, surveyed: list[FileInfo] | None, attrs: StoreAttrs
+        self, windows: Windows, surveyed: Sequence[FileInfo] | None, attrs: StoreAttrs
     ) -> Analysed:
         """Pass 1, the choice of clips, and what the store must record whether the
         statistics can be computed or not."""
         plan = self.plan
         batches = plan_batches(len(windows), self.request.batch_size)
-        results: WindowResults = self._pass(
+        results = self._pass(
             f"pass 1/{plan.n_passes}: statistics",
             statistics_batch,
             [[windows.pieces(np.arange(b.start, b.stop), self.paths) for b in batches], batches],
@@ -353,7 +355,7 @@ class _Run:
                 "claim": self.claim,
                 "scratch": plan.scratch,
             },
-            WindowResults.merge_all,
+            WindowResults,
         )
         files = file_values(len(self.paths), surveyed, results.files)
         try:
@@ -401,7 +403,7 @@ class _Run:
         # One task per batch of pass 1, so that each reads one chunk of the scratch array.
         groups = np.split(rows, np.flatnonzero(np.diff(rows // self.request.batch_size)) + 1)
         scratch = self.plan.scratch
-        part: PixelStats = self._pass(
+        part = self._pass(
             "statistics: windows counted but not chosen",
             pixels_batch,
             [
@@ -415,7 +417,7 @@ class _Run:
                 "claim": self.claim,
                 "from_scratch": scratch,
             },
-            PixelStats.merge_all,
+            PixelStats,
         )
         return results.pixels.subtract(part) if rows is extra else part
 
@@ -445,7 +447,7 @@ class _Run:
                 "%d of %d batches of clips are already written.", len(plan.written), len(batches)
             )
         rows = [found.chosen[b.start : b.stop] for b in batches]
-        summary: WriteSummary = self._pass(
+        summary = self._pass(
             f"pass {plan.n_passes}/{plan.n_passes}: images",
             images_batch,
             [
@@ -463,7 +465,7 @@ class _Run:
                 "claim": self.claim,
                 "from_scratch": plan.scratch,
             },
-            WriteSummary.merge_all,
+            WriteSummary,
         )
         self.clock.lap("images")
         return summary
@@ -471,25 +473,21 @@ class _Run:
     def _pass(
         self,
         description: str,
-        fn: Callable[..., Any],
+        fn: Callable[..., M],
         iterables: Sequence[Sequence[Any]],
         kwargs: dict[str, Any],
-        combine: Callable[..., Any],
-    ) -> Any:
+        kind: type[M],
+    ) -> M:
         if not iterables[0]:  # a resumed run whose batches were all written
-            return combine()
+            return kind.empty()
         bar = self.progress(description, len(iterables[0]))
         try:
-            return self.executor.map_reduce(fn, iterables, kwargs, combine, bar)
+            return self.executor.map_reduce(fn, iterables, kwargs, kind, bar)
         finally:
             bar.close()
 
 
 SURVEY_BATCH = 256  # file headers read per task
-
-
-def _concatenate(*lists: list[Any]) -> list[Any]:
-    return [item for part in lists for item in part]
 
 
 @dataclass(frozen=True)

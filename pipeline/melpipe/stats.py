@@ -35,7 +35,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -85,6 +85,25 @@ class StatsOptions:
         return cls((float(lo), float(hi)), float(data["top_db"]), float(data["clip_std"]))
 
 
+class Mergeable(Protocol):
+    """A partial result of a reduction, as every pass of a run returns one per task:
+    ``merge`` joins two in order, ``empty()`` is the result of nothing, and any grouping
+    of merges gives the same value (pangeo-forge-recipes' combiners work the same way)."""
+
+    @classmethod
+    def empty(cls) -> Self: ...
+
+    def merge(self, other: Self) -> Self: ...
+
+
+M = TypeVar("M", bound=Mergeable)
+
+
+def merge_all(kind: type[M], *parts: M) -> M:
+    """``parts`` merged in order, or ``kind``'s empty value when there are none."""
+    return functools.reduce(kind.merge, parts, kind.empty())
+
+
 # --- The post's statistics: extrema of clips ----------------------------------------------
 
 
@@ -124,9 +143,9 @@ class Extrema:
             max=max(self.max, other.max),
         )
 
-    @staticmethod
-    def merge_all(*parts: Extrema) -> Extrema:
-        return functools.reduce(Extrema.merge, parts, Extrema())
+    @classmethod
+    def empty(cls) -> Extrema:
+        return cls()
 
     def ranges(self) -> tuple[Range, Range]:
         """The ``mean`` and ``extrema`` ranges; an error when no clip contributed."""
@@ -294,9 +313,9 @@ class PixelStats:
         """These statistics without the pixels of ``other``, which they counted."""
         return self._combine(other, -1)
 
-    @staticmethod
-    def merge_all(*parts: PixelStats) -> PixelStats:
-        return functools.reduce(PixelStats.merge, parts, PixelStats())
+    @classmethod
+    def empty(cls) -> PixelStats:
+        return cls()
 
     def same_as(self, other: PixelStats) -> bool:
         """Equal in every count and sum, bit for bit."""

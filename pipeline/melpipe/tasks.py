@@ -10,7 +10,6 @@ over many batches.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,11 +157,10 @@ class WindowResults:
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return (self.ok, self.level, self.min, self.max, self.frames, self.audio_max)
 
-    @staticmethod
-    def merge_all(*parts: WindowResults) -> WindowResults:
-        empty = np.empty(0, np.float32)
-        none = WindowResults(np.empty(0, bool), empty, empty, empty, np.empty(0, np.int64), empty)
-        return functools.reduce(WindowResults.merge, parts, none)
+    @classmethod
+    def empty(cls) -> WindowResults:
+        none = np.empty(0, np.float32)
+        return cls(np.empty(0, bool), none, none, none, np.empty(0, np.int64), none)
 
 
 def _field(spec: ArraySpec) -> str:
@@ -250,9 +248,23 @@ def _logmels(
     return result.logmel
 
 
-def survey_batch(paths: Sequence[str], *, root: str) -> list[FileInfo]:
+@dataclass(frozen=True)
+class Headers:
+    """What the headers of consecutive files say, in file order: the survey's results."""
+
+    files: tuple[FileInfo, ...] = ()
+
+    @classmethod
+    def empty(cls) -> Headers:
+        return cls()
+
+    def merge(self, other: Headers) -> Headers:
+        return Headers(self.files + other.files)
+
+
+def survey_batch(paths: Sequence[str], *, root: str) -> Headers:
     """What the headers of some files say, for laying out their windows."""
-    return [read_header(join(root, rel)) for rel in paths]
+    return Headers(tuple(read_header(join(root, rel)) for rel in paths))
 
 
 def file_values(
@@ -297,9 +309,9 @@ class WriteSummary:
             self.band_levels + other.band_levels,
         )
 
-    @staticmethod
-    def merge_all(*parts: WriteSummary) -> WriteSummary:
-        return functools.reduce(WriteSummary.merge, parts, WriteSummary())
+    @classmethod
+    def empty(cls) -> WriteSummary:
+        return cls()
 
 
 def images_batch(
