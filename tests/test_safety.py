@@ -316,7 +316,7 @@ def test_damaged_stores_are_one_line_errors(finished_store, tmp_path):
     metadata = json.loads((no_stats / "zarr.json").read_text())
     del metadata["attributes"]["stats"]
     (no_stats / "zarr.json").write_text(json.dumps(metadata))
-    assert_one_line_error(run_cli("info", no_stats, check=False), "lack stats")
+    assert_one_line_error(run_cli("info", no_stats, check=False), "lacks 'stats'")
 
 
 def test_export_png_into_names_it_cannot_write_is_one_line(config, tmp_path, rng):

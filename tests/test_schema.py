@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from melpipe.config import SpectrogramConfig
+from melpipe.discover import SkippedFolder
 from melpipe.errors import StoreError
 from melpipe.schema import (
     ARRAYS,
@@ -14,6 +15,7 @@ from melpipe.schema import (
     WINDOW_ARRAYS,
     Counts,
     StatsRecord,
+    StatsSource,
     Step,
     StoreAttrs,
     arrays_of,
@@ -46,7 +48,7 @@ records = st.builds(
     StatsRecord,
     values=st.builds(recorded, ranges, ranges, ranges, bands),
     used=st.sampled_from(STATS_NAMES),
-    source=st.none() | st.fixed_dictionaries({"store": text.filter(bool), "run_id": text}),
+    source=st.none() | st.builds(StatsSource, text, text),
     clipped_fraction=st.floats(0, 1),
     figures=st.dictionaries(st.sampled_from(STATS_NAMES), figures),
 )
@@ -70,7 +72,7 @@ attributes = st.builds(
     config=configs,
     plan=st.dictionaries(text, st.integers() | text | st.booleans(), max_size=5),
     versions=st.dictionaries(text, text, max_size=3),
-    skipped=st.lists(st.fixed_dictionaries({"path": text, "reason": text}), max_size=3).map(tuple),
+    skipped=st.lists(st.builds(SkippedFolder, text, text), max_size=3).map(tuple),
     stats=records,
     counts=st.builds(Counts, st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**9)),
     failure=st.none() | text,
@@ -88,9 +90,13 @@ def test_attributes_round_trip_through_json(attrs):
     [
         ({"format": "other"}, "not a melpipe store"),
         ({"format_version": 3}, "format version 3"),
-        ({"status": "halfway"}, "unknown status 'halfway'"),
+        ({"status": "halfway"}, "'status' holds 'halfway', not one of 'incomplete', 'complete'"),
         ({"stats": None}, "marked complete but its attributes lack stats"),
-        ({"config": {"n_mels": 64}}, "recorded config cannot be used: .*lacks"),
+        ({"config": {"n_mels": 64}}, r"damaged attributes \(lacks 'config.sample_rate'\)"),
+        (
+            {"counts": {"files": 2, "decoded": 1, "clips": 1, "failed": 0}},
+            "'counts.failed' is 0, where this version of melpipe has 1",
+        ),
     ],
 )
 def test_what_cannot_be_read_is_named(change, message):
@@ -103,7 +109,7 @@ def test_what_cannot_be_read_is_named(change, message):
     with pytest.raises(StoreError, match=message):
         StoreAttrs.from_dict(good | change)
     missing = {k: v for k, v in good.items() if k != "plan"}
-    with pytest.raises(StoreError, match="lack plan"):
+    with pytest.raises(StoreError, match="lacks 'plan'"):
         StoreAttrs.from_dict(missing)
 
 

@@ -320,7 +320,7 @@ def test_stats_from_scales_with_any_statistic_of_another_store(corpus, tmp_path)
     histogram = a.histogram()
     assert b.used == "percentile"
     assert b.scale.min == histogram.percentile(5) and b.scale.max == histogram.percentile(95)
-    assert b.stats.pixels == a.stats.pixels and b.attrs.stats.source["store"] == str(source)
+    assert b.stats.pixels == a.stats.pixels and b.attrs.stats.source.store == str(source)
     # b's statistics are a's: other percentiles need a's histogram, so a is named.
     result = run_cli("preprocess", corpus, chained, "--scheduler", "sync", "--stats-from",
                       split, "--percentiles", "1", "99", "--segments", "all", "--duration",

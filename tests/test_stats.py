@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from melpipe import records
 from melpipe.errors import StatisticsError
 from melpipe.plan import tree_reduce
 from melpipe.stats import Extrema, GlobalStats, Range, exact_sum, merge_all
@@ -65,7 +66,7 @@ def test_mean_is_the_post_statistic_and_extrema_the_true_one():
 def test_round_trips_through_a_dict():
     stats = simple_stats((-15.0, 4.0), (-20.0, 6.0))
     assert stats.band_moments.per_band
-    assert GlobalStats.from_dict(stats.to_dict()) == stats
+    assert records.from_dict(GlobalStats, records.to_dict(stats)) == stats
 
 
 @pytest.mark.parametrize("bad", [(1.0, 1.0), (2.0, 1.0), (0.0, math.inf)])

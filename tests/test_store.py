@@ -10,7 +10,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from melpipe import lock, store
+from melpipe import lock, records, store
 from melpipe.config import SpectrogramConfig
 from melpipe.errors import RunLockedError, StoreError
 from melpipe.plan import Batch, plan_batches
@@ -131,7 +131,7 @@ def test_an_edited_config_is_refused(written, tmp_path):
     copy2 = tmp_path / "frames.zarr"
     shutil.copytree(written[0], copy2)
     bigger = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=11)
-    edit_attrs(copy2, lambda a: a.update(config=bigger.to_dict()))
+    edit_attrs(copy2, lambda a: a.update(config=records.to_dict(bigger)))
     with pytest.raises(
         StoreError, match=r"'images' has shape \(10, 16, 10\).*gives \(10, 16, 11\)"
     ):
@@ -154,10 +154,13 @@ def test_an_images_array_of_another_dtype_is_refused(written, tmp_path):
 
 def test_counts_that_disagree_with_the_arrays_are_refused(written, tmp_path):
     copy = copy_of(written[0], tmp_path)
-    edit_attrs(copy, lambda a: a["counts"].update(decoded=a["counts"]["decoded"] - 1))
+    # Recorded consistently (files = decoded + failed), but not what the arrays hold.
+    edit_attrs(copy, lambda a: a["counts"].update(decoded=a["counts"]["decoded"] - 1,
+                                                  failed=a["counts"]["failed"] + 1))  # fmt: skip
     with pytest.raises(StoreError, match=r"records \d+ files, \d+ decoded, 10 clips, but holds"):
         open_store(copy)
-    edit_attrs(copy, lambda a: a["counts"].update(decoded=a["counts"]["decoded"] + 1, clips=9))
+    edit_attrs(copy, lambda a: a["counts"].update(
+        decoded=a["counts"]["decoded"] + 1, failed=a["counts"]["failed"] - 1, clips=9))  # fmt: skip
     with pytest.raises(StoreError, match=r"9 clips, but holds \d+ files, \d+ decoded, 10 clips"):
         open_store(copy)
 
@@ -171,7 +174,7 @@ def test_damaged_metadata_and_missing_stats_are_named(written, tmp_path):
     copy2 = tmp_path / "nostats.zarr"
     shutil.copytree(written[0], copy2)
     edit_attrs(copy2, lambda a: a.pop("stats"))
-    with pytest.raises(StoreError, match="marked complete but its attributes lack stats"):
+    with pytest.raises(StoreError, match=r"damaged attributes \(lacks 'stats'\)"):
         open_store(copy2)
 
 

@@ -21,7 +21,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from melpipe import __version__
+from melpipe import __version__, records
 from melpipe import config as defaults
 from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
@@ -421,14 +421,14 @@ def info(store_path: str, max_failures: int) -> None:
     )
     click.echo(f"  size on disk {reader.size_on_disk() / 2**20:.2f} MiB")
     click.echo("Parameters:")
-    for key, value in config.to_dict().items():
+    for key, value in records.to_dict(config).items():
         click.echo(f"  {key:<18} {value}")
     click.echo("Statistics of log(mel power + eps):")
     _echo_stats(reader.stats, reader.used, reader.clipped_fraction, reader.figures)
     if attrs.stats.source:
-        click.echo(f"  statistics taken from {attrs.stats.source['store']}")
+        click.echo(f"  statistics taken from {attrs.stats.source.store}")
     for folder in attrs.skipped:
-        click.echo(f"Skipped folder {folder['path']}: {folder['reason']}")
+        click.echo(f"Skipped folder {folder.path}: {folder.reason}")
     quiet = np.flatnonzero(reader.decoded & (reader.array("n_clips") == 0))
     if len(quiet):
         click.echo(f"Files that decoded but gave no clip (every window too quiet): {len(quiet)}")

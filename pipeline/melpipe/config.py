@@ -10,14 +10,13 @@ The defaults are written here once; the command line shows these same values.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from melpipe import audio, features
+from melpipe import audio, features, records
 from melpipe.errors import ConfigError
 
 SAMPLE_RATE = 22050
@@ -283,10 +282,10 @@ class SpectrogramConfig:
         """Whether choosing a file's clips needs the RMS levels of all its windows."""
         return self.min_level_db is not None or self.select == "loudest"
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every parameter that shaped the images, for the store's ``config`` attribute."""
+    def derived(self) -> dict[str, Any]:
+        """What the store's ``config`` attribute records beside the parameters: values
+        derived from them, and the conventions of this version (checked when read back)."""
         return {
-            **dataclasses.asdict(self),
             "n_frames": self.n_frames,
             "duration": self.n_samples / self.sample_rate,
             "window": features.WINDOW,
@@ -301,24 +300,7 @@ class SpectrogramConfig:
             "pad": audio.PAD,
         }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SpectrogramConfig:
-        """Rebuild a config from :meth:`to_dict` output; derived and fixed keys are checked."""
-        fields = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in fields if name not in data]
-        if missing:
-            raise ConfigError(f"The recorded config lacks {', '.join(missing)}.")
-        config = cls(**{name: data[name] for name in fields})
-        expected = config.to_dict()
-        differing = sorted(k for k in expected if data.get(k) != expected[k])
-        if differing:
-            raise ConfigError(
-                "The recorded config does not match this version of melpipe in "
-                f"{', '.join(differing)}."
-            )
-        return config
-
     def differences(self, other: SpectrogramConfig) -> str:
         """The parameters in which two configs differ, for messages: ``"n_mels (64, 128)"``."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        mine, theirs = records.to_dict(self), records.to_dict(other)
         return ", ".join(f"{k} ({mine[k]!r}, {theirs[k]!r})" for k in mine if mine[k] != theirs[k])

@@ -18,6 +18,7 @@ Nothing here knows Zarr; the lock file is the one object of a store that Zarr do
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -28,13 +29,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from melpipe import records
 from melpipe.discover import filesystem
-from melpipe.errors import RunLockedError, StoreError
+from melpipe.errors import RecordError, RunLockedError, StoreError
 from melpipe.schema import LOCK_FILE
 
 logger = logging.getLogger(__name__)
@@ -72,13 +74,13 @@ class Owner:
         return f"run {self.run_id} (pid {self.pid} on {self.host}, since {_iso(self.since)})"
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps(records.to_dict(self)).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Owner | None:
         try:
-            return cls(**json.loads(data))
-        except (ValueError, TypeError):
+            return records.from_dict(cls, json.loads(data))
+        except (ValueError, RecordError):
             return None  # empty (being written) or damaged: owned by nobody we can name
 
 
@@ -207,7 +209,7 @@ def _renew(fs: fsspec.AbstractFileSystem, lock: str, owner: Owner, stop: threadi
         if current is None or current.attempt != owner.attempt:
             logger.warning("Lost the lease on %s to %s.", lock, current and current.describe())
             return
-        fs.pipe_file(lock, Owner(**{**asdict(owner), "renewed": _now()}).to_bytes())
+        fs.pipe_file(lock, dataclasses.replace(owner, renewed=_now()).to_bytes())
 
 
 def check(claim: Claim) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from melpipe import records
 from melpipe.audio import BLOCK_FRAMES, WARMUP
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import Listing
@@ -110,17 +111,16 @@ class Resources:
 
 @dataclass(frozen=True)
 class Source:
-    """A finished store whose statistics scale this run (``--stats-from``)."""
+    """A finished store whose statistics scale this run (``--stats-from``); what the
+    plan's identity records of it is its location, run and statistics."""
 
-    url: str
-    run_id: str
-    config: SpectrogramConfig
-    stats: GlobalStats
-    used: StatsName
-    taken_from: str | None = None  # the store its own statistics came from, if any
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"store": self.url, "run_id": self.run_id, "stats": self.stats.to_dict()}
+    url: str = field(metadata=records.key("store"))
+    run_id: str = field()
+    config: SpectrogramConfig = field(metadata=records.not_recorded())
+    stats: GlobalStats = field()
+    used: StatsName = field(metadata=records.not_recorded())
+    # the store its own statistics came from, if any
+    taken_from: str | None = field(default=None, metadata=records.not_recorded())
 
 
 @dataclass(frozen=True)
@@ -208,11 +208,11 @@ def make_plan(request: Request, found: Found) -> Plan:
         "batch_size": request.batch_size,
         "used": used,
         "scratch": request.scratch,
-        "stats_from": source.to_dict() if source else None,
+        "stats_from": records.to_dict(source) if source else None,
     }
     base = source.stats.options if source else StatsOptions()
     options = dataclasses.replace(base, **request.options)
-    identity["options"] = options.to_dict()
+    identity["options"] = records.to_dict(options)
     stats = _with_options(source, options) if source else None
     plan = Plan(request, "create", identity, used, options, stats=stats, source=source)
     return _decide(plan, found.output)

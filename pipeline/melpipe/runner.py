@@ -46,7 +46,16 @@ from melpipe.plan import (
     make_plan,
     plan_batches,
 )
-from melpipe.schema import LOCK_FILE, Counts, Sizes, StatsRecord, Step, StoreAttrs, arrays_of
+from melpipe.schema import (
+    LOCK_FILE,
+    Counts,
+    Sizes,
+    StatsRecord,
+    StatsSource,
+    Step,
+    StoreAttrs,
+    arrays_of,
+)
 from melpipe.segments import Windows, choose_clips
 from melpipe.stats import (
     Extrema,
@@ -208,7 +217,7 @@ def _read_source(url: str) -> Source:
     if record.source is None:  # its own statistics: its histogram is theirs
         pixels = dataclasses.replace(values.pixels, histogram=opened.histogram())
         values = dataclasses.replace(values, pixels=pixels)
-    taken_from = record.source["store"] if record.source else None
+    taken_from = record.source.store if record.source else None
     return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used, taken_from)
 
 
@@ -326,7 +335,7 @@ class _Run:
             config=self.config,
             plan=plan.identity,
             versions=_versions(),
-            skipped=tuple({"path": s.path, "reason": s.reason} for s in self.found.listing.skipped),
+            skipped=self.found.listing.skipped,
         )
         store.clear(self.claim)  # what melpipe wrote there before, and only that
         store.create(
@@ -607,8 +616,8 @@ class Analysed:
         return tuple(Failure(int(i), utf8_safe(paths[i]), self.files["error"][i]) for i in failed)
 
 
-def _source(plan: Plan) -> dict[str, str] | None:
-    return {"store": plan.source.url, "run_id": plan.source.run_id} if plan.source else None
+def _source(plan: Plan) -> StatsSource | None:
+    return StatsSource(plan.source.url, plan.source.run_id) if plan.source else None
 
 
 class _Clock:

@@ -5,23 +5,28 @@ fill value and the step of a run that writes it. Creating, writing, resuming, op
 validating a store are all driven from that list, so a new per-clip array is a new line
 here plus the task that computes its values.
 
-The group's attributes are one :class:`StoreAttrs` value with ``to_dict``/``from_dict``;
-``from_dict`` refuses, with a message naming the key, anything this version cannot read.
+The group's attributes are one :class:`StoreAttrs` value, written and read by
+:mod:`melpipe.records`, which refuses, with a message naming the key, anything this
+version cannot read.
 Pure: no Zarr here (that is :mod:`melpipe.store`'s job), so both halves are tested on
 plain values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from melpipe import records
 from melpipe.config import SpectrogramConfig
-from melpipe.errors import ConfigError, StatisticsError, StoreError
-from melpipe.stats import STATS_NAMES, Figures, GlobalStats, StatsName, histogram_grid
+from melpipe.discover import SkippedFolder
+from melpipe.errors import RecordError, StoreError
+from melpipe.records import flat, key, not_recorded
+from melpipe.stats import Figures, GlobalStats, StatsName, histogram_grid
 
 FORMAT = "melpipe"
 # 6: the product's name, melpipe, in the format and lock file names; every record key required.
@@ -222,53 +227,29 @@ IMAGE_CONVENTIONS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class StatsSource:
+    """The ``stats_from`` store whose statistics a store's are, and its run."""
+
+    store: str = field(metadata=key("from"))
+    run_id: str = field(metadata=key("from_run_id"))
+
+
+@dataclass(frozen=True)
 class StatsRecord:
     """What a store records of its statistics.
 
-    ``values`` are every statistic, known once pass 1 is done (or taken from
-    ``--stats-from``'s store, named in ``source`` with its run id); ``used`` names the
-    one that scaled the images. ``clipped_fraction`` and ``figures`` (how each statistic
-    spends the levels on this store's pixels that hold audio) are known when the run
-    completes.
+    ``values`` are every statistic, known once pass 1 is done (or taken from the
+    ``stats_from`` store, named in ``source``); ``used`` names the one that scaled the
+    images. ``clipped_fraction`` and ``figures`` (how each statistic spends the levels on
+    this store's pixels that hold audio) are known when the run completes. The values'
+    keys and the source's sit beside the others, as ``stats[stats["used"]]`` reads them.
     """
 
-    values: GlobalStats
+    values: GlobalStats = field(metadata=flat())
     used: StatsName
-    source: dict[str, str] | None = None  # {"store": url, "run_id": id}
+    source: StatsSource | None = field(default=None, metadata=flat())
     clipped_fraction: float | None = None
     figures: dict[str, Figures] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.values.to_dict(),
-            "used": self.used,
-            "from": self.source["store"] if self.source else None,
-            "from_run_id": self.source["run_id"] if self.source else None,
-            "clipped_fraction": self.clipped_fraction,
-            "figures": {name: f.to_dict() for name, f in self.figures.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StatsRecord:
-        try:
-            values = GlobalStats.from_dict(dict(data))
-            figures = {
-                str(name): Figures.from_dict(f) for name, f in (data.get("figures") or {}).items()
-            }
-        except (StatisticsError, ConfigError, KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"The store's recorded statistics are damaged: {exc}") from None
-        used = data.get("used")
-        if used not in STATS_NAMES:
-            raise StoreError(f"The store's statistics name no known 'used' one: {used!r}.")
-        source = data.get("from")
-        clipped = data.get("clipped_fraction")
-        return cls(
-            values=values,
-            used=used,
-            source={"store": source, "run_id": str(data.get("from_run_id"))} if source else None,
-            clipped_fraction=None if clipped is None else float(clipped),
-            figures=figures,
-        )
 
 
 @dataclass(frozen=True)
@@ -283,17 +264,8 @@ class Counts:
     def failed(self) -> int:
         return self.files - self.decoded
 
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "files": self.files,
-            "decoded": self.decoded,
-            "failed": self.failed,
-            "clips": self.clips,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Counts:
-        return cls(int(data["files"]), int(data["decoded"]), int(data["clips"]))
+    def derived(self) -> dict[str, int]:
+        return {"failed": self.failed}
 
 
 @dataclass(frozen=True)
@@ -302,7 +274,8 @@ class StoreAttrs:
 
     ``plan`` is the identity of the run that made the store (input, list of files, batch
     size, statistics and their source): a resume must match it exactly. ``run_id`` names
-    that run; ``skipped`` lists the input folders that could not be listed.
+    that run; ``skipped`` lists the input folders that could not be listed. Every key is
+    written, null where it has no value yet; ``extra`` keeps a user's own keys as found.
     """
 
     status: Status
@@ -312,30 +285,17 @@ class StoreAttrs:
     config: SpectrogramConfig
     plan: dict[str, Any]
     versions: dict[str, str]
-    skipped: tuple[dict[str, str], ...] = ()
+    skipped: tuple[SkippedFolder, ...] = ()
     stats: StatsRecord | None = None
     counts: Counts | None = None
     failure: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # keys of a user's, kept as found
+    extra: dict[str, Any] = field(default_factory=dict, metadata=not_recorded())
+
+    def derived(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "image": IMAGE_CONVENTIONS}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.extra,
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "status": self.status,
-            "run_id": self.run_id,
-            "created": self.created,
-            "input": self.input,
-            "config": self.config.to_dict(),
-            "image": IMAGE_CONVENTIONS,
-            "plan": self.plan,
-            "versions": self.versions,
-            "skipped": [dict(s) for s in self.skipped],
-            "stats": None if self.stats is None else self.stats.to_dict(),
-            "counts": None if self.counts is None else self.counts.to_dict(),
-            "failure": self.failure,
-        }
+        return {**self.extra, **records.to_dict(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "the store") -> StoreAttrs:
@@ -348,44 +308,26 @@ class StoreAttrs:
                 "with `overwrite=True` and the options its config attribute lists."
             )
         if data.get("format") != FORMAT:
-            raise StoreError(f"{where} is a Zarr store but not a melpipe store.")
+            raise StoreError(
+                f"{where} is a Zarr store but not a melpipe store: its 'format' attribute is "
+                f"{data.get('format')!r}, not {FORMAT!r}."
+            )
         if data.get("format_version") != FORMAT_VERSION:
             raise StoreError(
-                f"{where} has melpipe format version {data.get('format_version')!r}; this "
-                f"version of melpipe reads version {FORMAT_VERSION}. Run preprocess again."
+                f"{where} has melpipe format version {data.get('format_version')!r} (its "
+                f"'format_version' attribute); this version of melpipe reads version "
+                f"{FORMAT_VERSION}. Run preprocess again."
             )
-        missing = [k for k in _REQUIRED if k not in data]
-        if missing:
-            raise StoreError(f"{where}'s attributes lack {', '.join(missing)}: it is damaged.")
-        if data["status"] not in STATUSES:
-            raise StoreError(f"{where} has an unknown status {data['status']!r}.")
         try:
-            config = SpectrogramConfig.from_dict(data["config"])
-        except (ConfigError, TypeError) as exc:
-            raise StoreError(f"{where}'s recorded config cannot be used: {exc}") from None
-        counts = data.get("counts")
-        attrs = cls(
-            status=data["status"],
-            run_id=str(data["run_id"]),
-            created=str(data["created"]),
-            input=str(data["input"]),
-            config=config,
-            plan=dict(data["plan"]),
-            versions=dict(data["versions"]),
-            skipped=tuple(dict(s) for s in data.get("skipped") or ()),
-            stats=None if data.get("stats") is None else StatsRecord.from_dict(data["stats"]),
-            counts=None if counts is None else Counts.from_dict(counts),
-            failure=data.get("failure"),
-            extra={k: v for k, v in data.items() if k not in _KNOWN},
-        )
+            attrs = records.from_dict(cls, data)
+        except RecordError as exc:
+            raise RecordError(
+                f"{where} has damaged attributes ({exc}). Run preprocess again."
+            ) from None
+        known = {*records.keys(cls), *attrs.derived()}
+        attrs = dataclasses.replace(attrs, extra={k: v for k, v in data.items() if k not in known})
         if attrs.status == "complete" and (
             attrs.stats is None or attrs.counts is None or attrs.stats.clipped_fraction is None
         ):
             raise StoreError(f"{where} is marked complete but its attributes lack stats or counts.")
         return attrs
-
-
-_REQUIRED = ("status", "run_id", "created", "input", "config", "plan", "versions")
-_KNOWN = frozenset(
-    {*_REQUIRED, "format", "format_version", "image", "skipped", "stats", "counts", "failure"}
-)

@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol, Self, TypeVar
 import numpy as np
 
 from melpipe.errors import ConfigError, StatisticsError
+from melpipe.records import key, not_recorded
 
 StatsName = Literal["mean", "extrema", "percentile", "top-db", "band-moments"]
 STATS_NAMES: tuple[StatsName, ...] = ("mean", "extrema", "percentile", "top-db", "band-moments")
@@ -71,18 +72,6 @@ class StatsOptions:
         object.__setattr__(self, "percentiles", (lo, hi))
         object.__setattr__(self, "top_db", float(self.top_db))
         object.__setattr__(self, "clip_std", float(self.clip_std))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "percentiles": list(self.percentiles),
-            "top_db": self.top_db,
-            "clip_std": self.clip_std,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StatsOptions:
-        lo, hi = data["percentiles"]
-        return cls((float(lo), float(hi)), float(data["top_db"]), float(data["clip_std"]))
 
 
 class Mergeable(Protocol):
@@ -451,21 +440,6 @@ class Range:
             )
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"min": _plain(self.min), "max": _plain(self.max)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Range:
-        return cls(_parsed(data["min"]), _parsed(data["max"]))
-
-
-def _plain(value: float | tuple[float, ...]) -> float | list[float]:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _parsed(value: Any) -> float | tuple[float, ...]:
-    return tuple(float(v) for v in value) if isinstance(value, list) else float(value)
-
 
 def _brief(value: float | tuple[float, ...]) -> str:
     return f"{min(value):g}..{max(value):g} over bands" if isinstance(value, tuple) else f"{value}"
@@ -481,25 +455,7 @@ class PixelSummary:
     max: float
     band_mean: tuple[float, ...]
     band_std: tuple[float, ...]
-    histogram: Histogram | None = field(default=None, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "max": self.max,
-            "band_mean": list(self.band_mean),
-            "band_std": list(self.band_std),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], histogram: Histogram | None = None) -> PixelSummary:
-        return cls(
-            int(data["count"]),
-            float(data["max"]),
-            tuple(float(v) for v in data["band_mean"]),
-            tuple(float(v) for v in data["band_std"]),
-            histogram,
-        )
+    histogram: Histogram | None = field(default=None, compare=False, metadata=not_recorded())
 
 
 # A band whose pixels all have one value (std 0) maps mean .. mean + FLAT_BAND_WIDTH: its
@@ -515,10 +471,10 @@ class GlobalStats:
     mean: Range
     extrema: Range
     percentile: Range
-    top_db: Range
-    band_moments: Range
-    options: StatsOptions
-    pixels: PixelSummary
+    top_db: Range = field(metadata=key("top-db"))
+    band_moments: Range = field(metadata=key("band-moments"))
+    options: StatsOptions = field()
+    pixels: PixelSummary = field()
 
     @classmethod
     def compute(
@@ -596,31 +552,6 @@ class GlobalStats:
             "band-moments": self.band_moments,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **{name: r.to_dict() for name, r in self.ranges().items()},
-            "options": self.options.to_dict(),
-            "pixels": self.pixels.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], histogram: Histogram | None = None) -> GlobalStats:
-        try:
-            mean, extrema, percentile, top_db, bands = (
-                Range.from_dict(data[name]) for name in STATS_NAMES
-            )
-            return cls(
-                mean,
-                extrema,
-                percentile,
-                top_db,
-                bands,
-                StatsOptions.from_dict(data["options"]),
-                PixelSummary.from_dict(data["pixels"], histogram),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StatisticsError(f"Recorded statistics are incomplete: {exc!r}") from None
-
 
 @dataclass(frozen=True)
 class Figures:
@@ -647,21 +578,4 @@ class Figures:
             float(counts[-1] / total),
             levels_99,
             scale.db_per_level(),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "at_min": self.at_min,
-            "at_max": self.at_max,
-            "levels_99": self.levels_99,
-            "db_per_level": self.db_per_level,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Figures:
-        return cls(
-            float(data["at_min"]),
-            float(data["at_max"]),
-            int(data["levels_99"]),
-            float(data["db_per_level"]),
         )
