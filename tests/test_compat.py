@@ -11,6 +11,7 @@ Each earlier version runs from git beside this one, on the same input and option
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import subprocess
@@ -24,7 +25,7 @@ import zarr
 
 from melpipe.executors import ONE_BLAS_THREAD
 from melpipe.schema import ARRAYS, FORMAT, FORMAT_VERSION
-from tests.helpers import run_cli
+from tests.helpers import assert_one_line_error, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 FORMAT_3 = "70ed724"  # the last commit that wrote format version 3
@@ -146,9 +147,16 @@ def test_a_store_of_the_former_name_is_refused_in_one_line_saying_what_to_run(
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "written by specpipe, melpipe's former name (format 5)" in result.stderr
     assert f"preprocess its input, {str(dataset)!r}, to it with --overwrite" in result.stderr
-    # It is ours to replace: --overwrite makes it again, lock file of the former name and all.
+    # It is ours to replace: --overwrite makes it again, lock file of the former name and all,
+    # but not while a run of the former name holds that lock.
     refused = run_cli("preprocess", dataset, old, "--scheduler", "sync", check=False)
     assert refused.returncode == 1 and "--overwrite" in refused.stderr
+    with open(old / "specpipe.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = run_cli("preprocess", dataset, old, "--scheduler", "sync", "--overwrite",
+                       check=False)  # fmt: skip
+    assert_one_line_error(busy, "is being written by a run of specpipe")
+    assert zarr.open_group(old, mode="r").attrs["format"] == "specpipe"  # left as it was
     run_cli("preprocess", dataset, old, "--scheduler", "sync", "--overwrite")
     assert zarr.open_group(old, mode="r").attrs["format"] == FORMAT
     assert not (old / "specpipe.lock").exists()

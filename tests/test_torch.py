@@ -175,3 +175,22 @@ def test_spectrogram_loader_delivers_on_a_cuda_device(finished_store, as_float):
     assert all(b.device.type == "cuda" for b in batches)
     assert all(b.dtype == (torch.float32 if as_float else torch.uint8) for b in batches)
     assert torch.equal(torch.cat(batches).cpu(), ds[range(len(ds))])
+
+
+@pytest.mark.parametrize("private_call", [True, False], ids=["new-shared", "share-memory"])
+def test_a_worker_makes_its_batches_in_shared_memory(finished_store, monkeypatch, private_call):
+    import melpipe.torch as module
+
+    ds = SpectrogramDataset(finished_store, as_float=False)
+    expected = ds[[3, 1, 4]]
+    assert not expected.is_shared()  # in the training process, an ordinary tensor
+    monkeypatch.setattr(module, "get_worker_info", lambda: object())  # as in a worker
+    if not private_call:  # a torch release without the undocumented call
+        monkeypatch.setattr(torch.UntypedStorage, "_new_shared", None)
+    for as_float in (False, True):
+        ds.as_float = as_float
+        batch = ds[[3, 1, 4]]
+        assert batch.is_shared() and batch.shape == (3, 1, 64, 87)
+        assert batch.dtype == (torch.float32 if as_float else torch.uint8)
+        reference = expected.float() / 127.5 - 1.0 if as_float else expected
+        torch.testing.assert_close(batch, reference, atol=1e-6, rtol=0)

@@ -37,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 from melpipe import records
 from melpipe.discover import filesystem
 from melpipe.errors import RecordError, RunLockedError, StoreError
-from melpipe.schema import LOCK_FILE
+from melpipe.schema import FORMER_LOCK_FILE, LOCK_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -129,17 +129,42 @@ def _hold_local(path: str, owner: Owner, *, create: bool) -> Iterator[None]:
                 "alone. Run the command again."
             ) from None
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    former = None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _locked(path, _read_fd(fd)) from None
+        former = _hold_former(path)
         os.ftruncate(fd, 0)
         os.pwrite(fd, owner.to_bytes(), 0)
         os.fsync(fd)
         yield
     finally:
         os.close(fd)  # closing releases the flock
+        if former is not None:
+            os.close(former)
+
+
+def _hold_former(path: str) -> int | None:
+    """Lock the lock file that a run of specpipe, melpipe's former name, holds in a store
+    it writes, if there is one: its store is replaced only once that run has stopped.
+    The descriptor, held until the run ends; None where there is no such file."""
+    try:
+        fd = os.open(
+            os.path.join(path, FORMER_LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+    except OSError:  # absent, or a link: nothing of the former name's to wait for
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunLockedError(
+            f"{path!r} is being written by a run of specpipe, melpipe's former name. Wait "
+            "for it to finish, or stop it, and run this command again."
+        ) from None
+    return fd
 
 
 def _read_fd(fd: int) -> Owner | None:

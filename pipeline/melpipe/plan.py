@@ -305,7 +305,7 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
             f"{where} looks like a store, but {output.problem}: melpipe cannot tell whether "
             "it wrote it, so it is left alone. Delete it yourself, or choose a new path."
         )
-    attrs = _parse(output)
+    attrs, problem = _parse(output, where)
     same = attrs is not None and _differences(plan, attrs) == ""
     if attrs is not None and attrs.status == "incomplete" and same:
         lost = _lost_run_state(plan, attrs, output)
@@ -318,7 +318,7 @@ def _decide(plan: Plan, output: OutputState) -> Plan:
             )
         return _replace(plan)
     if not plan.request.overwrite:
-        raise StoreError(_refusal(plan, attrs, same))
+        raise StoreError(_refusal(plan, attrs, same, problem))
     foreign = sorted(set(output.entries) - store_entries())
     if foreign:
         raise StoreError(
@@ -336,11 +336,13 @@ def _lost_run_state(plan: Plan, attrs: StoreAttrs, output: OutputState) -> str:
     return next((name for name in needed if name not in output.entries), "")
 
 
-def _parse(output: OutputState) -> StoreAttrs | None:
+def _parse(output: OutputState, where: str) -> tuple[StoreAttrs | None, str]:
+    """The attributes of a store of melpipe's, or None and why they cannot be used: a
+    store of another version (or of the former name), or damaged attributes."""
     try:
-        return StoreAttrs.from_dict(output.attrs or {})
-    except StoreError:  # another version's store, or damaged attributes: not resumable
-        return None
+        return StoreAttrs.from_dict(output.attrs or {}, where), ""
+    except StoreError as exc:  # not resumable
+        return None, str(exc)
 
 
 def _differences(plan: Plan, attrs: StoreAttrs) -> str:
@@ -350,13 +352,10 @@ def _differences(plan: Plan, attrs: StoreAttrs) -> str:
     return ", ".join(keys)
 
 
-def _refusal(plan: Plan, attrs: StoreAttrs | None, same: bool) -> str:
+def _refusal(plan: Plan, attrs: StoreAttrs | None, same: bool, problem: str) -> str:
     where = f"Output {plan.request.output!r}"
     if attrs is None:
-        return (
-            f"{where} is a melpipe store of another version or with damaged attributes. "
-            "Pass `overwrite=True` to replace it."
-        )
+        return f"{problem} It cannot be resumed; pass `overwrite=True` to replace it."
     if attrs.status == "complete":
         return f"{where} already exists. Pass `overwrite=True` to replace it."
     if attrs.status == "failed" and same:

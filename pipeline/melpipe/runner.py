@@ -631,8 +631,17 @@ class _Clock:
         self._last = now
 
 
+# Every package whose release can change a store's bits (docs/design.md), and Dask.
+VERSIONED = ("melpipe", "numpy", "scipy", "librosa", "soxr", "soundfile", "zarr", "numcodecs",
+             "dask")  # fmt: skip
+
+
 def _versions() -> dict[str, str]:
-    return {name: version(name) for name in ("melpipe", "librosa", "numpy", "zarr", "dask")}
+    import soundfile
+
+    found = {name: version(name) for name in VERSIONED}
+    # The decoder itself: soundfile bundles libsndfile, or uses the system's.
+    return {**found, "libsndfile": soundfile.__libsndfile_version__}
 
 
 __all__ = ["RunReport", "preprocess"]

@@ -34,9 +34,9 @@ from torch.utils.data import (
     Dataset,
     Sampler,
     SequentialSampler,
+    default_collate,
     get_worker_info,
 )
-from torch.utils.data._utils.collate import default_collate
 
 from melpipe.errors import ArgumentError
 from melpipe.reader import SpectrogramStore, open_store
@@ -163,13 +163,18 @@ def _empty_batch(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor; inside a DataLoader worker, one in shared memory.
 
     A batch made in a worker goes to the training process through shared memory. Made
-    there to begin with, it is not copied into it again: default_collate does the same
-    for the batches it stacks, with the same calls.
+    there to begin with, it is not copied into it again, as default_collate makes the
+    batches it stacks. The storage comes from ``UntypedStorage._new_shared``, the call
+    default_collate itself makes, which torch does not document; where a release lacks
+    it, the public ``share_memory_`` takes over, at the cost of one copy of the batch.
     """
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
-    like = torch.empty(0, dtype=dtype)
-    return like.new(like._typed_storage()._new_shared(math.prod(shape))).view(*shape)
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if new_shared is None:
+        return torch.empty(shape, dtype=dtype).share_memory_()
+    storage = new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(*shape)
 
 
 def _chunk_groups(dataset: SpectrogramDataset) -> list[np.ndarray]:
