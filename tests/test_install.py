@@ -4,6 +4,7 @@ another distribution installs a top-level ``pipeline`` package, with a user's ow
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,10 +27,11 @@ def run(python: Path, *args: str, cwd: Path, timeout: float = 300) -> str:
 
 
 @pytest.fixture(scope="module")
-def crowded(tmp_path_factory) -> tuple[Path, Path]:
-    """A new virtual environment that sees this one's packages (melpipe among them) and has
-    a distribution named ``pipeline`` installed in it by pip, and a working directory with
-    a ``pipeline.py``: the Python of that environment, and that directory."""
+def crowded(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A new virtual environment with melpipe and a distribution named ``pipeline``
+    installed in it by pip (the rest of what melpipe needs seen from this environment),
+    and a working directory with a ``pipeline.py``: that environment's Python, the
+    directory and the environment's site-packages."""
     root = tmp_path_factory.mktemp("crowded")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
@@ -46,28 +48,40 @@ def crowded(tmp_path_factory) -> tuple[Path, Path]:
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
         '[project]\nname = "pipeline"\nversion = "9.9"\n'
     )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--target", site, other],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    # melpipe itself, built from a copy of the checkout as `pip install .` builds it, so
+    # that the installed package, not this checkout, is what runs there.
+    source = root / "source"
+    shutil.copytree(REPO / "pipeline", source / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for project in (other, source):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+             "--no-build-isolation", "--target", site, project],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
     work = root / "work"
     work.mkdir()
     (work / "pipeline.py").write_text(USERS)
-    return python, work
+    return python, work, site
 
 
 @pytest.mark.cluster
 def test_import_command_line_local_cluster_and_loader_beside_other_pipelines(crowded, rng):
-    python, work = crowded
+    python, work, site = crowded
     found = run(python, "-c", "import importlib.metadata as m; print(m.version('pipeline'))",
                 cwd=work)  # fmt: skip
     assert found.strip() == "9.9"  # the other distribution is installed there
     clash = subprocess.run([str(python), "-c", "import pipeline"], cwd=work.parent,
                            capture_output=True, text=True)  # fmt: skip
     assert "another project's pipeline package" in clash.stderr  # and it is what `pipeline` is
-    version = run(python, "-c", "import melpipe; print(melpipe.__version__)", cwd=work)
-    assert version.strip() == run(python, "-m", "melpipe", "--version", cwd=work).split()[-1]
+    where, version = run(python, "-c", "import melpipe; print(melpipe.__file__); "
+                         "print(melpipe.__version__)", cwd=work).split()  # fmt: skip
+    installed = Path(where).parent
+    assert installed.parent == site  # the installed copy, not the checkout
+    assert (installed / "py.typed").is_file()
+    assert version == run(python, "-m", "melpipe", "--version", cwd=work).split()[-1]
     audio = write_dataset(work / "audio", rng)
     out = run(python, "-m", "melpipe", "preprocess", str(audio), str(work / "s.zarr"),
               "--workers", "2", "--n-mels", "64", cwd=work)  # fmt: skip
