@@ -9,7 +9,7 @@ the scheduler's address to a file and keeps the cluster up until interrupted:
 
 Each job runs one single-threaded worker process per core, which suits melpipe's
 per-batch tasks, with this folder's Dask settings (cluster/dask/melpipe.yaml).
-Needs `pip install 'melpipe[slurm]'` (dask-jobqueue).
+Needs melpipe's slurm extra (dask-jobqueue).
 """
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ def _local_cluster(n_workers: int) -> Iterator[Any]:
         if has_bokeh:
             _log_dashboard(client)
         else:
-            logger.info("No Dask dashboard: install melpipe[dashboard] (bokeh) for one.")
+            logger.info("No Dask dashboard: install bokeh (melpipe's dashboard extra) for one.")
         yield client
 
 

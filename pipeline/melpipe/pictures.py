@@ -27,7 +27,8 @@ def _require(module: str, extra: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise ExtraMissingError(
-            f"This needs {module}, which is not installed: pip install 'melpipe[{extra}]'."
+            f"This needs {module}, which is not installed: install melpipe's {extra} extra "
+            f"(python -m pip install '.[{extra}]' in a clone of melpipe)."
         )
 
 

@@ -1,9 +1,9 @@
 """PyTorch access to a store: a map-style Dataset of its clips (all, or one side of a split
 by file), chunk-aware samplers, and a loader that reads whole batches.
 
-Needs the ``torch`` extra (``pip install 'melpipe[torch]'``). Each DataLoader worker opens
-the store itself on first use; what is pickled to a worker is only the path and the small
-index arrays.
+Needs the ``torch`` extra (``python -m pip install '.[torch]'`` in a clone). Each
+DataLoader worker opens the store itself on first use; what is pickled to a worker is only
+the path and the small index arrays.
 
 Three ways to read, slowest first (``make bench-read`` measures them):
 
