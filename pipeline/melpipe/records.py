@@ -149,10 +149,11 @@ def _parse(hint: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        # float | tuple[float, ...]: a list is the tuple, anything else the scalar
-        sequence = [a for a in options if get_origin(a) is tuple]
-        chosen = sequence if isinstance(value, list) and sequence else options
-        return _parse(chosen[0] if len(chosen) == 1 else _scalar(chosen), value, path)
+        # float | tuple[float, ...]: a list is read as the tuple, anything else as the other
+        sequences = [a for a in options if get_origin(a) is tuple]
+        others = [a for a in options if a not in sequences] or options
+        return _parse((sequences if isinstance(value, list) and sequences else others)[0],
+                      value, path)  # fmt: skip
     if origin is Literal:
         if value not in args:
             raise RecordError(f"{path!r} holds {value!r}, not one of {', '.join(map(repr, args))}")
@@ -168,11 +169,6 @@ def _parse(hint: Any, value: Any, path: str) -> Any:
     return _parse_scalar(hint, value, path)
 
 
-def _scalar(options: list[Any]) -> Any:
-    scalars = [a for a in options if get_origin(a) is None]
-    return scalars[0]
-
-
 def _parse_tuple(args: tuple[Any, ...], value: Any, path: str) -> tuple[Any, ...]:
     if not isinstance(value, list | tuple):
         raise RecordError(f"{path!r} holds {_kind(value)}, not a list")
@@ -184,8 +180,13 @@ def _parse_tuple(args: tuple[Any, ...], value: Any, path: str) -> tuple[Any, ...
     return tuple(_parse(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
 
 
-_SCALARS: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float),
-                                        str: (str,)}  # fmt: skip
+# What JSON may hold for each scalar type (a whole number is a float too, never a bool).
+_SCALARS: dict[Any, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+}
 
 
 def _parse_scalar(hint: Any, value: Any, path: str) -> Any:

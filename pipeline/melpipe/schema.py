@@ -7,9 +7,8 @@ here plus the task that computes its values.
 
 The group's attributes are one :class:`StoreAttrs` value, written and read by
 :mod:`melpipe.records`, which refuses, with a message naming the key, anything this
-version cannot read.
-Pure: no Zarr here (that is :mod:`melpipe.store`'s job), so both halves are tested on
-plain values.
+version cannot read. Pure: no Zarr here (that is :mod:`melpipe.store`'s job), so both
+halves are tested on plain values.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ LOCK_FILES = frozenset({LOCK_FILE, FORMER_LOCK_FILE})
 ROW_CHUNK = 65536
 
 Status = Literal["incomplete", "complete", "failed"]
-STATUSES: tuple[Status, ...] = ("incomplete", "complete", "failed")
 
 
 class Step(enum.Enum):
