@@ -11,7 +11,9 @@ import errno
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,6 +104,10 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader of our output stopped reading (`info STORE | head -1`): click ends
+            # quietly, as Unix tools do, where our handler would print "Broken pipe".
+            raise
         except KeyboardInterrupt:
             raise click.ClickException(
                 "Interrupted. An unfinished store is marked so; the same command resumes it."
@@ -112,14 +118,28 @@ class _Commands(click.Group):
             raise click.ClickException(_one_line(exc).replace("\n", " ")) from None
 
 
+class _Bar(tqdm):
+    """A progress bar that also ends the run once it was asked to stop, at the next batch
+    that finishes, where the signal itself could not (see :func:`_interrupt`)."""
+
+    def update(self, n: float | None = 1) -> bool | None:
+        if _STOPPED.is_set():
+            raise KeyboardInterrupt
+        return super().update(n)
+
+
 def _progress(description: str, total: int) -> tqdm:
-    return tqdm(total=total, desc=description, unit="batch", file=sys.stderr, dynamic_ncols=True)
+    return _Bar(total=total, desc=description, unit="batch", file=sys.stderr, dynamic_ncols=True)
 
 
 @click.group(cls=_Commands)
 @click.version_option(version=__version__, prog_name="melpipe")
 def main() -> None:
     """Audio datasets to normalized log-mel spectrogram images in one Zarr store."""
+    # SIGTERM, how `timeout` and batch systems stop a job, ends a run as Ctrl-C does: the
+    # cluster closes, the store stays resumable, one line says so.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _interrupt)
     # Our own messages only: Dask's loggers keep their own configuration.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("melpipe: %(message)s"))
@@ -127,6 +147,22 @@ def main() -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+_STOPPED = threading.Event()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Stop the command as Ctrl-C does, unless the signal came in during a garbage
+    collector callback or a finalizer (Dask's scheduler, in this process, watches the
+    collector), where Python would print the KeyboardInterrupt and drop it: the progress
+    bar raises it at the next finished batch instead."""
+    _STOPPED.set()
+    while frame is not None:
+        if frame.f_code.co_name in ("_gc_callback", "__del__"):
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 def _segment_options(command: Any) -> Any:
