@@ -3,9 +3,12 @@ and ways to stop a run part-way. Test files import from here, never from each ot
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import librosa
@@ -325,3 +328,17 @@ def world_readable_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="melpipe-test-"))
     folder.chmod(0o755)
     return folder
+
+
+def copy_of(path: Path, tmp_path: Path, name: str = "copy.zarr") -> Path:
+    """A copy of a store, to alter."""
+    copy = tmp_path / name
+    shutil.copytree(path, copy)
+    return copy
+
+
+def edit_attrs(path: Path, change: Callable[[dict], object]) -> None:
+    """Change a store's group attributes in place, as a hand or a tool would."""
+    metadata = json.loads((path / "zarr.json").read_text())
+    change(metadata["attributes"])
+    (path / "zarr.json").write_text(json.dumps(metadata))

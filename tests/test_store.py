@@ -1,7 +1,6 @@
 """The store module against its schema: layout, aligned writes, ownership, round trips of
 every array, the checks made on opening, and the reader's fast path into Zarr's internals."""
 
-import json
 import shutil
 
 import numpy as np
@@ -16,7 +15,7 @@ from melpipe.errors import RunLockedError, StoreError
 from melpipe.plan import Batch, plan_batches
 from melpipe.reader import open_store
 from melpipe.schema import ARRAYS, Sizes, StoreAttrs, chunks_of, shape_of
-from tests.helpers import random_rows, write_store
+from tests.helpers import copy_of, edit_attrs, random_rows, write_store
 
 CONFIG = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=10)
 
@@ -94,18 +93,6 @@ def test_inspect_tells_what_is_at_a_location(tmp_path, written):
     state = store.inspect(str(path))
     assert state.kind == "melpipe" and state.written == (0, 1, 2)
     assert "melpipe.lock" in state.entries and "images" in state.entries
-
-
-def copy_of(path, tmp_path):
-    copy = tmp_path / "copy.zarr"
-    shutil.copytree(path, copy)
-    return copy
-
-
-def edit_attrs(path, change):
-    metadata = json.loads((path / "zarr.json").read_text())
-    change(metadata["attributes"])
-    (path / "zarr.json").write_text(json.dumps(metadata))
 
 
 def test_a_deleted_chunk_is_an_error_not_the_fill_value(written, tmp_path):

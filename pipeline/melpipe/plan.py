@@ -214,8 +214,22 @@ def make_plan(request: Request, found: Found) -> Plan:
     options = dataclasses.replace(base, **request.options)
     identity["options"] = records.to_dict(options)
     stats = _with_options(source, options) if source else None
+    if source is not None and stats is not None:
+        _check_source_range(source, stats, used)
     plan = Plan(request, "create", identity, used, options, stats=stats, source=source)
     return _decide(plan, found.output)
+
+
+def _check_source_range(source: Source, stats: GlobalStats, used: StatsName) -> None:
+    """Refuse, before anything is made, a source whose statistics give no usable range
+    for the one that would scale the images."""
+    scale = stats.ranges()[used]
+    if not scale.usable:
+        raise StoreError(
+            f"`stats_from={source.url!r}` records {used!r} statistics that give no usable "
+            f"range ({scale.describe()}): they are damaged. Make that store again, or scale "
+            "with another."
+        )
 
 
 def _with_options(source: Source, options: StatsOptions) -> GlobalStats:

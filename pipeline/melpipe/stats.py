@@ -431,12 +431,20 @@ class Range:
         """Decibels of power per level of the scale (the median over bands, per band)."""
         return float(np.median(self.span)) * DB_PER_UNIT / 255.0
 
-    def check(self, name: str) -> Range:
+    @property
+    def usable(self) -> bool:
+        """Whether it maps values to levels: finite, and each min below its max."""
         lo, hi = self.bounds()
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (lo < hi).all()):
+        return bool(np.isfinite(lo).all() and np.isfinite(hi).all() and (lo < hi).all())
+
+    def describe(self) -> str:
+        return f"min={_brief(self.min)}, max={_brief(self.max)}"
+
+    def check(self, name: str) -> Range:
+        if not self.usable:
             raise StatisticsError(
-                f"The {name!r} statistics give no usable range (min={_brief(self.min)}, "
-                f"max={_brief(self.max)}): are all clips silent or constant?"
+                f"The {name!r} statistics give no usable range ({self.describe()}): are all "
+                "clips silent or constant?"
             )
         return self
 

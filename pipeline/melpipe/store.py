@@ -431,6 +431,7 @@ class ReadableStore:
         if check_chunks:
             self._check_chunks(where)
         self._check_counts(where)
+        self._check_scale(where)
         self._decoder = _fast_chunk_decoder(self._arrays["images"])
 
     def _check_layout(self, where: str) -> None:
@@ -445,6 +446,18 @@ class ReadableStore:
                     f"{array.chunks}, where its config gives {expected} in chunks {chunks}. "
                     "The store was altered; run preprocess again."
                 )
+
+    def _check_scale(self, where: str) -> None:
+        """The statistic that scaled the images must give a usable range: it is what
+        undoes the scaling, and what a store scaled with this one's statistics uses."""
+        record = self.attrs.stats
+        assert record is not None  # a complete store's attributes are checked to have them
+        scale = record.values.ranges()[record.used]
+        if not scale.usable:
+            raise StoreError(
+                f"{where} records {record.used!r} statistics that cannot have scaled its "
+                f"images ({scale.describe()}): they were altered. Run preprocess again."
+            )
 
     def _check_counts(self, where: str) -> None:
         counts = self.attrs.counts
