@@ -14,11 +14,12 @@ config files), never from arguments.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import zarr
 
 from melpipe import features, lock
 from melpipe.discover import filesystem, utf8_safe
-from melpipe.errors import StoreError
+from melpipe.errors import ArgumentError, MelpipeError, StoreError
 from melpipe.plan import Batch
 from melpipe.schema import (
     ARRAYS,
@@ -488,7 +489,8 @@ class ReadableStore:
 
     def read(self, name: str) -> np.ndarray:
         """A whole clip, file or coordinate array (strings as Python objects)."""
-        return _decode(BY_NAME[name], self._arrays[name][:])
+        with self._decoding(name):
+            return _decode(BY_NAME[name], self._arrays[name][:])
 
     def histogram(self) -> Histogram:
         """The histogram of the store's pixels that hold audio."""
@@ -499,21 +501,29 @@ class ReadableStore:
         return Histogram(first, np.asarray(array[:], np.int64))
 
     def read_images(self, lo: int, hi: int, out: np.ndarray) -> None:
-        """Decode images ``lo:hi`` into ``out``, uint8 of shape ``(hi - lo, n_mels, n_frames)``."""
+        """Decode images ``lo:hi`` (within one chunk) into ``out``, uint8 of shape
+        ``(hi - lo, n_mels, n_frames)``."""
         from zarr.buffer.cpu import NDBuffer
 
-        self._arrays["images"].get_basic_selection(
-            slice(lo, hi), out=NDBuffer.from_numpy_array(out)
-        )
+        images = self._arrays["images"]
+        with self._decoding("images", lo // images.chunks[0]):
+            images.get_basic_selection(slice(lo, hi), out=NDBuffer.from_numpy_array(out))
+
+    @contextlib.contextmanager
+    def _decoding(self, name: str, chunk: int | None = None) -> Iterator[None]:
+        """Zarr's errors for data that does not decode as the store's own, naming it."""
+        try:
+            yield
+        except MelpipeError:
+            raise
+        except Exception as exc:  # each codec and store raises its own errors
+            raise _undecodable(f"Store {self.url!r}", name, chunk, exc) from None
 
     def read_chunk(self, index: int, out: np.ndarray) -> bool:
         """Decode chunk ``index`` of ``images`` whole into ``out`` without going through
         Zarr, when this store allows it (a local store in melpipe's own encoding); False
         when it does not, and :meth:`read_images` must be used instead."""
-        if self._decoder is None:
-            return False
-        self._decoder(index, out)
-        return True
+        return self._decoder is not None and self._decoder(index, out)
 
     def size_on_disk(self) -> int:
         return size_on_disk(self.url)
@@ -532,7 +542,7 @@ def _checked_array(group: zarr.Group, spec: ArraySpec, where: str) -> zarr.Array
     return node
 
 
-def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None] | None:
+def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], bool] | None:
     """A function that decodes one whole chunk of ``images`` into a buffer, or None.
 
     Given for a local store holding the layout melpipe writes (chunks of whole uint8
@@ -542,6 +552,10 @@ def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None]
     the decoding (docs/benchmarks.md). For any other store or encoding, None: reads go
     through Zarr. What it relies on in Zarr's internals is checked by
     ``tests/test_store.py::test_the_fast_chunk_path_relies_on_what_zarr_provides``.
+
+    It checks what Zarr's own path checks: that the chunk decodes, and to exactly a
+    chunk's bytes (zstd decodes a shorter frame into a larger buffer without a word). A
+    frame whose header does not say its size is left to Zarr: the function returns False.
     """
     from numcodecs import Zstd
     from zarr.codecs import BytesCodec, ZstdCodec
@@ -561,17 +575,58 @@ def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], None]
     zstd = Zstd()
     chunk_shape = images.chunks
 
-    def decode(chunk: int, out: np.ndarray) -> None:
-        key = _chunk_key(images, chunk)
+    where = f"Store {str(directory.parent)!r}"
+
+    def decode(chunk: int, out: np.ndarray) -> bool:
+        if out.shape != chunk_shape:
+            raise ArgumentError(f"A chunk of {chunk_shape} cannot be decoded into {out.shape}.")
         try:
-            encoded = (directory / key).read_bytes()
+            encoded = (directory / _chunk_key(images, chunk)).read_bytes()
         except FileNotFoundError:
             raise StoreError(
-                f"Store {str(directory.parent)!r} lacks chunk {chunk} of its images: that "
-                "data is gone. Run preprocess again."
+                f"{where} lacks chunk {chunk} of its images: that data is gone. Run "
+                "preprocess again."
             ) from None
-        if out.shape != chunk_shape:
-            raise StoreError(f"A chunk of {chunk_shape} cannot be decoded into {out.shape}.")
-        zstd.decode(encoded, out=out)
+        size = zstd_content_size(encoded)
+        if size is None:
+            return False
+        if size != out.nbytes:
+            raise StoreError(
+                f"{where}: chunk {chunk} of 'images' holds {size} bytes, where a chunk of "
+                f"{chunk_shape[0]} images of {chunk_shape[1]} x {chunk_shape[2]} holds "
+                f"{out.nbytes}: it was altered or comes from another store. Run preprocess "
+                "again."
+            )
+        try:
+            zstd.decode(encoded, out=out)
+        except (RuntimeError, ValueError) as exc:
+            raise _undecodable(where, "images", chunk, exc) from None
+        return True
 
     return decode
+
+
+def zstd_content_size(frame: bytes) -> int | None:
+    """The decoded size in bytes that a zstd frame's header declares, or None where it
+    does not declare one (RFC 8878, section 3.1.1.1: the frame header descriptor, then
+    the window descriptor, dictionary id and frame content size fields)."""
+    if len(frame) < 5 or frame[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    single_segment = (descriptor >> 5) & 1
+    size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+    if size_bytes == 0:
+        return None
+    start = 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3]
+    field = frame[start : start + size_bytes]
+    if len(field) < size_bytes:
+        return None
+    return int.from_bytes(field, "little") + (256 if size_bytes == 2 else 0)
+
+
+def _undecodable(where: str, name: str, chunk: int | None, exc: BaseException) -> StoreError:
+    which = "a chunk" if chunk is None else f"chunk {chunk}"
+    return StoreError(
+        f"{where}: {which} of {name!r} does not decode ({type(exc).__name__}: {exc}): the "
+        "store is damaged. Run preprocess again."
+    )
