@@ -72,3 +72,90 @@ def test_a_chunk_cut_short_is_the_stores_one_line_error(two_stores, tmp_path, na
     result = run_cli("export-png", target, tmp_path / "png", "--indices", "0", check=False)
     assert_one_line_error(result, str(target), f"of {name!r} does not decode", "is damaged")
     assert "internal error" not in result.stderr
+
+
+# --- Links where melpipe writes ---------------------------------------------------------
+
+
+def planted(tmp_path):
+    """Someone's file, and what it holds before anyone writes through a link to it."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a neighbour's notes\n")
+    return notes
+
+
+@pytest.mark.parametrize("lock", ["melpipe.lock", "specpipe.lock"])
+def test_a_link_in_place_of_the_lock_file_is_refused_and_never_written(dataset, tmp_path, lock):
+    notes = planted(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / lock).symlink_to(notes)
+    result = run_cli("preprocess", dataset, out, "--scheduler", "sync", "--overwrite",
+                     check=False)  # fmt: skip
+    assert_one_line_error(result, f"'{lock}' in it is a link")
+    assert notes.read_text() == "a neighbour's notes\n"
+    from melpipe.lock import _open_lock_file
+
+    with pytest.raises(StoreError, match="is a link: melpipe never writes through one"):
+        _open_lock_file(str(out / lock))  # and if it appeared after the run looked
+    assert notes.read_text() == "a neighbour's notes\n"
+
+
+def test_an_output_folder_of_another_user_or_open_to_all_is_refused(dataset, tmp_path):
+    import os
+
+    out = tmp_path / "open"
+    out.mkdir()
+    out.chmod(0o777)
+    result = run_cli("preprocess", dataset, out, "--scheduler", "sync", check=False)
+    assert_one_line_error(result, "can be written by anyone", "chmod o-w")
+    assert list(out.iterdir()) == []
+    if os.geteuid() == 0:  # only root can make a folder another user's
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        result = run_cli("preprocess", dataset, theirs, "--scheduler", "sync", check=False)
+        assert_one_line_error(result, "belongs to another user (uid 65534)")
+        assert list(theirs.iterdir()) == []
+
+
+def test_no_export_writes_through_a_link(finished_store, tmp_path):
+    notes = planted(tmp_path)
+    reader = open_store(finished_store)
+    pictures = tmp_path / "png"
+    (pictures / reader.label(0)).parent.mkdir(parents=True)
+    inside = planted(pictures)  # a file in the folder too: followed, the name would stay in
+    for target in (notes, inside):
+        (pictures / f"{reader.label(0)}.png").unlink(missing_ok=True)
+        (pictures / f"{reader.label(0)}.png").symlink_to(target)
+        result = run_cli("export-png", finished_store, pictures, "--indices", "0", check=False)
+        assert_one_line_error(result, ".png' is a link: melpipe never writes through one")
+    assert inside.read_text() == "a neighbour's notes\n"
+    audio = tmp_path / "clip.wav"
+    audio.symlink_to(notes)
+    result = run_cli("invert", finished_store, "--index", 0, "-o", audio, check=False)
+    assert_one_line_error(result, "clip.wav' is a link")
+    figure = tmp_path / "preview.png"
+    figure.symlink_to(notes)
+    result = run_cli("preview", finished_store, "-o", figure, check=False)
+    assert_one_line_error(result, "preview.png' is a link")
+    demo = tmp_path / "demo"
+    (demo / "broken").mkdir(parents=True)
+    (demo / "broken" / "empty.flac").symlink_to(notes)
+    result = run_cli("demo", demo, "--count", 2, check=False)
+    assert_one_line_error(result, "empty.flac' is a link")
+    assert notes.read_text() == "a neighbour's notes\n"
+
+
+def test_a_link_among_a_stores_arrays_is_never_followed_nor_removed(
+    finished_store, dataset, tmp_path
+):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "data.bin").write_bytes(b"theirs")
+    out = copy_of(finished_store, tmp_path, "out.zarr")
+    (out / "scratch").symlink_to(theirs)  # where a run keeps pass 1's log-mels
+    result = run_cli("preprocess", dataset, out, "--scheduler", "sync", "--n-mels", 64,
+                     "--overwrite", check=False)  # fmt: skip
+    assert_one_line_error(result, "'scratch' in it is a link", "refusing to replace it")
+    assert (theirs / "data.bin").read_bytes() == b"theirs" and (out / "scratch").is_symlink()

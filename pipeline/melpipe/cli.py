@@ -554,8 +554,11 @@ def invert(store_path: str, index: int, output: str, n_iter: int) -> None:
         raise click.ClickException(
             f"Index {index} is outside the store's clips 0-{len(reader) - 1}."
         )
+    from melpipe.files import open_to_write
+
     audio = reader.to_audio(index, n_iter=n_iter)
-    soundfile.write(output, audio, reader.config.sample_rate)
+    with open_to_write(output) as file:
+        soundfile.write(file, audio, reader.config.sample_rate, format=kind)
     click.echo(
         f"Wrote {output}: {len(audio) / reader.config.sample_rate:.2f} s at "
         f"{reader.config.sample_rate} Hz, from clip {index} ({reader.label(index)})."

@@ -18,6 +18,8 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
+from melpipe.files import open_to_write
+
 SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 # (extension, libsndfile subtype): containers and bit depths a dataset mixes.
 ENCODINGS = (
@@ -113,12 +115,14 @@ def generate_demo(
         data = np.stack([mono, np.roll(mono, int(rng.integers(0, 64))) * 0.8][:channels], axis=1)
         path = root / kind / f"{kind[:-1] if kind.endswith('s') else kind}_{i:04d}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, data.astype(np.float32), sr, subtype=subtype)
+        with open_to_write(path) as file:
+            sf.write(file, data.astype(np.float32), sr, subtype=subtype, format=ext.upper())
         written.append(path)
     if broken:
         for rel, content in BROKEN_FILES.items():
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
+            with open_to_write(path) as file:
+                file.write(content)
             written.append(path)
     return written

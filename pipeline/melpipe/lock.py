@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fcntl
 import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -122,13 +124,17 @@ def _hold_local(path: str, owner: Owner, *, create: bool) -> Iterator[None]:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         try:
-            os.mkdir(path)  # exclusive: fails if anything appeared at OUTPUT meanwhile
+            # Exclusive: fails if anything appeared at OUTPUT meanwhile. Never writable by
+            # others, whatever the umask: see _check_owned.
+            os.mkdir(path, 0o775)
         except FileExistsError:
             raise StoreError(
                 f"Output {path!r} appeared while this run was getting ready; it was left "
                 "alone. Run the command again."
             ) from None
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    else:
+        _check_owned(path)
+    fd = _open_lock_file(os.path.join(path, LOCK_FILE))
     former = None
     try:
         try:
@@ -144,6 +150,41 @@ def _hold_local(path: str, owner: Owner, *, create: bool) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
         if former is not None:
             os.close(former)
+
+
+def _check_owned(path: str) -> None:
+    """Refuse an existing OUTPUT that another user owns, or that anyone may write to:
+    whoever can add entries to it can plant links where the run writes (its lock file,
+    Zarr's files), and have the run overwrite what they point to."""
+    info = os.stat(path)
+    if info.st_uid != os.geteuid():
+        raise StoreError(
+            f"Output {path!r} belongs to another user (uid {info.st_uid}): a store there "
+            "could be made to write through links they plant. Choose a folder of your own."
+        )
+    if info.st_mode & stat.S_IWOTH:
+        raise StoreError(
+            f"Output {path!r} can be written by anyone (mode {stat.filemode(info.st_mode)}): "
+            "a store there could be made to write through links others plant. Choose "
+            "another folder, or remove others' write permission (chmod o-w)."
+        )
+
+
+def _open_lock_file(lock: str) -> int:
+    """The lock file, opened to read and write (created if absent), never through a link."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise StoreError(
+            f"{lock!r} is a link: melpipe never writes through one, since it could point to "
+            "anyone's file. Remove it, or choose another OUTPUT."
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{lock!r} is not a regular file. Remove it, or choose another OUTPUT.")
+    return fd
 
 
 def _hold_former(path: str) -> int | None:

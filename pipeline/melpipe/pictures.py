@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from melpipe.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
+from melpipe.files import open_to_write
 from melpipe.reader import SpectrogramStore
 from melpipe.stats import BINS_PER_UNIT
 
@@ -60,8 +61,11 @@ def png_path(outdir: str | os.PathLike[str], label: str) -> Path:
     never write the same picture.
     """
     root = Path(outdir).resolve()
-    target = (root / (label + PNG_SUFFIX)).resolve()
-    if not target.is_relative_to(root):
+    named = root / (label + PNG_SUFFIX)
+    # The folders resolved, links and ".." included; the file's own name is not, since a
+    # link there is refused when the file is opened, never followed.
+    target = named.parent.resolve() / named.name
+    if named.name in ("", ".", "..") or not target.is_relative_to(root):
         raise ExportError(f"Clip label {label!r} would leave {str(outdir)!r}; refused.")
     return target
 
@@ -84,7 +88,8 @@ def export_png(
             target = png_path(outdir, reader.label(i))
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image, mode="L").save(target)
+                with open_to_write(target) as file:
+                    Image.fromarray(image, mode="L").save(file, format="PNG")
             except OSError as exc:
                 raise ExportError(
                     f"Cannot write clip {i}'s picture to {str(target)!r}: {exc.strerror}. "
@@ -134,8 +139,16 @@ def preview(
     fig = contact_sheet(reader, shown, columns=columns)
     import matplotlib.pyplot as plt
 
+    kind = Path(output).suffix.lstrip(".").lower() or "png"
+    if kind not in fig.canvas.get_supported_filetypes():
+        plt.close(fig)
+        raise ExportError(
+            f"Cannot write {str(output)!r}: its extension names no picture format matplotlib "
+            f"writes ({', '.join(sorted(fig.canvas.get_supported_filetypes()))})."
+        )
     try:
-        fig.savefig(output, dpi=100)
+        with open_to_write(output) as file:
+            fig.savefig(file, dpi=100, format=kind)
     except OSError as exc:
         raise ExportError(f"Cannot write {str(output)!r}: {exc.strerror}. {_fix(exc)}") from None
     finally:

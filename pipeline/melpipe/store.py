@@ -66,6 +66,9 @@ def inspect(url: str, *, written: bool = True) -> OutputState:
     if not fs.isdir(path):
         return OutputState("folder", problem="it is a file")
     entries = tuple(sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)))
+    links = [e for e in entries if fs.islink(f"{path}/{e}")] if _is_local(fs) else []
+    if links:  # a store melpipe wrote holds none: a link is someone's, and leads elsewhere
+        return OutputState("folder", entries, problem=f"{links[0]!r} in it is a link")
     if "zarr.json" not in entries:
         return OutputState("leftover" if set(entries) <= LOCK_FILES else "folder", entries)
     try:
@@ -77,6 +80,12 @@ def inspect(url: str, *, written: bool = True) -> OutputState:
         return OutputState("zarr", entries)
     batches = tuple(sorted(_written_batches(url))) if written and MARKER in entries else ()
     return OutputState("melpipe", entries, attrs, batches)
+
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
 
 
 def _written_batches(url: str) -> set[int]:
@@ -591,12 +600,7 @@ def _fast_chunk_decoder(images: zarr.Array) -> Callable[[int, np.ndarray], bool]
         if size is None:
             return False
         if size != out.nbytes:
-            raise StoreError(
-                f"{where}: chunk {chunk} of 'images' holds {size} bytes, where a chunk of "
-                f"{chunk_shape[0]} images of {chunk_shape[1]} x {chunk_shape[2]} holds "
-                f"{out.nbytes}: it was altered or comes from another store. Run preprocess "
-                "again."
-            )
+            raise _wrong_size(where, chunk, size, out)
         try:
             zstd.decode(encoded, out=out)
         except (RuntimeError, ValueError) as exc:
@@ -622,6 +626,15 @@ def zstd_content_size(frame: bytes) -> int | None:
     if len(field) < size_bytes:
         return None
     return int.from_bytes(field, "little") + (256 if size_bytes == 2 else 0)
+
+
+def _wrong_size(where: str, chunk: int, size: int, out: np.ndarray) -> StoreError:
+    n, n_mels, n_frames = out.shape
+    return StoreError(
+        f"{where}: chunk {chunk} of 'images' holds {size} bytes, where a chunk of {n} images "
+        f"of {n_mels} x {n_frames} holds {out.nbytes}: it was altered or comes from another "
+        "store. Run preprocess again."
+    )
 
 
 def _undecodable(where: str, name: str, chunk: int | None, exc: BaseException) -> StoreError:
