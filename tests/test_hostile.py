@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from melpipe.errors import StoreError
 from melpipe.reader import open_store
@@ -159,3 +161,32 @@ def test_a_link_among_a_stores_arrays_is_never_followed_nor_removed(
                      "--overwrite", check=False)  # fmt: skip
     assert_one_line_error(result, "'scratch' in it is a link", "refusing to replace it")
     assert (theirs / "data.bin").read_bytes() == b"theirs" and (out / "scratch").is_symlink()
+
+
+# --- Headers that lie --------------------------------------------------------------------
+
+
+def lying_flac(path, rng) -> None:
+    """One second of noise in a FLAC whose STREAMINFO claims 2**36 - 1 frames (18 days)."""
+    sf.write(path, (rng.standard_normal(22050) * 0.1).astype(np.float32), 22050)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"  # STREAMINFO's rate, channels, depth and 36-bit count
+    fields = int.from_bytes(data[18:26], "big") | (2**36 - 1)
+    data[18:26] = fields.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_a_header_that_claims_more_than_the_file_holds_lays_out_no_window(tmp_path, rng):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    lying_flac(audio / "liar.flac", rng)
+    sf.write(audio / "good.wav", (rng.standard_normal(44100) * 0.1).astype(np.float32), 22050)
+    assert sf.info(audio / "liar.flac").frames == 2**36 - 1
+    scan = run_cli("scan", audio, "--segments", "all", timeout=60)
+    assert "liar.flac: TruncatedAudioError: the header declares 68719476735 frames, but the " \
+           "file does not hold the last of them" in scan.stdout  # fmt: skip
+    assert "2 clips, holding 2.0 s of the 2.0 s of audio" in scan.stdout
+    run = run_cli("preprocess", audio, tmp_path / "out.zarr", "--scheduler", "sync",
+                  "--segments", "all", timeout=120)  # fmt: skip
+    assert "2 audio files, 2 windows to analyse" in run.stderr
+    assert "from 2 files: 1 decoded, 1 failed" in run.stdout

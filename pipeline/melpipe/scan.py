@@ -1,4 +1,4 @@
-"""What a dataset holds, read from file headers only: the ``melpipe scan`` report.
+"""What a dataset holds, read from file headers: the ``melpipe scan`` report.
 
 The reference post asks that all files share a sample rate and bit depth; the scan shows
 how far a dataset is from that before any decoding starts, how long its audio is, and how
@@ -77,7 +77,8 @@ def scan(root: str | os.PathLike[str], config: SpectrogramConfig | None = None) 
     clips ``preprocess`` would make of them."""
     root = os.fspath(root)
     listing = list_audio_files(root)
-    headers = {rel: read_header(join(root, rel)) for rel in listing.files}
+    whole = config is not None and config.segments == "all"  # as the run's survey reads them
+    headers = {rel: read_header(join(root, rel), whole=whole) for rel in listing.files}
     readable = [h for h in headers.values() if not h.error]
     estimate = None if config is None else ClipEstimate.of(readable, config)
     return ScanReport(root, headers, listing.skipped, estimate)

@@ -264,7 +264,7 @@ class Headers:
 
 def survey_batch(paths: Sequence[str], *, root: str) -> Headers:
     """What the headers of some files say, for laying out their windows."""
-    return Headers(tuple(read_header(join(root, rel)) for rel in paths))
+    return Headers(tuple(read_header(join(root, rel), whole=True) for rel in paths))
 
 
 def file_values(
