@@ -63,7 +63,8 @@ def test_options_reach_the_store(dataset, tmp_path, cluster_address):
     ("args", "message"),
     [
         (["--fmax", "20000"], "Nyquist"),
-        (["--n-mels", "400"], "too large for --n-fft 512"),
+        (["--n-mels", "400"], "more than the 257 frequency bins of --n-fft 512"),
+        (["--n-mels", "200"], "too large for --n-fft 512"),
         (["--duration", "0"], "positive --duration"),
         (["--duration", "-2"], "positive --duration"),
         (["--batch-size", "0"], "positive --batch-size"),

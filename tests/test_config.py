@@ -30,11 +30,15 @@ def test_defaults_are_derived_for_any_sample_rate():
     assert SpectrogramConfig() == SpectrogramConfig.from_options()
 
 
-def test_a_size_too_large_for_any_machine_is_still_a_config_not_an_allocation():
-    # A filter bank of 128 x 50,000,001 float32 would take 25.6 GB: building the config must
-    # not allocate it (the run plan refuses it for lack of memory, with the figure).
-    config = SpectrogramConfig.from_options(hop_length=50_000_000)
-    assert config.n_fft == 100_000_000
+def test_a_size_too_large_for_any_machine_is_refused_not_allocated():
+    # A filter bank of 128 x 50,000,001 float32 would take 25.6 GB, and checking 10**8 mel
+    # bands for empty ones took 2 GB: such values are refused before anything is computed.
+    with pytest.raises(ConfigError, match=r"Expected `n_fft` <= 65536\. Got 100000000"):
+        SpectrogramConfig.from_options(hop_length=50_000_000)
+    with pytest.raises(ConfigError, match="`n_mels=100000000` is more than the 1025"):
+        SpectrogramConfig(n_mels=10**8, n_fft=2048)
+    # Within those bounds, a size too large for this machine is the run plan's refusal.
+    assert SpectrogramConfig.from_options(hop_length=16384, frames=60000).n_fft == 32768
 
 
 def test_duration_is_rounded_to_samples():
@@ -47,7 +51,8 @@ def test_duration_is_rounded_to_samples():
         ({"fmax": 12000.0}, "Nyquist"),
         ({"fmin": 5000.0, "fmax": 4000.0}, "`fmin` < `fmax`"),
         ({"fmin": -1.0}, "`fmin` >= 0"),
-        ({"n_mels": 400}, "too large for `n_fft=512`"),
+        ({"n_mels": 400}, "`n_mels=400` is more than the 257 frequency bins of `n_fft=512`"),
+        ({"n_mels": 200}, "too large for `n_fft=512`.*16 mel filters would be empty"),
         ({"duration": 0.0}, "positive `duration`"),
         ({"duration": -1.0}, "positive `duration`"),
         ({"duration": 1.0, "frames": 10}, "either `duration` or `frames`"),

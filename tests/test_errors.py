@@ -78,7 +78,7 @@ def test_a_python_caller_is_told_the_parameters_by_name():
         (["--segment-hop", "0.5", "--tail", "drop"],
          "--segment-hop, --tail drop only apply with --segments all, which cuts each file into "
          "many windows; --segments first keeps one clip per file."),
-        (["--n-mels", "600"], "--n-mels 600 is too large for --n-fft 512 at --sample-rate 22050"),
+        (["--n-mels", "200"], "--n-mels 200 is too large for --n-fft 512 at --sample-rate 22050"),
         (["--workers", "0"], "Expected a positive number of --workers. Got 0 instead."),
         (["--batch-size", "0"], "Expected a positive --batch-size. Got 0 instead."),
         (["--percentiles", "5", "2"],

@@ -190,3 +190,66 @@ def test_a_header_that_claims_more_than_the_file_holds_lays_out_no_window(tmp_pa
                   "--segments", "all", timeout=120)  # fmt: skip
     assert "2 audio files, 2 windows to analyse" in run.stderr
     assert "from 2 files: 1 decoded, 1 failed" in run.stdout
+
+
+# --- Metadata that claims absurd sizes ------------------------------------------------------
+
+
+def within_one_gigabyte(*args: object):
+    """The command line run with 1 GiB of address space, and a minute: a store's check may
+    cost what it stores, never what its metadata claims (a plain run needs 0.2 GB)."""
+    import resource
+    import subprocess
+    import sys
+
+    limit = 1 << 30
+    return subprocess.run(
+        [sys.executable, "-m", "melpipe", *map(str, args)], capture_output=True, text=True,
+        timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )  # fmt: skip
+
+
+def edit_array_shapes(store, names, rows):
+    """Claim ``rows`` rows for arrays ``names``, in their metadata and the consolidated copy."""
+    import json
+
+    root = json.loads((store / "zarr.json").read_text())
+    for name in names:
+        metadata = json.loads((store / name / "zarr.json").read_text())
+        metadata["shape"][0] = rows
+        (store / name / "zarr.json").write_text(json.dumps(metadata))
+        root["consolidated_metadata"]["metadata"][name]["shape"][0] = rows
+    (store / "zarr.json").write_text(json.dumps(root))
+
+
+def test_a_config_claiming_absurd_sizes_is_refused_before_anything_is_computed(
+    finished_store, tmp_path
+):
+    store = copy_of(finished_store, tmp_path)
+    edit_attrs(store, lambda a: a["config"].update(n_mels=10**8, n_fft=2**30))
+    result = within_one_gigabyte("info", store)
+    assert_one_line_error(result, str(store), "Expected --n-fft <= 65536. Got 1073741824")
+
+
+def test_arrays_claiming_2_to_the_44_rows_are_refused_in_what_they_store(finished_store, tmp_path):
+    from melpipe.schema import ARRAYS
+
+    store = copy_of(finished_store, tmp_path)
+    edit_array_shapes(store, [a.name for a in ARRAYS if a.rows == "clip"], 2**44)
+    for command in (["info", store], ["preview", store, "-o", tmp_path / "p.png"]):
+        result = within_one_gigabyte(*command)
+        assert_one_line_error(result, str(store), "17592186044416", "was altered")
+
+
+def test_finding_missing_chunks_costs_what_is_stored_not_what_is_claimed(tmp_path):
+    import zarr
+
+    from melpipe.store import _missing_chunks, _stored_chunks
+
+    array = zarr.create_array(tmp_path / "a.zarr", shape=(2**44, 3), chunks=(4, 3),
+                              dtype="uint8", fill_value=0)  # fmt: skip
+    array[0:4] = 1
+    array[8:12] = 2
+    url = str(tmp_path / "a.zarr")
+    assert _stored_chunks(url, array) == {0, 2}
+    assert _missing_chunks(url, array) == (2**42 - 2, [1, 3, 4])

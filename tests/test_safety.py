@@ -264,12 +264,21 @@ def test_an_unreadable_file_keeps_its_errno_in_the_reason(config):
 
 
 @pytest.mark.parametrize(
-    "options", [["--hop-length", "50000000"], ["--frames", "100000000"]], ids=["hop", "frames"]
-)
-def test_a_setting_too_large_for_the_machine_is_refused_before_any_work(dataset, tmp_path, options):
+    ("options", "message"),
+    [
+        (["--hop-length", "16384", "--frames", "60000"], " GB in a worker, which has "),
+        (["--batch-size", "100000", "--frames", "60000"], " GB in a worker, which has "),
+        (["--hop-length", "50000000"], "Expected --n-fft <= 65536. Got 100000000"),
+        (["--frames", "100000000"], "100000000 frames wide, more than 65536"),
+    ],
+    ids=["clip", "batch", "hop", "frames"],
+)  # fmt: skip
+def test_a_setting_too_large_for_the_machine_is_refused_before_any_work(
+    dataset, tmp_path, options, message
+):
     out = tmp_path / "out.zarr"
     result = run_cli("preprocess", dataset, out, "--scheduler", "sync", *options, check=False)
-    assert_one_line_error(result, "needs about", " GB in a worker, which has ")
+    assert_one_line_error(result, message)
     assert not out.exists()
 
 

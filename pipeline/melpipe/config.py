@@ -27,6 +27,10 @@ DURATION = 1.0  # seconds per clip
 SEGMENTS = ("first", "all")  # one clip from each file's start, or every window of it
 TAILS = ("pad", "drop")  # a last window shorter than a clip: zero-padded, or left out
 SELECTS = ("first", "loudest", "spread")  # which --max-clips-per-file windows are kept
+# Bounds far past any use, checked before anything is computed from a value: a store's
+# recorded config can claim anything, and checking n_mels = 10**8 bands took 2 GB.
+MAX_N_FFT = 1 << 16  # 3 s at 22,050 Hz
+MAX_N_FRAMES = 1 << 16  # images 65,536 frames wide: 12 minutes at the default hop
 # Derived defaults: n_fft is twice hop_length (the post's choice), fmax the Nyquist
 # frequency of sample_rate, n_samples DURATION seconds at sample_rate.
 
@@ -172,6 +176,7 @@ class SpectrogramConfig:
             raise ConfigError(f"Expected `fmin` < `fmax`. Got {self.fmin:g} and {self.fmax:g} Hz.")
         if self.eps <= 0:
             raise ConfigError(f"Expected `eps` > 0. Got {self.eps!r} instead.")
+        self._check_sizes()
         empty = features.count_empty_mel_filters(
             sr=self.sample_rate,
             n_fft=self.n_fft,
@@ -186,6 +191,23 @@ class SpectrogramConfig:
                 f"{empty} mel filters would be empty. Use a smaller `n_mels` or a larger `n_fft`."
             )
         self._check_segments()
+
+    def _check_sizes(self) -> None:
+        if self.n_fft > MAX_N_FFT:
+            raise ConfigError(f"Expected `n_fft` <= {MAX_N_FFT}. Got {self.n_fft} instead.")
+        bins = 1 + self.n_fft // 2
+        if self.n_mels > bins:
+            raise ConfigError(
+                f"`n_mels={self.n_mels}` is more than the {bins} frequency bins of "
+                f"`n_fft={self.n_fft}`: some mel filters would be empty. Use a smaller "
+                "`n_mels` or a larger `n_fft`."
+            )
+        if self.n_frames > MAX_N_FRAMES:
+            raise ConfigError(
+                f"A clip of {self.n_samples} samples at `hop_length={self.hop_length}` is "
+                f"{self.n_frames} frames wide, more than {MAX_N_FRAMES}. Use shorter clips "
+                "(`n_samples`) or a larger `hop_length`."
+            )
 
     def _check_segments(self) -> None:
         if self.segments == "first":

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -100,17 +102,35 @@ def _written_batches(url: str) -> set[int]:
 
 def _stored_chunks(url: str, array: zarr.Array) -> set[int]:
     """Indices along the rows of the chunks of ``array``, of the store at ``url``, that are
-    stored. Every array here is chunked along its rows only, whole along the others."""
+    stored. Every array here is chunked along its rows only, whole along the others.
+
+    The work is bounded by what is stored, never by the shape the metadata claims (an
+    altered shape of 2**44 rows must not build a set of every index): each stored object's
+    first number is a candidate row index, and it is one only if the array's own metadata
+    encodes that index to exactly that key.
+    """
     fs, path = filesystem(url)
-    folder = f"{path}/{array.path}"
-    keys = {_chunk_key(array, i): i for i in range(array.cdata_shape[0])}
-    stored = {p[len(folder) + 1 :] for p in fs.find(folder)}
-    return {i for key, i in keys.items() if key in stored}
+    folder = f"{path}/{array.path}".rstrip("/")  # an array at the store's root has no path
+    n_chunks = array.cdata_shape[0]
+    found = set()
+    for stored in fs.find(folder):
+        key = stored[len(folder) + 1 :]
+        first = _FIRST_NUMBER.search(key)
+        if first and int(first.group()) < n_chunks and _chunk_key(array, int(first.group())) == key:
+            found.add(int(first.group()))
+    return found
 
 
-def _missing_chunks(url: str, array: zarr.Array) -> list[int]:
-    """Indices along the rows of the chunks of ``array`` that are not stored, ascending."""
-    return sorted(set(range(array.cdata_shape[0])) - _stored_chunks(url, array))
+_FIRST_NUMBER = re.compile(r"\d+")
+
+
+def _missing_chunks(url: str, array: zarr.Array, first: int = 3) -> tuple[int, list[int]]:
+    """How many chunks along the rows of ``array`` are not stored, and the ``first`` of
+    them, found in at most as many steps as chunks are stored, plus ``first``."""
+    stored = _stored_chunks(url, array)
+    n_missing = array.cdata_shape[0] - len(stored)
+    missing = list(itertools.islice((i for i in itertools.count() if i not in stored), first))
+    return n_missing, missing[: min(first, n_missing)]
 
 
 def _chunk_key(array: zarr.Array, index: int) -> str:
@@ -309,7 +329,7 @@ def read_chosen(claim: lock.Claim, names: Iterable[str]) -> dict[str, np.ndarray
     for name in names:
         spec = BY_NAME[name]
         array = arrays.get(name)
-        if array is None or _missing_chunks(claim.url, array):
+        if array is None or _missing_chunks(claim.url, array)[0]:
             raise StoreError(
                 f"Store {claim.url!r} lacks its {name!r} array, or part of it, which its run "
                 "keeps until it ends, so it cannot be resumed. Run again with `overwrite=True`."
@@ -487,12 +507,12 @@ class ReadableStore:
                 continue
             array = self._arrays[spec.name]
             n, size = array.shape[0], array.chunks[0]
-            missing = _missing_chunks(self.url, array)
-            if missing:
-                rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing[:3]]
+            n_missing, missing = _missing_chunks(self.url, array)
+            if n_missing:
+                rows = [f"{i * size}-{min((i + 1) * size, n) - 1}" for i in missing]
                 raise StoreError(
-                    f"{where} lacks {len(missing)} chunk(s) of {spec.name!r} ({spec.rows}s "
-                    f"{', '.join(rows)}{', ...' if len(missing) > 3 else ''}): that data is "
+                    f"{where} lacks {n_missing} chunk(s) of {spec.name!r} ({spec.rows}s "
+                    f"{', '.join(rows)}{', ...' if n_missing > 3 else ''}): that data is "
                     "gone. Run preprocess again."
                 )
 
