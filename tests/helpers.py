@@ -278,6 +278,8 @@ def write_store(
             "window_max": clips["clip_max"],
             "window_frames": clips["audio_frames"],
             "window_audio_max": clips["clip_max"],
+            "window_size": np.full(n, 1000, np.int64),
+            "window_modified": np.full(n, 1.8e9),
         }
         small = {k: v for k, v in clips.items() if k not in ("images", "clipped")}
         histogram = np.zeros(histogram_grid(config.eps)[1], np.int64)

@@ -253,3 +253,49 @@ def test_finding_missing_chunks_costs_what_is_stored_not_what_is_claimed(tmp_pat
     url = str(tmp_path / "a.zarr")
     assert _stored_chunks(url, array) == {0, 2}
     assert _missing_chunks(url, array) == (2**42 - 2, [1, 3, 4])
+
+
+# --- Input that changes during a run ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_stamp", [False, True], ids=["rewritten", "same-size-and-time"])
+def test_a_file_replaced_between_the_passes_stops_the_run(
+    dataset, tmp_path, rng, dask_executor, same_stamp
+):
+    import os
+    import shutil
+
+    from melpipe.config import SpectrogramConfig
+    from melpipe.runner import preprocess
+
+    audio = tmp_path / "audio"
+    shutil.copytree(dataset, audio)
+    victim = audio / "c" / "quiet_22k.wav"
+    before = os.stat(victim)
+
+    def replace_at_pass_2(description, total):
+        if description.startswith("pass 2"):  # pass 1's statistics are recorded by now
+            data, rate = sf.read(victim, dtype="float32")
+            other = rng.standard_normal(data.shape).astype(np.float32) * 0.1
+            sf.write(victim, other if same_stamp else np.tile(other, 2), rate,
+                     subtype=sf.info(victim).subtype)  # fmt: skip
+            if same_stamp:  # the same bytes' count and time: only the samples tell
+                os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+                assert os.stat(victim).st_size == before.st_size
+        return NoBar()
+
+    out = tmp_path / "out.zarr"
+    config = SpectrogramConfig.from_options(n_mels=64)
+    with pytest.raises(StoreError, match=r"'c/quiet_22k.wav' changed after pass 1 read it"):
+        preprocess(audio, out, config, executor=dask_executor, scratch=False, batch_size=4,
+                   progress=replace_at_pass_2)  # fmt: skip
+    with pytest.raises(StoreError, match="unfinished"):
+        open_store(out)  # never marked complete
+
+
+class NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

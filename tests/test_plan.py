@@ -234,7 +234,7 @@ def test_memory_urls_need_the_tasks_in_this_process():
 
 
 def test_a_batch_that_would_not_fit_a_worker_is_refused_with_the_figures():
-    huge = SpectrogramConfig.from_options(hop_length=50_000_000)
+    huge = SpectrogramConfig.from_options(hop_length=16384, frames=60000)
     expected = r"needs about [\d.]+ GB in a worker, which has 8.0 GB \(2 workers\)"
     with pytest.raises(ResourceError, match=expected):
         make_plan(request(config=huge), found())

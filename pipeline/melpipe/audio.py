@@ -75,12 +75,14 @@ class FileInfo:
     format: str = ""
     subtype: str = ""
     error: str = ""
+    size: int = 0  # bytes, and when last modified (seconds since 1970), where known:
+    modified: float = 0.0  # pass 2 checks that a file it decodes again is the same
 
     @classmethod
-    def of(cls, f: sf.SoundFile) -> FileInfo:
+    def of(cls, f: sf.SoundFile, size: int = 0, modified: float = 0.0) -> FileInfo:
         """The header of an open file. Its names are interned: a run holds one per file."""
         return cls(f.frames, f.samplerate, f.channels, sys.intern(f.format),
-                   sys.intern(f.subtype))  # fmt: skip
+                   sys.intern(f.subtype), size=size, modified=modified)  # fmt: skip
 
     @property
     def readable(self) -> bool:
@@ -230,7 +232,7 @@ def read_windows(
     starts = np.asarray(starts, dtype=np.int64)
     clips = np.zeros((len(starts), n_samples), dtype=np.float32) if out is None else out
     with open_audio(path) as f:
-        header = FileInfo.of(f)
+        header = FileInfo.of(f, *file_stamp(path))
         n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
         for lo, hi in _stretches(starts, n_samples):
             first, end = int(starts[lo]), min(int(starts[hi - 1]) + n_samples, n_audio)
@@ -242,6 +244,22 @@ def read_windows(
                 e = min(s + n_samples, end)
                 clips[i, : max(e - s, 0)] = signal[s - first : e - first]
     return clips, header
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, float]:
+    """A file's size in bytes and when it was last modified, in seconds since 1970 (0
+    where object storage does not say): what tells a file replaced since it was read."""
+    location = os.fspath(path)
+    if not is_url(location):
+        info = os.stat(os.fsencode(location))
+        return info.st_size, info.st_mtime
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(location)
+    details = fs.info(inner)
+    when = details.get("LastModified") or details.get("mtime") or details.get("updated")
+    stamp = when.timestamp() if hasattr(when, "timestamp") else float(when or 0.0)
+    return int(details.get("size") or 0), stamp
 
 
 def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:

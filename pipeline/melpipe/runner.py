@@ -418,7 +418,7 @@ class _Run:
             [
                 [[] if scratch else windows.pieces(g, self.paths) for g in groups],
                 groups,
-                [results.frames[g] for g in groups],
+                [results.take(g) for g in groups],
             ],
             {
                 "root": self.request.input,
@@ -463,7 +463,7 @@ class _Run:
                 [[] if plan.scratch else windows.pieces(r, self.paths) for r in rows],
                 batches,
                 rows,
-                [found.results.frames[r] for r in rows],
+                [found.results.take(r) for r in rows],
                 [b.index not in plan.written for b in batches],
             ],
             {

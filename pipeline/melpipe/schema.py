@@ -145,6 +145,11 @@ WINDOW_ARRAYS: tuple[ArraySpec, ...] = (
               "the window's frames that hold audio, while the run lasts"),
     ArraySpec("window_audio_max", ("window",), "float32", math.nan, Step.CHOSEN,
               "the window's log-mel maximum over frames that hold audio, while the run lasts"),
+    ArraySpec("window_size", ("window",), "int64", 0, Step.CHOSEN,
+              "the size of the window's file when pass 1 read it, while the run lasts", "B"),
+    ArraySpec("window_modified", ("window",), "float64", 0.0, Step.CHOSEN,
+              "when the window's file was last modified as pass 1 read it, while the run "
+              "lasts", "s"),
 )  # fmt: skip
 RUN_STATE = (SCRATCH, *WINDOW_ARRAYS)  # removed when the run finishes
 BY_NAME = {spec.name: spec for spec in (*ARRAYS, *RUN_STATE)}

@@ -56,6 +56,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     clips = np.zeros((int(offsets[-1]), config.n_samples), dtype=np.float32)
     ok = np.zeros(len(clips), dtype=bool)
     frames = np.zeros(len(clips), dtype=np.int64)
+    size, modified = np.zeros(len(clips), np.int64), np.zeros(len(clips), np.float64)
     files: dict[int, FileInfo] = {}
     for piece, lo, hi in zip(pieces, offsets[:-1], offsets[1:], strict=True):
         try:
@@ -68,6 +69,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             )
             ok[lo:hi] = True
             files[piece.file] = header
+            size[lo:hi], modified[lo:hi] = header.size, header.modified
             n_audio = resampled_length(header.frames, header.sample_rate, config.sample_rate)
             frames[lo:hi] = audio_frames(n_audio, piece.starts, config)
         except Exception as exc:  # one broken file must never stop the run
@@ -99,7 +101,8 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
         highs[ok] = logmel.max(axis=(1, 2))
         audio_max[ok] = _audio_max(logmel, frames[ok], highs[ok])
     level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
-    return Analysis(logmel, WindowResults(ok, level, lows, highs, frames, audio_max, files))
+    windows = WindowResults(ok, level, lows, highs, frames, audio_max, size, modified, files)
+    return Analysis(logmel, windows)
 
 
 def _audio_max(logmel: np.ndarray, frames: np.ndarray, highs: np.ndarray) -> np.ndarray:
@@ -123,6 +126,8 @@ class WindowResults:
     max: np.ndarray
     frames: np.ndarray
     audio_max: np.ndarray
+    size: np.ndarray  # of the window's file, and when it was last modified, as read
+    modified: np.ndarray
     files: dict[int, FileInfo] = field(default_factory=dict)
     pixels: PixelStats = field(default_factory=PixelStats)
 
@@ -147,26 +152,27 @@ class WindowResults:
             # A file split over tasks failed if any of them failed; the first reason stays.
             if f not in files or (record.error and not files[f].error):
                 files[f] = record
-        ok, level, low, high, frames, audio_max = (
-            np.concatenate([a, b]) for a, b in zip(self._arrays(), other._arrays(), strict=True)
-        )
-        return WindowResults(
-            ok, level, low, high, frames, audio_max, files, self.pixels.merge(other.pixels)
-        )
+        joined = {name: np.concatenate([getattr(self, name), getattr(other, name)])
+                  for name in _WINDOW_FIELDS}  # fmt: skip
+        return WindowResults(**joined, files=files, pixels=self.pixels.merge(other.pixels))
 
-    def _arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.ok, self.level, self.min, self.max, self.frames, self.audio_max)
+    def take(self, rows: np.ndarray) -> WindowResults:
+        """The values of the windows at ``rows`` (without files or pixels)."""
+        return WindowResults(**{name: getattr(self, name)[rows] for name in _WINDOW_FIELDS})
 
     @classmethod
     def empty(cls) -> WindowResults:
-        none = np.empty(0, np.float32)
-        return cls(np.empty(0, bool), none, none, none, np.empty(0, np.int64), none)
+        none: dict[str, Any] = {_field(spec): np.empty(0, spec.dtype) for spec in WINDOW_ARRAYS}
+        return cls(**none)
 
 
 def _field(spec: ArraySpec) -> str:
     """The field of :class:`WindowResults` that a window array of the run state holds:
     ``window_level`` holds ``level``."""
     return spec.name.removeprefix(WINDOW_PREFIX)
+
+
+_WINDOW_FIELDS = tuple(_field(spec) for spec in WINDOW_ARRAYS)
 
 
 def statistics_batch(
@@ -204,7 +210,7 @@ def _all_rows(result: Analysis) -> np.ndarray:
 def pixels_batch(
     pieces: Sequence[Piece],
     windows: np.ndarray,
-    frames: np.ndarray,
+    found: WindowResults,
     *,
     root: str,
     config: SpectrogramConfig,
@@ -212,24 +218,26 @@ def pixels_batch(
     from_scratch: bool,
 ) -> PixelStats:
     """The pixel statistics of the windows at rows ``windows`` of the run (the same as
-    ``pieces``), whose log-mels pass 1 computed: read from the scratch array, or
-    computed again. The run uses it to correct what pass 1 counted (see
-    :mod:`melpipe.runner`)."""
-    logmel = _logmels(pieces, windows, root=root, config=config, claim=claim,
+    ``pieces``, with what pass 1 ``found`` of them), whose log-mels pass 1 computed: read
+    from the scratch array, or computed again. The run uses it to correct what pass 1
+    counted (see :mod:`melpipe.runner`)."""
+    logmel = _logmels(pieces, windows, found, root=root, config=config, claim=claim,
                       from_scratch=from_scratch)  # fmt: skip
-    return PixelStats.of(logmel, frames, config.log_floor)
+    return PixelStats.of(logmel, found.frames, config.log_floor)
 
 
 def _logmels(
     pieces: Sequence[Piece],
     windows: np.ndarray,
+    found: WindowResults,
     *,
     root: str,
     config: SpectrogramConfig,
     claim: Claim,
     from_scratch: bool,
 ) -> np.ndarray:
-    """The log-mels of windows that pass 1 analysed, from the scratch array or again."""
+    """The log-mels of windows that pass 1 analysed, from the scratch array or again; a
+    file decoded again must be the one pass 1 read (:func:`_check_same`)."""
     if from_scratch:
         logmel = store.read_scratch(claim, windows)
         if not np.isfinite(logmel).all():
@@ -245,7 +253,26 @@ def _logmels(
             f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
             "changed during the run. Run again with `overwrite=True`."
         )
+    _check_same(pieces, found, result.windows)
     return result.logmel
+
+
+def _check_same(pieces: Sequence[Piece], before: WindowResults, now: WindowResults) -> None:
+    """Refuse windows decoded again from a file that changed since pass 1: its size or
+    modification time, or what its samples gave (level and log-mel extrema, which the
+    same samples reproduce bit for bit), differ. The images would come from the new audio
+    and their statistics from the old: never a silent mix."""
+    values = ("size", "modified", "level", "min", "max")
+    same = np.logical_and.reduce([getattr(before, v) == getattr(now, v) for v in values])
+    if same.all():
+        return
+    first = int(np.flatnonzero(~same)[0])
+    bounds = np.cumsum([len(p.starts) for p in pieces])
+    path = pieces[int(np.searchsorted(bounds, first, side="right"))].path
+    raise StoreError(
+        f"{path!r} changed after pass 1 read it (its size, time or samples differ): the "
+        "input changed during the run. Run again with `overwrite=True`."
+    )
 
 
 @dataclass(frozen=True)
@@ -318,7 +345,7 @@ def images_batch(
     pieces: Sequence[Piece],
     batch: Batch,
     windows: np.ndarray,
-    frames: np.ndarray,
+    found: WindowResults,
     write: bool,
     *,
     root: str,
@@ -329,12 +356,13 @@ def images_batch(
     from_scratch: bool,
 ) -> WriteSummary:
     """Pass 2: one batch of clips (the windows at rows ``windows`` of the run, the same as
-    ``pieces``, with ``frames`` holding audio), their log-mels read from the scratch
+    ``pieces``, with what pass 1 ``found`` of them), their log-mels read from the scratch
     array or computed again, scaled to images and, if ``write``, written as the batch's
     chunk of ``images`` and ``clipped``. A resumed run summarises the batches it wrote
     before without writing them again."""
-    logmel = _logmels(pieces, windows, root=root, config=config, claim=claim,
+    logmel = _logmels(pieces, windows, found, root=root, config=config, claim=claim,
                       from_scratch=from_scratch)  # fmt: skip
+    frames = found.frames
     images, clipped = scale_to_uint8(logmel, scale)
     if write:
         store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
