@@ -4,12 +4,14 @@ and nothing left behind."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -17,16 +19,19 @@ from melpipe.config import SpectrogramConfig
 from melpipe.demo import generate_demo
 from melpipe.executors import LoopExecutor
 from melpipe.runner import preprocess
-from tests.helpers import assert_same_arrays, run_cli
+from tests.helpers import assert_one_line_error, assert_same_arrays, run_cli, write_dataset
 
 
 def command(*args: object) -> list[str]:
     return [sys.executable, "-m", "melpipe", *map(str, args)]
 
 
-def start_and_wait_for(argv: list[str], text: str) -> tuple[subprocess.Popen, str]:
+def start_and_wait_for(
+    argv: list[str], text: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start a command and read its error output until ``text`` appears."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)  # fmt: skip
     seen = ""
     while text not in seen:
         char = process.stderr.read(1)
@@ -78,3 +83,73 @@ def test_output_cut_off_by_its_reader_ends_quietly(finished_store):
     stderr = process.stderr.read().decode()
     process.wait(timeout=60)
     assert stderr == "", stderr
+
+
+@pytest.fixture
+def s3_behind_a_relay(tmp_path):
+    """An S3 server reached through a relay that can be cut, with 60 files under
+    ``bucket/audio``; the environment a client needs to reach it through the relay."""
+    import s3fs
+
+    from tests.processes import Outage, Processes, start_s3_server
+
+    procs = Processes(tmp_path)
+    endpoint = start_s3_server(procs)
+    relay = Outage(int(endpoint.rsplit(":", 1)[1]))
+    keys = {"AWS_ACCESS_KEY_ID": "melpipe-test", "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    fs = s3fs.S3FileSystem(
+        key=keys["AWS_ACCESS_KEY_ID"], secret=keys["AWS_SECRET_ACCESS_KEY"],
+        client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True,
+    )  # fmt: skip
+    fs.mkdir("bucket")
+    local = tmp_path / "audio"
+    rng = np.random.default_rng(11)
+    for k in range(4):
+        write_dataset(local / f"set{k}", rng)
+    fs.put(f"{local}/", "bucket/audio/", recursive=True)
+    env = {**os.environ, **keys, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}"}
+    try:
+        yield relay, env, local, fs
+    finally:
+        relay.cut()
+        procs.stop_all()
+
+
+@pytest.mark.s3
+@pytest.mark.cluster
+def test_a_storage_outage_in_pass_2_is_retried_and_the_run_completes(s3_behind_a_relay, tmp_path):
+    relay, env, local, fs = s3_behind_a_relay
+    argv = command("preprocess", "s3://bucket/audio", "s3://bucket/out.zarr", "--workers", 2,
+                   "--batch-size", 1, "--n-mels", 64)  # fmt: skip
+    process, seen = start_and_wait_for(argv, "pass 2/2", env=env)
+    relay.cut()
+    time.sleep(5)  # 5 s with no connection at all: the tasks' second tries fail too
+    relay.restore()
+    _, rest = process.communicate(timeout=300)
+    assert process.returncode == 0, seen + rest
+    assert "trying again" not in seen + rest  # the retries are in the log, not on screen
+    reference = tmp_path / "reference.zarr"
+    preprocess(local, reference, SpectrogramConfig.from_options(n_mels=64),
+               executor=LoopExecutor(), batch_size=1)  # fmt: skip
+    fs.get("bucket/out.zarr/", str(tmp_path / "out.zarr"), recursive=True)
+    assert_same_arrays(tmp_path / "out.zarr", reference)
+
+
+@pytest.mark.s3
+@pytest.mark.cluster
+def test_storage_gone_for_good_ends_the_run_in_one_line_and_bounded_time(s3_behind_a_relay):
+    relay, env, _, _ = s3_behind_a_relay
+    argv = command("preprocess", "s3://bucket/audio", "s3://bucket/out.zarr", "--workers", 2,
+                   "--batch-size", 1, "--n-mels", 64)  # fmt: skip
+    process, seen = start_and_wait_for(argv, "pass 2/2", env=env)
+    relay.cut()
+    started = time.monotonic()
+    _, rest = process.communicate(timeout=300)
+    took = time.monotonic() - started
+    result = subprocess.CompletedProcess(argv, process.returncode, "", seen + rest)
+    expected = ("Could not reach the storage of 's3://bucket/audio' or 's3://bucket/out.zarr', "
+                "4 times over 14 s")  # fmt: skip
+    assert_one_line_error(result, expected, "run the same command")
+    assert "Compute Failed" not in result.stderr and "internal error" not in result.stderr
+    assert took < 90, took

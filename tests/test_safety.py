@@ -285,7 +285,10 @@ def test_a_setting_too_large_for_the_machine_is_refused_before_any_work(
 # 11. One line, never a traceback ------------------------------------------------------------
 
 
-def test_disk_full_is_one_line_and_the_store_stays_unfinished(dataset, tmp_path):
+@pytest.mark.parametrize(
+    "scheduler", ["sync", pytest.param("local", marks=pytest.mark.cluster)], ids=["sync", "local"]
+)
+def test_disk_full_is_one_line_and_the_store_stays_unfinished(dataset, tmp_path, scheduler):
     if (
         shutil.which("unshare") is None
         or subprocess.run(
@@ -298,20 +301,29 @@ def test_disk_full_is_one_line_and_the_store_stays_unfinished(dataset, tmp_path)
     status = (
         f"import json; print(json.load(open('{disk}/out.zarr/zarr.json'))['attributes']['status'])"
     )
+    where = "--scheduler sync" if scheduler == "sync" else "--workers 2"  # tasks in workers
     command = (
         f"mount -t tmpfs -o size=160k tmpfs {disk} && "
-        f"{sys.executable} -m melpipe preprocess {dataset} {disk}/out.zarr --scheduler sync "
+        f"{sys.executable} -m melpipe preprocess {dataset} {disk}/out.zarr {where} "
         f'--batch-size 1; echo status=$({sys.executable} -c "{status}")'
     )
+    state = tmp_path / "state"
     result = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", command],
         capture_output=True, text=True, timeout=240,
+        env={**os.environ, "XDG_STATE_HOME": str(state)},
     )  # fmt: skip
     assert_one_line_error(
         subprocess.CompletedProcess(result.args, 1, result.stdout, result.stderr),
         "No space left on device", "the same command resumes it",
     )  # fmt: skip
     assert "status=incomplete" in result.stdout
+    for word in ("Traceback", "Compute Failed", "distributed."):
+        assert word not in result.stderr, result.stderr
+    if scheduler == "local":  # the workers' tracebacks are in the log the message names
+        (log,) = (state / "melpipe" / "logs").iterdir()
+        assert f"are in {log}." in result.stderr
+        assert "Compute Failed" in log.read_text() and "No space left" in log.read_text()
 
 
 def test_damaged_stores_are_one_line_errors(finished_store, tmp_path):

@@ -21,6 +21,7 @@ from melpipe.errors import (
     RunLockedError,
     SchedulerError,
     StatisticsError,
+    StorageError,
     StoreError,
     TruncatedAudioError,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "SpectrogramConfig",
     "SpectrogramStore",
     "StatisticsError",
+    "StorageError",
     "StoreError",
     "TruncatedAudioError",
     "__version__",

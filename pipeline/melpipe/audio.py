@@ -32,6 +32,7 @@ from melpipe.errors import (
     NotRegularFileError,
     TruncatedAudioError,
 )
+from melpipe.retries import transient
 
 MONO = "mean of channels"
 RESAMPLER = "soxr_hq"  # librosa's name; soxr's quality "HQ"
@@ -112,6 +113,8 @@ def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInf
                 check_length(f)
             return FileInfo.of(f)
     except Exception as exc:  # one unreadable file is a finding, not a reason to stop
+        if transient(exc):  # unless it is the storage's: that says nothing of the file
+            raise
         return FileInfo(error=describe_error(exc))
 
 

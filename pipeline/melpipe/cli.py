@@ -28,6 +28,7 @@ from melpipe import config as defaults
 from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
 from melpipe.plan import DEFAULT_BATCH_SIZE
+from melpipe.retries import transient, unreachable
 from melpipe.stats import STATS_NAMES, Figures, GlobalStats
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ def _one_line(exc: BaseException) -> str:
     """The message a person sees for an error, on one line, in the command line's words."""
     if isinstance(exc, MelpipeError):
         return _as_flags(str(exc))
+    if transient(exc):  # storage out of reach in this process, where nothing retries
+        return str(unreachable("INPUT or OUTPUT", exc))
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         fix = _FIXES.get(exc.errno or 0, "")
@@ -115,7 +118,7 @@ class _Commands(click.Group):
         except Exception as exc:
             if os.environ.get("MELPIPE_TRACEBACK") and not isinstance(exc, MelpipeError):
                 raise
-            raise click.ClickException(_one_line(exc).replace("\n", " ")) from None
+            raise click.ClickException(_one_line(exc).replace("\n", " ") + _log_note()) from None
 
 
 class _Bar(tqdm):
@@ -126,6 +129,15 @@ class _Bar(tqdm):
         if _STOPPED.is_set():
             raise KeyboardInterrupt
         return super().update(n)
+
+
+_LOGS: list[Path] = []  # the local cluster's log, once something was written there
+
+
+def _log_note() -> str:
+    if not _LOGS:
+        return ""
+    return f" (Dask's messages, the failed tasks' tracebacks among them, are in {_LOGS[-1]}.)"
 
 
 def _progress(description: str, total: int) -> tqdm:
@@ -306,9 +318,12 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
         cluster_seconds = time.perf_counter() - started
         try:
             report = runner.preprocess(input_dir, output, config, executor=ex, **options)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC and not exc.filename:  # Zarr's writes do not say where
-                raise OSError(exc.errno, exc.strerror, output) from None
+        except BaseException as exc:
+            log = getattr(ex, "log", None)
+            if log is not None and log.exists():  # something was logged: say where
+                _LOGS.append(log)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not exc.filename:
+                raise OSError(exc.errno, exc.strerror, output) from None  # Zarr says not where
             raise
     _echo_summary(report, cluster_seconds)
 

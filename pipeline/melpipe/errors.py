@@ -74,6 +74,10 @@ class RecordError(StoreError):
     cannot be read; the message names the key."""
 
 
+class StorageError(MelpipeError):
+    """Storage could not be reached, after the retries of :mod:`melpipe.retries`."""
+
+
 class RunLockedError(StoreError):
     """Another run owns the output: it is writing it now, or took it over from this one."""
 

@@ -17,8 +17,10 @@ import importlib.util
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from melpipe.errors import ConfigError, SchedulerError
@@ -92,12 +94,18 @@ class LoopExecutor:
 
 
 class DaskExecutor:
-    """Runs every task on a Dask cluster and reduces the results there, as a tree."""
+    """Runs every task on a Dask cluster and reduces the results there, as a tree.
 
-    def __init__(self, client: Any, split_every: int = DEFAULT_SPLIT_EVERY) -> None:
+    ``log``: where the cluster's own messages go (a failed task's traceback among them),
+    for a local cluster; a remote cluster's are its workers' own."""
+
+    def __init__(
+        self, client: Any, split_every: int = DEFAULT_SPLIT_EVERY, log: Path | None = None
+    ) -> None:
         self.client = client
         self.split_every = split_every
         self.n_tasks = 0  # submitted so far: batch tasks plus reduction tasks
+        self.log = log
 
     @property
     def resources(self) -> Resources:
@@ -128,7 +136,9 @@ class DaskExecutor:
         # in the workers' memory (about 100 kB per batch of pass 1).
         finished = as_completed(futures)
         del futures
-        for _ in finished:
+        for future in finished:
+            if future.status == "error":  # fail now, not once every other task has run
+                future.result()
             bar.update(1)
         result: M = root.result()
         return result
@@ -184,8 +194,9 @@ def open_executor(
         with _connect(scheduler, tls) as client:
             yield DaskExecutor(client)
     else:
-        with _local_cluster(workers or os.cpu_count() or 1) as client:
-            yield DaskExecutor(client)
+        log = log_path()
+        with _local_cluster(workers or os.cpu_count() or 1, log) as client:
+            yield DaskExecutor(client, log=log)
 
 
 @contextlib.contextmanager
@@ -252,7 +263,7 @@ def prepare_local_workers() -> None:
 
 
 @contextlib.contextmanager
-def _local_cluster(n_workers: int) -> Iterator[Any]:
+def _local_cluster(n_workers: int, log: Path) -> Iterator[Any]:
     import dask.config
     from distributed import Client, LocalCluster
 
@@ -279,8 +290,10 @@ def _local_cluster(n_workers: int) -> Iterator[Any]:
             dashboard_address=f"{LOCALHOST}:{8787 if has_bokeh else 0}",
             silence_logs=logging.ERROR,
             preload=[WORKER_MODULE],  # already loaded when forked from the fork server
+            env={WORKER_LOG: str(log)},  # see melpipe.warm.dask_setup
         ) as cluster,
         Client(cluster) as client,
+        dask_logs_to(log),  # the scheduler and the nannies, in this process
     ):
         logger.info("Started a local Dask cluster of %d worker processes.", n_workers)
         if has_bokeh:
@@ -288,6 +301,53 @@ def _local_cluster(n_workers: int) -> Iterator[Any]:
         else:
             logger.info("No Dask dashboard: install bokeh (melpipe's dashboard extra) for one.")
         yield client
+
+
+# The file a local cluster's workers log to, in their environment (melpipe.warm).
+WORKER_LOG = "MELPIPE_WORKER_LOG"
+
+
+def log_path() -> Path:
+    """A new file for a local cluster's messages: under ``$XDG_STATE_HOME/melpipe/logs``
+    (``~/.local/state`` by default), named by time and process. It is made only when
+    something is logged, so a run where nothing fails leaves none."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(state) / "melpipe" / "logs" / f"{stamp}-{os.getpid()}.log"
+
+
+def send_dask_logs(path: Path, name: str = "distributed") -> Callable[[], None]:
+    """Send Dask's messages (a failed task's traceback, a worker that died), or those of
+    logger ``name``, to ``path`` instead of the terminal, so that a person sees the run's
+    one line, which names the file. Returns what undoes it."""
+    dask_logger = logging.getLogger(name)
+    terminal = [h for h in dask_logger.handlers if type(h) is logging.StreamHandler]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, delay=True)  # made at the first message
+    handler.setLevel(logging.WARNING)  # a run where nothing goes wrong leaves no file
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s "
+                                           "%(message)s"))  # fmt: skip
+    for each in terminal:
+        dask_logger.removeHandler(each)
+    dask_logger.addHandler(handler)
+
+    def undo() -> None:
+        dask_logger.removeHandler(handler)
+        handler.close()
+        for each in terminal:
+            dask_logger.addHandler(each)
+
+    return undo
+
+
+@contextlib.contextmanager
+def dask_logs_to(path: Path) -> Iterator[None]:
+    """:func:`send_dask_logs` while the block runs."""
+    undo = send_dask_logs(path)
+    try:
+        yield
+    finally:
+        undo()
 
 
 def _log_dashboard(client: Any) -> None:

@@ -39,6 +39,7 @@ from fsspec.implementations.local import LocalFileSystem
 from melpipe import records
 from melpipe.discover import filesystem
 from melpipe.errors import RecordError, RunLockedError, StoreError
+from melpipe.retries import transient
 from melpipe.schema import FORMER_LOCK_FILE, LOCK_FILE
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,9 @@ def _hold_lease(
     finally:
         stop.set()
         renewer.join()
-        with contextlib.suppress(FileNotFoundError):
+        # Best effort: with the storage out of reach, the lease lapses by itself, and the
+        # error that ended the run is the one to report.
+        with contextlib.suppress(Exception):
             current = Owner.from_bytes(fs.cat_file(lock))
             if current is not None and current.attempt == owner.attempt:
                 fs.rm_file(lock)
@@ -271,11 +274,18 @@ def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> 
 
 def _renew(fs: fsspec.AbstractFileSystem, lock: str, owner: Owner, stop: threading.Event) -> None:
     while not stop.wait(RENEW_SECONDS):
-        current = Owner.from_bytes(fs.cat_file(lock))
-        if current is None or current.attempt != owner.attempt:
-            logger.warning("Lost the lease on %s to %s.", lock, current and current.describe())
-            return
-        fs.pipe_file(lock, dataclasses.replace(owner, renewed=_now()).to_bytes())
+        try:
+            current = Owner.from_bytes(fs.cat_file(lock))
+            if current is None or current.attempt != owner.attempt:
+                logger.warning("Lost the lease on %s to %s.", lock, current and current.describe())
+                return
+            fs.pipe_file(lock, dataclasses.replace(owner, renewed=_now()).to_bytes())
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            # The storage is out of reach for now: the next renewal tries again, well
+            # within the lease's LEASE_SECONDS.
+            logger.warning("Could not renew the lease on %s (%s); trying again.", lock, exc)
 
 
 def check(claim: Claim) -> None:

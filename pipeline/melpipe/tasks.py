@@ -25,6 +25,7 @@ from melpipe.errors import NonFiniteFeaturesError, StoreError
 from melpipe.features import log_mel
 from melpipe.lock import Claim
 from melpipe.plan import Batch
+from melpipe.retries import retried, transient
 from melpipe.scaling import level_counts, levels_of, scale_to_uint8
 from melpipe.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
 from melpipe.segments import Piece, audio_frames, loud_enough, rms_db
@@ -73,6 +74,8 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             n_audio = resampled_length(header.frames, header.sample_rate, config.sample_rate)
             frames[lo:hi] = audio_frames(n_audio, piece.starts, config)
         except Exception as exc:  # one broken file must never stop the run
+            if transient(exc):  # the storage's failure, not the file's: the task retries
+                raise
             clips[lo:hi] = 0.0
             files[piece.file] = FileInfo(error=describe_error(exc))
             logger.debug("Skipping %s: %s", piece.path, files[piece.file].error)
@@ -82,16 +85,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     if not finite.all():
         rows = np.flatnonzero(ok)
         for i in rows[~finite]:
-            k = int(np.searchsorted(offsets, i, side="right")) - 1
-            peak = float(np.abs(clips[offsets[k] : offsets[k + 1]]).max())
-            reason = describe_error(
-                NonFiniteFeaturesError(
-                    f"the log-mel is not finite: samples reach {peak:.3g}, far outside "
-                    "[-1, 1], and overflow the power spectrum"
-                )
-            )
-            files[pieces[k].file] = dataclasses.replace(files[pieces[k].file], error=reason)
-            ok[offsets[k] : offsets[k + 1]] = False
+            _fail_overflow(pieces, offsets, clips, int(i), files, ok)
         logmel = logmel[ok[rows]]
     frames[~ok] = 0
     nan = np.full(len(ok), np.nan, dtype=np.float32)
@@ -103,6 +97,27 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
     windows = WindowResults(ok, level, lows, highs, frames, audio_max, size, modified, files)
     return Analysis(logmel, windows)
+
+
+def _fail_overflow(
+    pieces: Sequence[Piece],
+    offsets: np.ndarray,
+    clips: np.ndarray,
+    row: int,
+    files: dict[int, FileInfo],
+    ok: np.ndarray,
+) -> None:
+    """Fail the file of window ``row``, whose log-mel is not finite, and all its windows."""
+    k = int(np.searchsorted(offsets, row, side="right")) - 1
+    peak = float(np.abs(clips[offsets[k] : offsets[k + 1]]).max())
+    reason = describe_error(
+        NonFiniteFeaturesError(
+            f"the log-mel is not finite: samples reach {peak:.3g}, far outside [-1, 1], "
+            "and overflow the power spectrum"
+        )
+    )
+    files[pieces[k].file] = dataclasses.replace(files[pieces[k].file], error=reason)
+    ok[offsets[k] : offsets[k + 1]] = False
 
 
 def _audio_max(logmel: np.ndarray, frames: np.ndarray, highs: np.ndarray) -> np.ndarray:
@@ -175,6 +190,7 @@ def _field(spec: ArraySpec) -> str:
 _WINDOW_FIELDS = tuple(_field(spec) for spec in WINDOW_ARRAYS)
 
 
+@retried
 def statistics_batch(
     pieces: Sequence[Piece],
     batch: Batch,
@@ -207,6 +223,7 @@ def _all_rows(result: Analysis) -> np.ndarray:
     return rows
 
 
+@retried
 def pixels_batch(
     pieces: Sequence[Piece],
     windows: np.ndarray,
@@ -289,6 +306,7 @@ class Headers:
         return Headers(self.files + other.files)
 
 
+@retried
 def survey_batch(paths: Sequence[str], *, root: str) -> Headers:
     """What the headers of some files say, for laying out their windows."""
     return Headers(tuple(read_header(join(root, rel), whole=True) for rel in paths))
@@ -341,6 +359,7 @@ class WriteSummary:
         return cls()
 
 
+@retried
 def images_batch(
     pieces: Sequence[Piece],
     batch: Batch,

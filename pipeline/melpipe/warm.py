@@ -9,12 +9,27 @@ tiny analysis, so that the imports and the default filter bank are done; it writ
 nothing. Not for a process that runs anything else.
 """
 
+import os
+from pathlib import Path
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from melpipe import tasks  # noqa: F401  (decoding, the store, the statistics)
 from melpipe.config import SpectrogramConfig
+from melpipe.executors import WORKER_LOG, send_dask_logs
 from melpipe.features import log_mel
 
 threadpool_limits(limits=1, user_api="blas")
 log_mel(np.zeros((1, 4096), np.float32), **SpectrogramConfig.from_options().librosa_kwargs)
+
+
+def dask_setup(worker: object) -> None:
+    """Dask's preload hook, called as a worker starts: a local cluster's workers send
+    Dask's messages and melpipe's (a task's retries) to the run's log file
+    (:func:`melpipe.executors.send_dask_logs`), so that neither a failing task's traceback
+    nor a warning reaches the terminal."""
+    path = os.environ.get(WORKER_LOG)
+    if path:
+        for name in ("distributed", "melpipe"):
+            send_dask_logs(Path(path), name)
