@@ -161,3 +161,35 @@ def test_a_lease_on_object_storage_refuses_a_second_run_and_expires_when_abandon
         dead = lock.Claim(url, "dead", stale.attempt)
         with pytest.raises(RunLockedError, match="now owned by run third"):
             lock.check(dead)
+
+
+def test_pass_2_decodes_objects_again_and_refuses_one_replaced_since_pass_1(s3, config, tmp_path):
+    fs = s3["fs"]
+    fs.copy("bucket/audio/", "bucket/changing/", recursive=True)
+    url = "s3://bucket/noscratch.zarr"
+    report = preprocess("s3://bucket/changing", url, config, executor=LoopExecutor(),
+                        batch_size=4, scratch=False)  # fmt: skip
+    assert report.counts.clips == 10  # the objects' sizes and times agree across the passes
+    reference = tmp_path / "reference.zarr"
+    preprocess(s3["local"], reference, config, executor=LoopExecutor(), batch_size=4)
+    np.testing.assert_array_equal(open_store(url)[:], open_store(reference)[:])
+
+    victim = "bucket/changing/c/quiet_22k.wav"
+    original = fs.cat(victim)
+
+    class ReplaceAtPass2:
+        def __call__(self, description, total):
+            if description.startswith("pass 2"):
+                fs.pipe(victim, original[:44] + bytes(reversed(original[44:])))
+            return self
+
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    with pytest.raises(StoreError, match=r"'c/quiet_22k.wav' changed after pass 1 read it"):
+        preprocess("s3://bucket/changing", "s3://bucket/replaced.zarr", config,
+                   executor=LoopExecutor(), batch_size=4, scratch=False,
+                   progress=ReplaceAtPass2())  # fmt: skip

@@ -18,8 +18,9 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -108,7 +109,7 @@ def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInf
     run that lays out windows over the whole length (:func:`check_length`).
     """
     try:
-        with open_audio(path) as f:
+        with open_audio(path) as (f, _):
             if whole:
                 check_length(f)
             return FileInfo.of(f)
@@ -140,8 +141,9 @@ def check_length(f: sf.SoundFile) -> None:
 
 
 @contextlib.contextmanager
-def open_audio(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
-    """Open a file whose header shows it can give a clip, as a context manager.
+def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, Stamp]]:
+    """Open a file whose header shows it can give a clip, as a context manager: the open
+    file, and its size and time of last modification as it was opened (:data:`Stamp`).
 
     Only a regular file is opened: a FIFO or a device named ``x.wav`` (or a link to one)
     would block a reader forever or never end, so the path is opened without blocking
@@ -164,19 +166,32 @@ def open_audio(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
 
         with fsspec.open(location, "rb") as raw, sf.SoundFile(raw) as f:
             check_header(f)
-            yield f
+            yield f, _stamp_of(getattr(raw, "details", None) or {})
         return
     # As bytes: a str would be encoded strictly and fail on a non-UTF-8 file name.
     fd = os.open(os.fsencode(location), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"it is {_file_kind(mode)}, not a regular file")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(f"it is {_file_kind(info.st_mode)}, not a regular file")
         with sf.SoundFile(fd, closefd=False) as f:
             check_header(f)
-            yield f
+            yield f, (info.st_size, info.st_mtime)
     finally:
         os.close(fd)
+
+
+# A file's size in bytes and when it was last modified (seconds since 1970; 0 where object
+# storage does not say): what tells a file replaced since it was read.
+Stamp = tuple[int, float]
+
+
+def _stamp_of(details: Mapping[str, Any]) -> Stamp:
+    """The stamp in what fsspec knows of an open object: its size, and S3's LastModified
+    or another file system's mtime. No request of its own: the open made it."""
+    when: Any = details.get("LastModified") or details.get("mtime") or details.get("updated")
+    seconds = float(when.timestamp()) if hasattr(when, "timestamp") else float(when or 0.0)
+    return int(details.get("size") or 0), seconds
 
 
 def _file_kind(mode: int) -> str:
@@ -234,8 +249,8 @@ def read_windows(
     """
     starts = np.asarray(starts, dtype=np.int64)
     clips = np.zeros((len(starts), n_samples), dtype=np.float32) if out is None else out
-    with open_audio(path) as f:
-        header = FileInfo.of(f, *file_stamp(path))
+    with open_audio(path) as (f, stamp):
+        header = FileInfo.of(f, *stamp)
         n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
         for lo, hi in _stretches(starts, n_samples):
             first, end = int(starts[lo]), min(int(starts[hi - 1]) + n_samples, n_audio)
@@ -247,22 +262,6 @@ def read_windows(
                 e = min(s + n_samples, end)
                 clips[i, : max(e - s, 0)] = signal[s - first : e - first]
     return clips, header
-
-
-def file_stamp(path: str | os.PathLike[str]) -> tuple[int, float]:
-    """A file's size in bytes and when it was last modified, in seconds since 1970 (0
-    where object storage does not say): what tells a file replaced since it was read."""
-    location = os.fspath(path)
-    if not is_url(location):
-        info = os.stat(os.fsencode(location))
-        return info.st_size, info.st_mtime
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(location)
-    details = fs.info(inner)
-    when = details.get("LastModified") or details.get("mtime") or details.get("updated")
-    stamp = when.timestamp() if hasattr(when, "timestamp") else float(when or 0.0)
-    return int(details.get("size") or 0), stamp
 
 
 def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:
