@@ -150,8 +150,10 @@ def main() -> None:
     """Audio datasets to normalized log-mel spectrogram images in one Zarr store."""
     # SIGTERM, how `timeout` and batch systems stop a job, ends a run as Ctrl-C does: the
     # cluster closes, the store stays resumable, one line says so.
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, _interrupt)
+    _STOPPED.clear()
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, _interrupt)
     # Our own messages only: Dask's loggers keep their own configuration.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("melpipe: %(message)s"))
