@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import librosa
 import numpy as np
@@ -17,7 +18,7 @@ import soundfile as sf
 import zarr
 
 from melpipe.config import SpectrogramConfig
-from melpipe.stats import GlobalStats, PixelSummary, Range, StatsOptions
+from melpipe.stats import BINS_PER_UNIT, GlobalStats, PixelSummary, Range, StatsOptions
 
 # (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
 # real ones mix, with clips both shorter and longer than the default one-second clip.
@@ -108,6 +109,74 @@ def reference_image(logmel: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """The post's scaling done right, in plain numpy: clipped, rounded, flipped, inverted."""
     scaled = np.clip(np.rint((logmel.astype(np.float64) - lo) / (hi - lo) * 255), 0, 255)
     return 255 - np.flipud(scaled).astype(np.uint8)
+
+
+def assert_images_match(actual: np.ndarray, expected: np.ndarray, what: str = "images") -> None:
+    """The exactness users need of images made two ways (melpipe's float32 analysis and
+    librosa's float64, or two versions): every pixel within one level of the other, and
+    at least 99.9% of them equal."""
+    assert actual.shape == expected.shape, what
+    diff = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
+    assert diff.max(initial=0) <= 1, f"{what}: a pixel differs by {diff.max()} levels"
+    if diff.size:
+        assert (diff == 0).mean() >= 0.999, f"{what}: {(diff != 0).mean():.4%} of pixels differ"
+
+
+# Keys of the stats attribute that are shares of pixels, or counts of levels, not values.
+_SHARES, _LEVEL_COUNTS = {"at_min", "at_max", "clipped_fraction"}, {"levels_99"}
+
+
+def assert_stats_match(actual: Any, expected: Any, key: str = "stats") -> None:
+    """Two stats attributes alike within the analysis's float32 rounding: statistics to
+    1e-5 relative (the percentiles to one bin of the histogram they are read from, which
+    is their own resolution), shares of pixels to 0.1% of the pixels, and counts of
+    levels to one."""
+    name = key.rsplit(".", 1)[-1]
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), key
+        for k in expected:
+            assert_stats_match(actual[k], expected[k], f"{key}.{k}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), key
+        for a, e in zip(actual, expected, strict=True):
+            assert_stats_match(a, e, key)
+    elif isinstance(expected, float):
+        if name in _SHARES:
+            tolerance = 1e-3
+        elif "percentile" in key.split("."):
+            tolerance = 1.0 / BINS_PER_UNIT
+        else:
+            tolerance = 1e-5 * abs(expected) + 1e-5
+        assert abs(actual - expected) <= tolerance, f"{key}: {actual!r} against {expected!r}"
+    elif name in _LEVEL_COUNTS:
+        assert abs(actual - expected) <= 1, f"{key}: {actual!r} against {expected!r}"
+    else:
+        assert actual == expected, key
+
+
+def assert_arrays_match(actual: np.ndarray, expected: np.ndarray, name: str) -> None:
+    """A store's array against another version's within the analysis's float32 rounding:
+    images as :func:`assert_images_match`; float32 values, which come from log-mels (a
+    clip's extrema), to 1e-3 in log units, a hundredth of a level at the default scale
+    (a clip's minimum is its faintest bin, whose power float32 holds least well, and
+    moved by up to 4e-4 in the tests' data); the per-clip counts of clipped pixels to
+    0.1% of a clip's pixels and the histogram's counts to 0.1% of all; the rest equal."""
+    assert actual.shape == expected.shape, name
+    if actual.dtype == np.uint8:
+        assert_images_match(actual, expected, name)
+    elif actual.dtype == np.float32:
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-3, err_msg=name)
+    elif name == "clipped":
+        np.testing.assert_allclose(actual, expected, atol=1e-3 * IMAGE_PIXELS, err_msg=name)
+    elif name == "histogram":
+        assert actual.sum() == expected.sum(), name
+        moved = np.abs(actual - expected).sum() / 2  # each value that changed bin, counted once
+        assert moved <= 1e-3 * expected.sum(), f"{name}: {moved} values in other bins"
+    else:
+        np.testing.assert_array_equal(actual, expected, err_msg=name)
+
+
+IMAGE_PIXELS = 128 * 87  # of the default image: the largest that the tests compare
 
 
 def read_all(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:

@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 
 from melpipe.config import SpectrogramConfig
 from melpipe.features import (
-    _stft,
+    _mel_blocks,
     count_empty_mel_filters,
     log_mel,
     log_mel_to_audio,
     mel_filters,
+    power_spectrum,
 )
 from tests.helpers import librosa_log_mel
 
@@ -47,9 +48,10 @@ def test_takes_librosas_keywords_and_defaults_fmax_to_nyquist(rng):
 
 def test_batch_equals_one_at_a_time(rng):
     kwargs = CONFIGS[0].librosa_kwargs
-    clips = rng.standard_normal((5, CONFIGS[0].n_samples)).astype(np.float32)
-    batched = log_mel(clips, **kwargs)
-    for i in range(5):
+    clips = rng.standard_normal((13, CONFIGS[0].n_samples)).astype(np.float32)
+    batched = log_mel(clips, **kwargs)  # over several sub-batches of the transform
+    np.testing.assert_array_equal(log_mel(clips[3:11], **kwargs), batched[3:11])
+    for i in range(13):
         np.testing.assert_array_equal(batched[i], log_mel(clips[i], **kwargs))
 
 
@@ -113,20 +115,54 @@ def test_filter_bank_equals_librosas_bit_for_bit(sr, n_fft, n_mels, fmin_share, 
     seed=st.integers(0, 2**32 - 1),
     n_fft=st.sampled_from([16, 255, 256, 400, 512, 1024, 2048]),
     hop_share=st.floats(0.05, 1.0),
-    batch=st.lists(st.integers(1, 5), max_size=2),
+    clips=st.integers(1, 4),
     length=st.integers(1, 6000),
 )
-def test_stft_equals_librosas_bit_for_bit(seed, n_fft, hop_share, batch, length):
-    """Every branch: signals shorter than a frame, frames that reach past one end or both,
-    stacks of any shape, and hops down to a twentieth of the window."""
+def test_power_spectrum_is_librosas_to_float32_rounding(seed, n_fft, hop_share, clips, length):
+    """Signals shorter than a frame, odd windows and hops down to a twentieth of the
+    window: the same frames as librosa's, and powers within float32 rounding of the
+    frame's energy (librosa transforms in float64)."""
     hop = max(1, round(hop_share * n_fft))
-    y = (np.random.default_rng(seed).standard_normal((*batch, length)) * 0.3).astype(np.float32)
+    y = (np.random.default_rng(seed).standard_normal((clips, length)) * 0.3).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # librosa's, for n_fft > length
-        expected = librosa.stft(
+        stft = librosa.stft(
             y, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant"
         )
-    np.testing.assert_array_equal(_stft(y, n_fft=n_fft, hop_length=hop), expected, strict=True)
+    expected = (np.abs(stft.astype(np.complex128)) ** 2).transpose(0, 2, 1)
+    ours = power_spectrum(y, n_fft=n_fft, hop_length=hop)
+    assert ours.shape == expected.shape and ours.dtype == np.float32
+    energy = expected.sum(axis=-1, keepdims=True)  # Parseval: each bin's error scales with it
+    assert (np.abs(ours - expected) <= 1e-5 * energy + 1e-30).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sr=st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+    n_fft=st.integers(16, 4096),
+    n_mels=st.integers(1, 160),
+    fmin_share=st.floats(0, 0.5),
+    fmax_share=st.floats(0.55, 1.0),
+)
+def test_mel_blocks_hold_every_weight_of_the_filter_bank(sr, n_fft, n_mels, fmin_share, fmax_share):
+    kwargs = {"sr": sr, "n_fft": n_fft, "n_mels": n_mels}
+    kwargs |= {"fmin": fmin_share * sr / 2, "fmax": fmax_share * sr / 2}
+    filters = mel_filters(**kwargs)
+    rebuilt = np.zeros_like(filters)
+    for band, lo, hi, weights in _mel_blocks(**kwargs):
+        assert not weights.flags.writeable
+        rebuilt[band : band + len(weights), lo:hi] = weights
+    np.testing.assert_array_equal(rebuilt, filters)
+
+
+def test_log_mel_of_a_batch_is_the_dense_product_in_float32(rng):
+    """Blocks and sub-batches change which zeros are multiplied, never the sums."""
+    kwargs = CONFIGS[1].librosa_kwargs
+    clips = (rng.standard_normal((13, CONFIGS[1].n_samples)) * 0.3).astype(np.float32)
+    power = power_spectrum(clips, n_fft=kwargs["n_fft"], hop_length=kwargs["hop_length"])
+    filters = mel_filters(sr=16000, n_fft=400, n_mels=80, fmin=20, fmax=7600)
+    dense = np.log(np.einsum("mb,cfb->cmf", filters.astype(np.float64), power) + 1e-9)
+    np.testing.assert_allclose(log_mel(clips, **kwargs), dense, rtol=1e-6, atol=1e-6)
 
 
 def test_inverse_is_librosas_mel_to_audio_with_a_seeded_phase(rng):
