@@ -10,7 +10,15 @@ import psutil
 import pytest
 
 from melpipe.errors import ConfigError
-from melpipe.executors import DaskExecutor, LoopExecutor, open_executor
+from melpipe.executors import (
+    AutoExecutor,
+    DaskExecutor,
+    LoopExecutor,
+    in_process_reason,
+    open_executor,
+)
+from melpipe.plan import Work
+from tests.helpers import run_cli
 from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
 
 
@@ -29,7 +37,8 @@ class Values:
         return Values(self.items + other.items)
 
 
-def square_and_add(x: int, y: int, *, scale: int) -> Values:
+def square_and_add(item: tuple[int, int], scale: int) -> Values:
+    x, y = item
     return Values((Fraction(scale * x * x + y),))
 
 
@@ -69,7 +78,8 @@ def executor(request, dask_executor, tmp_path):
 def test_map_reduce_contract(executor, n):
     xs, ys = list(range(n)), list(range(100, 100 + n))
     bar = Bar()
-    result = executor.map_reduce(square_and_add, [xs, ys], {"scale": 3}, Values, bar)
+    items = list(zip(xs, ys, strict=True))
+    result = executor.map_reduce(square_and_add, items, 3, Values, bar)
     assert result.items == tuple(Fraction(3 * x * x + y) for x, y in zip(xs, ys, strict=True))
     assert bar.updates == n
     resources = executor.resources
@@ -122,7 +132,7 @@ def test_options_that_contradict_each_other_are_refused():
         pass
 
 
-def blas_threads(_: int) -> Values:
+def blas_threads(_: int, __: None) -> Values:
     from threadpoolctl import threadpool_info
 
     return Values(
@@ -134,13 +144,13 @@ def test_a_loop_runs_blas_on_one_thread_as_a_dask_worker_does():
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=2, user_api="blas"):  # what a 2-core machine starts with
-        assert set(blas_threads(0).items) == {2}
-        inside = LoopExecutor().map_reduce(blas_threads, [[0]], {}, Values, Bar()).items
-        assert set(blas_threads(0).items) == {2}  # given back afterwards
+        assert set(blas_threads(0, None).items) == {2}
+        inside = LoopExecutor().map_reduce(blas_threads, [0], None, Values, Bar()).items
+        assert set(blas_threads(0, None).items) == {2}  # given back afterwards
     assert inside and set(inside) == {1}
 
 
-def worker_state(_: int) -> Values:
+def worker_state(_: int, __: None) -> Values:
     """Whether the analysis ran in this process before this task (its imports done and
     the default filter bank built), and the BLAS threads."""
     from threadpoolctl import threadpool_info
@@ -155,5 +165,54 @@ def test_local_workers_start_with_the_analysis_imported_and_one_blas_thread():
     # Forked from a process that ran it once (melpipe.warm): a first batch does not pay
     # for the imports; and BLAS must still run one thread per worker.
     with open_executor(workers=2) as executor:
-        found = executor.map_reduce(worker_state, [[0, 1, 2, 3]], {}, Values, Bar())
+        found = executor.map_reduce(worker_state, [0, 1, 2, 3], None, Values, Bar())
     assert found.items == ((True, {1}),) * 4
+
+
+def test_a_small_run_chooses_this_process_and_says_why(dataset, tmp_path):
+    result = run_cli("preprocess", dataset, tmp_path / "small.zarr")
+    assert "Running in this process: 15 windows take about" in result.stderr
+    assert "--workers starts a local cluster" in result.stderr  # the parameter, as a flag
+    assert "Started a local Dask cluster" not in result.stderr
+    assert "Dask tasks:" not in result.stdout
+
+
+def test_workers_forces_a_local_cluster_however_small_the_run(dataset, tmp_path):
+    result = run_cli("preprocess", dataset, tmp_path / "small.zarr", "--workers", "2")
+    assert "Started a local Dask cluster of 2 worker processes." in result.stderr
+    assert "Running in this process" not in result.stderr
+    assert "Dask tasks:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("work", "cores", "because"),
+    [
+        (Work(100, 22050), 16, "100 windows take about 0.11 s here"),
+        (Work(10**6, 22050, in_memory=True), 16, "lives in this process's memory"),
+        (Work(10**6, 22050), 1, "this machine has one core"),
+        (Work(10**6, 22050), 2, None),
+        (Work(4000, 22050), 2, None),  # 4.4 s alone, 2.2 s on two: a cluster pays
+        (Work(2000, 22050), 2, "2000 windows take about 2.2 s here"),  # 1.1 s saved: no
+    ],
+)
+def test_the_choice_weighs_the_work_against_a_clusters_start(work, cores, because):
+    reason = in_process_reason(work, cores)
+    assert (reason is None) == (because is None)
+    assert because is None or because in reason
+
+
+def test_the_automatic_choice_waits_for_the_work_then_starts_a_cluster_for_a_large_run():
+    with AutoExecutor(workers=1) as auto:
+        auto.expect(Work(10, 22050, exact=False))  # a survey of 10 files: at least 10 windows
+        assert auto.chosen is None and auto.n_tasks == 0
+        found = auto.map_reduce(square_and_add, [(1, 2)], 3, Values, Bar())  # in this process
+        assert found.items == (Fraction(5),) and auto.chosen is None
+        auto.expect(Work(10, 22050))
+        assert auto.chosen == "process" and auto.resources.in_client
+    with AutoExecutor(workers=2) as auto:
+        auto.expect(Work(10**6, 22050))
+        assert auto.chosen == "cluster"
+        assert auto.map_reduce(square_and_add, [(2, 1)], 3, Values, Bar()).items == (13,)
+        assert auto.n_tasks == 1 and auto.resources.workers == 2
+        auto.expect(Work(1, 22050))  # chosen once and for all
+        assert auto.chosen == "cluster"

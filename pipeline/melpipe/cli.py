@@ -156,11 +156,18 @@ def main() -> None:
             signal.signal(number, _interrupt)
     # Our own messages only: Dask's loggers keep their own configuration.
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("melpipe: %(message)s"))
+    handler.setFormatter(_FlagsFormatter("melpipe: %(message)s"))
     log = logging.getLogger("melpipe")
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+class _FlagsFormatter(logging.Formatter):
+    """The library's messages as the command line speaks: its parameters as flags."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _as_flags(super().format(record))
 
 
 _STOPPED = threading.Event()
@@ -311,7 +318,7 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     if any(tls_files) and not all(tls_files):
         raise click.UsageError("Give all three of --tls-ca-file, --tls-cert and --tls-key.")
     cluster = {k: options.pop(k) for k in ("workers", "scheduler")}
-    if cluster["scheduler"] is None:
+    if cluster["workers"] is not None:
         prepare_local_workers()  # their imports, while this process reads the input
     config = SpectrogramConfig.from_options(**{k: options.pop(k) for k in _CONFIG_OPTIONS})
     started = time.perf_counter()

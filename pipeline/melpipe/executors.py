@@ -1,12 +1,14 @@
 """Where a run's tasks execute: plain loops, or a Dask cluster. The only module that knows Dask.
 
 An executor offers one operation, :meth:`Executor.map_reduce`: call a function on every
-batch and tree-reduce the results, partial results of one
+item of a pass (one typed value per task) with the context the pass shares, and
+tree-reduce the results, partial results of one
 :class:`~melpipe.stats.Mergeable` kind, which any grouping of merges gives the same answer
 for. :class:`LoopExecutor` makes plain calls in order, the reference that a Dask run must
 equal byte for byte; :class:`DaskExecutor` submits the same calls as tasks and
 reduces on the cluster. :func:`open_executor` builds one from the command line's options:
-a new local cluster (bound to 127.0.0.1), an existing scheduler, or ``sync`` loops.
+a new local cluster (bound to 127.0.0.1), an existing scheduler, or ``sync`` loops, or,
+when nothing says, :class:`AutoExecutor`'s choice between this process and a local cluster.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from melpipe.errors import ConfigError, SchedulerError
-from melpipe.plan import DEFAULT_SPLIT_EVERY, Resources, tree_reduce
+from melpipe.plan import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
 from melpipe.stats import M, merge_all
 
 logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")  # a task's item: what one call of a pass works on
+Ctx = TypeVar("Ctx")  # what every call of a pass shares
 
 SYNC = "sync"  # scheduler value: run the plan in plain loops in this process, without Dask
 LOCALHOST = "127.0.0.1"
@@ -41,21 +46,27 @@ class ProgressBar(Protocol):
 class Executor(Protocol):
     """Runs a run's tasks. ``n_tasks`` counts those submitted (0 without Dask)."""
 
-    n_tasks: int
+    @property
+    def n_tasks(self) -> int: ...
 
     @property
     def resources(self) -> Resources: ...
 
+    def expect(self, work: Work) -> None:
+        """Hear how much work the run has, before its tasks that depend on it; an
+        executor that can still choose where they run (:class:`AutoExecutor`) chooses."""
+        ...
+
     def map_reduce(
         self,
-        fn: Callable[..., M],
-        iterables: Sequence[Sequence[Any]],
-        kwargs: dict[str, Any],
+        fn: Callable[[Item, Ctx], M],
+        items: Sequence[Item],
+        context: Ctx,
         kind: type[M],
         bar: ProgressBar,
     ) -> M:
-        """``merge_all(kind, *[fn(*args, **kwargs) for args in zip(*iterables)])``, reduced
-        as a tree of at most a few results per merge; ``bar.update()`` once per ``fn``."""
+        """``merge_all(kind, *[fn(item, context) for item in items])``, reduced as a tree
+        of at most a few results per merge; ``bar.update()`` once per ``fn``."""
         ...
 
 
@@ -73,11 +84,14 @@ class LoopExecutor:
     def resources(self) -> Resources:
         return Resources(workers=1, memory_per_worker=machine_memory(), in_client=True)
 
+    def expect(self, work: Work) -> None:
+        pass
+
     def map_reduce(
         self,
-        fn: Callable[..., M],
-        iterables: Sequence[Sequence[Any]],
-        kwargs: dict[str, Any],
+        fn: Callable[[Item, Ctx], M],
+        items: Sequence[Item],
+        context: Ctx,
         kind: type[M],
         bar: ProgressBar,
     ) -> M:
@@ -87,8 +101,8 @@ class LoopExecutor:
         # BLAS on one thread, as in a Dask worker: measured on 2 cores, its default of one
         # thread per core made a lone run 7% slower, and two runs side by side 4 times.
         with threadpool_limits(limits=1, user_api="blas"):
-            for args in zip(*iterables, strict=True):
-                parts.append(fn(*args, **kwargs))
+            for item in items:
+                parts.append(fn(item, context))
                 bar.update(1)
         return tree_reduce(parts, functools.partial(merge_all, kind))
 
@@ -107,6 +121,9 @@ class DaskExecutor:
         self.n_tasks = 0  # submitted so far: batch tasks plus reduction tasks
         self.log = log
 
+    def expect(self, work: Work) -> None:
+        pass
+
     @property
     def resources(self) -> Resources:
         workers = self.client.scheduler_info().get("workers", {}).values()
@@ -118,16 +135,16 @@ class DaskExecutor:
 
     def map_reduce(
         self,
-        fn: Callable[..., M],
-        iterables: Sequence[Sequence[Any]],
-        kwargs: dict[str, Any],
+        fn: Callable[[Item, Ctx], M],
+        items: Sequence[Item],
+        context: Ctx,
         kind: type[M],
         bar: ProgressBar,
     ) -> M:
         from distributed import as_completed
 
         # pure=False: the write pass has side effects, and a rerun must really run again.
-        futures = self.client.map(fn, *iterables, **kwargs, pure=False)
+        futures = self.client.map(fn, items, [context] * len(items), pure=False)
         self.n_tasks += len(futures)
         combine = functools.partial(merge_all, kind)
         root = tree_reduce(futures, combine, split_every=self.split_every, submit=self._submit)
@@ -146,6 +163,95 @@ class DaskExecutor:
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.n_tasks += 1
         return self.client.submit(fn, *args, pure=False)
+
+
+# What choosing between this process and a new local cluster weighs, measured on 2 cores
+# (docs/benchmarks.md): a local cluster took 1.3 to 2.7 s to start and close, and a run
+# in one process 1.1 ms per one-second clip at 22,050 Hz, both passes, so about 50 ns per
+# sample analysed.
+CLUSTER_SECONDS = 2.0
+SECONDS_PER_SAMPLE = 50e-9
+
+
+def in_process_reason(work: Work, cores: int) -> str | None:
+    """Why ``work`` should run in this process rather than on a new local cluster of
+    ``cores`` workers, or None if the cluster pays for its start."""
+    if work.in_memory:
+        return "its input or output lives in this process's memory"
+    if cores <= 1:
+        return "this machine has one core"
+    alone = work.windows * work.samples_per_window * SECONDS_PER_SAMPLE
+    if alone * (1 - 1 / cores) < CLUSTER_SECONDS:
+        return (
+            f"{work.windows} windows take about {alone:.2g} s here, less than a local "
+            f"cluster costs to start (about {CLUSTER_SECONDS:g} s)"
+        )
+    return None
+
+
+class AutoExecutor:
+    """Where a run's tasks go when nothing says: in this process for a small run, whose
+    time a new local cluster's start would more than double, and on a local cluster of
+    ``workers`` processes (default one per core) otherwise. It chooses in :meth:`expect`,
+    once the run knows its work (:func:`in_process_reason`), and says which and why; tasks
+    submitted before that, the headers of fewer files than would start a cluster, run in
+    this process. Use it as a context manager: a cluster it started closes with it."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._stack = contextlib.ExitStack()
+        self._loop = LoopExecutor()
+        self._chosen: LoopExecutor | DaskExecutor | None = None
+
+    def __enter__(self) -> AutoExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def chosen(self) -> str | None:
+        """ "process" or "cluster" once chosen."""
+        if self._chosen is None:
+            return None
+        return "process" if isinstance(self._chosen, LoopExecutor) else "cluster"
+
+    @property
+    def n_tasks(self) -> int:
+        return 0 if self._chosen is None else self._chosen.n_tasks
+
+    @property
+    def log(self) -> Path | None:
+        return getattr(self._chosen, "log", None)
+
+    @property
+    def resources(self) -> Resources:
+        if self._chosen is not None:
+            return self._chosen.resources
+        # Either may run it: plan for the smaller memory, a local cluster's worker's share.
+        return Resources(self.workers, machine_memory() // self.workers, in_client=True)
+
+    def expect(self, work: Work) -> None:
+        if self._chosen is not None:
+            return
+        reason = in_process_reason(work, self.workers)
+        if reason is not None and work.exact:
+            logger.info("Running in this process: %s. `workers` starts a local cluster.", reason)
+            self._chosen = self._loop
+        elif reason is None:
+            log = log_path()
+            client = self._stack.enter_context(_local_cluster(self.workers, log))
+            self._chosen = DaskExecutor(client, log=log)
+
+    def map_reduce(
+        self,
+        fn: Callable[[Item, Ctx], M],
+        items: Sequence[Item],
+        context: Ctx,
+        kind: type[M],
+        bar: ProgressBar,
+    ) -> M:
+        return (self._chosen or self._loop).map_reduce(fn, items, context, kind, bar)
 
 
 @dataclass(frozen=True)
@@ -176,7 +282,9 @@ def open_executor(
     Parameters
     ----------
     workers : int, optional
-        Worker processes of a new local cluster; default one per core.
+        Worker processes of a new local cluster. Without it or ``scheduler``, an
+        :class:`AutoExecutor` chooses from the run's work between this process and a
+        local cluster of one worker per core.
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``, ``tls://...``), or ``"sync"``.
         With no ``tls``, Dask's own configuration supplies any certificates
@@ -193,10 +301,13 @@ def open_executor(
     elif scheduler is not None:
         with _connect(scheduler, tls) as client:
             yield DaskExecutor(client)
-    else:
+    elif workers is not None:
         log = log_path()
-        with _local_cluster(workers or os.cpu_count() or 1, log) as client:
+        with _local_cluster(workers, log) as client:
             yield DaskExecutor(client, log=log)
+    else:
+        with AutoExecutor() as auto:
+            yield auto
 
 
 @contextlib.contextmanager

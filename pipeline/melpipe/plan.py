@@ -110,6 +110,18 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Work:
+    """How much a run has to do, as an executor weighs it: ``windows`` to analyse, of
+    ``samples_per_window`` each (exactly, or at least that many when not ``exact``), and
+    whether its input or output lives in this process's memory."""
+
+    windows: int
+    samples_per_window: int
+    exact: bool = True
+    in_memory: bool = False
+
+
+@dataclass(frozen=True)
 class Source:
     """A finished store whose statistics scale this run (``--stats-from``); what the
     plan's identity records of it is its location, run and statistics."""
