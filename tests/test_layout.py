@@ -42,3 +42,41 @@ def test_functions_are_short_or_say_why_not(module):
                 assert any(REASON in line for line in body), (
                     f"{module.name}: {node.name} has {len(body)} lines"
                 )
+
+
+def test_the_run_stays_short():
+    """The run (runner._Run) orders the passes; what each does lives elsewhere."""
+    tree = ast.parse((PACKAGE / "runner.py").read_text())
+    (run,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "_Run"]
+    assert run.end_lineno - run.lineno + 1 < 150
+
+
+SWAPPED = """
+from melpipe.executors import LoopExecutor, ProgressBar
+from melpipe.tasks import AnalysisItem, ImagesItem, RunContext, WriteSummary, images_batch
+
+
+def given_pass_1_items(items: list[AnalysisItem], run: RunContext, bar: ProgressBar) -> None:
+    LoopExecutor().map_reduce(images_batch, items, run, WriteSummary, bar)
+
+
+def given_its_arguments_swapped(item: ImagesItem, run: RunContext) -> None:
+    images_batch(run, item)
+"""
+
+
+def test_a_task_given_another_pass_items_or_swapped_arguments_fails_type_checking(tmp_path):
+    """Each pass's task takes one typed item and the run's context, so mypy catches a
+    pass fed another's items, or a task called with its arguments the wrong way round."""
+    import subprocess
+    import sys
+
+    snippet = tmp_path / "swapped.py"
+    snippet.write_text(SWAPPED)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
+         str(snippet)], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["7", "11", "11"], result.stdout

@@ -14,14 +14,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from melpipe.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-P = ParamSpec("P")
 WAITS = (2.0, 4.0, 8.0)  # seconds before each retry: 4 tries, 14 s of waiting
 # Errors of a connection rather than of the data, by class name: botocore, aiohttp and
 # fsspec raise their own, and none of them need be importable here.
@@ -39,18 +38,30 @@ def transient(exc: BaseException) -> bool:
     return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
 
 
-def retried(fn: Callable[P, T]) -> Callable[P, T]:
-    """A task that :func:`retrying` runs, naming as its storage its ``root`` keyword (the
-    input) and the store of its ``claim`` keyword, where it has them."""
+class Places(Protocol):
+    """What a task's run context says of where it reads and writes."""
+
+    @property
+    def root(self) -> str: ...
+
+    @property
+    def claim(self) -> Any: ...  # a lock.Claim: its ``url`` is the store
+
+
+Item = TypeVar("Item")
+Ctx = TypeVar("Ctx", bound=Places)
+
+
+def retried(fn: Callable[[Item, Ctx], T]) -> Callable[[Item, Ctx], T]:
+    """A task ``fn(item, run)`` that :func:`retrying` runs, naming as its storage the run's
+    ``root`` (the input) and the store of its ``claim``."""
 
     @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        claim: Any = kwargs.get("claim")
-        places = [kwargs.get("root"), claim.url if claim is not None else None]
-        where = " or ".join(repr(str(p)) for p in places if p)
-        return retrying(where, fn, *args, **kwargs)
+    def run_task(item: Item, run: Ctx) -> T:
+        where = " or ".join(repr(str(p)) for p in (run.root, run.claim.url) if p)
+        return retrying(where, fn, item, run)
 
-    return run
+    return run_task
 
 
 def retrying(where: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from melpipe.plan import (
     Plan,
     Request,
     Source,
+    Work,
     make_plan,
     plan_batches,
 )
@@ -56,7 +58,7 @@ from melpipe.schema import (
     StoreAttrs,
     arrays_of,
 )
-from melpipe.segments import Windows, choose_clips
+from melpipe.segments import Piece, Windows, choose_clips
 from melpipe.stats import (
     Extrema,
     Figures,
@@ -69,10 +71,15 @@ from melpipe.stats import (
 )
 from melpipe.tasks import (
     MAX_REPORTED_FAILURES,
+    AnalysisItem,
+    FileValues,
     Headers,
+    ImagesItem,
+    RecountItem,
+    RunContext,
+    SurveyItem,
     WindowResults,
     WriteSummary,
-    file_values,
     images_batch,
     pixels_batch,
     statistics_batch,
@@ -81,6 +88,7 @@ from melpipe.tasks import (
 
 logger = logging.getLogger(__name__)
 
+Item = TypeVar("Item")  # a pass's item
 Progress = Callable[[str, int], ProgressBar]
 
 
@@ -229,36 +237,22 @@ class _Run:
     ) -> None:
         self.plan, self.found, self.executor = plan, found, executor
         self.progress, self.clock = progress, clock
-
-    @property
-    def request(self) -> Request:
-        return self.plan.request
-
-    @property
-    def config(self) -> SpectrogramConfig:
-        return self.plan.request.config
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return self.found.listing.files
+        self.request, self.config = plan.request, plan.request.config
+        self.paths = found.listing.files
 
     def carry_out(self) -> RunReport:
-        plan = self.plan
+        plan, request = self.plan, self.request
         owner = lock.Owner.new(plan.run_id or uuid.uuid4().hex)
-        with lock.hold(self.request.output, owner, create=plan.action == "create") as claim:
-            self.claim = claim
-            self._check_unchanged()
+        with lock.hold(request.output, owner, create=plan.action == "create") as claim:
+            self.run = RunContext(request.input, self.config, claim, plan.scratch)
+            _check_unchanged(plan, self.found)
             windows, surveyed = self._windows()
-            logger.info(
-                "%d audio files, %d windows to analyse in batches of up to %d.",
-                len(self.paths),
-                len(windows),
-                self.request.batch_size,
-            )
-            attrs = self._prepare(windows)
+            logger.info("%d audio files, %d windows to analyse in batches of up to %d.",
+                        len(self.paths), len(windows), request.batch_size)  # fmt: skip
+            attrs = _prepare(plan, self.found, claim, windows)
             self.clock.lap("startup")
             if plan.analysed:
-                found = self._analysed(windows)
+                found = _read_analysed(claim, plan, windows)
             else:
                 found = self._statistics(windows, surveyed, attrs)
             summary = self._images(windows, found)
@@ -266,133 +260,58 @@ class _Run:
             figures = found.figures(summary.band_levels)
             record = StatsRecord(found.statistics, plan.used, _source(plan), clipped, figures)
             counts = Counts(len(self.paths), int(found.decoded.sum()), len(found.chosen))
-            final = dataclasses.replace(attrs, status="complete", stats=record, counts=counts)
-            store.finish(claim, final)
-        return RunReport(
-            output=self.request.output,
-            action=plan.action,
-            counts=counts,
-            stats=record,
-            failures=found.failures(self.paths),
-            seconds=self.clock.laps,
-            skipped=self.found.listing.skipped,
-            n_tasks=self.executor.n_tasks,
-            quiet=found.quiet(self.paths),
-        )
-
-    def _check_unchanged(self) -> None:
-        """Refuse to go on if OUTPUT changed between looking and owning it."""
-        if self.plan.action == "create":
-            return  # the lock made OUTPUT itself, exclusively
-        before, now = self.found.output, store.inspect(self.request.output)
-        entries = {e for e in now.entries if e != LOCK_FILE}
-        if (now.kind, now.attrs, entries) != (
-            before.kind,
-            before.attrs,
-            set(before.entries) - {LOCK_FILE},
-        ):
-            raise StoreError(
-                f"Output {self.request.output!r} changed while this run was getting ready; "
-                "nothing was done. Run the command again."
-            )
+            store.finish(claim, dataclasses.replace(attrs, status="complete", stats=record,
+                                                    counts=counts))  # fmt: skip
+        return RunReport(request.output, plan.action, counts, record,
+                         found.failures(self.paths), self.clock.laps, self.found.listing.skipped,
+                         self.executor.n_tasks, found.quiet(self.paths))  # fmt: skip
 
     def _windows(self) -> tuple[Windows, Sequence[FileInfo] | None]:
         """The windows to analyse: one per file, or, with ``--segments all``, every
-        window of each file's length as its header gives it (read as tasks)."""
+        window of each file's length as its header gives it (read as tasks). The executor
+        hears of them as soon as they are known (or, before the survey, their least)."""
+        request = self.request
+        in_memory = any(u.startswith("memory://") for u in (request.input, request.output))
+        work = functools.partial(Work, samples_per_window=self.config.n_samples,
+                                 in_memory=in_memory)  # fmt: skip
         if self.config.segments == "first":
-            return Windows.first_of_each(len(self.paths)), None
+            windows = Windows.first_of_each(len(self.paths))
+            self.executor.expect(work(len(windows)))
+            return windows, None
+        self.executor.expect(work(len(self.paths), exact=False))  # a window or more each
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        surveyed = self._pass(
-            "survey: file headers",
-            survey_batch,
-            [[self.paths[g.start : g.stop] for g in groups]],
-            {"root": self.request.input},
-            Headers,
-        ).files
+        items = [SurveyItem(self.paths[g.start : g.stop]) for g in groups]
+        surveyed = self._pass("survey: file headers", survey_batch, items, Headers).files
         rate = self.config.sample_rate
-        lengths = [
-            resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
-            for r in surveyed
-        ]
-        return Windows.layout(lengths, self.config), surveyed
-
-    def _prepare(self, windows: Windows) -> StoreAttrs:
-        """The store's attributes, after creating it unless the run resumes it."""
-        plan = self.plan
-        if plan.action == "resume":
-            attrs = StoreAttrs.from_dict(self.found.output.attrs or {})
-            logger.info(
-                "Resuming the unfinished run in %s%s.",
-                self.request.output,
-                " (pass 1 is done)" if plan.analysed else ", from pass 1",
-            )
-            return attrs
-        attrs = StoreAttrs(
-            status="incomplete",
-            run_id=self.claim.run_id,
-            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            input=self.request.input,
-            config=self.config,
-            plan=plan.identity,
-            versions=_versions(),
-            skipped=self.found.listing.skipped,
-        )
-        store.clear(self.claim)  # what melpipe wrote there before, and only that
-        store.create(
-            self.claim,
-            attrs,
-            sizes=Sizes(clips=0, files=len(self.paths), windows=len(windows)),
-            batch_size=self.request.batch_size,
-            scratch=plan.scratch,
-        )
-        return attrs
+        lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
+                   for r in surveyed]  # fmt: skip
+        windows = Windows.layout(lengths, self.config)
+        self.executor.expect(work(len(windows)))
+        return windows, surveyed
 
     def _statistics(
         self, windows: Windows, surveyed: Sequence[FileInfo] | None, attrs: StoreAttrs
     ) -> Analysed:
         """Pass 1, the choice of clips, and what the store must record whether the
         statistics can be computed or not."""
-        plan = self.plan
+        plan, claim = self.plan, self.run.claim
         batches = plan_batches(len(windows), self.request.batch_size)
-        results = self._pass(
-            f"pass 1/{plan.n_passes}: statistics",
-            statistics_batch,
-            [[windows.pieces(np.arange(b.start, b.stop), self.paths) for b in batches], batches],
-            {
-                "root": self.request.input,
-                "config": self.config,
-                "claim": self.claim,
-                "scratch": plan.scratch,
-            },
-            WindowResults,
-        )
-        files = file_values(len(self.paths), surveyed, results.files)
+        items = [AnalysisItem(b, windows.pieces(np.arange(b.start, b.stop), self.paths))
+                 for b in batches]  # fmt: skip
+        title = f"pass 1/{plan.n_passes}: statistics"
+        results = self._pass(title, statistics_batch, items, WindowResults)
+        files = FileValues.of(len(self.paths), surveyed, results.files)
         try:
             found = Analysed.choose(windows, results, files, self.config)
             pixels = self._pixels(windows, results, found.chosen)
             found = found.with_stats(plan.stats, pixels, plan.options, plan.used)
         except StatisticsError as exc:
             # Nothing can be scaled: drop the run state, and say so in the store.
-            store.finish(self.claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
+            store.finish(claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
             raise StatisticsError(
                 f"{exc} The store {self.request.output!r} is marked failed."
             ) from None
-        files["path"] = self.paths
-        files["n_clips"], files["first_clip"] = found.clips_per_file(len(self.paths))
-        store.create_clips(self.claim, len(found.chosen), self.request.batch_size)
-        store.write_chosen(
-            self.claim,
-            {
-                **files,
-                **results.window_values(),
-                **found.clip_values(windows, self.config),
-                "histogram": store.histogram_values(found.histogram, self.config),
-            },
-        )
-        # Recorded last: a store with statistics has its pass 1 done, and can resume after it.
-        store.put_attrs(
-            self.claim, dataclasses.replace(attrs, stats=StatsRecord(found.statistics, plan.used))
-        )
+        _record_pass_1(claim, plan, attrs, windows, self.paths, found)
         self.clock.lap("statistics")
         return found
 
@@ -411,40 +330,10 @@ class _Run:
         rows = extra if len(extra) <= len(chosen) else chosen
         # One task per batch of pass 1, so that each reads one chunk of the scratch array.
         groups = np.split(rows, np.flatnonzero(np.diff(rows // self.request.batch_size)) + 1)
-        scratch = self.plan.scratch
-        part = self._pass(
-            "statistics: windows counted but not chosen",
-            pixels_batch,
-            [
-                [[] if scratch else windows.pieces(g, self.paths) for g in groups],
-                groups,
-                [results.take(g) for g in groups],
-            ],
-            {
-                "root": self.request.input,
-                "config": self.config,
-                "claim": self.claim,
-                "from_scratch": scratch,
-            },
-            PixelStats,
-        )
+        items = [RecountItem(g, results.take(g), self._pieces(windows, g)) for g in groups]
+        title = "statistics: windows counted but not chosen"
+        part = self._pass(title, pixels_batch, items, PixelStats)
         return results.pixels.subtract(part) if rows is extra else part
-
-    def _analysed(self, windows: Windows) -> Analysed:
-        """What a resumed store's pass 1 found, read back."""
-        names = [a.name for a in arrays_of(Step.CHOSEN) if a.rows != "clip"]
-        state = store.read_chosen(self.claim, names)
-        results = WindowResults.from_values(state)
-        if len(results.ok) != len(windows):
-            raise StoreError(
-                f"Output {self.request.output!r} was analysed as {len(results.ok)} "
-                f"windows, but the input now gives {len(windows)}: it changed. Run again with "
-                "`overwrite=True`."
-            )
-        assert self.plan.stats is not None  # recorded by the pass 1 of a resumable store
-        found = Analysed.choose(windows, results, state, self.config)
-        histogram = store.histogram_from(state["histogram"], self.config)
-        return dataclasses.replace(found, stats=self.plan.stats, histogram=histogram)
 
     def _images(self, windows: Windows, found: Analysed) -> WriteSummary:
         """Pass 2 over the batches of clips not yet written, and the summary of all: a
@@ -452,48 +341,114 @@ class _Run:
         plan = self.plan
         batches = plan_batches(len(found.chosen), self.request.batch_size)
         if plan.analysed:
-            logger.info(
-                "%d of %d batches of clips are already written.", len(plan.written), len(batches)
-            )
-        rows = [found.chosen[b.start : b.stop] for b in batches]
-        summary = self._pass(
-            f"pass {plan.n_passes}/{plan.n_passes}: images",
-            images_batch,
-            [
-                [[] if plan.scratch else windows.pieces(r, self.paths) for r in rows],
-                batches,
-                rows,
-                [found.results.take(r) for r in rows],
-                [b.index not in plan.written for b in batches],
-            ],
-            {
-                "root": self.request.input,
-                "config": self.config,
-                "scale": found.statistics.range(plan.used),
-                "band_scale": found.statistics.band_moments,
-                "claim": self.claim,
-                "from_scratch": plan.scratch,
-            },
-            WriteSummary,
-        )
+            logger.info("%d of %d batches of clips are already written.", len(plan.written),
+                        len(batches))  # fmt: skip
+        items = []
+        for b in batches:
+            rows = found.chosen[b.start : b.stop]
+            items.append(ImagesItem(b, rows, found.results.take(rows), b.index not in plan.written,
+                                    self._pieces(windows, rows)))  # fmt: skip
+        stats = found.statistics
+        run = dataclasses.replace(self.run, scale=stats.range(plan.used),
+                                  band_scale=stats.band_moments)  # fmt: skip
+        title = f"pass {plan.n_passes}/{plan.n_passes}: images"
+        summary = self._pass(title, images_batch, items, WriteSummary, run)
         self.clock.lap("images")
         return summary
 
+    def _pieces(self, windows: Windows, rows: np.ndarray) -> Sequence[Piece]:
+        """What a task after pass 1 decodes again of windows at ``rows``: nothing, when the
+        scratch array holds their log-mels."""
+        return () if self.plan.scratch else windows.pieces(rows, self.paths)
+
     def _pass(
         self,
-        description: str,
-        fn: Callable[..., M],
-        iterables: Sequence[Sequence[Any]],
-        kwargs: dict[str, Any],
+        title: str,
+        fn: Callable[[Item, RunContext], M],
+        items: Sequence[Item],
         kind: type[M],
+        run: RunContext | None = None,
     ) -> M:
-        if not iterables[0]:  # a resumed run whose batches were all written
+        if not items:  # a resumed run whose batches were all written
             return kind.empty()
-        bar = self.progress(description, len(iterables[0]))
+        bar = self.progress(title, len(items))
         try:
-            return self.executor.map_reduce(fn, iterables, kwargs, kind, bar)
+            return self.executor.map_reduce(fn, items, run or self.run, kind, bar)
         finally:
             bar.close()
+
+
+def _prepare(plan: Plan, found: Found, claim: lock.Claim, windows: Windows) -> StoreAttrs:
+    """The store's attributes, after creating it unless the run resumes it."""
+    request = plan.request
+    if plan.action == "resume":
+        logger.info("Resuming the unfinished run in %s%s.", request.output,
+                    " (pass 1 is done)" if plan.analysed else ", from pass 1")  # fmt: skip
+        return StoreAttrs.from_dict(found.output.attrs or {})
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    attrs = StoreAttrs(status="incomplete", run_id=claim.run_id, created=created,
+                       input=request.input, config=request.config, plan=plan.identity,
+                       versions=_versions(), skipped=found.listing.skipped)  # fmt: skip
+    store.clear(claim)  # what melpipe wrote there before, and only that
+    sizes = Sizes(clips=0, files=len(found.listing.files), windows=len(windows))
+    store.create(claim, attrs, sizes=sizes, batch_size=request.batch_size,
+                 scratch=plan.scratch)  # fmt: skip
+    return attrs
+
+
+def _record_pass_1(
+    claim: lock.Claim,
+    plan: Plan,
+    attrs: StoreAttrs,
+    windows: Windows,
+    paths: Sequence[str],
+    found: Analysed,
+) -> None:
+    """What pass 1 found, written to the store: the clip arrays made, the file and window
+    arrays and the histogram written, and last the statistics in the attributes, which
+    mark pass 1 done (a store can resume after it)."""
+    config, batch_size = plan.request.config, plan.request.batch_size
+    store.create_clips(claim, len(found.chosen), batch_size)
+    n_clips, first_clip = found.clips_per_file(len(paths))
+    store.write_chosen(claim, {
+        **found.files.values(), "path": paths, "n_clips": n_clips, "first_clip": first_clip,
+        **found.results.window_values(), **found.clip_values(windows, config),
+        "histogram": store.histogram_values(found.histogram, config),
+    })  # fmt: skip
+    stats = StatsRecord(found.statistics, plan.used)
+    store.put_attrs(claim, dataclasses.replace(attrs, stats=stats))
+
+
+def _check_unchanged(plan: Plan, found: Found) -> None:
+    """Refuse to go on if OUTPUT changed between looking and owning it."""
+    if plan.action == "create":
+        return  # the lock made OUTPUT itself, exclusively
+    before, now = found.output, store.inspect(plan.request.output)
+    entries = {e for e in now.entries if e != LOCK_FILE}
+    if (now.kind, now.attrs, entries) != (before.kind, before.attrs,
+                                          set(before.entries) - {LOCK_FILE}):  # fmt: skip
+        raise StoreError(
+            f"Output {plan.request.output!r} changed while this run was getting ready; "
+            "nothing was done. Run the command again."
+        )
+
+
+def _read_analysed(claim: lock.Claim, plan: Plan, windows: Windows) -> Analysed:
+    """What a resumed store's pass 1 found, read back."""
+    config = plan.request.config
+    names = [a.name for a in arrays_of(Step.CHOSEN) if a.rows != "clip"]
+    state = store.read_chosen(claim, names)
+    results = WindowResults.from_values(state)
+    if len(results.ok) != len(windows):
+        raise StoreError(
+            f"Output {plan.request.output!r} was analysed as {len(results.ok)} "
+            f"windows, but the input now gives {len(windows)}: it changed. Run again with "
+            "`overwrite=True`."
+        )
+    assert plan.stats is not None  # recorded by the pass 1 of a resumable store
+    found = Analysed.choose(windows, results, FileValues.from_values(state), config)
+    histogram = store.histogram_from(state["histogram"], config)
+    return dataclasses.replace(found, stats=plan.stats, histogram=histogram)
 
 
 SURVEY_BATCH = 256  # file headers read per task
@@ -507,13 +462,13 @@ class Analysed:
     chosen: np.ndarray
     clip_files: np.ndarray  # the file of each clip
     results: WindowResults
-    files: dict[str, Any]
+    files: FileValues
     stats: GlobalStats | None = None
     histogram: Histogram = dataclasses.field(default_factory=Histogram)
 
     @property
     def decoded(self) -> np.ndarray:
-        return np.asarray(self.files["decoded"], dtype=bool)
+        return self.files.decoded
 
     @property
     def statistics(self) -> GlobalStats:
@@ -525,7 +480,7 @@ class Analysed:
         cls,
         windows: Windows,
         results: WindowResults,
-        files: dict[str, Any],
+        files: FileValues,
         config: SpectrogramConfig,
     ) -> Analysed:
         """Choose the clips.
@@ -535,7 +490,7 @@ class Analysed:
         StatisticsError
             No window became a clip.
         """
-        decoded = np.asarray(files["decoded"], dtype=bool)
+        decoded = files.decoded
         ok = results.ok & decoded[windows.file]  # a file that failed anywhere gives nothing
         chosen = choose_clips(windows, ok, results.level, config)
         if not len(chosen):
@@ -613,7 +568,7 @@ class Analysed:
 
     def failures(self, paths: Sequence[str]) -> tuple[Failure, ...]:
         failed = np.flatnonzero(~self.decoded)[:MAX_REPORTED_FAILURES]
-        return tuple(Failure(int(i), utf8_safe(paths[i]), self.files["error"][i]) for i in failed)
+        return tuple(Failure(int(i), utf8_safe(paths[i]), str(self.files.error[i])) for i in failed)
 
 
 def _source(plan: Plan) -> StatsSource | None:

@@ -37,6 +37,61 @@ MAX_REPORTED_FAILURES = 10
 
 
 @dataclass(frozen=True)
+class RunContext:
+    """What every task of one run shares: where the audio is, the analysis settings, the
+    store the run owns (by its claim), and whether pass 1 keeps its log-mels in the
+    store's scratch array for the passes after it to read. Pass 2's also holds the scales
+    that turn log-mels into levels: the one chosen, and ``band-moments``'s."""
+
+    root: str
+    config: SpectrogramConfig
+    claim: Claim
+    scratch: bool
+    scale: Range | None = None
+    band_scale: Range | None = None
+
+
+@dataclass(frozen=True)
+class SurveyItem:
+    """A survey task's files, by path relative to the input."""
+
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AnalysisItem:
+    """A pass-1 task: one batch of windows, the rows of its chunk, as pieces of files."""
+
+    batch: Batch
+    pieces: Sequence[Piece]
+
+
+@dataclass(frozen=True)
+class RecountItem:
+    """A task that counts again the pixels of windows pass 1 analysed: their rows in the
+    run, what pass 1 found of them, and their pieces (none where the scratch array holds
+    their log-mels)."""
+
+    windows: np.ndarray
+    found: WindowResults
+    pieces: Sequence[Piece] = ()
+
+
+@dataclass(frozen=True)
+class ImagesItem:
+    """A pass-2 task: one batch of clips, the rows of its chunk, with the rows of their
+    windows in the run, what pass 1 found of them, whether to write the batch (a resumed
+    run only summarises those it wrote before) and their pieces (as for
+    :class:`RecountItem`)."""
+
+    batch: Batch
+    windows: np.ndarray
+    found: WindowResults
+    write: bool
+    pieces: Sequence[Piece] = ()
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Consecutive windows analysed: the log-mels of those that decoded, and what pass 1
     keeps of each window."""
@@ -191,25 +246,17 @@ _WINDOW_FIELDS = tuple(_field(spec) for spec in WINDOW_ARRAYS)
 
 
 @retried
-def statistics_batch(
-    pieces: Sequence[Piece],
-    batch: Batch,
-    *,
-    root: str,
-    config: SpectrogramConfig,
-    claim: Claim,
-    scratch: bool,
-) -> WindowResults:
+def statistics_batch(item: AnalysisItem, run: RunContext) -> WindowResults:
     """Pass 1 over one batch of windows: what choosing the clips and their statistics
-    need; with ``scratch``, the log-mels are also kept in the store for pass 2."""
-    result = analyse(root, pieces, config)
-    if scratch:
-        store.write_scratch(claim, batch, _all_rows(result))
+    need; with ``run.scratch``, the log-mels are also kept in the store for pass 2."""
+    result = analyse(run.root, item.pieces, run.config)
+    if run.scratch:
+        store.write_scratch(run.claim, item.batch, _all_rows(result))
     windows = result.windows
-    counted = windows.counted(config)[windows.ok]
+    counted = windows.counted(run.config)[windows.ok]
     logmel = result.logmel if counted.all() else result.logmel[counted]
     frames = windows.frames[windows.ok][counted]
-    pixels = PixelStats.of(logmel, frames, config.log_floor)
+    pixels = PixelStats.of(logmel, frames, run.config.log_floor)
     return dataclasses.replace(windows, pixels=pixels)
 
 
@@ -224,46 +271,28 @@ def _all_rows(result: Analysis) -> np.ndarray:
 
 
 @retried
-def pixels_batch(
-    pieces: Sequence[Piece],
-    windows: np.ndarray,
-    found: WindowResults,
-    *,
-    root: str,
-    config: SpectrogramConfig,
-    claim: Claim,
-    from_scratch: bool,
-) -> PixelStats:
-    """The pixel statistics of the windows at rows ``windows`` of the run (the same as
-    ``pieces``, with what pass 1 ``found`` of them), whose log-mels pass 1 computed: read
-    from the scratch array, or computed again. The run uses it to correct what pass 1
-    counted (see :mod:`melpipe.runner`)."""
-    logmel = _logmels(pieces, windows, found, root=root, config=config, claim=claim,
-                      from_scratch=from_scratch)  # fmt: skip
-    return PixelStats.of(logmel, found.frames, config.log_floor)
+def pixels_batch(item: RecountItem, run: RunContext) -> PixelStats:
+    """The pixel statistics of some windows whose log-mels pass 1 computed: read from the
+    scratch array, or computed again. The run uses it to correct what pass 1 counted (see
+    :mod:`melpipe.runner`)."""
+    logmel = _logmels(item.pieces, item.windows, item.found, run)
+    return PixelStats.of(logmel, item.found.frames, run.config.log_floor)
 
 
 def _logmels(
-    pieces: Sequence[Piece],
-    windows: np.ndarray,
-    found: WindowResults,
-    *,
-    root: str,
-    config: SpectrogramConfig,
-    claim: Claim,
-    from_scratch: bool,
+    pieces: Sequence[Piece], windows: np.ndarray, found: WindowResults, run: RunContext
 ) -> np.ndarray:
     """The log-mels of windows that pass 1 analysed, from the scratch array or again; a
     file decoded again must be the one pass 1 read (:func:`_check_same`)."""
-    if from_scratch:
-        logmel = store.read_scratch(claim, windows)
+    if run.scratch:
+        logmel = store.read_scratch(run.claim, windows)
         if not np.isfinite(logmel).all():
             raise StoreError(
-                f"Store {claim.url!r} holds damaged pass-1 log-mels for windows "
+                f"Store {run.claim.url!r} holds damaged pass-1 log-mels for windows "
                 f"{windows[0]}-{windows[-1]}. Run again with `overwrite=True`."
             )
         return logmel
-    result = analyse(root, pieces, config)
+    result = analyse(run.root, pieces, run.config)
     if not result.windows.ok.all():
         failed = next(r for r in result.windows.files.values() if r.error)
         raise StoreError(
@@ -307,33 +336,47 @@ class Headers:
 
 
 @retried
-def survey_batch(paths: Sequence[str], *, root: str) -> Headers:
+def survey_batch(item: SurveyItem, run: RunContext) -> Headers:
     """What the headers of some files say, for laying out their windows."""
-    return Headers(tuple(read_header(join(root, rel), whole=True) for rel in paths))
+    return Headers(tuple(read_header(join(run.root, rel), whole=True) for rel in item.paths))
 
 
-def file_values(
-    n_files: int, surveyed: Sequence[FileInfo] | None, records: Mapping[int, FileInfo]
-) -> dict[str, Any]:
-    """The file arrays (but ``path`` and the clip counts) from what the survey and pass 1
-    found: a file decoded when its header could be read and all its windows decoded."""
-    error = np.full(n_files, "", dtype=object)
-    duration = np.full(n_files, np.nan)
-    rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
-    # Pass 1's findings after the survey's: its header is the later reading, and a
-    # failure in either fails the file.
-    for i, info in [*enumerate(surveyed or ()), *records.items()]:
-        if info.readable:
-            duration[i], rate[i], channels[i] = info.duration, info.sample_rate, info.channels
-        error[i] = error[i] or info.error
-    decoded = (error == "") & (rate > 0)
-    return {
-        "decoded": decoded,
-        "error": error,
-        "duration": duration,
-        "sample_rate": rate,
-        "channels": channels,
-    }
+@dataclass(frozen=True, eq=False)
+class FileValues:
+    """The file arrays but ``path`` and the clip counts: what the survey and pass 1 found
+    of each file. A file decoded when its header could be read and all its windows
+    decoded; otherwise ``error`` says why not."""
+
+    decoded: np.ndarray  # bool
+    error: np.ndarray  # str (object)
+    duration: np.ndarray  # seconds, NaN where unknown
+    sample_rate: np.ndarray  # int64, 0 where unknown
+    channels: np.ndarray  # int64, 0 where unknown
+
+    @classmethod
+    def of(
+        cls, n_files: int, surveyed: Sequence[FileInfo] | None, records: Mapping[int, FileInfo]
+    ) -> FileValues:
+        error = np.full(n_files, "", dtype=object)
+        duration = np.full(n_files, np.nan)
+        rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
+        # Pass 1's findings after the survey's: its header is the later reading, and a
+        # failure in either fails the file.
+        for i, info in [*enumerate(surveyed or ()), *records.items()]:
+            if info.readable:
+                duration[i], rate[i], channels[i] = info.duration, info.sample_rate, info.channels
+            error[i] = error[i] or info.error
+        return cls((error == "") & (rate > 0), error, duration, rate, channels)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> FileValues:
+        """What :meth:`values` gave, read back from a store."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: np.asarray(values[name]) for name in names})
+
+    def values(self) -> dict[str, np.ndarray]:
+        """The store's file arrays of these names."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -360,39 +403,25 @@ class WriteSummary:
 
 
 @retried
-def images_batch(
-    pieces: Sequence[Piece],
-    batch: Batch,
-    windows: np.ndarray,
-    found: WindowResults,
-    write: bool,
-    *,
-    root: str,
-    config: SpectrogramConfig,
-    scale: Range,
-    band_scale: Range,
-    claim: Claim,
-    from_scratch: bool,
-) -> WriteSummary:
-    """Pass 2: one batch of clips (the windows at rows ``windows`` of the run, the same as
-    ``pieces``, with what pass 1 ``found`` of them), their log-mels read from the scratch
-    array or computed again, scaled to images and, if ``write``, written as the batch's
-    chunk of ``images`` and ``clipped``. A resumed run summarises the batches it wrote
-    before without writing them again."""
-    logmel = _logmels(pieces, windows, found, root=root, config=config, claim=claim,
-                      from_scratch=from_scratch)  # fmt: skip
-    frames = found.frames
-    images, clipped = scale_to_uint8(logmel, scale)
-    if write:
-        store.write(claim, batch, {"images": images, "clipped": clipped.astype(np.uint32)})
-    if band_scale == scale:
+def images_batch(item: ImagesItem, run: RunContext) -> WriteSummary:
+    """Pass 2: one batch of clips, their log-mels read from the scratch array or computed
+    again, scaled to images and, if ``item.write``, written as the batch's chunk of
+    ``images`` and ``clipped``."""
+    assert run.scale is not None and run.band_scale is not None, "pass 2 has its scales"
+    logmel = _logmels(item.pieces, item.windows, item.found, run)
+    frames = item.found.frames
+    images, clipped = scale_to_uint8(logmel, run.scale)
+    if item.write:
+        store.write(run.claim, item.batch, {"images": images,
+                                            "clipped": clipped.astype(np.uint32)})  # fmt: skip
+    if run.band_scale == run.scale:
         band_levels = level_counts(held(images, frames))
     else:
-        band_levels = np.bincount(held(levels_of(logmel, band_scale), frames).ravel(),
+        band_levels = np.bincount(held(levels_of(logmel, run.band_scale), frames).ravel(),
                                   minlength=LEVELS)  # fmt: skip
     return WriteSummary(
         n_clips=len(clipped),
         n_clipped=int(np.sum(clipped, dtype=np.int64)),
-        n_pixels=len(clipped) * config.n_mels * config.n_frames,
+        n_pixels=len(clipped) * run.config.n_mels * run.config.n_frames,
         band_levels=band_levels.astype(np.int64),
     )
