@@ -216,3 +216,13 @@ def test_the_automatic_choice_waits_for_the_work_then_starts_a_cluster_for_a_lar
         assert auto.n_tasks == 1 and auto.resources.workers == 2
         auto.expect(Work(1, 22050))  # chosen once and for all
         assert auto.chosen == "cluster"
+
+
+def test_a_dask_task_runs_several_items_and_the_result_is_the_same(dask_executor):
+    """Fewer tasks than items, for the coordinator's sake; nothing else changes."""
+    items = [(x, x + 1) for x in range(200)]
+    before, bar = dask_executor.n_tasks, Bar()
+    result = dask_executor.map_reduce(square_and_add, items, 2, Values, bar)
+    assert result.items == tuple(Fraction(2 * x * x + y) for x, y in items)
+    assert bar.updates == 200
+    assert dask_executor.n_tasks - before < 200 / 2  # map tasks and the reduction's together
