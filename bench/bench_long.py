@@ -4,11 +4,11 @@ The dataset: generated recordings of several minutes (16 to 48 kHz, mono and ste
 and FLAC), cut into 1-second clips with ``--segments all``. Reports, from one invocation
 on the same files:
 
-- the floor: the same decoding (soundfile, in blocks), resampling (soxr's streaming
-  resampler over each whole file), cutting and log-mels (batches of 64) in independent
-  processes, one per core, with no Dask and no storage; each process is warmed up on a
-  file before it is timed, and the floor is the sum of their throughputs, measured before
-  and after the run and averaged;
+- the floor (bench/floor.py, written apart from melpipe): each whole file decoded,
+  mixed to mono and resampled with soxr, cut into clips and analysed in float32 batches
+  of 64, in independent processes, one per core, with no Dask and no storage; each
+  process is warmed up before it is timed, and the floor is the sum of their
+  throughputs, measured before and after the run and averaged;
 - ``melpipe preprocess --segments all --workers N`` end to end, cluster start-up
   included, in clips/s and hours of audio per second, as a share of the floor;
 - the peak resident memory of each worker process, and of the whole process tree.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bench.floor import floor
 from bench.measure import run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,80 +65,23 @@ def dataset(minutes: float, workdir: Path = ROOT) -> Path:
     return folder
 
 
-FLOOR = r"""
-import json, sys, time
-import numpy as np, soundfile as sf, soxr
-from threadpoolctl import threadpool_limits
-from melpipe.config import SpectrogramConfig
-from melpipe.features import log_mel
-
-config = SpectrogramConfig(segments="all")
-n, rate = config.n_samples, config.sample_rate
-
-def clips_of(path):
-    with sf.SoundFile(path) as f:
-        stream = soxr.ResampleStream(f.samplerate, rate, 1, dtype="float32", quality="HQ")
-        parts = []
-        while True:
-            block = f.read(65536, dtype="float32", always_2d=True)
-            last = len(block) < 65536
-            parts.append(stream.resample_chunk(block.mean(axis=1, dtype=np.float32), last=last))
-            if last:
-                break
-    y = np.concatenate(parts)
-    count = -(-len(y) // n)
-    windows = np.zeros((count, n), np.float32)
-    windows.ravel()[: len(y)] = y
-    for i in range(0, count, 64):
-        log_mel(windows[i : i + 64], **config.librosa_kwargs, eps=config.eps)
-    return count, len(y) / rate
-
-with threadpool_limits(1):
-    paths = sys.argv[2:]
-    clips_of(sys.argv[1])  # warm up: imports, filter banks, first calls
-    start = time.perf_counter()
-    clips = seconds = 0
-    for path in paths:
-        c, s = clips_of(path)
-        clips, seconds = clips + c, seconds + s
-    print(json.dumps({"clips": clips, "audio_s": seconds, "s": time.perf_counter() - start}))
-"""
-
-
-def floor(folder: Path, processes: int) -> dict:
-    """The floor: the files shared among ``processes`` independent processes."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".wav", ".flac"))
-    warm = files[-1]
-    shares = [files[k::processes] for k in range(processes)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", FLOOR, str(warm), *map(str, share)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for share in shares
-    ]
-    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    return {
-        "processes": processes,
-        "clips": sum(r["clips"] for r in results),
-        "audio_s": sum(r["audio_s"] for r in results),
-        "clips_per_s": sum(r["clips"] / r["s"] for r in results),
-        "audio_s_per_s": sum(r["audio_s"] / r["s"] for r in results),
-    }
+def floor_of(folder: Path, processes: int) -> dict:
+    """The floor (bench/floor.py) over whole files, shared among ``processes``
+    independent processes."""
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix in (".wav", ".flac"))
+    return floor(files, processes, whole=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--minutes", type=float, default=40.0, help="Audio to generate.")
+    parser.add_argument("--minutes", type=float, default=60.0, help="Audio to generate.")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=ROOT, help="Where data/ and results go.")
     args = parser.parse_args()
     folder = dataset(args.minutes, args.workdir)
     print(f"Dataset: {folder}; {os.cpu_count()} cores.", flush=True)
 
-    before = floor(folder, args.workers)
+    before = floor_of(folder, args.workers)
     print(f"floor, {args.workers} processes: {before['clips_per_s']:.0f} clips/s", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +92,7 @@ def main() -> None:
     stdout, seconds = measured.result.stdout, measured.seconds
     # Measured again after the run: on a shared machine the floor itself varies by a tenth
     # or more from one minute to the next, and the mean of both is the fairer baseline.
-    after = floor(folder, args.workers)
+    after = floor_of(folder, args.workers)
     print(f"floor again: {after['clips_per_s']:.0f} clips/s", flush=True)
     base = {
         **before,

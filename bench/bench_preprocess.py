@@ -4,15 +4,18 @@ The dataset: 16,000 generated 1-second WAV clips (``--files``) at 16, 22.05, 44.
 48 kHz, mono and stereo. Reports, from one invocation on the same files, for each number
 of workers given (``--workers 2``, or ``--workers 4 16`` for the scaling of one machine):
 
-- the floor: the per-file work alone (``tasks.analyse`` over batches of 64: decode the
-  samples needed, resample, one batched STFT and mel product), with no Dask and no
+- the floor (bench/floor.py, written apart from melpipe: decode the samples needed,
+  resample, a float32 batched STFT and mel product, the log), with no Dask and no
   storage, in as many independent processes as the run has workers, each warmed up, in
   files/s summed over them; measured before and after the run and averaged;
 - ``melpipe preprocess --workers N`` end to end, as a share of the floor, with pass 1,
   pass 2 and the time outside them apart, and the peak resident memory of all its
   processes together;
-- the fixed cost: the wall time of the same command on 8 files (Python, imports, the
-  cluster, listing, planning, closing, and next to no per-file work);
+- the fixed cost: the wall time of ``melpipe preprocess`` with default options on 8
+  files (Python, imports, listing, planning, closing, next to no per-file work; where
+  it runs is its own choice, which is reported);
+- the coordinator: the CPU time of the command's own process (the client, and the
+  scheduler of its local cluster) per file beyond what it spends on the 8 files;
 - the post's sequential loop (``librosa.load`` and ``melspectrogram`` per file, two
   passes, one PNG per file), timed on the first 2,000 files (``--loop-files``), and the
   ratio to it;
@@ -29,7 +32,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +41,7 @@ import numpy as np
 import soundfile as sf
 import zarr
 
+from bench.floor import floor
 from bench.measure import run_measured
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import list_audio_files
@@ -85,44 +88,11 @@ def _write_clips(job: tuple[Path, int, int]) -> None:
                  subtype="PCM_16")  # fmt: skip
 
 
-FLOOR = r"""
-import json, sys, time
-import numpy as np
-from threadpoolctl import threadpool_limits
-from melpipe.config import SpectrogramConfig
-from melpipe.segments import Piece
-from melpipe.tasks import analyse
-
-root, paths = sys.argv[1], sys.argv[2:]
-config = SpectrogramConfig.from_options()
-pieces = [Piece(i, p, np.zeros(1, np.int64)) for i, p in enumerate(paths)]
-batches = [pieces[i : i + 64] for i in range(0, len(pieces), 64)]
-with threadpool_limits(1):
-    analyse(root, batches[0], config)  # warm up: imports, filter banks, first calls
-    start = time.perf_counter()
-    for batch in batches:
-        analyse(root, batch, config)
-    print(json.dumps({"files": len(paths), "s": time.perf_counter() - start}))
-"""
-
-
-def floor(folder: Path, processes: int, limit: int | None = None) -> float:
-    """Files/s of the per-file work alone (``tasks.analyse`` over batches of 64: decode
-    the samples needed, resample, one batched STFT and mel product) in ``processes``
-    independent processes, each warmed up and timed on its share of the files (of the
-    first ``limit`` if given), summed."""
-    paths = list_audio_files(folder).files[:limit]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", FLOOR, str(folder), *paths[k::processes]],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for k in range(processes)
-    ]
-    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    return sum(r["files"] / r["s"] for r in results)
+def floor_of(folder: Path, processes: int, limit: int | None = None) -> dict:
+    """The floor (bench/floor.py) on the first window of every file (of the first
+    ``limit`` if given), as ``processes`` independent processes."""
+    paths = [str(folder / p) for p in list_audio_files(folder).files[:limit]]
+    return floor(paths, processes)
 
 
 def first_windows(folder: Path, batch: int) -> list[list[Piece]]:
@@ -191,12 +161,13 @@ def statistics_cost(folder: Path, config: SpectrogramConfig, batch: int = 64) ->
     }
 
 
-def run_melpipe(folder: Path, workers: int) -> dict:
-    """``melpipe preprocess --workers N`` end to end as a subprocess: wall time, its own
-    laps, and the peak resident memory of all its processes together."""
+def run_melpipe(folder: Path, *options: str) -> dict:
+    """``melpipe preprocess`` end to end as a subprocess: wall time, its own laps, the
+    peak resident memory of all its processes together, and the CPU time of its own
+    process (the coordinator: client, and the scheduler of a local cluster)."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "melpipe", "preprocess", str(folder),
-                   str(Path(tmp) / "bench.zarr"), "--workers", str(workers)]  # fmt: skip
+                   str(Path(tmp) / "bench.zarr"), *options]  # fmt: skip
         run = run_measured(command)
     seconds_line = next(x for x in run.result.stdout.splitlines() if x.startswith("Seconds:"))
     pairs = (lap.rsplit(" ", 1) for lap in seconds_line[9:].rstrip(".").split(", "))
@@ -210,29 +181,41 @@ def run_melpipe(folder: Path, workers: int) -> dict:
         # listing and the plan, and closing.
         "outside_passes_s": run.seconds - laps["statistics"] - laps["images"],
         "peak_rss_mib": run.tree / 2**20,
+        "coordinator_cpu_s": run.own_cpu,
+        "ran_in_process": "Running in this process" in run.result.stderr,
     }
 
 
 def measure(folder: Path, tiny: Path, n: int, workers: int, limit: int | None) -> dict:
     """For one number of workers: the floor as that many processes (before and after),
-    the run, and the fixed cost, as the wall time of the same command on a few files."""
-    before = floor(folder, workers, limit)
-    print(f"floor, {workers} processes: {before:.0f} files/s", flush=True)
-    ours = run_melpipe(folder, workers)
+    the run, the fixed cost as the wall time of the default command on a few files, and
+    the coordinator's CPU per file beyond what it spends on those few."""
+    before = floor_of(folder, workers, limit)
+    print(f"floor, {workers} processes: {before['files_per_s']:.0f} files/s", flush=True)
+    ours = run_melpipe(folder, "--workers", str(workers))
     print(f"melpipe --workers {workers}: {ours['seconds']:.1f} s", flush=True)
     # Measured again after the run: on a shared machine the floor itself moves by a tenth
     # or more from one minute to the next, and the mean of both is the fairer baseline.
-    after = floor(folder, workers, limit)
-    print(f"floor again: {after:.0f} files/s", flush=True)
-    fixed = min(run_melpipe(tiny, workers)["seconds"] for _ in range(2))
-    floor_files_per_s = (before + after) / 2
+    after = floor_of(folder, workers, limit)
+    print(f"floor again: {after['files_per_s']:.0f} files/s", flush=True)
+    # The fixed cost: the default command, which chooses where to run, as a user types it.
+    tiny_runs = [run_melpipe(tiny) for _ in range(3)]
+    fixed = min(r["seconds"] for r in tiny_runs)
+    # The coordinator beyond its fixed cost: against the same cluster on the few files.
+    small = min((run_melpipe(tiny, "--workers", str(workers)) for _ in range(2)),
+                key=lambda r: r["coordinator_cpu_s"])  # fmt: skip
+    floor_files_per_s = (before["files_per_s"] + after["files_per_s"]) / 2
     passes = ours["pass1_s"] + ours["pass2_s"]
+    extra_cpu = ours["coordinator_cpu_s"] - small["coordinator_cpu_s"]
     return {
         "workers": workers,
         "floor_files_per_s": floor_files_per_s,
         "floor_before_and_after": [before, after],
         "melpipe": {**ours, "files_per_s": n / ours["seconds"]},
         "fixed_s": fixed,
+        "fixed_ran_in_process": all(r["ran_in_process"] for r in tiny_runs),
+        "coordinator_us_per_file": 1e6 * extra_cpu / (n - TINY),
+        "coordinator_cpu_s": [small["coordinator_cpu_s"], ours["coordinator_cpu_s"]],
         "fraction_of_floor": n / ours["seconds"] / floor_files_per_s,
         "fraction_of_floor_per_pass": n / passes / floor_files_per_s,
         "fraction_of_floor_pass1": n / ours["pass1_s"] / floor_files_per_s,
@@ -304,8 +287,8 @@ TINY = 8  # files in the run that measures the fixed cost
 def report(r: dict) -> None:
     loop, second, cost = r["post_loop"], r["second_pass"], r["pass1_statistics"]
     print()
-    print(f"{r['files']} 1-second clips, {r['cores']} cores; the floor is that many "
-          "independent processes, measured before and after each run")  # fmt: skip
+    print(f"{r['files']} 1-second clips, {r['cores']} cores; the floor (bench/floor.py) is "
+          "that many independent processes, measured before and after each run")  # fmt: skip
     print(f"{'workers':>8}{'floor files/s':>15}{'melpipe files/s':>18}{'share':>7}"
           f"{'passes only':>13}{'pass 1 only':>13}{'peak RSS MiB':>14}")  # fmt: skip
     for run in r["runs"]:
@@ -320,8 +303,15 @@ def report(r: dict) -> None:
         print(
             f"--workers {run['workers']}: pass 1 {ours['pass1_s']:.2f} s, pass 2 "
             f"{ours['pass2_s']:.2f} s, outside the passes {ours['outside_passes_s']:.2f} s; "
-            f"fixed cost (the same command on {TINY} files) {run['fixed_s']:.2f} s; "
             f"{run['speedup']:.1f}x the post's loop"
+        )
+        print(
+            f"  fixed cost (`melpipe preprocess` on {TINY} files, "
+            f"{'in this process' if run['fixed_ran_in_process'] else 'on a local cluster'}): "
+            f"{run['fixed_s']:.2f} s; coordinator CPU beyond its fixed cost: "
+            f"{run['coordinator_us_per_file']:.0f} us per file "
+            f"({run['coordinator_cpu_s'][0]:.2f} s on {TINY} files, "
+            f"{run['coordinator_cpu_s'][1]:.2f} s on {r['files']})"
         )
     if len(r["runs"]) > 1:
         first, last = r["runs"][0], r["runs"][-1]

@@ -3,9 +3,11 @@
 For each size, generates that many tiny audio files (0.05 s, so that the run measures
 orchestration, not audio work), starts a scheduler and two workers with
 cluster/local's scripts, runs ``melpipe preprocess --scheduler`` as a separate client
-process, and samples the resident memory of every process. Reports per size: batches,
-Dask tasks, peak RSS of the client, the scheduler, the workers and all together, and
-wall time. Results also go to bench/results/scale.json.
+process, and samples the resident memory of every process and the CPU time of the
+client and the scheduler. Reports per size: batches, Dask tasks, peak RSS of the client,
+the scheduler, the workers and all together, wall time, and the coordinator's CPU;
+then, between the two largest sizes, the coordinator's CPU and memory per file. Results
+also go to bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ def tiny_dataset(n: int, workdir: Path) -> Path:
 
 
 class PeakRSS:
-    """Samples the resident memory of named processes (and their children) until stopped."""
+    """Samples the resident memory of named processes (and their children) until stopped,
+    and the CPU time of each named process itself (user and system, without children)."""
 
     def __init__(self, processes: dict[str, int]) -> None:
         self.pids = processes
         self.peak = dict.fromkeys(processes, 0)
         self.peak_total = 0
+        self.cpu = {name: _cpu(pid) for name, pid in processes.items()}  # at the start
+        self.cpu_end = dict(self.cpu)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -68,6 +73,7 @@ class PeakRSS:
             now = {name: self._rss(pid) for name, pid in self.pids.items()}
             for name, rss in now.items():
                 self.peak[name] = max(self.peak[name], rss)
+                self.cpu_end[name] = max(self.cpu_end[name], _cpu(self.pids[name]))
             self.peak_total = max(self.peak_total, sum(now.values()))
             time.sleep(0.1)
 
@@ -78,6 +84,14 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _cpu(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
 
 
 def start(script: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -151,7 +165,32 @@ def measure(n: int, root: Path, workdir: Path) -> dict:
         "workers_mib": (peaks.peak["worker0"] + peaks.peak["worker1"]) / MiB,
         "all_mib": peaks.peak_total / MiB,
         "seconds": wall,
+        # The coordinator: the client process and the scheduler, CPU seconds during the run.
+        "client_cpu_s": peaks.cpu_end["client"] - peaks.cpu["client"],
+        "scheduler_cpu_s": peaks.cpu_end["scheduler"] - peaks.cpu["scheduler"],
     }
+
+
+def coordinator_summary(smaller: dict, larger: dict) -> str:
+    """What the coordinator (client and scheduler) spends per file between two sizes:
+    CPU, and growth of their peak memory together. Each file is one clip here."""
+    files = larger["files"] - smaller["files"]
+
+    def cpu(row: dict) -> float:
+        return row["client_cpu_s"] + row["scheduler_cpu_s"]
+
+    def memory(row: dict) -> float:
+        return (row["client_mib"] + row["scheduler_mib"]) * MiB
+
+    per_file_us = 1e6 * (cpu(larger) - cpu(smaller)) / files
+    growth = (memory(larger) - memory(smaller)) / files
+    return (
+        f"coordinator from {smaller['files']} to {larger['files']} files: "
+        f"{per_file_us:.1f} us of CPU per file (client {larger['client_cpu_s']:.1f} s, "
+        f"scheduler {larger['scheduler_cpu_s']:.1f} s at {larger['files']}), so at most "
+        f"{1e6 / per_file_us if per_file_us > 0 else float('inf'):,.0f} files/s from one "
+        f"client; peak memory {growth:,.0f} bytes more per file"
+    )
 
 
 def main() -> None:
@@ -163,16 +202,19 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"{'files':>8} {'batches':>8} {'tasks':>7} {'client':>8} {'scheduler':>10} "
-          f"{'workers':>8} {'all':>8} {'seconds':>8}   (peak RSS in MiB)")  # fmt: skip
+          f"{'workers':>8} {'all':>8} {'seconds':>8} {'coord. CPU s':>13}"
+          "   (peak RSS in MiB)")  # fmt: skip
     for n in args.sizes:
         row = measure(n, args.workdir, workdir)
         rows.append(row)
         print(
             f"{row['files']:>8} {row['batches']:>8} {row['tasks']:>7} {row['client_mib']:>8.0f} "
             f"{row['scheduler_mib']:>10.0f} {row['workers_mib']:>8.0f} {row['all_mib']:>8.0f} "
-            f"{row['seconds']:>8.1f}",
+            f"{row['seconds']:>8.1f} {row['client_cpu_s'] + row['scheduler_cpu_s']:>13.2f}",
             flush=True,
         )
+    if len(rows) > 1:
+        print(coordinator_summary(rows[-2], rows[-1]))
     out = args.workdir / "bench" / "results" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -1,5 +1,5 @@
-"""Running a command as a benchmark does: wall time and the resident memory of its
-process tree, sampled every 50 ms."""
+"""Running a command as a benchmark does: wall time, the resident memory of its process
+tree and the CPU time of its own process, sampled every 50 ms."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ class Measured:
     seconds: float
     largest_child: int  # peak RSS in bytes of the largest process under the command
     tree: int  # peak RSS in bytes of the command and all its processes together
+    # CPU seconds (user and system) of the command's own process, without its children:
+    # for melpipe with a local cluster, the client and the scheduler it hosts. Sampled
+    # every 50 ms, so short by at most that.
+    own_cpu: float
 
 
 def run_measured(command: list[str]) -> Measured:
@@ -25,16 +29,18 @@ def run_measured(command: list[str]) -> Measured:
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks: dict[int, int] = {}
-    tree_peak = 0
+    tree_peak, own_cpu = 0, 0.0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal tree_peak
+        nonlocal tree_peak, own_cpu
         parent = psutil.Process(proc.pid)
         while not done.is_set():
             try:
                 tree = [parent, *parent.children(recursive=True)]
                 sizes = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
+                times = parent.cpu_times()
+                own_cpu = max(own_cpu, times.user + times.system)
             except psutil.Error:
                 sizes = {}
             for pid, rss in sizes.items():
@@ -52,4 +58,4 @@ def run_measured(command: list[str]) -> Measured:
         sys.exit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
     result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     children = [rss for pid, rss in peaks.items() if pid != proc.pid]
-    return Measured(result, seconds, max(children, default=0), tree_peak)
+    return Measured(result, seconds, max(children, default=0), tree_peak, own_cpu)
