@@ -112,9 +112,9 @@ def reference_image(logmel: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def assert_images_match(actual: np.ndarray, expected: np.ndarray, what: str = "images") -> None:
-    """The exactness users need of images made two ways (melpipe's float32 analysis and
-    librosa's float64, or two versions): every pixel within one level of the other, and
-    at least 99.9% of them equal."""
+    """The exactness users need of images made two ways (melpipe's analysis and
+    librosa's, or two versions): every pixel within one level of the other, and at least
+    99.9% of them equal."""
     assert actual.shape == expected.shape, what
     diff = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
     assert diff.max(initial=0) <= 1, f"{what}: a pixel differs by {diff.max()} levels"
@@ -127,7 +127,7 @@ _SHARES, _LEVEL_COUNTS = {"at_min", "at_max", "clipped_fraction"}, {"levels_99"}
 
 
 def assert_stats_match(actual: Any, expected: Any, key: str = "stats") -> None:
-    """Two stats attributes alike within the analysis's float32 rounding: statistics to
+    """Two stats attributes alike within float32 rounding: statistics to
     1e-5 relative (the percentiles to one bin of the histogram they are read from, which
     is their own resolution), shares of pixels to 0.1% of the pixels, and counts of
     levels to one."""
@@ -155,17 +155,15 @@ def assert_stats_match(actual: Any, expected: Any, key: str = "stats") -> None:
 
 
 def assert_arrays_match(actual: np.ndarray, expected: np.ndarray, name: str) -> None:
-    """A store's array against another version's within the analysis's float32 rounding:
+    """A store's array against another version's within float32 rounding:
     images as :func:`assert_images_match`; float32 values, which come from log-mels (a
-    clip's extrema), to 1e-3 in log units, a hundredth of a level at the default scale
-    (a clip's minimum is its faintest bin, whose power float32 holds least well, and
-    moved by up to 4e-4 in the tests' data); the per-clip counts of clipped pixels to
+    clip's extrema), to 1e-5 relative; the per-clip counts of clipped pixels to
     0.1% of a clip's pixels and the histogram's counts to 0.1% of all; the rest equal."""
     assert actual.shape == expected.shape, name
     if actual.dtype == np.uint8:
         assert_images_match(actual, expected, name)
     elif actual.dtype == np.float32:
-        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=name)
     elif name == "clipped":
         np.testing.assert_allclose(actual, expected, atol=1e-3 * IMAGE_PIXELS, err_msg=name)
     elif name == "histogram":

@@ -194,10 +194,10 @@ class DaskExecutor:
 
 # What choosing between this process and a new local cluster weighs, measured on 2 cores
 # (docs/benchmarks.md): a local cluster took 1.3 to 2.7 s to start and close, and a run
-# in one process 1.1 ms per one-second clip at 22,050 Hz, both passes, so about 50 ns per
+# in one process 1.4 ms per one-second clip at 22,050 Hz, both passes, so about 60 ns per
 # sample analysed.
 CLUSTER_SECONDS = 2.0
-SECONDS_PER_SAMPLE = 50e-9
+SECONDS_PER_SAMPLE = 60e-9
 
 
 def in_process_reason(work: Work, cores: int) -> str | None:

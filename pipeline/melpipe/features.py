@@ -1,16 +1,16 @@
 """Log-mel spectrograms and their inverse to audio, with librosa's names and conventions.
 
 ``log_mel`` is the pure heart of the pipeline: clips in, ``log(mel_power + eps)`` out,
-with ``librosa.feature.melspectrogram``'s framing, window, filter bank and power, computed
-in float32 on a whole batch at once. librosa transforms each frame in float64; float32
-halves the work, and its values agree with librosa's to about 1e-6 relative, which moves
-a pixel of a 256-level image only where its value lies that close to a rounding boundary
-(docs/design.md, "Float32 analysis", has the measurements). The filter bank is librosa's,
-bit for bit, built once per parameter set (librosa rebuilds it on every call) and applied
-block by block, since each FFT bin feeds at most two bands. ``log_mel_to_audio`` is the
-inverse by Griffin-Lim. Both take librosa's keywords (``sr``, ``n_fft``, ``hop_length``,
-``n_mels``, ``fmin``, ``fmax``); a :class:`~melpipe.config.SpectrogramConfig` gives them
-as ``config.librosa_kwargs``.
+with ``librosa.feature.melspectrogram``'s framing, window, filter bank and power, on a
+whole batch at once: each frame transformed in float64 as librosa does, everything after
+the power in float32 as librosa does it too, so the values agree with librosa's to about
+1e-6 in log units (docs/design.md, "Precision", has the measurements). The filter bank is
+librosa's, bit for bit, built once per parameter set (librosa rebuilds it on every call)
+and applied block by block, since each FFT bin feeds at most two bands, and the batch is
+transformed a few clips at a time. ``log_mel_to_audio`` is the inverse by Griffin-Lim.
+Both take librosa's keywords (``sr``, ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``,
+``fmax``); a :class:`~melpipe.config.SpectrogramConfig` gives them as
+``config.librosa_kwargs``.
 
 The filter bank and the window are librosa's and scipy's steps, written out here
 (``mel_filters``, ``_hann``) and tested equal to theirs bit for bit. The reason is
@@ -41,6 +41,9 @@ POWER: Final = 2.0
 MEL_HTK: Final = False
 MEL_NORM: Final = "slaney"
 EPS: Final = 1e-9
+# How the values are computed, in the plan of every store: an unfinished run resumes only
+# with the same, so that no store mixes values of two ways of computing them.
+ANALYSIS: Final = "float64 FFT, float32 power and mel product by blocks (melpipe 0.3)"
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,37 +111,31 @@ def _mel_blocks(
     return tuple(blocks)
 
 
-# Clips whose frames are transformed together: about this many bytes of frames, so that
-# the temporaries stay in cache and are reused by the allocator. Measured on 2 cores with
-# the defaults (178 kB of frames per clip): 5 clips at a time ran the analysis 1.5 times
-# faster than a batch of 64 at once, whose 11 MB arrays were page-faulted in on each call.
+# Clips whose frames are transformed together: about this many bytes of float32 frames,
+# so that the temporaries stay in cache and are reused by the allocator. Measured on 2
+# cores with the defaults (178 kB of frames per clip): 5 clips at a time ran the analysis
+# 1.5 times faster than a batch of 64 at once, whose 11 MB arrays were page-faulted in on
+# each call.
 _SPECTRUM_BYTES = 1 << 20
-
-
-@functools.lru_cache(maxsize=8)
-def _window(n: int) -> np.ndarray:
-    """The periodic Hann window, as scipy and librosa compute it in float64, in float32."""
-    window = _hann(n).astype(np.float32)
-    window.setflags(write=False)
-    return window
 
 
 def power_spectrum(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     """``abs(librosa.stft(y, n_fft, hop_length, window="hann", center=True,
-    pad_mode="constant")) ** 2`` in float32 for float32 clips (n_clips, n), laid out
+    pad_mode="constant")) ** 2`` for float32 clips (n_clips, n), in float32, laid out
     (n_clips, frames, 1 + n_fft // 2): the frames librosa makes (zeros of ``n_fft // 2``
-    samples either side, frames every ``hop_length`` samples from the first), each
-    windowed and transformed in float32 (librosa works in float64: the powers agree to
-    float32 rounding, see docs/design.md). Every frame is transformed alike, so a clip's
-    powers do not depend on the other clips of the batch."""
+    samples either side, frames every ``hop_length`` samples from the first), windowed
+    and transformed in float64 as librosa does, the power rounded once to float32. Every
+    frame is transformed alike, so a clip's powers do not depend on the other clips of the
+    batch. (A float32 transform would be 15% faster and moves quiet bins: see
+    docs/design.md, "Precision".)"""
     half = n_fft // 2
     padded = np.pad(y, [(0, 0), (half, half)], mode=PAD_MODE)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
-    spectrum = scipy.fft.rfft(frames * _window(n_fft), axis=-1)  # complex64 from float32
-    parts = spectrum.view(np.float32)  # real and imaginary parts, interleaved
-    power = np.square(parts[..., 0::2])
-    power += np.square(parts[..., 1::2])
-    return power
+    spectrum = scipy.fft.rfft(frames * _hann(n_fft), axis=-1)  # complex128
+    parts = spectrum.view(np.float64)  # real and imaginary parts, interleaved
+    squares = np.square(parts[..., 0::2])
+    squares += np.square(parts[..., 1::2])
+    return squares.astype(np.float32)
 
 
 def count_empty_mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> int:
@@ -191,7 +188,7 @@ def log_mel(
     np.ndarray [shape=(..., n_mels, 1 + n // hop_length)], float32
         ``log(mel_power + eps)`` with power 2, centred Hann frames and the Slaney mel
         scale and norm, as ``librosa.feature.melspectrogram`` gives them, to float32
-        rounding; each clip's values are the same in any batch. Samples far
+        rounding of the sums; each clip's values are the same in any batch. Samples far
         outside [-1, 1] can overflow the power to inf; the result is then not finite,
         and callers check for that.
     """

@@ -25,6 +25,7 @@ from melpipe.audio import BLOCK_FRAMES, WARMUP
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import Listing
 from melpipe.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
+from melpipe.features import ANALYSIS
 from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
 from melpipe.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
 
@@ -221,6 +222,7 @@ def make_plan(request: Request, found: Found) -> Plan:
         "used": used,
         "scratch": request.scratch,
         "stats_from": records.to_dict(source) if source else None,
+        "analysis": ANALYSIS,
     }
     base = source.stats.options if source else StatsOptions()
     options = dataclasses.replace(base, **request.options)
