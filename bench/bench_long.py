@@ -11,7 +11,9 @@ on the same files:
   throughputs, measured before and after the run and averaged;
 - ``melpipe preprocess --segments all --workers N`` end to end, cluster start-up
   included, in clips/s and hours of audio per second, as a share of the floor;
-- the peak resident memory of each worker process, and of the whole process tree.
+- the peak resident memory of each worker process, and of the whole process tree;
+- the coordinator's CPU (the command's own process: the client and its local cluster's
+  scheduler), in all and per clip, its fixed cost included.
 
 Results also go to bench/results/long.json.
 """
@@ -113,6 +115,8 @@ def main() -> None:
             "laps": seconds_line,
             "peak_rss_per_worker_mib": measured.largest_child / 2**20,
             "peak_rss_tree_mib": measured.tree / 2**20,
+            # The command's own process: the client and its local cluster's scheduler.
+            "coordinator_cpu_s": measured.own_cpu,
         },
     }
     results["fraction_of_floor"] = results["melpipe"]["clips_per_s"] / base["clips_per_s"]
@@ -139,6 +143,10 @@ def report(r: dict) -> None:
     print(
         f"peak RSS: {ours['peak_rss_per_worker_mib']:.0f} MiB in the largest worker, "
         f"{ours['peak_rss_tree_mib']:.0f} MiB for the whole process tree"
+    )
+    print(
+        f"coordinator CPU: {ours['coordinator_cpu_s']:.2f} s, "
+        f"{1e6 * ours['coordinator_cpu_s'] / ours['clips']:.0f} us per clip with its fixed cost"
     )
 
 

@@ -217,8 +217,8 @@ def in_process_reason(work: Work, cores: int) -> str | None:
 
 
 class AutoExecutor:
-    """Where a run's tasks go when nothing says: in this process for a small run, whose
-    time a new local cluster's start would more than double, and on a local cluster of
+    """Where a run's tasks go when nothing says: in this process for a small run, where a
+    new local cluster would cost more to start than it saves, and on a local cluster of
     ``workers`` processes (default one per core) otherwise. It chooses in :meth:`expect`,
     once the run knows its work (:func:`in_process_reason`), and says which and why; tasks
     submitted before that, the headers of fewer files than would start a cluster, run in
@@ -238,7 +238,7 @@ class AutoExecutor:
 
     @property
     def chosen(self) -> str | None:
-        """ "process" or "cluster" once chosen."""
+        """Where the tasks run once chosen: "process" or "cluster"."""
         if self._chosen is None:
             return None
         return "process" if isinstance(self._chosen, LoopExecutor) else "cluster"

@@ -262,9 +262,10 @@ class _Run:
             counts = Counts(len(self.paths), int(found.decoded.sum()), len(found.chosen))
             store.finish(claim, dataclasses.replace(attrs, status="complete", stats=record,
                                                     counts=counts))  # fmt: skip
-        return RunReport(request.output, plan.action, counts, record,
-                         found.failures(self.paths), self.clock.laps, self.found.listing.skipped,
-                         self.executor.n_tasks, found.quiet(self.paths))  # fmt: skip
+        return RunReport(output=request.output, action=plan.action, counts=counts, stats=record,
+                         failures=found.failures(self.paths), seconds=self.clock.laps,
+                         skipped=self.found.listing.skipped, n_tasks=self.executor.n_tasks,
+                         quiet=found.quiet(self.paths))  # fmt: skip
 
     def _windows(self) -> tuple[Windows, Sequence[FileInfo] | None]:
         """The windows to analyse: one per file, or, with ``--segments all``, every
