@@ -4,6 +4,7 @@ and ways to stop a run part-way. Test files import from here, never from each ot
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -174,7 +175,8 @@ def assert_arrays_match(actual: np.ndarray, expected: np.ndarray, name: str) -> 
         np.testing.assert_array_equal(actual, expected, err_msg=name)
 
 
-IMAGE_PIXELS = 128 * 87  # of the default image: the largest that the tests compare
+# Pixels of the default image, the largest that the tests compare.
+IMAGE_PIXELS = math.prod(SpectrogramConfig.from_options().image_shape)
 
 
 def read_all(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:
