@@ -60,6 +60,18 @@ def test_takes_librosas_keywords_and_defaults_fmax_to_nyquist(rng):
     np.testing.assert_allclose(ours, np.log(mel + 1e-9), rtol=1e-5, atol=1e-5)
 
 
+def test_an_odd_window_gives_librosas_frames_when_the_clip_is_a_whole_number_of_hops(rng):
+    y = rng.standard_normal(1024).astype(np.float32)  # 8 hops of 128
+    ours = log_mel(y, sr=8000, n_fft=255, hop_length=128, n_mels=20)
+    mel = librosa.feature.melspectrogram(y=y, sr=8000, n_fft=255, hop_length=128, n_mels=20)
+    np.testing.assert_allclose(ours, np.log(mel + 1e-9), rtol=1e-5, atol=1e-5)
+    assert ours.shape[-1] == 8
+    config = SpectrogramConfig.from_options(sample_rate=8000, hop_length=128, n_fft=255,
+                                            n_mels=20, frames=8)  # fmt: skip
+    clip = np.zeros(config.n_samples, np.float32)
+    assert config.n_frames == log_mel(clip, **config.librosa_kwargs).shape[-1] == 8
+
+
 def test_batch_equals_one_at_a_time(rng):
     kwargs = CONFIGS[0].librosa_kwargs
     clips = rng.standard_normal((13, CONFIGS[0].n_samples)).astype(np.float32)

@@ -254,7 +254,10 @@ class SpectrogramConfig:
             hop_length = _positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
             if _positive_int("frames", frames) < 2:
                 raise ConfigError("Expected `frames` >= 2, since one frame is no clip.")
-            given["n_samples"] = (frames - 1) * hop_length
+            # An odd window pads one sample less than it spans: one more sample keeps the
+            # last frame (features.n_frames_of).
+            odd = given["n_fft"] % 2 if isinstance(given.get("n_fft"), int) else 0
+            given["n_samples"] = (frames - 1) * hop_length + odd
         elif duration is not None:
             seconds = _finite_float("duration", duration)
             if seconds <= 0:
@@ -276,7 +279,7 @@ class SpectrogramConfig:
     @property
     def n_frames(self) -> int:
         """Number of frames per clip (centred frames, as librosa counts them)."""
-        return 1 + self.n_samples // self.hop_length
+        return features.n_frames_of(self.n_samples, n_fft=self.n_fft, hop_length=self.hop_length)
 
     @property
     def log_floor(self) -> float:

@@ -119,6 +119,13 @@ def _mel_blocks(
 _SPECTRUM_BYTES = 1 << 20
 
 
+def n_frames_of(n: int, *, n_fft: int, hop_length: int) -> int:
+    """Frames of a signal of ``n`` samples, as librosa's centred STFT makes them: one every
+    ``hop_length`` samples across the signal padded with ``n_fft // 2`` either side
+    (``1 + n // hop_length`` for an even ``n_fft``)."""
+    return 1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length
+
+
 def power_spectrum(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     """``abs(librosa.stft(y, n_fft, hop_length, window="hann", center=True,
     pad_mode="constant")) ** 2`` for float32 clips (n_clips, n), in float32, laid out
@@ -185,7 +192,7 @@ def log_mel(
 
     Returns
     -------
-    np.ndarray [shape=(..., n_mels, 1 + n // hop_length)], float32
+    np.ndarray [shape=(..., n_mels, n_frames_of(n, ...))], float32
         ``log(mel_power + eps)`` with power 2, centred Hann frames and the Slaney mel
         scale and norm, as ``librosa.feature.melspectrogram`` gives them, to float32
         rounding of the sums; each clip's values are the same in any batch. Samples far
@@ -193,7 +200,7 @@ def log_mel(
         and callers check for that.
     """
     y = np.asarray(y, dtype=np.float32)
-    n_frames = 1 + y.shape[-1] // hop_length
+    n_frames = n_frames_of(y.shape[-1], n_fft=n_fft, hop_length=hop_length)
     if y.size == 0:  # a batch whose files all failed; librosa divides by zero on it
         return np.empty((*y.shape[:-1], n_mels, n_frames), dtype=np.float32)
     clips = y.reshape(-1, y.shape[-1])
