@@ -100,6 +100,12 @@ class Request:
     scratch: bool = True
     overwrite: bool = False
 
+    @property
+    def in_memory(self) -> str | None:
+        """The input or the output if it lives in this process's memory (``memory://``),
+        which only tasks run in this process can see."""
+        return next((u for u in (self.input, self.output) if u.startswith("memory://")), None)
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -266,10 +272,10 @@ def _check_locations(request: Request, found: Found) -> None:
             f"Output {request.output!r} is the input folder or holds it; a store there could "
             "delete the audio. Choose an OUTPUT outside INPUT."
         )
-    in_memory = [u for u in (request.input, request.output) if u.startswith("memory://")]
-    if in_memory and not found.resources.in_client:
+    in_memory = request.in_memory
+    if in_memory is not None and not found.resources.in_client:
         raise ConfigError(
-            f"{in_memory[0]!r} lives in this process's memory, which worker processes cannot "
+            f"{in_memory!r} lives in this process's memory, which worker processes cannot "
             "see. Use a path or object storage, or run with `scheduler='sync'`."
         )
 

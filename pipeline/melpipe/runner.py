@@ -271,10 +271,8 @@ class _Run:
         """The windows to analyse: one per file, or, with ``--segments all``, every
         window of each file's length as its header gives it (read as tasks). The executor
         hears of them as soon as they are known (or, before the survey, their least)."""
-        request = self.request
-        in_memory = any(u.startswith("memory://") for u in (request.input, request.output))
         work = functools.partial(Work, samples_per_window=self.config.n_samples,
-                                 in_memory=in_memory)  # fmt: skip
+                                 in_memory=self.request.in_memory is not None)  # fmt: skip
         if self.config.segments == "first":
             windows = Windows.first_of_each(len(self.paths))
             self.executor.expect(work(len(windows)))
