@@ -36,6 +36,7 @@ test: $(STAMP)
 bench: $(STAMP) bench-read bench-scale
 	$(BIN)/python -m bench.bench_preprocess $(BENCH_PREPROCESS_ARGS)
 	$(BIN)/python -m bench.bench_long $(BENCH_LONG_ARGS)
+	$(BIN)/python -m bench.bench_presets $(BENCH_PRESETS_ARGS)
 
 bench-read: $(STAMP)
 	$(BIN)/python bench/bench_read.py $(BENCH_READ_ARGS)

@@ -35,14 +35,19 @@ EPS = np.float32(1e-9)
 
 
 class Kernel:
-    """The analysis of batches of clips of ``n_samples`` at ``rate``."""
+    """The analysis of batches of clips of ``n_samples`` at ``rate``; ``n_mels=0`` for a
+    linear spectrum (no filter bank)."""
 
     def __init__(self, rate: int, hop: int, n_fft: int, n_mels: int, n_samples: int) -> None:
         self.rate, self.hop, self.n_fft, self.n_samples = rate, hop, n_fft, n_samples
         self.audio_s = 0.0  # seconds of audio decoded so far
         self.window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
-        self.bank_t = np.ascontiguousarray(
-            librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, dtype=np.float32).T
+        self.bank_t = (
+            np.ascontiguousarray(
+                librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, dtype=np.float32).T
+            )
+            if n_mels
+            else None
         )
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
@@ -51,6 +56,8 @@ class Kernel:
         frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=-1)
         spectrum = scipy.fft.rfft(frames[:, :: self.hop] * self.window, axis=-1)
         power = spectrum.real**2 + spectrum.imag**2
+        if self.bank_t is None:
+            return np.log(power + EPS)  # (clips, frames, bins)
         return np.log(power @ self.bank_t + EPS)  # (clips, frames, mels)
 
     def clip(self, path: str) -> np.ndarray:

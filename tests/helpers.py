@@ -46,7 +46,7 @@ BROKEN_FILES = [
 ARRAYS = (
     "images", "file_index", "start", "start_sample", "clip_min", "clip_max", "level_db",
     "clipped", "path", "decoded", "error", "duration", "sample_rate", "channels", "n_clips",
-    "first_clip", "audio_frames", "histogram",
+    "first_clip", "audio_frames", "histogram", "peak",
 )  # fmt: skip
 
 
@@ -307,6 +307,7 @@ def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> 
         "duration": np.where(decoded, n_clips * config.n_samples / config.sample_rate, np.nan),
         "sample_rate": np.where(decoded, 44100, 0),
         "channels": np.where(decoded, 2, 0),
+        "peak": np.where(decoded, rng.uniform(0.1, 1.0, n_files), np.nan),
         "n_clips": n_clips,
         "first_clip": np.cumsum(n_clips) - n_clips,
     }

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
+import math
 import os
 import subprocess
 import sys
@@ -55,6 +57,22 @@ WINDOWED = {
     "hop-min-level": ["--segments", "all", "--duration", "0.4", "--segment-hop", "0.3",
                       "--min-level-db", "-30", "--tail", "drop", "--stats", "percentile"],
 }  # fmt: skip
+
+
+# New in format 7 (melpipe 0.4, the presets): each file's peak, and the analysis's
+# conventions as parameters; a store made with the post's preset holds what these say.
+NEW_ARRAYS = {"peak": np.nan}
+NEW_CONFIG = {"preset": "post", "spectrum": "mel", "stft_eps": 0.0, "padding": "center",
+              "drop_nyquist": False, "log": "add", "peak_normalize": None}  # fmt: skip
+
+
+def assert_new_config_keys_are_the_posts(after: dict, before: dict) -> None:
+    """Every key of the earlier config is there with its value; the new ones hold the
+    post's conventions (the window as long as the FFT, as many bands as mels)."""
+    assert {k: after[k] for k in before} == dict(before)
+    new = {k: after[k] for k in after if k not in before}
+    expected = {**NEW_CONFIG, "win_length": before["n_fft"], "n_bands": before["n_mels"]}
+    assert new == expected
 
 
 def unpack(commit: str, folder: Path) -> Path:
@@ -110,14 +128,21 @@ def test_contents_equal_those_specpipe_wrote_as_format_5(format_5, dataset, tmp_
     assert (before.attrs["format"], before.attrs["format_version"]) == ("specpipe", 5)
     assert (after.attrs["format"], after.attrs["format_version"]) == (FORMAT, FORMAT_VERSION)
     for spec in ARRAYS:
+        if spec.name in NEW_ARRAYS:
+            continue
         assert_arrays_match(after[spec.name][:], before[spec.name][:], spec.name)
         assert after[spec.name].chunks == before[spec.name].chunks, spec.name
-    for key in ("config", "counts", "image", "skipped"):
+    assert_new_config_keys_are_the_posts(after.attrs["config"], before.attrs["config"])
+    for key in ("counts", "image", "skipped"):
         assert after.attrs[key] == before.attrs[key], key
-    assert_stats_match(after.attrs["stats"], before.attrs["stats"])
+    stats = json.loads(json.dumps(after.attrs["stats"]))
+    # New in format 7: decibels per log unit, of power for the post's features.
+    assert stats["pixels"].pop("db_per_unit") == 10 / math.log(10)
+    assert_stats_match(stats, before.attrs["stats"])
     plan = dict(after.attrs["plan"])
     assert plan.pop("analysis") == ANALYSIS  # new in 0.3: a run resumes only with the same
     assert plan == dict(before.attrs["plan"])
+    assert np.isnan(after["peak"][:]).all()  # measured only with peak_normalize
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -146,9 +171,8 @@ def test_contents_equal_those_the_format_3_wrote(format_3, dataset, tmp_path, ca
     for name in ("mean", "extrema", "clipped_fraction"):
         assert_stats_match(after.attrs["stats"][name], before.attrs["stats"][name], name)
     segments = {"segments", "segment_hop", "tail", "max_clips_per_file", "select", "min_level_db"}
-    assert {k: v for k, v in after.attrs["config"].items() if k not in segments} == dict(
-        before.attrs["config"]
-    )
+    config = {k: v for k, v in after.attrs["config"].items() if k not in segments}
+    assert_new_config_keys_are_the_posts(config, before.attrs["config"])
 
 
 def test_a_store_of_the_former_name_is_refused_in_one_line_saying_what_to_run(

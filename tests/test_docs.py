@@ -9,7 +9,11 @@ data/demo.zarr, and .venv, here a link to the environment running the tests):
   folder; the benchmarks run at a size that takes seconds, not minutes. ``make test`` is
   not run here: it is this very run (``.ci/run`` runs it); a target that two pages show
   runs once.
-- ``python`` blocks run in a fresh namespace; ``pycon`` blocks run as doctests.
+- ``python`` blocks run in a fresh namespace; ``pycon`` blocks run as doctests. A
+  ``python`` block that begins ``# Not run as written`` loads a public checkpoint: it
+  runs with its ``# checkpoint`` lines replaced by a small randomly initialised
+  generator of the vocoder's interface, its ``# package`` lines left out, and the
+  audio's shape checked against its comment.
 
 The schema's arrays must also be the ones docs/store-format.md lists.
 """
@@ -24,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from melpipe.schema import ARRAYS, RUN_STATE
@@ -36,17 +41,23 @@ VENV = Path(sys.prefix)
 BENCH_ARGS = {
     "BENCH_PREPROCESS_ARGS": "--files 96",
     "BENCH_LONG_ARGS": "--minutes 0.5",
+    "BENCH_PRESETS_ARGS": "--seconds 0.02",
     "BENCH_READ_ARGS": "--count 96 --passes 1 --epochs 1",
     "BENCH_SCALE_ARGS": "--sizes 50",
     "BENCH_STATS_ARGS": "--count 2",
 }
 
 
-def blocks(kind: str) -> list[tuple[str, str]]:
+NOT_RUN = "# Not run as written"
+
+
+def blocks(kind: str, *, checkpoints: bool = False) -> list[tuple[str, str]]:
+    """The blocks of one kind on every page; for ``python``, those that load a public
+    checkpoint only with ``checkpoints``, and only those."""
     found = []
     for page in PAGES:
         for n, (lang, code) in enumerate(BLOCK.findall(page.read_text())):
-            if lang == kind:
+            if lang == kind and (kind != "python" or code.startswith(NOT_RUN) == checkpoints):
                 found.append((f"{page.relative_to(REPO)}#{n}", code))
     return found
 
@@ -101,12 +112,91 @@ def run_console(code: str, folder: Path) -> None:
 @pytest.mark.parametrize(("where", "code"), blocks("console"), ids=lambda x: x if "#" in x else "")
 def test_console_blocks_run(clone, where, code):
     run_console(code, clone)
+    _RAN.add((clone, where))
+
+
+# Console blocks that ran and passed in this session's clone.
+_RAN: set[tuple[Path, str]] = set()
 
 
 @pytest.mark.parametrize(("where", "code"), blocks("python"), ids=lambda x: x if "#" in x else "")
 def test_python_blocks_run(clone, monkeypatch, where, code):
     monkeypatch.chdir(clone)
     exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+
+
+class TinyGenerator:
+    """A vocoder of the interface the pages' blocks use, randomly initialised and small:
+    mels (batch, bands, frames) to audio (batch, 1, frames * hop), with weight norm to
+    remove, ``eval``, and Vocos's ``decode`` (batch, (frames - 1) * hop: its centred
+    inverse STFT)."""
+
+    def __init__(self, n_bands: int, hop: int) -> None:
+        import torch
+
+        parametrizations = torch.nn.utils.parametrizations
+        torch.manual_seed(0)
+        self.hop = hop
+        self.net = torch.nn.Sequential(
+            parametrizations.weight_norm(torch.nn.Conv1d(n_bands, 8, 7, padding=3)),
+            torch.nn.LeakyReLU(0.1),
+            parametrizations.weight_norm(torch.nn.ConvTranspose1d(8, 1, hop, stride=hop)),
+            torch.nn.Tanh(),
+        )
+
+    def remove_weight_norm(self) -> None:
+        import torch
+
+        for layer in (self.net[0], self.net[2]):
+            torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")
+
+    def eval(self) -> TinyGenerator:
+        self.net.eval()
+        return self
+
+    def __call__(self, mel):
+        return self.net(mel)
+
+    def decode(self, mel):
+        return self(mel)[:, 0, : (mel.shape[-1] - 1) * self.hop]
+
+
+def with_tiny_generator(code: str) -> str:
+    """A block with its ``# checkpoint`` lines replaced by one that makes the vocoder a
+    TinyGenerator for the store's bands and hop, and its ``# package`` lines left out."""
+    lines, replaced = [], False
+    for line in code.splitlines():
+        if line.endswith("# package"):
+            continue
+        if line.endswith("# checkpoint"):
+            if not replaced:
+                lines.append(
+                    "vocoder = TinyGenerator(store.config.n_bands, store.config.hop_length)"
+                )
+                replaced = True
+            continue
+        lines.append(line)
+    assert replaced, "a block that loads a checkpoint marks the lines that do"
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("where", "code"), blocks("python", checkpoints=True), ids=lambda x: x if "#" in x else ""
+)
+def test_vocoder_blocks_run_with_a_random_generator_of_their_interface(
+    clone, monkeypatch, where, code
+):
+    monkeypatch.chdir(clone)
+    page = where.split("#")[0]
+    for made, console in blocks("console"):  # the stores the page makes before them
+        if made.startswith(page) and "--preset" in console and (clone, made) not in _RAN:
+            run_console(console, clone)
+            _RAN.add((clone, made))
+    namespace = {"__name__": "__docs__", "TinyGenerator": TinyGenerator}
+    exec(compile(with_tiny_generator(code), where, "exec"), namespace)
+    (shape,) = re.findall(r"audio = .*# \((\d+), (\d+)\)", code)
+    assert namespace["audio"].shape == tuple(map(int, shape))
+    assert np.isfinite(namespace["audio"]).all()
 
 
 @pytest.mark.parametrize(("where", "code"), blocks("pycon"), ids=lambda x: x if "#" in x else "")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from melpipe.config import SpectrogramConfig
 from melpipe.features import (
+    Analysis,
     _mel_blocks,
     count_empty_mel_filters,
     log_mel,
@@ -102,14 +103,24 @@ def test_filter_bank_is_built_once_and_read_only():
 
 def filter_banks(rates: list[int], max_fft: int) -> st.SearchStrategy[dict]:
     """Keyword arguments of a filter bank: any rate of ``rates``, window and band count,
-    and a band range from anywhere in the lower half to anywhere in the upper."""
+    a band range from anywhere in the lower half to anywhere in the upper, either mel
+    scale and either norm."""
 
-    def bank(sr: int, n_fft: int, n_mels: int, fmin_share: float, fmax_share: float) -> dict:
-        return {"sr": sr, "n_fft": n_fft, "n_mels": n_mels,
-                "fmin": fmin_share * sr / 2, "fmax": fmax_share * sr / 2}  # fmt: skip
+    def bank(sr, n_fft, n_mels, fmin_share, fmax_share, htk, norm) -> dict:
+        return {"sr": sr, "n_fft": n_fft, "n_mels": n_mels, "fmin": fmin_share * sr / 2,
+                "fmax": fmax_share * sr / 2, "htk": htk, "norm": norm}  # fmt: skip
 
     return st.builds(bank, st.sampled_from(rates), st.integers(16, max_fft),
-                     st.integers(1, 160), st.floats(0, 0.5), st.floats(0.55, 1.0))  # fmt: skip
+                     st.integers(1, 160), st.floats(0, 0.5), st.floats(0.55, 1.0),
+                     st.booleans(), st.sampled_from(["slaney", "none"]))  # fmt: skip
+
+
+def librosa_bank(kwargs: dict) -> np.ndarray:
+    """``librosa.filters.mel`` of these keywords (norm "none" is librosa's None)."""
+    norm = None if kwargs["norm"] == "none" else kwargs["norm"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa's, for empty filters
+        return librosa.filters.mel(**{**kwargs, "norm": norm}, dtype=np.float32)
 
 
 @settings(max_examples=300, deadline=None)
@@ -118,7 +129,8 @@ def test_empty_filters_are_counted_as_librosa_builds_them(kwargs):
     """Counted without building the filter bank, which can be gigabytes: the count must be
     exactly what the real filter bank shows."""
     expected = int((mel_filters(**kwargs).max(axis=1) == 0).sum())
-    assert count_empty_mel_filters(**kwargs) == expected
+    counted = {k: v for k, v in kwargs.items() if k != "norm"}  # a norm empties no filter
+    assert count_empty_mel_filters(**counted) == expected
 
 
 ALL_RATES = [8000, 16000, 22050, 44100, 48000]
@@ -127,10 +139,7 @@ ALL_RATES = [8000, 16000, 22050, 44100, 48000]
 @settings(max_examples=200, deadline=None)
 @given(kwargs=filter_banks(ALL_RATES, max_fft=4096))
 def test_filter_bank_equals_librosas_bit_for_bit(kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # librosa's, for empty filters
-        expected = librosa.filters.mel(**kwargs, htk=False, norm="slaney", dtype=np.float32)
-    np.testing.assert_array_equal(mel_filters(**kwargs), expected, strict=True)
+    np.testing.assert_array_equal(mel_filters(**kwargs), librosa_bank(kwargs), strict=True)
 
 
 @settings(max_examples=150, deadline=None)
@@ -153,7 +162,7 @@ def test_power_spectrum_is_librosas_to_float32_rounding(seed, n_fft, hop_share, 
             y, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant"
         )
     expected = (np.abs(stft.astype(np.complex128)) ** 2).transpose(0, 2, 1)
-    ours = power_spectrum(y, n_fft=n_fft, hop_length=hop)
+    ours = power_spectrum(y, Analysis(sr=8000, n_fft=n_fft, hop_length=hop, win_length=n_fft))
     assert ours.shape == expected.shape and ours.dtype == np.float32
     # librosa rounds the real and imaginary parts to float32, melpipe the power.
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-30)
@@ -174,7 +183,7 @@ def test_log_mel_of_a_batch_is_the_dense_product_in_float32(rng):
     """Blocks and sub-batches change which zeros are multiplied, never the sums."""
     kwargs = CONFIGS[1].librosa_kwargs
     clips = (rng.standard_normal((13, CONFIGS[1].n_samples)) * 0.3).astype(np.float32)
-    power = power_spectrum(clips, n_fft=kwargs["n_fft"], hop_length=kwargs["hop_length"])
+    power = power_spectrum(clips, CONFIGS[1].analysis)
     filters = mel_filters(sr=16000, n_fft=400, n_mels=80, fmin=20, fmax=7600)
     dense = np.log(np.einsum("mb,cfb->cmf", filters.astype(np.float64), power) + 1e-9)
     np.testing.assert_allclose(log_mel(clips, **kwargs), dense, rtol=1e-6, atol=1e-6)

@@ -13,6 +13,7 @@ rates' common grid, so that the resampler's filter has seen what it sees in the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -79,6 +80,7 @@ class FileInfo:
     error: str = ""
     size: int = 0  # bytes, and when last modified (seconds since 1970), where known:
     modified: float = 0.0  # pass 2 checks that a file it decodes again is the same
+    peak: float = math.nan  # the greatest |sample| at the store's rate, where measured
 
     @classmethod
     def of(cls, f: sf.SoundFile, size: int = 0, modified: float = 0.0) -> FileInfo:
@@ -102,17 +104,22 @@ class FileInfo:
         return f"{bits}-bit" if bits else "compressed"
 
 
-def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInfo:
+def read_header(
+    path: str | os.PathLike[str], *, whole: bool = False, peak_at: int | None = None
+) -> FileInfo:
     """The header of one file; a failure is recorded in the result, never raised.
 
     ``whole``: also check that the file holds the last frame its header declares, for a
-    run that lays out windows over the whole length (:func:`check_length`).
+    run that lays out windows over the whole length (:func:`check_length`). ``peak_at``:
+    also measure the file's peak at that sample rate (:func:`peak_of`).
     """
     try:
         with open_audio(path) as (f, _):
             if whole:
                 check_length(f)
-            return FileInfo.of(f)
+            if peak_at is None:
+                return FileInfo.of(f)
+            return dataclasses.replace(FileInfo.of(f), peak=peak_of(f, peak_at))
     except Exception as exc:  # one unreadable file is a finding, not a reason to stop
         if transient(exc):  # unless it is the storage's: that says nothing of the file
             raise
@@ -262,6 +269,18 @@ def read_windows(
                 e = min(s + n_samples, end)
                 clips[i, : max(e - s, 0)] = signal[s - first : e - first]
     return clips, header
+
+
+def peak_of(f: sf.SoundFile, sample_rate: int) -> float:
+    """The greatest absolute sample of the whole file, mono at ``sample_rate``: decoded
+    span by span as the windows are (:func:`_decode`), so that it is the peak of exactly
+    the samples the windows hold, and never more than a span is held."""
+    n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
+    peak = 0.0
+    for lo in range(0, n_audio, SPAN):
+        signal = _decode(f, lo, min(lo + SPAN, n_audio), sample_rate)
+        peak = max(peak, float(np.abs(signal).max(initial=0.0)))
+    return peak
 
 
 def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:

@@ -28,6 +28,7 @@ from melpipe import config as defaults
 from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
 from melpipe.plan import DEFAULT_BATCH_SIZE
+from melpipe.presets import PRESET_NAMES
 from melpipe.retries import transient, unreachable
 from melpipe.stats import STATS_NAMES, Figures, GlobalStats
 
@@ -223,9 +224,82 @@ def _segment_options(command: Any) -> Any:
     return command
 
 
+def _analysis_options(command: Any) -> Any:
+    """The options of the analysis beyond the STFT and mel sizes: a preset, and each
+    convention a preset sets (docs/cli.md, "Presets")."""
+    from melpipe import features
+
+    # long because: one option per convention, read as a table of them
+    options = [
+        click.option(
+            "--preset",
+            type=click.Choice(PRESET_NAMES),
+            help="Features of a model or vocoder; every option given beside it wins.  "
+            "[default: post]",
+        ),
+        click.option(
+            "--spectrum",
+            type=click.Choice(features.SPECTRA),
+            help="Mel bands, or the FFT's linear frequency bins.  [default: mel]",
+        ),
+        click.option(
+            "--power", type=click.Choice(["1", "2"]), help="1: magnitude, 2: power.  [default: 2]"
+        ),
+        click.option("--win-length", type=int, help="Window length.  [default: n_fft]"),
+        click.option(
+            "--padding",
+            type=click.Choice(features.PADDINGS),
+            help="center: librosa's centred frames; same: (n_fft - hop) / 2 reflected "
+            "samples each side; end: frames from sample 0, zeros appended.  [default: center]",
+        ),
+        click.option(
+            "--pad-mode",
+            type=click.Choice(features.PAD_MODES),
+            help="What pads centred frames.  [default: constant]",
+        ),
+        click.option(
+            "--mel-htk/--no-mel-htk",
+            default=None,
+            help="HTK's mel scale instead of Slaney's.  [default: no]",
+        ),
+        click.option(
+            "--mel-norm",
+            type=click.Choice(features.MEL_NORMS),
+            help="Slaney's area norm of the filters, or none.  [default: slaney]",
+        ),
+        click.option(
+            "--drop-nyquist/--keep-nyquist",
+            default=None,
+            help="Leave out the last bin of a linear spectrum.  [default: keep]",
+        ),
+        click.option(
+            "--log",
+            type=click.Choice(features.LOGS),
+            help="add: log(x + eps); clamp: log(max(x, eps)).  [default: add]",
+        ),
+        click.option("--eps", type=float, help="The log's epsilon.  [default: 1e-9]"),
+        click.option(
+            "--stft-eps",
+            type=float,
+            help="Added to re^2 + im^2 before the power (HiFi-GAN's 1e-9).  [default: 0]",
+        ),
+        click.option(
+            "--peak-normalize",
+            metavar="PEAK|none",
+            help="Scale each file so that its peak is PEAK first (HiFi-GAN's 0.95).  "
+            "[default: none]",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 _CONFIG_OPTIONS = (
     "sample_rate", "n_mels", "hop_length", "n_fft", "fmin", "fmax", "duration", "frames",
     "segments", "segment_hop", "tail", "max_clips_per_file", "select", "min_level_db",
+    "preset", "spectrum", "power", "win_length", "padding", "pad_mode", "mel_htk", "mel_norm",
+    "drop_nyquist", "log", "eps", "stft_eps", "peak_normalize",
 )  # fmt: skip
 
 
@@ -248,12 +322,13 @@ _CONFIG_OPTIONS = (
     "--duration", type=float, help=f"Clip length in seconds.  [default: {defaults.DURATION:g}]"
 )
 @click.option("--frames", type=int, help="Clip length in frames, instead of --duration.")
+@_analysis_options
 @_segment_options
 @click.option(
     "--stats",
     type=click.Choice(STATS_NAMES),
     help="Statistics that scale the images; all are computed and recorded.  "
-    "[default: mean, or --stats-from's]",
+    "[default: the preset's (mean for post), or --stats-from's]",
 )
 @click.option(
     "--percentiles",
@@ -407,6 +482,11 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
     "--duration", type=float, help=f"Clip length in seconds.  [default: {defaults.DURATION:g}]"
 )
 @click.option("--frames", type=int, help="Clip length in frames, instead of --duration.")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    help="The preset whose rate and clip length to count with.  [default: post]",
+)
 @_segment_options
 def scan(input_dir: str, **options: Any) -> None:
     """Report what INPUT holds, from file headers, and how many clips preprocess
@@ -476,7 +556,8 @@ def info(store_path: str, max_failures: int) -> None:
         f"the files that decoded, of which the clips hold {_coverage(reader):.1%}"
     )
     click.echo(
-        f"  images uint8 {config.n_mels} x {config.n_frames} (mels x frames), "
+        f"  images uint8 {config.n_bands} x {config.n_frames} ({config.spectrum} bands x "
+        f"frames, preset {config.preset}), "
         f"{reader.chunk_length} clips per chunk"
     )
     click.echo(f"  size on disk {reader.size_on_disk() / 2**20:.2f} MiB")

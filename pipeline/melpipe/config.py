@@ -18,6 +18,7 @@ import numpy as np
 
 from melpipe import audio, features, records
 from melpipe.errors import ConfigError
+from melpipe.presets import PRESET_NAMES, PRESETS
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 256
@@ -45,6 +46,55 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"Expected `{name}` to be one of {', '.join(choices)}. Got {value!r}.")
     return str(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"Expected `{name}` to be True or False. Got {value!r} instead.")
+    return bool(value)
+
+
+def _bank(
+    spectrum: str,
+    sample_rate: int,
+    n_mels: Any,
+    fmin: Any,
+    fmax: Any,
+    mel_htk: Any,
+    mel_norm: Any,
+) -> dict[str, Any]:
+    """The filter bank's parameters, checked: defaults for a mel spectrum, and none at all
+    for a linear one, which refuses any that is given."""
+    given = {"n_mels": n_mels, "fmin": fmin, "fmax": fmax, "mel_htk": mel_htk,
+             "mel_norm": mel_norm}  # fmt: skip
+    if spectrum == "linear":
+        named = [f"`{k}`" for k, v in given.items() if v is not None]
+        if named:
+            raise ConfigError(
+                f"{', '.join(named)} only appl{'ies' if len(named) == 1 else 'y'} with "
+                "`spectrum='mel'`; `spectrum='linear'` keeps the FFT's frequency bins."
+            )
+        return dict.fromkeys(given)
+    return {
+        "n_mels": _positive_int("n_mels", N_MELS if n_mels is None else n_mels),
+        "fmin": _finite_float("fmin", FMIN if fmin is None else fmin),
+        "fmax": _finite_float("fmax", sample_rate / 2 if fmax is None else fmax),
+        "mel_htk": False if mel_htk is None else _flag("mel_htk", mel_htk),
+        "mel_norm": _choice(
+            "mel_norm", "slaney" if mel_norm is None else mel_norm, features.MEL_NORMS
+        ),
+    }
+
+
+def _samples_for(frames: int, hop_length: int, n_fft: int, padding: Any) -> int:
+    """The clip length in samples that gives exactly ``frames`` frames: the least for
+    centred frames (an odd window pads one sample less than it spans, so one more sample
+    keeps the last frame), whole hops for the others."""
+    if padding == "same":
+        return (frames - 1) * hop_length + n_fft - 2 * ((n_fft - hop_length) // 2)
+    if padding == "end":
+        return frames * hop_length
+    return (frames - 1) * hop_length + n_fft % 2
 
 
 def _finite_float(name: str, value: Any) -> float:
@@ -103,10 +153,22 @@ class SpectrogramConfig:
     n_samples: int
     n_fft: int
     hop_length: int
-    n_mels: int
-    fmin: float
-    fmax: float
+    n_mels: int | None
+    fmin: float | None
+    fmax: float | None
     eps: float
+    preset: str
+    spectrum: str
+    power: float
+    stft_eps: float
+    win_length: int
+    padding: str
+    pad_mode: str
+    mel_htk: bool | None
+    mel_norm: str | None
+    drop_nyquist: bool
+    log: str
+    peak_normalize: float | None
     segments: str
     segment_hop: int
     tail: str
@@ -121,10 +183,22 @@ class SpectrogramConfig:
         n_samples: int | None = None,
         n_fft: int | None = None,
         hop_length: int = HOP_LENGTH,
-        n_mels: int = N_MELS,
-        fmin: float = FMIN,
+        n_mels: int | None = None,
+        fmin: float | None = None,
         fmax: float | None = None,
         eps: float = features.EPS,
+        preset: str = "post",
+        spectrum: str = "mel",
+        power: float = 2.0,
+        stft_eps: float = 0.0,
+        win_length: int | None = None,
+        padding: str = "center",
+        pad_mode: str = features.PAD_MODE,
+        mel_htk: bool | None = None,
+        mel_norm: str | None = None,
+        drop_nyquist: bool = False,
+        log: str = "add",
+        peak_normalize: float | None = None,
         segments: str = "first",
         segment_hop: int | None = None,
         tail: str = "pad",
@@ -137,15 +211,28 @@ class SpectrogramConfig:
         n_samples = _positive_int(
             "n_samples", round(DURATION * sample_rate) if n_samples is None else n_samples
         )
-        values = {
+        # long because: one line per parameter, each checked as it is read
+        n_fft = _positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft)
+        spectrum = _choice("spectrum", spectrum, features.SPECTRA)
+        values: dict[str, Any] = {
             "sample_rate": sample_rate,
             "n_samples": n_samples,
-            "n_fft": _positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft),
+            "n_fft": n_fft,
             "hop_length": hop_length,
-            "n_mels": _positive_int("n_mels", n_mels),
-            "fmin": _finite_float("fmin", fmin),
-            "fmax": _finite_float("fmax", sample_rate / 2 if fmax is None else fmax),
+            **_bank(spectrum, sample_rate, n_mels, fmin, fmax, mel_htk, mel_norm),
             "eps": _finite_float("eps", eps),
+            "preset": _choice("preset", preset, PRESET_NAMES),
+            "spectrum": spectrum,
+            "power": _finite_float("power", power),
+            "stft_eps": _finite_float("stft_eps", stft_eps),
+            "win_length": _positive_int("win_length", n_fft if win_length is None else win_length),
+            "padding": _choice("padding", padding, features.PADDINGS),
+            "pad_mode": _choice("pad_mode", pad_mode, features.PAD_MODES),
+            "drop_nyquist": _flag("drop_nyquist", drop_nyquist),
+            "log": _choice("log", log, features.LOGS),
+            "peak_normalize": None
+            if peak_normalize is None
+            else _finite_float("peak_normalize", peak_normalize),
             "segments": _choice("segments", segments, SEGMENTS),
             "segment_hop": _positive_int(
                 "segment_hop", n_samples if segment_hop is None else segment_hop
@@ -164,6 +251,13 @@ class SpectrogramConfig:
         self._check()
 
     def _check(self) -> None:
+        if self.eps <= 0:
+            raise ConfigError(f"Expected `eps` > 0. Got {self.eps!r} instead.")
+        self._check_analysis()
+        self._check_sizes()
+        self._check_segments()
+        if self.n_mels is None or self.fmin is None or self.fmax is None:
+            return  # a linear spectrum: no filter bank
         nyquist = self.sample_rate / 2
         if self.fmin < 0:
             raise ConfigError(f"Expected `fmin` >= 0 Hz. Got {self.fmin} instead.")
@@ -174,15 +268,20 @@ class SpectrogramConfig:
             )
         if self.fmin >= self.fmax:
             raise ConfigError(f"Expected `fmin` < `fmax`. Got {self.fmin:g} and {self.fmax:g} Hz.")
-        if self.eps <= 0:
-            raise ConfigError(f"Expected `eps` > 0. Got {self.eps!r} instead.")
-        self._check_sizes()
+        bins = 1 + self.n_fft // 2
+        if self.n_mels > bins:
+            raise ConfigError(
+                f"`n_mels={self.n_mels}` is more than the {bins} frequency bins of "
+                f"`n_fft={self.n_fft}`: some mel filters would be empty. Use a smaller "
+                "`n_mels` or a larger `n_fft`."
+            )
         empty = features.count_empty_mel_filters(
             sr=self.sample_rate,
             n_fft=self.n_fft,
             n_mels=self.n_mels,
             fmin=self.fmin,
             fmax=self.fmax,
+            htk=bool(self.mel_htk),
         )
         if empty:
             raise ConfigError(
@@ -190,17 +289,43 @@ class SpectrogramConfig:
                 f"`sample_rate={self.sample_rate}` between {self.fmin:g} and {self.fmax:g} Hz: "
                 f"{empty} mel filters would be empty. Use a smaller `n_mels` or a larger `n_fft`."
             )
-        self._check_segments()
+
+    def _check_analysis(self) -> None:
+        if self.power not in (1.0, 2.0):
+            raise ConfigError(
+                f"Expected `power` 1 (magnitude) or 2 (power). Got {self.power:g} instead."
+            )
+        if self.stft_eps < 0:
+            raise ConfigError(f"Expected `stft_eps` >= 0. Got {self.stft_eps!r} instead.")
+        if self.win_length > self.n_fft:
+            raise ConfigError(
+                f"Expected `win_length` <= `n_fft={self.n_fft}`. Got {self.win_length} instead."
+            )
+        if self.padding != "center" and self.pad_mode != features.PAD_MODE:
+            raise ConfigError(
+                f"`pad_mode` only applies with `padding='center'`; `padding={self.padding!r}` "
+                "pads as its recipe does (see docs/cli.md)."
+            )
+        if self.padding == "same" and self.hop_length > self.n_fft:
+            raise ConfigError(
+                f"`padding='same'` needs `hop_length` <= `n_fft`. Got {self.hop_length} and "
+                f"{self.n_fft}."
+            )
+        if self.drop_nyquist and self.spectrum != "linear":
+            raise ConfigError("`drop_nyquist` only applies with `spectrum='linear'`.")
+        if self.peak_normalize is not None and not 0 < self.peak_normalize <= 1:
+            raise ConfigError(
+                "Expected `peak_normalize` in (0, 1], the peak each file is scaled to. Got "
+                f"{self.peak_normalize:g} instead."
+            )
 
     def _check_sizes(self) -> None:
         if self.n_fft > MAX_N_FFT:
             raise ConfigError(f"Expected `n_fft` <= {MAX_N_FFT}. Got {self.n_fft} instead.")
-        bins = 1 + self.n_fft // 2
-        if self.n_mels > bins:
+        if self.n_frames < 1:
             raise ConfigError(
-                f"`n_mels={self.n_mels}` is more than the {bins} frequency bins of "
-                f"`n_fft={self.n_fft}`: some mel filters would be empty. Use a smaller "
-                "`n_mels` or a larger `n_fft`."
+                f"A clip of {self.n_samples} samples holds no frame of `n_fft={self.n_fft}` "
+                "with this padding. Use longer clips (`n_samples`) or a smaller `n_fft`."
             )
         if self.n_frames > MAX_N_FRAMES:
             raise ConfigError(
@@ -246,18 +371,28 @@ class SpectrogramConfig:
         seconds or as ``frames`` (exactly that many centred frames), ``segment_hop`` in
         seconds, the rest as keywords of the constructor; ``None`` means the default.
         """
-        given = {k: v for k, v in kwargs.items() if v is not None}
+        preset = kwargs.pop("preset", None) or "post"
+        if preset not in PRESETS:
+            raise ConfigError(f"Expected `preset` to be one of {', '.join(PRESET_NAMES)}. "
+                              f"Got {preset!r}.")  # fmt: skip
         if duration is not None and frames is not None:
             raise ConfigError("Give either `duration` or `frames`, not both.")
+        base = dict(PRESETS[preset].config)
+        if duration is not None or frames is not None:
+            base.pop("n_samples", None)  # the clip length given replaces the preset's
+        given = {**base, **{k: v for k, v in kwargs.items() if v is not None}, "preset": preset}
+        if given.get("peak_normalize") == "none":  # the command line's way to turn it off
+            given["peak_normalize"] = None
+        if isinstance(given.get("power"), str):
+            given["power"] = _finite_float("power", given["power"])
         sample_rate = _positive_int("sample_rate", given.get("sample_rate", SAMPLE_RATE))
         if frames is not None:
             hop_length = _positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
             if _positive_int("frames", frames) < 2:
                 raise ConfigError("Expected `frames` >= 2, since one frame is no clip.")
-            # An odd window pads one sample less than it spans: one more sample keeps the
-            # last frame (features.n_frames_of).
-            odd = given["n_fft"] % 2 if isinstance(given.get("n_fft"), int) else 0
-            given["n_samples"] = (frames - 1) * hop_length + odd
+            n_fft = given.get("n_fft", 2 * hop_length)
+            given["n_samples"] = _samples_for(frames, hop_length, n_fft if isinstance(n_fft, int)
+                                              else 0, given.get("padding", "center"))  # fmt: skip
         elif duration is not None:
             seconds = _finite_float("duration", duration)
             if seconds <= 0:
@@ -277,30 +412,61 @@ class SpectrogramConfig:
         return cls(**given)
 
     @property
+    def analysis(self) -> features.Analysis:
+        """The analysis parameters, as :func:`features.spectrogram` takes them."""
+        bank: dict[str, Any] = {}
+        if self.spectrum == "mel":
+            bank = {"n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax,
+                    "mel_htk": self.mel_htk, "mel_norm": self.mel_norm}  # fmt: skip
+        return features.Analysis(
+            sr=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            padding=self.padding,
+            pad_mode=self.pad_mode,
+            power=self.power,
+            stft_eps=self.stft_eps,
+            spectrum=self.spectrum,
+            drop_nyquist=self.drop_nyquist,
+            log=self.log,
+            eps=self.eps,
+            **bank,
+        )
+
+    @property
+    def n_bands(self) -> int:
+        """Rows of an image: mel bands, or frequency bins of a linear spectrum."""
+        return self.analysis.n_bands
+
+    @property
     def n_frames(self) -> int:
-        """Number of frames per clip (centred frames, as librosa counts them)."""
-        return features.n_frames_of(self.n_samples, n_fft=self.n_fft, hop_length=self.hop_length)
+        """Number of frames per clip (see :func:`features.n_frames_of`)."""
+        return features.n_frames_of(self.n_samples, n_fft=self.n_fft,
+                                    hop_length=self.hop_length, padding=self.padding)  # fmt: skip
 
     @property
     def log_floor(self) -> float:
-        """The least log-mel value, ``log(eps)`` as float32 computes it: silence, padding."""
+        """The least value of the features, ``log(eps)`` as float32 computes it: silence,
+        padding."""
         return float(np.log(np.float32(self.eps)))
 
     @property
+    def db_per_unit(self) -> float:
+        """Decibels per unit of the features' natural log: 10 / ln 10 of power, twice that
+        of magnitude."""
+        return 20.0 / self.power / math.log(10.0)
+
+    @property
     def image_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.n_frames)
+        return (self.n_bands, self.n_frames)
 
     @property
     def librosa_kwargs(self) -> dict[str, Any]:
-        """The analysis parameters under librosa's names, for :func:`features.log_mel`."""
-        return {
-            "sr": self.sample_rate,
-            "n_fft": self.n_fft,
-            "hop_length": self.hop_length,
-            "n_mels": self.n_mels,
-            "fmin": self.fmin,
-            "fmax": self.fmax,
-        }
+        """The analysis parameters under librosa's names (``features.log_mel``'s), for a
+        mel spectrum."""
+        return {"sr": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
+                "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax}  # fmt: skip
 
     @property
     def needs_levels(self) -> bool:
@@ -312,13 +478,10 @@ class SpectrogramConfig:
         derived from them, and the conventions of this version (checked when read back)."""
         return {
             "n_frames": self.n_frames,
+            "n_bands": self.n_bands,
             "duration": self.n_samples / self.sample_rate,
             "window": features.WINDOW,
-            "center": features.CENTER,
-            "pad_mode": features.PAD_MODE,
-            "power": features.POWER,
-            "mel_htk": features.MEL_HTK,
-            "mel_norm": features.MEL_NORM,
+            "center": self.padding == "center",
             "mono": audio.MONO,
             "resampler": audio.RESAMPLER,
             "crop": audio.CROP,

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 import librosa
 import numpy as np
@@ -33,51 +34,136 @@ import scipy.fft
 
 from melpipe.errors import ArgumentError
 
-# Analysis conventions, recorded in every store's config.
+# Conventions that every analysis shares, recorded in every store's config.
 WINDOW: Final = "hann"
-CENTER: Final = True
-PAD_MODE: Final = "constant"
-POWER: Final = 2.0
-MEL_HTK: Final = False
-MEL_NORM: Final = "slaney"
+PAD_MODE: Final = "constant"  # librosa's default for centred frames
 EPS: Final = 1e-9
 # How the values are computed, in the plan of every store: an unfinished run resumes only
 # with the same, so that no store mixes values of two ways of computing them.
-ANALYSIS: Final = "float64 FFT, float32 power and mel product by blocks (melpipe 0.3)"
+ANALYSIS: Final = "float64 FFT, float32 power and band product by blocks (melpipe 0.4)"
+
+SPECTRA: Final = ("mel", "linear")
+PADDINGS: Final = ("center", "same", "end")
+PAD_MODES: Final = ("constant", "reflect")
+LOGS: Final = ("add", "clamp")
+MEL_NORMS: Final = ("slaney", "none")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every parameter of an analysis, from a clip's samples to its log spectrogram.
+
+    ``spectrum``
+        ``mel`` (a triangular filter bank, ``mel_htk`` choosing HTK's mel scale over
+        Slaney's, ``mel_norm`` the Slaney area norm or none) or ``linear`` (the FFT's bins,
+        ``drop_nyquist`` leaving out the last).
+    ``padding``
+        ``center``: librosa's (and torch's) centred frames, ``n_fft // 2`` samples of
+        ``pad_mode`` either side; ``same``: ``(n_fft - hop_length) // 2`` reflected samples
+        either side, frames from there (HiFi-GAN's and BigVGAN's manual padding with
+        ``center=False``); ``end``: frames from sample 0, zeros appended so that the last
+        frame starts inside the clip (``tf.signal.stft(..., pad_end=True)``).
+    ``power``, ``stft_eps``
+        ``(re**2 + im**2 + stft_eps) ** (power / 2)``: 1 for magnitude, 2 for power.
+    ``log``, ``eps``
+        ``add``: ``log(x + eps)``; ``clamp``: ``log(max(x, eps))``. Natural logarithms.
+    """
+
+    sr: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    padding: str = "center"
+    pad_mode: str = PAD_MODE
+    power: float = 2.0
+    stft_eps: float = 0.0
+    spectrum: str = "mel"
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    mel_htk: bool = False
+    mel_norm: str = "slaney"
+    drop_nyquist: bool = False
+    log: str = "add"
+    eps: float = EPS
+
+    @property
+    def n_bands(self) -> int:
+        """Rows of a spectrogram: mel bands, or frequency bins."""
+        if self.spectrum == "mel":
+            return self.n_mels
+        return self.n_fft // 2 + 1 - int(self.drop_nyquist)
+
+    @property
+    def bank(self) -> dict[str, Any]:
+        """The filter bank's parameters, as :func:`mel_filters` takes them."""
+        fmax = self.sr / 2 if self.fmax is None else self.fmax
+        return {"sr": self.sr, "n_fft": self.n_fft, "n_mels": self.n_mels, "fmin": self.fmin,
+                "fmax": fmax, "htk": self.mel_htk, "norm": self.mel_norm}  # fmt: skip
+
+    @property
+    def left_pad(self) -> int:
+        """Samples put before a clip's first: the first frame starts this far before it."""
+        return {"center": self.n_fft // 2, "same": (self.n_fft - self.hop_length) // 2,
+                "end": 0}[self.padding]  # fmt: skip
+
+    def n_frames(self, n: int) -> int:
+        """Frames of a clip of ``n`` samples (see :func:`n_frames_of`)."""
+        return n_frames_of(n, n_fft=self.n_fft, hop_length=self.hop_length, padding=self.padding)
+
+    @property
+    def centre_offset(self) -> float:
+        """Samples from a clip's first to the centre of its first frame."""
+        return self.n_fft / 2 - self.left_pad if self.padding != "center" else 0.0
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """The Slaney mel filter bank, float32 of shape (n_mels, 1 + n_fft // 2), read-only:
-    ``librosa.filters.mel(..., htk=False, norm="slaney", dtype=np.float32)``, step for step.
+def mel_filters(
+    *,
+    sr: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float,
+    htk: bool = False,
+    norm: str = "slaney",
+) -> np.ndarray:
+    """The mel filter bank, float32 of shape (n_mels, 1 + n_fft // 2), read-only:
+    ``librosa.filters.mel(..., htk=htk, norm=norm or None, dtype=np.float32)``, step for
+    step (``norm="none"`` for none).
 
     Cached: a worker process builds it once per parameter set, not once per file.
     """
     weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
     fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)  # librosa.fft_frequencies
-    mel_f = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=MEL_HTK)
+    mel_f = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)
     fdiff = np.diff(mel_f)
     ramps = np.subtract.outer(mel_f, fftfreqs)
     for i in range(n_mels):
         lower = -ramps[i] / fdiff[i]
         upper = ramps[i + 2] / fdiff[i + 1]
         weights[i] = np.maximum(0, np.minimum(lower, upper))
-    enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])  # MEL_NORM: "slaney"
-    weights *= enorm[:, np.newaxis]
+    if norm == "slaney":
+        enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])
+        weights *= enorm[:, np.newaxis]
     # Empty filters are refused by SpectrogramConfig, with a clearer message than librosa's.
     weights.setflags(write=False)
     return weights
 
 
 @functools.lru_cache(maxsize=8)
-def _hann(n: int) -> np.ndarray:
-    """``scipy.signal.get_window("hann", n, fftbins=True)``, as scipy computes it: a
-    symmetric window of n + 1 points, general_cosine's sum, the last point dropped."""
-    fac = np.linspace(-np.pi, np.pi, n + 1, dtype=np.float64)
-    w = np.zeros(n + 1, dtype=np.float64)
+def _window(n_fft: int, win_length: int) -> np.ndarray:
+    """``scipy.signal.get_window("hann", win_length, fftbins=True)``, as scipy computes it
+    (a symmetric window of ``win_length + 1`` points, general_cosine's sum, the last point
+    dropped), centred in ``n_fft`` samples of zeros as ``librosa.util.pad_center`` and
+    ``torch.stft`` place a shorter window: ``(n_fft - win_length) // 2`` before it."""
+    fac = np.linspace(-np.pi, np.pi, win_length + 1, dtype=np.float64)
+    w = np.zeros(win_length + 1, dtype=np.float64)
     for k, a in enumerate((0.5, 0.5)):
         w += a * np.cos(k * fac)
-    window = w[:-1]
+    window = np.zeros(n_fft, dtype=np.float64)
+    left = (n_fft - win_length) // 2
+    window[left : left + win_length] = w[:-1]
     window.setflags(write=False)
     return window
 
@@ -89,20 +175,18 @@ _BANDS_PER_BLOCK = 16
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_blocks(
-    *, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float
-) -> tuple[tuple[int, int, int, np.ndarray], ...]:
+def _mel_blocks(**bank: Any) -> tuple[tuple[int, int, int, np.ndarray], ...]:
     """The filter bank cut into dense blocks that hold all its non-zero weights: for each
     run of :data:`_BANDS_PER_BLOCK` bands, (first band, first bin, end bin, weights of
     those bands over those bins). A Slaney or HTK triangle spans only the bins between
     its two neighbours' centres, so each bin feeds at most two bands and the blocks skip
     almost all of the product's zeros."""
-    filters = mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    filters = mel_filters(**bank)
     nonzero = filters != 0
     first_bin = nonzero.argmax(axis=1)
     end_bin = filters.shape[1] - nonzero[:, ::-1].argmax(axis=1)
     blocks = []
-    for band in range(0, n_mels, _BANDS_PER_BLOCK):
+    for band in range(0, len(filters), _BANDS_PER_BLOCK):
         rows = slice(band, band + _BANDS_PER_BLOCK)
         lo, hi = int(first_bin[rows].min()), int(end_bin[rows].max())
         weights = np.ascontiguousarray(filters[rows, lo:hi])
@@ -119,41 +203,66 @@ def _mel_blocks(
 _SPECTRUM_BYTES = 1 << 20
 
 
-def n_frames_of(n: int, *, n_fft: int, hop_length: int) -> int:
-    """Frames of a signal of ``n`` samples, as librosa's centred STFT makes them: one every
-    ``hop_length`` samples across the signal padded with ``n_fft // 2`` either side
-    (``1 + n // hop_length`` for an even ``n_fft``)."""
-    return 1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length
+def n_frames_of(n: int, *, n_fft: int, hop_length: int, padding: str = "center") -> int:
+    """Frames of a signal of ``n`` samples (see :class:`Analysis` for the paddings):
+    librosa's centred count, ``1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length``
+    (``1 + n // hop_length`` for an even ``n_fft``); with ``same`` padding, as many as fit
+    in the padded signal; with ``end``, ``ceil(n / hop_length)``, as ``tf.signal.frame``
+    counts them."""
+    if padding == "end":
+        return -(-n // hop_length)
+    pad = n_fft // 2 if padding == "center" else (n_fft - hop_length) // 2
+    return 1 + (n + 2 * pad - n_fft) // hop_length
 
 
-def power_spectrum(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
-    """``abs(librosa.stft(y, n_fft, hop_length, window="hann", center=True,
-    pad_mode="constant")) ** 2`` for float32 clips (n_clips, n), in float32, laid out
-    (n_clips, frames, 1 + n_fft // 2): the frames librosa makes (zeros of ``n_fft // 2``
-    samples either side, frames every ``hop_length`` samples from the first), windowed
-    and transformed in float64 as librosa does, the power rounded once to float32. Every
-    frame is transformed alike, so a clip's powers do not depend on the other clips of the
-    batch. (A float32 transform would be 15% faster and moves quiet bins: see
-    docs/design.md, "Precision".)"""
-    half = n_fft // 2
-    padded = np.pad(y, [(0, 0), (half, half)], mode=PAD_MODE)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
-    spectrum = scipy.fft.rfft(frames * _hann(n_fft), axis=-1)  # complex128
+def _frames(y: np.ndarray, analysis: Analysis) -> np.ndarray:
+    """The frames of clips (n_clips, n), (n_clips, frames, n_fft), a view of their padded
+    copy."""
+    n_fft, hop = analysis.n_fft, analysis.hop_length
+    n_frames = analysis.n_frames(y.shape[-1])
+    if analysis.padding == "end":
+        total = (n_frames - 1) * hop + n_fft
+        padded = np.pad(y, [(0, 0), (0, max(0, total - y.shape[-1]))])
+    else:
+        mode = analysis.pad_mode if analysis.padding == "center" else "reflect"
+        pad = analysis.left_pad
+        padded = np.pad(y, [(0, 0), (pad, pad)], mode=mode)  # type: ignore[call-overload]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
+    return frames[:, :n_frames]
+
+
+def power_spectrum(y: np.ndarray, analysis: Analysis) -> np.ndarray:
+    """``(re**2 + im**2 + stft_eps) ** (power / 2)`` of the STFT of float32 clips
+    (n_clips, n), in float32, laid out (n_clips, frames, 1 + n_fft // 2): the frames of
+    ``analysis.padding``, Hann-windowed and transformed in float64 as librosa does, the
+    result rounded once to float32. Every frame is transformed alike, so a clip's values
+    do not depend on the other clips of the batch. (A float32 transform would be 15%
+    faster and moves quiet bins: see docs/design.md, "Precision".)"""
+    frames = _frames(y, analysis)
+    spectrum = scipy.fft.rfft(frames * _window(analysis.n_fft, analysis.win_length), axis=-1)
     parts = spectrum.view(np.float64)  # real and imaginary parts, interleaved
     squares = np.square(parts[..., 0::2])
     squares += np.square(parts[..., 1::2])
+    if analysis.stft_eps:
+        squares += analysis.stft_eps
+    if analysis.power == 1.0:
+        np.sqrt(squares, out=squares)
+    elif analysis.power != 2.0:
+        np.power(squares, analysis.power / 2, out=squares)
     return squares.astype(np.float32)
 
 
-def count_empty_mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> int:
+def count_empty_mel_filters(
+    *, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, htk: bool = False
+) -> int:
     """How many rows of :func:`mel_filters` would be all zero, without building it.
 
     Filter ``i`` is positive exactly at the FFT bins strictly between mel edges ``i`` and
-    ``i + 2``. This evaluates librosa's own expressions for the few bins next to each
-    lower edge, so a setting with a filter bank of gigabytes is checked in microseconds.
-    A property test compares the count with the real filter bank.
+    ``i + 2`` (whatever the norm). This evaluates librosa's own expressions for the few
+    bins next to each lower edge, so a setting with a filter bank of gigabytes is checked
+    in microseconds. A property test compares the count with the real filter bank.
     """
-    mel_f = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=MEL_HTK)
+    mel_f = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)
     fdiff = np.diff(mel_f)
     bin_hz = 1.0 / (n_fft * (1.0 / sr))  # numpy.fft.rfftfreq's spacing, as librosa gets it
     last_bin = n_fft // 2
@@ -168,6 +277,49 @@ def count_empty_mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fm
     return empty
 
 
+def spectrogram(y: np.ndarray, analysis: Analysis) -> np.ndarray:
+    """Log spectrograms of one clip or a stack of clips, by every parameter of ``analysis``.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)], float32
+        Mono audio at ``analysis.sr``.
+
+    Returns
+    -------
+    np.ndarray [shape=(..., n_bands, analysis.n_frames(n))], float32
+        Bands lowest first. For the defaults, ``log(mel_power + eps)`` with centred Hann
+        frames and the Slaney mel scale and norm, as ``librosa.feature.melspectrogram``
+        gives them, to float32 rounding of the sums; each clip's values are the same in
+        any batch. Samples far outside [-1, 1] can overflow the power to inf; the result
+        is then not finite, and callers check for that.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    n_frames, n_bands = analysis.n_frames(y.shape[-1]), analysis.n_bands
+    if y.size == 0:  # a batch whose files all failed; librosa divides by zero on it
+        return np.empty((*y.shape[:-1], n_bands, n_frames), dtype=np.float32)
+    clips = y.reshape(-1, y.shape[-1])
+    out = np.empty((len(clips), n_bands, n_frames), dtype=np.float32)
+    step = max(1, _SPECTRUM_BYTES // (n_frames * analysis.n_fft * 4))
+    with np.errstate(over="ignore", invalid="ignore"):  # reported as non-finite output
+        for first in range(0, len(clips), step):
+            part = slice(first, first + step)
+            power_t = power_spectrum(clips[part], analysis).transpose(0, 2, 1)  # bins, frames
+            if analysis.spectrum == "linear":
+                out[part] = power_t[:, :n_bands]
+                continue
+            # One BLAS product per block and clip, of the same shapes whatever the batch,
+            # so that a clip's values never depend on the batch it came in.
+            for band, lo, hi, weights in _mel_blocks(**analysis.bank):
+                np.matmul(weights, power_t[:, lo:hi], out=out[part, band : band + len(weights)])
+        if analysis.log == "add":
+            out += np.float32(analysis.eps)
+        else:
+            np.maximum(out, np.float32(analysis.eps), out=out)
+        np.log(out, out=out)
+    return out.reshape(*y.shape[:-1], n_bands, n_frames)
+
+
 def log_mel(
     y: np.ndarray,
     *,
@@ -179,49 +331,14 @@ def log_mel(
     fmax: float | None = None,
     eps: float = EPS,
 ) -> np.ndarray:
-    """Log-mel spectrograms of one clip or a stack of clips.
-
-    Parameters
-    ----------
-    y : np.ndarray [shape=(..., n)], float32
-        Mono audio at ``sr``.
-    sr, n_fft, hop_length, n_mels, fmin, fmax
-        As in ``librosa.feature.melspectrogram``; ``fmax`` defaults to ``sr / 2``.
-    eps : float
-        Added to the mel power before the logarithm.
-
-    Returns
-    -------
-    np.ndarray [shape=(..., n_mels, n_frames_of(n, ...))], float32
-        ``log(mel_power + eps)`` with power 2, centred Hann frames and the Slaney mel
-        scale and norm, as ``librosa.feature.melspectrogram`` gives them, to float32
-        rounding of the sums; each clip's values are the same in any batch. Samples far
-        outside [-1, 1] can overflow the power to inf; the result is then not finite,
-        and callers check for that.
-    """
-    y = np.asarray(y, dtype=np.float32)
-    n_frames = n_frames_of(y.shape[-1], n_fft=n_fft, hop_length=hop_length)
-    if y.size == 0:  # a batch whose files all failed; librosa divides by zero on it
-        return np.empty((*y.shape[:-1], n_mels, n_frames), dtype=np.float32)
-    clips = y.reshape(-1, y.shape[-1])
-    blocks = _mel_blocks(
-        sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=sr / 2 if fmax is None else fmax
-    )
-    mel = np.empty((len(clips), n_mels, n_frames), dtype=np.float32)
-    step = max(1, _SPECTRUM_BYTES // (n_frames * n_fft * 4))
-    with np.errstate(over="ignore", invalid="ignore"):  # reported as non-finite output
-        for first in range(0, len(clips), step):
-            part = slice(first, first + step)
-            power = power_spectrum(clips[part], n_fft=n_fft, hop_length=hop_length)
-            power_t = power.transpose(0, 2, 1)  # (clips, bins, frames)
-            # One BLAS product per block and clip, of the same shapes whatever the batch,
-            # so that a clip's values never depend on the batch it came in.
-            for band, lo, hi, weights in blocks:
-                out = mel[part, band : band + len(weights)]
-                np.matmul(weights, power_t[:, lo:hi], out=out)
-        mel += np.float32(eps)
-        np.log(mel, out=mel)
-    return mel.reshape(*y.shape[:-1], n_mels, mel.shape[-1])
+    """``log(mel_power + eps)`` of one clip or a stack of clips, with
+    ``librosa.feature.melspectrogram``'s keywords and conventions (power 2, centred Hann
+    frames padded with zeros, the Slaney mel scale and norm): :func:`spectrogram` of
+    those. ``fmax`` defaults to ``sr / 2``. Returns float32 of shape
+    (..., n_mels, n_frames)."""
+    analysis = Analysis(sr=sr, n_fft=n_fft, hop_length=hop_length, win_length=n_fft,
+                        n_mels=n_mels, fmin=fmin, fmax=fmax, eps=eps)  # fmt: skip
+    return spectrogram(y, analysis)
 
 
 def log_mel_to_audio(
@@ -238,48 +355,78 @@ def log_mel_to_audio(
     n_iter: int = 32,
     seed: int = 0,
 ) -> np.ndarray:
-    """Audio whose :func:`log_mel` approximates ``logmel``, estimated by Griffin-Lim.
+    """Audio whose :func:`log_mel` approximates ``logmel``, estimated by Griffin-Lim:
+    :func:`to_audio` with librosa's keywords. ``n_mels``, when given, is checked against
+    ``logmel``'s shape (..., n_mels, frames)."""
+    if n_mels is not None and np.shape(logmel)[-2] != n_mels:
+        raise ArgumentError(f"Expected {n_mels} mel bands. Got shape {np.shape(logmel)}.")
+    analysis = Analysis(sr=sr, n_fft=n_fft, hop_length=hop_length, win_length=n_fft,
+                        n_mels=np.shape(logmel)[-2], fmin=fmin, fmax=fmax, eps=eps)  # fmt: skip
+    return to_audio(logmel, analysis, length=length, n_iter=n_iter, seed=seed)
 
-    This is ``librosa.feature.inverse.mel_to_audio`` after undoing the log, except that the
-    random initial phase is drawn from ``seed``, so the same call gives the same audio.
-    ``n_mels``, when given, is checked against ``logmel``'s shape (..., n_mels, frames).
+
+def to_audio(
+    values: np.ndarray,
+    analysis: Analysis,
+    *,
+    length: int | None = None,
+    n_iter: int = 32,
+    seed: int = 0,
+) -> np.ndarray:
+    """Audio whose :func:`spectrogram` approximates ``values`` (n_bands, frames), by
+    Griffin-Lim from a random phase drawn from ``seed``, so the same call gives the same
+    audio. For the defaults this is ``librosa.feature.inverse.mel_to_audio`` after undoing
+    the log; a frame padding other than centred is undone by dropping the samples it
+    added.
 
     Returns
     -------
     np.ndarray [shape=(length,)], float32
     """
-    if n_mels is not None and np.shape(logmel)[-2] != n_mels:
-        raise ArgumentError(f"Expected {n_mels} mel bands. Got shape {np.shape(logmel)}.")
-    mel_power = np.maximum(np.exp(np.asarray(logmel, np.float64)) - eps, 0.0)
-    stft_magnitude = librosa.feature.inverse.mel_to_stft(
-        mel_power.astype(np.float32),
-        sr=sr,
-        n_fft=n_fft,
-        power=POWER,
-        fmin=fmin,
-        fmax=sr / 2 if fmax is None else fmax,
-        htk=MEL_HTK,
-        norm=MEL_NORM,
-    )
-    return librosa.griffinlim(
-        stft_magnitude,
+    level = np.exp(np.asarray(values, np.float64))
+    if analysis.log == "add":
+        level = np.maximum(level - analysis.eps, 0.0)
+    level = np.maximum(level ** (2.0 / analysis.power) - analysis.stft_eps, 0.0)  # re^2+im^2
+    if analysis.spectrum == "mel":
+        bank = analysis.bank
+        magnitude = librosa.feature.inverse.mel_to_stft(
+            level.astype(np.float32), sr=analysis.sr, n_fft=analysis.n_fft, power=2.0,
+            fmin=bank["fmin"], fmax=bank["fmax"], htk=analysis.mel_htk,
+            norm="slaney" if analysis.mel_norm == "slaney" else None,
+        )  # fmt: skip
+    else:
+        magnitude = np.sqrt(level).astype(np.float32)
+        if analysis.drop_nyquist:  # the dropped bin is taken as silent
+            magnitude = np.concatenate([magnitude, np.zeros_like(magnitude[..., :1, :])], -2)
+    center = analysis.padding == "center"
+    skip = 0 if center else analysis.left_pad
+    audio = librosa.griffinlim(
+        magnitude,
         n_iter=n_iter,
-        hop_length=hop_length,
-        n_fft=n_fft,
+        hop_length=analysis.hop_length,
+        win_length=analysis.win_length,
+        n_fft=analysis.n_fft,
         window=WINDOW,
-        center=CENTER,
-        pad_mode=PAD_MODE,
-        length=length,
+        center=center,
+        pad_mode=analysis.pad_mode,  # type: ignore[arg-type]
+        length=None if length is None else length + skip,
         random_state=seed,
-    ).astype(np.float32)
+    )
+    return audio[..., skip:].astype(np.float32)
 
 
-def mel_band_centres(*, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """Centre frequency in Hz of each mel band, lowest first: the peaks of the filter bank."""
-    edges = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=fmin, fmax=fmax, htk=MEL_HTK)
+def band_centres(analysis: Analysis) -> np.ndarray:
+    """Centre frequency in Hz of each band, lowest first: the peaks of the mel filter bank,
+    or the frequencies of the FFT's bins."""
+    if analysis.spectrum == "linear":
+        return np.fft.rfftfreq(analysis.n_fft, 1.0 / analysis.sr)[: analysis.n_bands]
+    bank = analysis.bank
+    edges = librosa.mel_frequencies(analysis.n_mels + 2, fmin=bank["fmin"], fmax=bank["fmax"],
+                                    htk=analysis.mel_htk)  # fmt: skip
     return edges[1:-1]
 
 
-def frame_times(*, sr: int, hop_length: int, n_frames: int) -> np.ndarray:
-    """Time in seconds of each centred frame, from the start of the clip."""
-    return librosa.frames_to_time(np.arange(n_frames), sr=sr, hop_length=hop_length)
+def frame_times(analysis: Analysis, n_frames: int) -> np.ndarray:
+    """Time in seconds of the centre of each frame, from the start of the clip."""
+    offset = analysis.centre_offset
+    return (np.arange(n_frames) * analysis.hop_length + offset) / analysis.sr

@@ -188,9 +188,9 @@ def _draw_clip(ax: Any, reader: SpectrogramStore, index: int, image: np.ndarray)
         vmax=255,
         aspect="auto",
         interpolation="nearest",
-        extent=(start, end, config.n_mels - 0.5, -0.5),  # time in the file
+        extent=(start, end, config.n_bands - 0.5, -0.5),  # time in the file
     )
-    ticks = np.linspace(0, config.n_mels - 1, 5).round().astype(int)
+    ticks = np.linspace(0, config.n_bands - 1, 5).round().astype(int)
     ax.set_yticks(ticks, [_hz(f) for f in reader.mel_frequencies[ticks]])
     ax.set_xlabel("time in the file (s)", fontsize=8)
     ax.set_ylabel("frequency", fontsize=8)

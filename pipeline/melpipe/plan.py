@@ -26,6 +26,7 @@ from melpipe.config import SpectrogramConfig
 from melpipe.discover import Listing
 from melpipe.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
 from melpipe.features import ANALYSIS
+from melpipe.presets import PRESETS
 from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
 from melpipe.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
 
@@ -219,7 +220,8 @@ def make_plan(request: Request, found: Found) -> Plan:
             f"{request.config.differences(source.config)} (here, there). Its statistics only "
             "make sense for the same analysis."
         )
-    used: StatsName = request.stats or (source.used if source else "mean")
+    preset = PRESETS[request.config.preset]  # its statistic, unless asked for another
+    used: StatsName = request.stats or (source.used if source else preset.stats)
     identity = {
         "input": request.input,
         "files": len(found.listing),
@@ -230,7 +232,7 @@ def make_plan(request: Request, found: Found) -> Plan:
         "stats_from": records.to_dict(source) if source else None,
         "analysis": ANALYSIS,
     }
-    base = source.stats.options if source else StatsOptions()
+    base = source.stats.options if source else StatsOptions(**preset.options)
     options = dataclasses.replace(base, **request.options)
     identity["options"] = records.to_dict(options)
     stats = _with_options(source, options) if source else None
@@ -291,10 +293,10 @@ def batch_bytes(config: SpectrogramConfig, batch_size: int) -> int:
     eight times the rate.
     """
     n, bins = config.n_samples, 1 + config.n_fft // 2
-    pixels = config.n_mels * config.n_frames
+    pixels = config.n_bands * config.n_frames
     per_clip = 4 * (3 * n + config.n_fft) + 12 * bins * config.n_frames + 40 * pixels
     decoding = 4 * 2 * 8 * (BLOCK_FRAMES + WARMUP)
-    return batch_size * per_clip + 12 * (config.n_mels + 2) * bins + decoding
+    return batch_size * per_clip + 12 * (config.n_bands + 2) * bins + decoding
 
 
 def check_memory(config: SpectrogramConfig, batch_size: int, resources: Resources) -> None:
@@ -305,7 +307,7 @@ def check_memory(config: SpectrogramConfig, batch_size: int, resources: Resource
     if need > MEMORY_BUDGET * have:
         raise ResourceError(
             f"A batch of {batch_size} clips of {config.n_samples} samples with n_fft="
-            f"{config.n_fft} and {config.n_mels} mels needs about {_gb(need)} in a worker, "
+            f"{config.n_fft} and {config.n_bands} bands needs about {_gb(need)} in a worker, "
             f"which has {_gb(have)} ({resources.workers} worker"
             f"{'s' if resources.workers != 1 else ''}). Use a smaller `batch_size`, `n_fft`, "
             "`hop_length` or clip length (`n_samples`), or fewer `workers`."

@@ -97,7 +97,7 @@ class SpectrogramStore:
     def __repr__(self) -> str:
         return (
             f"SpectrogramStore({self.path!r}: {len(self)} clips of {len(self.file_paths)} files, "
-            f"images {self.config.n_mels}x{self.config.n_frames}, stats {self.used!r})"
+            f"images {self.config.n_bands}x{self.config.n_frames}, stats {self.used!r})"
         )
 
     def __len__(self) -> int:
@@ -302,14 +302,23 @@ class SpectrogramStore:
         """Bytes of every object of the store, local or remote."""
         return self._store.size_on_disk()
 
-    def to_logmel(self, image: np.ndarray) -> np.ndarray:
-        """The log-mel an image (or a stack of images) stands for, float32.
+    def to_features(self, images: np.ndarray) -> np.ndarray:
+        """The features images stand for, float32, as the model or vocoder of the store's
+        preset takes them: shape (..., n_bands, n_frames), lowest band first, in the
+        preset's log (``log(x + eps)`` or ``log(max(x, eps))`` of mel or linear magnitude
+        or power, natural logarithms).
 
         Undoes the inversion, the flip, then the min-max scaling with the statistics the
         store used: exact to half a quantization step, ``(max - min) / 510`` (of the
-        pixel's band, for ``band-moments``), wherever the scaling did not clip.
+        pixel's band, for ``band-moments``), wherever the scaling did not clip. A vocoder
+        takes ``torch.from_numpy(store.to_features(store[i:j]))`` as its batch of mels
+        (docs/reading.md, "Back to sound").
         """
-        return image_to_logmel(image, self.scale)
+        return image_to_logmel(images, self.scale)
+
+    def to_logmel(self, image: np.ndarray) -> np.ndarray:
+        """:meth:`to_features`, by its earlier name: the log-mel of an image or images."""
+        return self.to_features(image)
 
     def to_audio(
         self, index_or_image: int | np.ndarray, *, n_iter: int = 32, seed: int = 0
@@ -334,10 +343,9 @@ class SpectrogramStore:
                 f"Expected one image of shape {self.config.image_shape}. "
                 f"Got shape {np.shape(image)} instead."
             )
-        return features.log_mel_to_audio(
+        return features.to_audio(
             self.to_logmel(image),
-            **self.config.librosa_kwargs,
-            eps=self.config.eps,
+            self.config.analysis,
             length=self.config.n_samples,
             n_iter=n_iter,
             seed=seed,

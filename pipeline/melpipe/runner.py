@@ -229,6 +229,21 @@ def _read_source(url: str) -> Source:
     return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used, taken_from)
 
 
+def _layout(surveyed: Sequence[FileInfo], config: SpectrogramConfig) -> Windows:
+    """The windows of the surveyed files (every window of each, or the first), with each
+    file's peak where ``peak_normalize`` scales its samples."""
+    if config.segments == "first":
+        windows = Windows.first_of_each(len(surveyed))
+    else:
+        rate = config.sample_rate
+        lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
+                   for r in surveyed]  # fmt: skip
+        windows = Windows.layout(lengths, config)
+    if config.peak_normalize is None:
+        return windows
+    return windows.with_peaks(np.array([r.peak for r in surveyed], np.float64))
+
+
 class _Run:
     """One run of a plan, on one executor, while it owns the store."""
 
@@ -273,18 +288,17 @@ class _Run:
         hears of them as soon as they are known (or, before the survey, their least)."""
         work = functools.partial(Work, samples_per_window=self.config.n_samples,
                                  in_memory=self.request.in_memory is not None)  # fmt: skip
-        if self.config.segments == "first":
+        peaks = self.config.peak_normalize is not None
+        if self.config.segments == "first" and not peaks:
             windows = Windows.first_of_each(len(self.paths))
             self.executor.expect(work(len(windows)))
             return windows, None
         self.executor.expect(work(len(self.paths), exact=False))  # a window or more each
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
         items = [SurveyItem(self.paths[g.start : g.stop]) for g in groups]
-        surveyed = self._pass("survey: file headers", survey_batch, items, Headers).files
-        rate = self.config.sample_rate
-        lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
-                   for r in surveyed]  # fmt: skip
-        windows = Windows.layout(lengths, self.config)
+        title = "survey: file headers" + (" and peaks" if peaks else "")
+        surveyed = self._pass(title, survey_batch, items, Headers).files
+        windows = _layout(surveyed, self.config)
         self.executor.expect(work(len(windows)))
         return windows, surveyed
 
@@ -303,7 +317,8 @@ class _Run:
         try:
             found = Analysed.choose(windows, results, files, self.config)
             pixels = self._pixels(windows, results, found.chosen)
-            found = found.with_stats(plan.stats, pixels, plan.options, plan.used)
+            found = found.with_stats(plan.stats, pixels, plan.options, plan.used,
+                                     self.config.db_per_unit)  # fmt: skip
         except StatisticsError as exc:
             # Nothing can be scaled: drop the run state, and say so in the store.
             store.finish(claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
@@ -508,6 +523,7 @@ class Analysed:
         pixels: PixelStats,
         options: StatsOptions,
         used: StatsName,
+        db_per_unit: float,
     ) -> Analysed:
         """With the clips' pixel histogram, and their statistics unless ``known`` gives
         them already.
@@ -522,7 +538,7 @@ class Analysed:
             rows = self.chosen
             extrema = Extrema.from_clips(self.results.min[rows], self.results.max[rows])
             pixel_max = float(np.nanmax(self.results.audio_max[rows]))
-            stats = GlobalStats.compute(extrema, pixels, pixel_max, options)
+            stats = GlobalStats.compute(extrema, pixels, pixel_max, options, db_per_unit)
         stats.range(used)
         return dataclasses.replace(self, stats=stats, histogram=pixels.histogram)
 
@@ -535,7 +551,7 @@ class Analysed:
             try:
                 scale.check(name)
                 levels = band_levels if scale.per_band else self.histogram.levels(scale)
-                figures[name] = Figures.of(levels, scale)
+                figures[name] = Figures.of(levels, scale, self.statistics.pixels.db_per_unit)
             except StatisticsError:
                 continue
         return figures

@@ -33,7 +33,7 @@ FORMAT = "melpipe"
 # 4: clips and files as two dimensions (many clips per file), segment options in the config.
 # 3: one "stats" attribute, the plan's identity, an owner lock file, every chunk written.
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 LOCK_FILE = "melpipe.lock"  # beside the arrays; see melpipe.lock
 # Versions 1 to 5 were written under the project's former name, with a lock file of that
 # name: such a store is ours to replace, never read as it is (docs/store-format.md).
@@ -114,6 +114,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "sample rate of the file as found; 0 if its header could not be read", "Hz"),
     ArraySpec("channels", ("file",), "int64", 0, Step.CHOSEN,
               "channels of the file as found; 0 if its header could not be read"),
+    ArraySpec("peak", ("file",), "float64", math.nan, Step.CHOSEN,
+              "greatest |sample| of the file at the store's rate, which peak_normalize "
+              "scaled to its value; NaN where not measured"),
     ArraySpec("n_clips", ("file",), "int64", 0, Step.CHOSEN,
               "clips the file gave"),
     ArraySpec("first_clip", ("file",), "int64", 0, Step.CHOSEN,
@@ -177,7 +180,7 @@ def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[
         "clip": sizes.clips,
         "file": sizes.files,
         "window": sizes.windows,
-        "mel": config.n_mels,
+        "mel": config.n_bands,
         "frame": config.n_frames,
         "bin": histogram_grid(config.eps)[1],
     }

@@ -16,6 +16,7 @@ window is analysed and :func:`choose` picks from their levels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,11 +84,16 @@ def loud_enough(levels: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
 
 def audio_frames(n_audio: int, starts: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     """How many frames of each window hold audio, int64: frame ``t`` of a window does when
-    its centre, sample ``t * hop_length`` of the window, lies inside the ``n_audio``
+    its centre, sample ``t * hop_length`` of the window for centred frames (later by
+    ``Analysis.centre_offset`` for the other paddings), lies inside the ``n_audio``
     samples of the file, before any zero-padding. They are always the window's first
     frames."""
     inside = np.clip(n_audio - np.asarray(starts, np.int64), 0, config.n_samples)
-    return np.minimum(-(-inside // config.hop_length), config.n_frames)
+    offset = config.analysis.centre_offset
+    if offset == 0:
+        return np.minimum(-(-inside // config.hop_length), config.n_frames)
+    count = np.ceil((inside - offset) / config.hop_length).astype(np.int64)
+    return np.clip(count, 0, config.n_frames)
 
 
 def rms_db(clips: np.ndarray) -> np.ndarray:
@@ -122,20 +128,24 @@ def covered_seconds(
 @dataclass(frozen=True)
 class Piece:
     """The windows of one file that one task decodes: its row along ``file``, its path
-    relative to the input, and the windows' start samples, ascending."""
+    relative to the input, the windows' start samples, ascending, and the file's peak
+    where its samples are to be scaled to ``peak_normalize`` (NaN where not)."""
 
     file: int
     path: str
     starts: np.ndarray
+    peak: float = math.nan
 
 
 @dataclass(frozen=True)
 class Windows:
     """Every window a run analyses, in store order (file, then start): for each, the row
-    of its file and its start sample at the target rate."""
+    of its file and its start sample at the target rate; and, with ``peak_normalize``,
+    each file's peak (the survey's)."""
 
     file: np.ndarray  # int64
     start: np.ndarray  # int64
+    peaks: np.ndarray | None = None  # float64, per file
 
     def __len__(self) -> int:
         return len(self.file)
@@ -156,6 +166,9 @@ class Windows:
         """One window at the start of each file: ``--segments first``, no header needed."""
         return cls(np.arange(n_files, dtype=np.int64), np.zeros(n_files, dtype=np.int64))
 
+    def with_peaks(self, peaks: np.ndarray) -> Windows:
+        return Windows(self.file, self.start, np.asarray(peaks, np.float64))
+
     def pieces(self, rows: np.ndarray, paths: Sequence[str]) -> Pieces:
         """The windows at ``rows`` (ascending), grouped by file."""
         files = self.file[rows]
@@ -166,6 +179,7 @@ class Windows:
             tuple(paths[int(f)] for f in piece_files),
             self.start[rows].astype(np.int64),
             np.append(firsts, len(rows)).astype(np.int64),
+            None if self.peaks is None else self.peaks[piece_files],
         )
 
 
@@ -180,6 +194,7 @@ class Pieces(Sequence[Piece]):
     paths: tuple[str, ...]  # the path of each piece
     starts: np.ndarray  # int64, the start samples of every window, piece after piece
     bounds: np.ndarray  # int64, piece i's windows are starts[bounds[i]:bounds[i + 1]]
+    peaks: np.ndarray | None = None  # float64, the peak of each piece's file
 
     def __len__(self) -> int:
         return len(self.files)
@@ -188,8 +203,9 @@ class Pieces(Sequence[Piece]):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
+        peak = math.nan if self.peaks is None else float(self.peaks[i])
         return Piece(int(self.files[i]), self.paths[i],
-                     self.starts[self.bounds[i] : self.bounds[i + 1]])  # fmt: skip
+                     self.starts[self.bounds[i] : self.bounds[i + 1]], peak)  # fmt: skip
 
 
 def choose_clips(

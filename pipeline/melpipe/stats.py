@@ -44,7 +44,7 @@ from melpipe.records import key, not_recorded
 
 StatsName = Literal["mean", "extrema", "percentile", "top-db", "band-moments"]
 STATS_NAMES: tuple[StatsName, ...] = ("mean", "extrema", "percentile", "top-db", "band-moments")
-DB_PER_UNIT = 10.0 / math.log(10.0)  # power decibels per natural-log unit of the log-mel
+DB_PER_UNIT = 10.0 / math.log(10.0)  # decibels per natural-log unit of a power spectrum
 LEVELS = 256
 
 
@@ -427,9 +427,10 @@ class Range:
         lo, hi = self.bounds()
         return hi - lo
 
-    def db_per_level(self) -> float:
-        """Decibels of power per level of the scale (the median over bands, per band)."""
-        return float(np.median(self.span)) * DB_PER_UNIT / 255.0
+    def db_per_level(self, db_per_unit: float = DB_PER_UNIT) -> float:
+        """Decibels per level of the scale (the median over bands, per band), for features
+        of ``db_per_unit`` decibels per log unit."""
+        return float(np.median(self.span)) * db_per_unit / 255.0
 
     @property
     def usable(self) -> bool:
@@ -463,6 +464,7 @@ class PixelSummary:
     max: float
     band_mean: tuple[float, ...]
     band_std: tuple[float, ...]
+    db_per_unit: float = DB_PER_UNIT  # per log unit: of power (4.34 dB), magnitude (8.69)
     histogram: Histogram | None = field(default=None, compare=False, metadata=not_recorded())
 
 
@@ -486,10 +488,15 @@ class GlobalStats:
 
     @classmethod
     def compute(
-        cls, extrema: Extrema, pixels: PixelStats, pixel_max: float, options: StatsOptions
+        cls,
+        extrema: Extrema,
+        pixels: PixelStats,
+        pixel_max: float,
+        options: StatsOptions,
+        db_per_unit: float = DB_PER_UNIT,
     ) -> GlobalStats:
-        """The statistics of clips with these extrema and pixels; an error when there are
-        none."""
+        """The statistics of clips with these extrema and pixels, of features of
+        ``db_per_unit`` decibels per log unit; an error when there are none."""
         mean, bounds = extrema.ranges()
         if pixels.frames == 0:
             raise StatisticsError("No pixel holds audio, so there are no statistics.")
@@ -499,6 +506,7 @@ class GlobalStats:
             max=float(pixel_max),
             band_mean=tuple(band_mean.tolist()),
             band_std=tuple(band_std.tolist()),
+            db_per_unit=float(db_per_unit),
             histogram=pixels.histogram,
         )
         placeholder = Range(math.nan, math.nan)
@@ -530,7 +538,7 @@ class GlobalStats:
         if pixels.histogram is not None:
             lo, hi = (pixels.histogram.percentile(q) for q in options.percentiles)
             percentile = Range(lo, hi)
-        floor = pixels.max - options.top_db / DB_PER_UNIT
+        floor = pixels.max - options.top_db / pixels.db_per_unit
         mean, std = np.array(pixels.band_mean), np.array(pixels.band_std)
         flat = std == 0  # e.g. empty above the Nyquist frequency of resampled audio
         low = np.where(flat, mean, mean - options.clip_std * std)
@@ -573,8 +581,9 @@ class Figures:
     db_per_level: float
 
     @classmethod
-    def of(cls, levels: np.ndarray, scale: Range) -> Figures:
-        """From the count of pixels on each level (before the image's inversion)."""
+    def of(cls, levels: np.ndarray, scale: Range, db_per_unit: float = DB_PER_UNIT) -> Figures:
+        """From the count of pixels on each level (before the image's inversion), for
+        features of ``db_per_unit`` decibels per log unit."""
         counts = np.asarray(levels, np.float64)
         total = counts.sum()
         if total == 0:
@@ -585,5 +594,5 @@ class Figures:
             float(counts[0] / total),
             float(counts[-1] / total),
             levels_99,
-            scale.db_per_level(),
+            scale.db_per_level(db_per_unit),
         )

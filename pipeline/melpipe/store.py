@@ -172,12 +172,10 @@ def create(
     lock.check(claim)
     group = zarr.create_group(claim.url, zarr_format=3, attributes=attrs.to_dict())
     config = attrs.config
-    centres = features.mel_band_centres(n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax)
+    centres = features.band_centres(config.analysis)
     coordinates = {
         "mel": centres[::-1].copy(),  # row 0 is the highest band
-        "frame": features.frame_times(
-            sr=config.sample_rate, hop_length=config.hop_length, n_frames=config.n_frames
-        ),
+        "frame": features.frame_times(config.analysis, config.n_frames),
     }
     specs = [a for a in ARRAYS if a.rows != "clip"] + [*WINDOW_ARRAYS]
     for spec in [*specs, SCRATCH] if scratch else specs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from melpipe.audio import FileInfo, describe_error, read_header, read_windows, r
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import join
 from melpipe.errors import NonFiniteFeaturesError, StoreError
-from melpipe.features import log_mel
+from melpipe.features import spectrogram
 from melpipe.lock import Claim
 from melpipe.plan import Batch
 from melpipe.retries import retried, transient
@@ -123,6 +124,8 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
                 n_samples=config.n_samples,
                 out=clips[lo:hi],
             )
+            if config.peak_normalize is not None:
+                _normalize(clips[lo:hi], piece, config.peak_normalize)
             ok[lo:hi] = True
             files[piece.file] = header
             size[lo:hi], modified[lo:hi] = header.size, header.modified
@@ -135,7 +138,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             files[piece.file] = FileInfo(error=describe_error(exc))
             logger.debug("Skipping %s: %s", piece.path, files[piece.file].error)
     analysed = clips if ok.all() else clips[ok]  # the common case: no copy of the batch
-    logmel = log_mel(analysed, **config.librosa_kwargs, eps=config.eps)
+    logmel = spectrogram(analysed, config.analysis)
     finite = np.isfinite(logmel).all(axis=(1, 2))
     if not finite.all():
         rows = np.flatnonzero(ok)
@@ -152,6 +155,16 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
     windows = WindowResults(ok, level, lows, highs, frames, audio_max, size, modified, files)
     return Analysis(logmel, windows)
+
+
+def _normalize(clips: np.ndarray, piece: Piece, target: float) -> None:
+    """Scale a file's windows so that its peak (the survey's) is ``target``, in float32 as
+    ``librosa.util.normalize(y) * target`` does; a silent file stays silent."""
+    if not math.isfinite(piece.peak):
+        raise ValueError("its peak could not be measured")
+    if piece.peak > 0:
+        clips /= np.float32(piece.peak)
+        clips *= np.float32(target)
 
 
 def _fail_overflow(
@@ -337,8 +350,13 @@ class Headers:
 
 @retried
 def survey_batch(item: SurveyItem, run: RunContext) -> Headers:
-    """What the headers of some files say, for laying out their windows."""
-    return Headers(tuple(read_header(join(run.root, rel), whole=True) for rel in item.paths))
+    """What the headers of some files say, for laying out their windows, and, with
+    ``peak_normalize``, each file's peak."""
+    config = run.config
+    peak_at = None if config.peak_normalize is None else config.sample_rate
+    whole = config.segments == "all"
+    return Headers(tuple(read_header(join(run.root, rel), whole=whole, peak_at=peak_at)
+                         for rel in item.paths))  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -352,6 +370,7 @@ class FileValues:
     duration: np.ndarray  # seconds, NaN where unknown
     sample_rate: np.ndarray  # int64, 0 where unknown
     channels: np.ndarray  # int64, 0 where unknown
+    peak: np.ndarray  # float64, NaN where not measured (without peak_normalize)
 
     @classmethod
     def of(
@@ -360,13 +379,14 @@ class FileValues:
         error = np.full(n_files, "", dtype=object)
         duration = np.full(n_files, np.nan)
         rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
+        peak = np.array([s.peak for s in surveyed] if surveyed else np.full(n_files, np.nan))
         # Pass 1's findings after the survey's: its header is the later reading, and a
         # failure in either fails the file.
         for i, info in [*enumerate(surveyed or ()), *records.items()]:
             if info.readable:
                 duration[i], rate[i], channels[i] = info.duration, info.sample_rate, info.channels
             error[i] = error[i] or info.error
-        return cls((error == "") & (rate > 0), error, duration, rate, channels)
+        return cls((error == "") & (rate > 0), error, duration, rate, channels, peak)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> FileValues:
@@ -422,6 +442,6 @@ def images_batch(item: ImagesItem, run: RunContext) -> WriteSummary:
     return WriteSummary(
         n_clips=len(clipped),
         n_clipped=int(np.sum(clipped, dtype=np.int64)),
-        n_pixels=len(clipped) * run.config.n_mels * run.config.n_frames,
+        n_pixels=len(clipped) * run.config.n_bands * run.config.n_frames,
         band_levels=band_levels.astype(np.int64),
     )

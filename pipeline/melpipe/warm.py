@@ -18,10 +18,10 @@ from threadpoolctl import threadpool_limits
 from melpipe import tasks  # noqa: F401  (decoding, the store, the statistics)
 from melpipe.config import SpectrogramConfig
 from melpipe.executors import WORKER_LOG, send_dask_logs
-from melpipe.features import log_mel
+from melpipe.features import spectrogram
 
 threadpool_limits(limits=1, user_api="blas")
-log_mel(np.zeros((1, 4096), np.float32), **SpectrogramConfig.from_options().librosa_kwargs)
+spectrogram(np.zeros((1, 4096), np.float32), SpectrogramConfig.from_options().analysis)
 
 
 def dask_setup(worker: object) -> None:
