@@ -118,6 +118,15 @@ def vocos(y: np.ndarray) -> np.ndarray:
     return torch.log(torch.clip(mel, min=1e-7))[0].numpy()
 
 
+def audio_diffusion_image(y: np.ndarray) -> np.ndarray:
+    """``Mel.audio_slice_to_image`` of a slice, its PIL image as an array: ``power_to_db``
+    with ``ref=np.max`` and ``top_db=80``, then ``((log_S + 80) * 255 / 80).clip(0, 255)
+    + 0.5`` to uint8, row 0 the lowest band, bright for loud."""
+    mel = librosa.feature.melspectrogram(y=y, sr=22050, n_fft=2048, hop_length=512, n_mels=256)
+    log_s = librosa.power_to_db(mel, ref=np.max, top_db=80)
+    return (((log_s + 80) * 255 / 80).clip(0, 255) + 0.5).astype(np.uint8)
+
+
 def audio_diffusion(y: np.ndarray) -> np.ndarray:
     """audio-diffusion's ``Mel.audio_slice_to_image`` up to its image: librosa's
     melspectrogram with n_fft 2048, hop 512 and 256 mels (``y_res``), then
@@ -213,6 +222,7 @@ def test_presets_record_the_values_their_sources_give():
     }
     assert PRESETS["specgan"].stats == "band-moments"
     assert PRESETS["specgan"].options == {"clip_std": 3.0}
+    assert PRESETS["audio-diffusion"].stats == "image-top-db"
     assert PRESETS["audio-diffusion"].options == {"top_db": 80.0}
 
 
@@ -244,9 +254,11 @@ def recordings(tmp_path_factory) -> Path:
 def source_images(store: SpectrogramStore, root: Path, name: str) -> tuple[list, np.ndarray]:
     """Each clip's features by the preset's source, from ``librosa.load`` of its file at
     the store's rate (with HiFi-GAN's and BigVGAN's ``normalize(audio) * 0.95`` where the
-    preset has it), and their images on the store's scale."""
+    preset has it), and their images: on the store's scale, or for audio-diffusion its
+    own image of the slice, flipped and inverted as melpipe's are."""
     config, found, images = store.config, [], []
-    lo, hi = store.scale.bounds()
+    relative = store.scale.relative
+    lo, hi = store.scale.bounds() if not relative else (None, None)
     for i in range(len(store)):
         y, _ = librosa.load(root / store.paths[i], sr=config.sample_rate, mono=True)
         if config.peak_normalize is not None:
@@ -254,7 +266,11 @@ def source_images(store: SpectrogramStore, root: Path, name: str) -> tuple[list,
         start = int(store.start_sample[i])
         clip = librosa.util.fix_length(y[start : start + config.n_samples], size=config.n_samples)
         found.append(REFERENCES.get(name, lambda y: librosa_log_mel(y, config))(clip))
-        images.append(reference_image(found[-1], lo, hi))
+        if relative:
+            assert name == "audio-diffusion", "only its preset scales each image by its own"
+            images.append(255 - np.flipud(audio_diffusion_image(clip)))
+        else:
+            images.append(reference_image(found[-1], lo, hi))
     return found, np.stack(images)
 
 
@@ -278,12 +294,11 @@ def test_a_preset_through_the_whole_pipeline(name, recordings, tmp_path):
     features, expected = source_images(store, recordings, name)
     images = store[:]
     assert_images_match(images, expected, f"{name} images")
-    lo, hi = store.scale.bounds()
-    half_level = (hi - lo) / 510
-    for back, source in zip(store.to_features(images), features, strict=True):
-        inside = (source >= lo) & (source <= hi)
-        error = np.abs(back - source) - half_level
-        assert (error[inside] <= 1e-4).all(), name  # 1e-4: float32 and the source's rounding
+    source = np.stack(features)
+    lo, hi = store.scale.bounds(store.array("clip_max") if store.scale.relative else None)
+    inside = (source >= lo) & (source <= hi)
+    error = np.abs(store.features(slice(None)) - source) - (hi - lo) / 510
+    assert (error[inside] <= 1e-4).all(), name  # 1e-4: float32 and the source's rounding
 
     resumed = tmp_path / "resumed.zarr"
     with pytest.raises(Interrupted):
@@ -299,3 +314,30 @@ def test_a_preset_through_the_whole_pipeline(name, recordings, tmp_path):
     refused = run_cli("preprocess", recordings, tmp_path / "other.zarr", "--preset", other,
                       "--segments", "all", "--stats-from", out, check=False)  # fmt: skip
     assert_one_line_error(refused, "--stats-from", f"preset ('{other}', '{name}')")
+
+
+def test_image_top_db_scales_each_image_from_its_own_maximum(rng):
+    """audio-diffusion's scale: each image's maximum at the top, 80 dB below it at the
+    bottom; undone from each image's maximum, which it needs."""
+    from melpipe.errors import ArgumentError
+    from melpipe.scaling import image_to_logmel, scale_to_uint8
+    from melpipe.stats import Range
+
+    scale = Range(-80 / (10 / math.log(10)), 0.0, relative=True)
+    logmel = rng.uniform(-25, 0, (3, 4, 5)).astype(np.float32) + np.float32([[[0]], [[5]], [[-9]]])
+    images, clipped = scale_to_uint8(logmel, scale)
+    top = logmel.max(axis=(1, 2))
+    expected = reference_image_stack(logmel, top + scale.min, top)
+    np.testing.assert_array_equal(images, expected)
+    assert (images.min(axis=(1, 2)) == 0).all()  # every image's maximum is black
+    back = image_to_logmel(images, scale, top)
+    inside = logmel >= (top + scale.min)[:, None, None]
+    assert np.abs(back - logmel)[inside].max() <= scale.min / -510 + 1e-5
+    assert (clipped == (~inside).sum(axis=(1, 2))).all()
+    with pytest.raises(ArgumentError, match="clip_max"):
+        image_to_logmel(images, scale)
+
+
+def reference_image_stack(logmel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """:func:`reference_image` of each image with its own range."""
+    return np.stack([reference_image(m, a, b) for m, a, b in zip(logmel, lo, hi, strict=True)])

@@ -30,7 +30,7 @@ from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
 from melpipe.plan import DEFAULT_BATCH_SIZE
 from melpipe.presets import PRESET_NAMES
 from melpipe.retries import transient, unreachable
-from melpipe.stats import STATS_NAMES, Figures, GlobalStats
+from melpipe.stats import SCALES, Figures, GlobalStats
 
 if TYPE_CHECKING:
     from melpipe.runner import RunReport
@@ -326,7 +326,7 @@ _CONFIG_OPTIONS = (
 @_segment_options
 @click.option(
     "--stats",
-    type=click.Choice(STATS_NAMES),
+    type=click.Choice(SCALES),
     help="Statistics that scale the images; all are computed and recorded.  "
     "[default: the preset's (mean for post), or --stats-from's]",
 )
@@ -432,6 +432,11 @@ def _echo_stats(
             else "  no usable range"
         )
         click.echo(f"{mark} {name:<14} {lo} {hi}  {shares}")
+    if used == "image-top-db":
+        r = stats.scale("image-top-db")
+        db = r.db_per_level(stats.pixels.db_per_unit)
+        click.echo(f"* {used:<14} {r.min:9.3f} {r.max:9.3f}  {db:8.3f}"
+                   "  (relative to each image's maximum)")  # fmt: skip
     options = stats.options
     click.echo(
         f"  (* scales the images; percentiles {options.percentiles[0]:g} and "

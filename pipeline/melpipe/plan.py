@@ -28,7 +28,7 @@ from melpipe.errors import ArgumentError, ConfigError, ResourceError, Statistics
 from melpipe.features import ANALYSIS
 from melpipe.presets import PRESETS
 from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
-from melpipe.stats import STATS_NAMES, GlobalStats, StatsName, StatsOptions
+from melpipe.stats import SCALES, GlobalStats, StatsName, StatsOptions
 
 T = TypeVar("T")
 
@@ -207,8 +207,8 @@ def make_plan(request: Request, found: Found) -> Plan:
     StoreError
         OUTPUT is in the way, holds INPUT, or is a store this run cannot resume or replace.
     """
-    if request.stats is not None and request.stats not in STATS_NAMES:
-        raise ConfigError(f"Expected `stats` to be one of {STATS_NAMES}. Got {request.stats!r}.")
+    if request.stats is not None and request.stats not in SCALES:
+        raise ConfigError(f"Expected `stats` to be one of {SCALES}. Got {request.stats!r}.")
     if request.batch_size <= 0:
         raise ConfigError(f"Expected a positive `batch_size`. Got {request.batch_size} instead.")
     _check_locations(request, found)
@@ -245,7 +245,7 @@ def make_plan(request: Request, found: Found) -> Plan:
 def _check_source_range(source: Source, stats: GlobalStats, used: StatsName) -> None:
     """Refuse, before anything is made, a source whose statistics give no usable range
     for the one that would scale the images."""
-    scale = stats.ranges()[used]
+    scale = stats.scale(used)
     if not scale.usable:
         raise StoreError(
             f"`stats_from={source.url!r}` records {used!r} statistics that give no usable "

@@ -121,7 +121,7 @@ PRESETS: dict[str, Preset] = {
                 "log": "clamp",
                 "eps": 1e-10,
             },
-            stats="top-db",
+            stats="image-top-db",
             options={"top_db": 80.0},
         ),
     )

@@ -86,7 +86,7 @@ class SpectrogramStore:
 
     @cached_property
     def scale(self) -> Range:
-        """The range that scaled the images: what :meth:`to_logmel` undoes."""
+        """The range that scaled the images: what :meth:`to_features` undoes."""
         return self.stats.range(self.used)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
@@ -302,7 +302,12 @@ class SpectrogramStore:
         """Bytes of every object of the store, local or remote."""
         return self._store.size_on_disk()
 
-    def to_features(self, images: np.ndarray) -> np.ndarray:
+    def features(self, index: Index) -> np.ndarray:
+        """The features of the clips at ``index`` (as for ``store[index]``): their images
+        read and :meth:`to_features` of them, whatever scaled them."""
+        return self.to_features(self[index], clips=index)
+
+    def to_features(self, images: np.ndarray, clips: Index | None = None) -> np.ndarray:
         """The features images stand for, float32, as the model or vocoder of the store's
         preset takes them: shape (..., n_bands, n_frames), lowest band first, in the
         preset's log (``log(x + eps)`` or ``log(max(x, eps))`` of mel or linear magnitude
@@ -312,9 +317,14 @@ class SpectrogramStore:
         store used: exact to half a quantization step, ``(max - min) / 510`` (of the
         pixel's band, for ``band-moments``), wherever the scaling did not clip. A vocoder
         takes ``torch.from_numpy(store.to_features(store[i:j]))`` as its batch of mels
-        (docs/reading.md, "Back to sound").
+        (docs/reading.md, "Back to sound"). Images scaled from their own maximum
+        (``image-top-db``) need ``clips``, the index they were read with, for each one's
+        ``clip_max``.
         """
-        return image_to_logmel(images, self.scale)
+        clip_max = None
+        if self.scale.relative and clips is not None:
+            clip_max = self.array("clip_max")[clips]
+        return image_to_logmel(images, self.scale, clip_max)
 
     def to_logmel(self, image: np.ndarray) -> np.ndarray:
         """:meth:`to_features`, by its earlier name: the log-mel of an image or images."""
@@ -333,18 +343,15 @@ class SpectrogramStore:
         -------
         np.ndarray [shape=(n_samples,)], float32
         """
-        image = (
-            self[index_or_image]
-            if isinstance(index_or_image, (int, np.integer))
-            else np.asarray(index_or_image)
-        )
+        index = index_or_image if isinstance(index_or_image, (int, np.integer)) else None
+        image = self[index] if index is not None else np.asarray(index_or_image)
         if np.shape(image) != self.config.image_shape:
             raise ArgumentError(
                 f"Expected one image of shape {self.config.image_shape}. "
                 f"Got shape {np.shape(image)} instead."
             )
         return features.to_audio(
-            self.to_logmel(image),
+            self.to_features(image, clips=index),
             self.config.analysis,
             length=self.config.n_samples,
             n_iter=n_iter,

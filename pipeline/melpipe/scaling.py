@@ -3,13 +3,17 @@
 An image is the log-mel min-max scaled to 0..255 with the dataset statistics, rounded to
 nearest and clipped (never wrapped), flipped so that row 0 is the highest mel band (low
 frequencies at the bottom of a picture), and inverted so that black means more energy.
-With ``band-moments`` statistics each mel band has its own min and max.
+With ``band-moments`` statistics each mel band has its own min and max; with
+``image-top-db`` each image its own, from its maximum.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from melpipe.errors import ArgumentError
 from melpipe.stats import LEVELS, Range
 
 
@@ -23,7 +27,7 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.nda
     logmel : np.ndarray [shape=(..., n_mels, n_frames)]
     scale : Range
         The log-mel values that map to 0 and 255 before the inversion (per band, or one
-        pair for all).
+        pair for all, or relative to each image's maximum).
 
     Returns
     -------
@@ -56,20 +60,28 @@ def _clipped(levels: np.ndarray) -> np.ndarray:
 def _rounded(logmel: np.ndarray, scale: Range) -> np.ndarray:
     # In float64, so that a value's rounding does not depend on the dtype it came in; in
     # place, because fresh temporaries of a batch's size cost more than the arithmetic.
-    lo, hi = scale.bounds()
-    levels = np.asarray(logmel).astype(np.float64)
+    logmel = np.asarray(logmel)
+    # An image's maximum as pass 1 records it (clip_max): the same reduction, in float32.
+    lo, hi = scale.bounds(logmel.max(axis=(-2, -1)) if scale.relative else None)
+    levels = logmel.astype(np.float64)
     levels -= lo
     levels /= hi - lo
     levels *= 255.0
     return np.rint(levels, out=levels)
 
 
-def image_to_logmel(image: np.ndarray, scale: Range) -> np.ndarray:
-    """The log-mel values an image stands for: undo the inversion, the flip, the scaling.
+def image_to_logmel(image: np.ndarray, scale: Range, clip_max: Any = None) -> np.ndarray:
+    """The log-mel values an image stands for: undo the inversion, the flip, the scaling
+    (for a relative scale, from each image's ``clip_max``, shape (...)).
 
     Exact up to half a quantization step, ``(max - min) / 510`` (of the pixel's band, per
     band), where nothing was clipped.
     """
-    lo, hi = scale.bounds()
+    if scale.relative and clip_max is None:
+        raise ArgumentError(
+            "Images scaled from their own maximum (`image-top-db`) are undone with each "
+            "one's `clip_max`: give the clips' indices (`store.features(index)`)."
+        )
+    lo, hi = scale.bounds(clip_max)
     levels = 255.0 - np.asarray(image, np.float64)[..., ::-1, :]
     return (levels * ((hi - lo) / 255.0) + lo).astype(np.float32)

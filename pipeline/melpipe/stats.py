@@ -27,6 +27,11 @@ Five statistics come out, all computed in every run; one of them scales the imag
 The first two keep the post's definition: every pixel counts, zero-padding included. The
 other three leave out the frames that hold no audio (see :mod:`melpipe.tasks`), whose
 values are the ``log(eps)`` floor of the padding, not sound.
+
+Beside them, ``image-top-db`` is audio-diffusion's scale rather than a statistic: each
+image maps its own maximum to the top of the scale and ``top_db`` decibels below it to
+the bottom (``librosa.power_to_db(S, ref=np.max, top_db=...)``); the store's ``clip_max``
+undoes it.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ import numpy as np
 from melpipe.errors import ConfigError, StatisticsError
 from melpipe.records import key, not_recorded
 
-StatsName = Literal["mean", "extrema", "percentile", "top-db", "band-moments"]
+StatsName = Literal["mean", "extrema", "percentile", "top-db", "band-moments", "image-top-db"]
+# The five statistics of a dataset, and every scale that can make the images.
 STATS_NAMES: tuple[StatsName, ...] = ("mean", "extrema", "percentile", "top-db", "band-moments")
+SCALES: tuple[StatsName, ...] = (*STATS_NAMES, "image-top-db")
 DB_PER_UNIT = 10.0 / math.log(10.0)  # decibels per natural-log unit of a power spectrum
 LEVELS = 256
 
@@ -407,20 +414,28 @@ def _exact_column_sums(values: np.ndarray) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class Range:
     """The log-mel values that map to the ends of the uint8 scale: one pair for every
-    pixel or, for ``band-moments``, one pair per mel band (tuples, lowest band first)."""
+    pixel or, for ``band-moments``, one pair per mel band (tuples, lowest band first);
+    ``relative``, for ``image-top-db``: values relative to each image's own maximum."""
 
     min: float | tuple[float, ...]
     max: float | tuple[float, ...]
+    relative: bool = field(default=False, metadata=not_recorded())
 
     @property
     def per_band(self) -> bool:
         return isinstance(self.min, tuple)
 
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+    def bounds(self, clip_max: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``min`` and ``max`` as float64 arrays that broadcast against log-mels of shape
-        (..., n_mels, n_frames), bands in log-mel order (lowest first)."""
+        (..., n_mels, n_frames), bands in log-mel order (lowest first); for a relative
+        range, added to ``clip_max``, each image's maximum, of shape (...), when given."""
         lo, hi = np.asarray(self.min, np.float64), np.asarray(self.max, np.float64)
-        return (lo[:, None], hi[:, None]) if self.per_band else (lo, hi)
+        if self.per_band:
+            return lo[:, None], hi[:, None]
+        if not self.relative or clip_max is None:
+            return lo, hi
+        top = np.asarray(clip_max, np.float64)[..., None, None]
+        return top + lo, top + hi
 
     @property
     def span(self) -> Any:
@@ -439,7 +454,8 @@ class Range:
         return bool(np.isfinite(lo).all() and np.isfinite(hi).all() and (lo < hi).all())
 
     def describe(self) -> str:
-        return f"min={_brief(self.min)}, max={_brief(self.max)}"
+        below = " below each image's maximum" if self.relative else ""
+        return f"min={_brief(self.min)}, max={_brief(self.max)}{below}"
 
     def check(self, name: str) -> Range:
         if not self.usable:
@@ -555,9 +571,17 @@ class GlobalStats:
         )
 
     def range(self, name: StatsName) -> Range:
+        """The range that scales images with ``name``; an error if it is not usable."""
+        return self.scale(name).check(name)
+
+    def scale(self, name: StatsName) -> Range:
+        """The range of ``name``, usable or not: one of the five statistics', or for
+        ``image-top-db`` the one relative to each image's maximum."""
+        if name == "image-top-db":
+            return Range(-self.options.top_db / self.pixels.db_per_unit, 0.0, relative=True)
         if name not in STATS_NAMES:
-            raise StatisticsError(f"Expected stats to be one of {STATS_NAMES}. Got {name!r}.")
-        return self.ranges()[name].check(name)
+            raise StatisticsError(f"Expected stats to be one of {SCALES}. Got {name!r}.")
+        return self.ranges()[name]
 
     def ranges(self) -> dict[StatsName, Range]:
         return {

@@ -480,7 +480,7 @@ class ReadableStore:
         undoes the scaling, and what a store scaled with this one's statistics uses."""
         record = self.attrs.stats
         assert record is not None  # a complete store's attributes are checked to have them
-        scale = record.values.ranges()[record.used]
+        scale = record.values.scale(record.used)
         if not scale.usable:
             raise StoreError(
                 f"{where} records {record.used!r} statistics that cannot have scaled its "
