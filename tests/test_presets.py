@@ -341,3 +341,18 @@ def test_image_top_db_scales_each_image_from_its_own_maximum(rng):
 def reference_image_stack(logmel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """:func:`reference_image` of each image with its own range."""
     return np.stack([reference_image(m, a, b) for m, a, b in zip(logmel, lo, hi, strict=True)])
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("name", ["hifigan", "specgan"])
+def test_a_preset_gives_the_same_bits_on_a_dask_cluster(name, recordings, tmp_path, dask_executor):
+    """The survey's peaks and every other step on worker processes: the store equals the
+    one plain loops make, bit for bit, with another batch size and without scratch."""
+    config = SpectrogramConfig.from_options(preset=name, segments="all")
+    loops, cluster = tmp_path / "loops.zarr", tmp_path / "cluster.zarr"
+    preprocess(recordings, loops, config, batch_size=3, executor=LoopExecutor())
+    preprocess(recordings, cluster, config, batch_size=3, scratch=False, executor=dask_executor)
+    assert_same_arrays(cluster, loops)
+    if config.peak_normalize is not None:
+        peaks = open_store(cluster).array("peak")
+        assert np.isnan(peaks[0]) and (peaks[1:] > 0).all()  # broken.wav has none
