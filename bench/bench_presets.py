@@ -4,7 +4,7 @@ level of each preset's images on a corpus.
     python -m bench.bench_presets [--seconds S] [--workdir DIR]
     python -m bench.bench_presets --corpus DIR [--collect-real] [--workdir DIR]
 
-The first form times ``features.spectrogram`` on a batch of 64 generated clips of each
+The first form times ``features.spectrogram`` on a batch of 64 (``--batch``) generated clips of each
 preset's length, one process, one BLAS thread, after a warm-up, against the floor's
 kernel (bench/floor.py: float32 FFT, power, the dense float32 mel product, no checks)
 with the preset's rate, FFT size, hop, bands and clip length, alternating the two; it
@@ -42,7 +42,7 @@ from melpipe.presets import PRESET_NAMES
 from melpipe.reader import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = 64
+BATCH = 64  # clips per timed call, as a task's batch
 
 
 def rate(fn, batch: np.ndarray, seconds: float) -> float:
@@ -55,12 +55,12 @@ def rate(fn, batch: np.ndarray, seconds: float) -> float:
     return runs * len(batch) / (time.perf_counter() - start)
 
 
-def speed(seconds: float) -> list[dict]:
+def speed(seconds: float, batch_size: int = BATCH) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     for name in PRESET_NAMES:
         config = SpectrogramConfig.from_options(preset=name)
-        batch = (0.3 * rng.standard_normal((BATCH, config.n_samples))).astype(np.float32)
+        batch = (0.3 * rng.standard_normal((batch_size, config.n_samples))).astype(np.float32)
         kernel = Kernel(config.sample_rate, config.hop_length, config.n_fft,
                         config.n_mels or 0, config.n_samples)  # fmt: skip
         analysis = functools.partial(spectrogram, analysis=config.analysis)
@@ -102,6 +102,7 @@ def levels(corpus: Path, workdir: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="Per timing.")
+    parser.add_argument("--batch", type=int, default=BATCH, help="Clips per timed call.")
     parser.add_argument("--corpus", type=Path, help="Measure the level sizes on this corpus.")
     parser.add_argument("--collect-real", action="store_true", help="Fill --corpus first.")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
@@ -114,7 +115,7 @@ def main() -> None:
             rows = levels(args.corpus, Path(tmp))
         (args.workdir / "preset-levels.json").write_text(json.dumps(rows, indent=2))
         return
-    rows = speed(args.seconds)
+    rows = speed(args.seconds, args.batch)
     (args.workdir / "presets.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -123,12 +123,22 @@ class SpectrogramConfig:
     hop_length : int
         Samples between successive frames.
     n_mels : int
-        Number of mel bands (image height).
+        Number of mel bands (image height); 128 by default, None for a linear spectrum.
     fmin, fmax : float
         Frequency range of the mel filter bank in Hz. ``fmax`` defaults to the Nyquist
-        frequency, ``sample_rate / 2``, and may not exceed it.
+        frequency, ``sample_rate / 2``, and may not exceed it. None for a linear spectrum.
     eps : float
-        Added to the mel power before the logarithm, ``log(mel_power + eps)``.
+        The log's epsilon: ``log(x + eps)`` or ``log(max(x, eps))`` (``log``).
+    preset : str
+        The name of the preset the defaults came from (:mod:`melpipe.presets`), recorded;
+        :meth:`from_options` applies a preset's values, this constructor does not.
+    spectrum, power, stft_eps, win_length, padding, pad_mode, mel_htk, mel_norm,
+    drop_nyquist, log
+        The analysis's conventions, as :class:`melpipe.features.Analysis` describes
+        them; the defaults are the post's (librosa's melspectrogram, ``log(x + 1e-9)``).
+    peak_normalize : float, optional
+        Scale each file so that its greatest absolute sample at ``sample_rate`` is this,
+        before its clips are cut (HiFi-GAN's and BigVGAN's 0.95).
     segments : {"first", "all"}
         ``first``: one clip per file, from its start. ``all``: every window of
         ``n_samples`` samples, starting every ``segment_hop`` samples (see

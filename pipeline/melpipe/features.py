@@ -1,19 +1,22 @@
-"""Log-mel spectrograms and their inverse to audio, with librosa's names and conventions.
+"""Log spectrograms and their inverse to audio, with librosa's names and conventions.
 
-``log_mel`` is the pure heart of the pipeline: clips in, ``log(mel_power + eps)`` out,
-with ``librosa.feature.melspectrogram``'s framing, window, filter bank and power, on a
-whole batch at once: each frame transformed in float64 as librosa does, everything after
-the power in float32 as librosa does it too, so the values agree with librosa's to about
-1e-6 in log units (docs/design.md, "Precision", has the measurements). The filter bank is
-librosa's, bit for bit, built once per parameter set (librosa rebuilds it on every call)
-and applied block by block, since each FFT bin feeds at most two bands, and the batch is
-transformed a few clips at a time. ``log_mel_to_audio`` is the inverse by Griffin-Lim.
-Both take librosa's keywords (``sr``, ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``,
-``fmax``); a :class:`~melpipe.config.SpectrogramConfig` gives them as
-``config.librosa_kwargs``.
+``spectrogram`` is the pure heart of the pipeline: clips in, log features out, by the
+parameters of one :class:`Analysis` (a config gives it as ``config.analysis``), on a whole
+batch at once. By default it is the post's ``log(mel_power + eps)`` with
+``librosa.feature.melspectrogram``'s framing, window, filter bank and power; the presets
+(:mod:`melpipe.presets`) choose other framings, magnitude, HTK filters without norm,
+linear bins and ``log(max(x, eps))``. Each frame is transformed in float64 as librosa
+does, everything after the power in float32 as librosa does it too, so the values agree
+with librosa's to about 1e-6 in log units (docs/design.md, "Precision", has the
+measurements). The filter bank is librosa's, bit for bit, built once per parameter set
+(librosa rebuilds it on every call) and applied block by block, since each FFT bin feeds
+at most two bands, and the batch is transformed a few clips at a time. ``to_audio`` is
+the inverse by Griffin-Lim. ``log_mel`` and ``log_mel_to_audio`` take librosa's keywords
+(``sr``, ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``) for the post's
+analysis; ``config.librosa_kwargs`` gives them.
 
 The filter bank and the window are librosa's and scipy's steps, written out here
-(``mel_filters``, ``_hann``) and tested equal to theirs bit for bit. The reason is
+(``mel_filters``, ``_window``) and tested equal to theirs bit for bit. The reason is
 start-up: the modules that hold them import scipy.signal, scipy.ndimage and
 numba-compiled audio code, about 2 s in every worker process on 2 cores, which was most
 of a run's fixed cost. What is used from librosa here (``mel_frequencies``) and scipy
