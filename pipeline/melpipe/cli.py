@@ -23,7 +23,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from melpipe import __version__, records
+from melpipe import __version__, features, records
 from melpipe import config as defaults
 from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
@@ -187,6 +187,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _decorated(command: Any, options: list[Any]) -> Any:
+    """``command`` with click's ``options``, listed in ``--help`` in their order."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _segment_options(command: Any) -> Any:
     """The options that cut files into clips, shared by preprocess and scan."""
     options = [
@@ -219,16 +226,12 @@ def _segment_options(command: Any) -> Any:
             help="Drop windows whose RMS level is below this many dB full scale.",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _decorated(command, options)
 
 
 def _analysis_options(command: Any) -> Any:
     """The options of the analysis beyond the STFT and mel sizes: a preset, and each
     convention a preset sets (docs/cli.md, "Presets")."""
-    from melpipe import features
-
     # long because: one option per convention, read as a table of them
     options = [
         click.option(
@@ -290,9 +293,7 @@ def _analysis_options(command: Any) -> Any:
             "[default: none]",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _decorated(command, options)
 
 
 _CONFIG_OPTIONS = (

@@ -86,17 +86,6 @@ def _bank(
     }
 
 
-def _samples_for(frames: int, hop_length: int, n_fft: int, padding: Any) -> int:
-    """The clip length in samples that gives exactly ``frames`` frames: the least for
-    centred frames (an odd window pads one sample less than it spans, so one more sample
-    keeps the last frame), whole hops for the others."""
-    if padding == "same":
-        return (frames - 1) * hop_length + n_fft - 2 * ((n_fft - hop_length) // 2)
-    if padding == "end":
-        return frames * hop_length
-    return (frames - 1) * hop_length + n_fft % 2
-
-
 def _finite_float(name: str, value: Any) -> float:
     try:
         parsed = float(value)
@@ -393,16 +382,20 @@ class SpectrogramConfig:
         given = {**base, **{k: v for k, v in kwargs.items() if v is not None}, "preset": preset}
         if given.get("peak_normalize") == "none":  # the command line's way to turn it off
             given["peak_normalize"] = None
-        if isinstance(given.get("power"), str):
-            given["power"] = _finite_float("power", given["power"])
         sample_rate = _positive_int("sample_rate", given.get("sample_rate", SAMPLE_RATE))
         if frames is not None:
             hop_length = _positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
             if _positive_int("frames", frames) < 2:
                 raise ConfigError("Expected `frames` >= 2, since one frame is no clip.")
+            # Values the constructor refuses are left for it to name.
             n_fft = given.get("n_fft", 2 * hop_length)
-            given["n_samples"] = _samples_for(frames, hop_length, n_fft if isinstance(n_fft, int)
-                                              else 0, given.get("padding", "center"))  # fmt: skip
+            padding = given.get("padding", "center")
+            given["n_samples"] = features.n_samples_for(
+                frames,
+                n_fft=n_fft if isinstance(n_fft, int) else 0,
+                hop_length=hop_length,
+                padding=padding if padding in features.PADDINGS else "center",
+            )
         elif duration is not None:
             seconds = _finite_float("duration", duration)
             if seconds <= 0:

@@ -107,8 +107,7 @@ class Analysis:
     @property
     def left_pad(self) -> int:
         """Samples put before a clip's first: the first frame starts this far before it."""
-        return {"center": self.n_fft // 2, "same": (self.n_fft - self.hop_length) // 2,
-                "end": 0}[self.padding]  # fmt: skip
+        return left_pad(n_fft=self.n_fft, hop_length=self.hop_length, padding=self.padding)
 
     def n_frames(self, n: int) -> int:
         """Frames of a clip of ``n`` samples (see :func:`n_frames_of`)."""
@@ -206,6 +205,12 @@ def _mel_blocks(**bank: Any) -> tuple[tuple[int, int, int, np.ndarray], ...]:
 _SPECTRUM_BYTES = 1 << 20
 
 
+def left_pad(*, n_fft: int, hop_length: int, padding: str) -> int:
+    """Samples a padding puts before a signal's first (see :class:`Analysis`); ``center``
+    and ``same`` put as many after its last."""
+    return {"center": n_fft // 2, "same": (n_fft - hop_length) // 2, "end": 0}[padding]
+
+
 def n_frames_of(n: int, *, n_fft: int, hop_length: int, padding: str = "center") -> int:
     """Frames of a signal of ``n`` samples (see :class:`Analysis` for the paddings):
     librosa's centred count, ``1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length``
@@ -214,8 +219,18 @@ def n_frames_of(n: int, *, n_fft: int, hop_length: int, padding: str = "center")
     counts them."""
     if padding == "end":
         return -(-n // hop_length)
-    pad = n_fft // 2 if padding == "center" else (n_fft - hop_length) // 2
+    pad = left_pad(n_fft=n_fft, hop_length=hop_length, padding=padding)
     return 1 + (n + 2 * pad - n_fft) // hop_length
+
+
+def n_samples_for(frames: int, *, n_fft: int, hop_length: int, padding: str = "center") -> int:
+    """The clip length that gives exactly ``frames`` frames (:func:`n_frames_of`): the
+    least for ``center`` and ``same`` (an odd window pads one sample less than it spans,
+    so one more sample keeps the last frame), whole hops for ``end``."""
+    if padding == "end":
+        return frames * hop_length
+    pad = left_pad(n_fft=n_fft, hop_length=hop_length, padding=padding)
+    return (frames - 1) * hop_length + n_fft - 2 * pad
 
 
 def _frames(y: np.ndarray, analysis: Analysis) -> np.ndarray:
