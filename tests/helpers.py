@@ -308,10 +308,27 @@ def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> 
         "sample_rate": np.where(decoded, 44100, 0),
         "channels": np.where(decoded, 2, 0),
         "peak": np.where(decoded, rng.uniform(0.1, 1.0, n_files), np.nan),
+        "source": np.zeros(n_files, np.int64),
+        "bytes_sha256": np.array([f"{i:064x}" for i in range(n_files)], dtype=object),
+        "samples_sha256": np.array(
+            [f"{i + 1:064x}" if ok else "" for i, ok in enumerate(decoded)], dtype=object
+        ),
+        "duplicate_of": np.full(n_files, -1, np.int64),
         "n_clips": n_clips,
         "first_clip": np.cumsum(n_clips) - n_clips,
     }
     return clips, files
+
+
+def a_source(files: int, clips: int, **fields: Any) -> Any:
+    """The table-of-sources entry of a run that added ``files`` files and ``clips`` clips."""
+    from melpipe.schema import SourceRecord
+
+    values = dict(action="run", run_id="test-run", created="2026-11-26T00:00:00+00:00",
+                  input="nowhere", first_file=0, files=files, first_clip=0, clips=clips,
+                  skipped=0, duplicates=0, dropped=0, clipped_low=0, clipped_high=0, pixels=0,
+                  own=None)  # fmt: skip
+    return SourceRecord(**{**values, **fields})
 
 
 def write_store(
@@ -352,7 +369,7 @@ def write_store(
             "window_modified": np.full(n, 1.8e9),
         }
         small = {k: v for k, v in clips.items() if k not in ("images", "clipped")}
-        histogram = np.zeros(histogram_grid(config.eps)[1], np.int64)
+        histogram = np.zeros((1, histogram_grid(config.eps)[1]), np.int64)
         store.write_chosen(claim, {**files, **small, **windows, "histogram": histogram})
         for batch in plan_batches(n, batch_size):
             part = {k: clips[k][batch.start : batch.stop] for k in ("images", "clipped")}
@@ -360,9 +377,9 @@ def write_store(
         stats = simple_stats((-15.0, 0.0), (-21.0, 5.0), n_mels=config.n_mels)
         counts = Counts(n_files, int(np.count_nonzero(files["decoded"])), n)
         record = StatsRecord(stats, "mean", None, 0.0)
-        store.finish(
-            claim, dataclasses.replace(attrs, status="complete", stats=record, counts=counts)
-        )
+        done = dataclasses.replace(attrs, status="complete", stats=record, counts=counts,
+                                   sources=(a_source(n_files, n),))  # fmt: skip
+        store.finish(claim, done)
 
 
 def as_nobody(fn, *args):

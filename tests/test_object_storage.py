@@ -13,7 +13,7 @@ from melpipe.errors import RunLockedError, StoreError
 from melpipe.executors import LoopExecutor
 from melpipe.reader import open_store
 from melpipe.runner import preprocess
-from tests.helpers import Interrupted, interrupt_images_after, write_dataset
+from tests.helpers import Interrupted, interrupt_images_after, run_cli, write_dataset
 from tests.processes import Processes, start_s3_server
 
 pytestmark = pytest.mark.s3
@@ -193,3 +193,25 @@ def test_pass_2_decodes_objects_again_and_refuses_one_replaced_since_pass_1(s3, 
         preprocess("s3://bucket/changing", "s3://bucket/replaced.zarr", config,
                    executor=LoopExecutor(), batch_size=4, scratch=False,
                    progress=ReplaceAtPass2())  # fmt: skip
+
+
+def test_an_append_to_a_store_on_object_storage_equals_one_on_local_disk(s3, tmp_path):
+    from tests.test_append import tones
+
+    fs, env = s3["fs"], {**os.environ, **s3["env"]}
+    later = tones(tmp_path / "later", 5, seed=12)
+    fs.put(f"{later}/", "bucket/later/", recursive=True)
+    options = ["--scheduler", "sync", "--n-mels", "64", "--batch-size", "4"]
+    run_cli("preprocess", "s3://bucket/audio", "s3://bucket/grow.zarr", *options, env=env)
+    before = open_store("s3://bucket/grow.zarr")
+    appended = run_cli("preprocess", "s3://bucket/later", "s3://bucket/grow.zarr", "--append",
+                       "--scheduler", "sync", env=env)  # fmt: skip
+    assert "Appended 5 clips from 5 files" in appended.stdout
+    local = tmp_path / "local.zarr"
+    run_cli("preprocess", s3["local"], local, *options)
+    run_cli("preprocess", later, local, "--append", "--scheduler", "sync")
+    remote, reference = open_store("s3://bucket/grow.zarr"), open_store(local)
+    np.testing.assert_array_equal(remote[:], reference[:])
+    assert remote.file_paths.tolist() == reference.file_paths.tolist()
+    assert remote.attrs.grown == reference.attrs.grown
+    assert len(before) == 10 and np.array_equal(before[:], reference[:10])

@@ -23,7 +23,7 @@ from melpipe.plan import (
 )
 from melpipe.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
 from melpipe.stats import Range
-from tests.helpers import simple_stats
+from tests.helpers import a_source, simple_stats
 
 
 @given(n_files=st.integers(1, 2000), batch_size=st.integers(1, 300))
@@ -199,7 +199,8 @@ def test_what_melpipe_did_not_write_is_never_replaced(state, message):
 def test_a_finished_store_needs_overwrite_and_foreign_entries_stop_it():
     first = make_plan(request(), found())
     stats = StatsRecord(simple_stats((-20.0, 1.0), (-21.0, 5.0)), "mean", None, 0.1)
-    done = store_of(first, status="complete", stats=stats, counts=Counts(10, 9, 9))
+    done = store_of(first, status="complete", stats=stats, counts=Counts(10, 9, 9),
+                    sources=(a_source(10, 9),))  # fmt: skip
     with pytest.raises(StoreError, match=r"already exists. Pass `overwrite=True`"):
         make_plan(request(), found(done))
     assert make_plan(request(overwrite=True), found(done)).action == "replace"

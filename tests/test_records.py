@@ -16,7 +16,7 @@ from melpipe.errors import RecordError, StoreError
 from melpipe.lock import Owner
 from melpipe.schema import Counts, StatsRecord, StatsSource, StoreAttrs
 from melpipe.stats import Figures, GlobalStats, PixelSummary, Range, StatsOptions
-from tests.helpers import simple_stats
+from tests.helpers import a_source, simple_stats
 
 STATS = simple_stats((-15.0, 4.0), (-20.0, 6.0))
 RECORD = StatsRecord(
@@ -29,6 +29,9 @@ ATTRS = StoreAttrs(
     plan={"input": "in", "batch_size": 64}, versions={"melpipe": "0.2.0"},
     skipped=(SkippedFolder("private", "cannot be read: [Errno 13] Permission denied"),),
     stats=RECORD, counts=Counts(3, 2, 5), failure=None, extra={"note": "a user's key"},
+    sources=(a_source(2, 3), a_source(1, 2, action="append", first_file=2, first_clip=3,
+                                      own=STATS)),
+    grown=STATS,
 )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from melpipe.schema import (
     store_entries,
 )
 from melpipe.stats import STATS_NAMES, Figures, GlobalStats, PixelSummary, Range, StatsOptions
-from tests.helpers import simple_stats
+from tests.helpers import a_source, simple_stats
 
 text = st.text(max_size=20)
 finite = st.floats(-30, 30, allow_nan=False)
@@ -44,9 +44,10 @@ def recorded(mean: Range, extrema: Range, percentile: Range, band: tuple) -> Glo
 
 figures = st.builds(Figures, st.floats(0, 1), st.floats(0, 1), st.integers(1, 256),
                     st.floats(0.01, 2))  # fmt: skip
+statistics = st.builds(recorded, ranges, ranges, ranges, bands)
 records = st.builds(
     StatsRecord,
-    values=st.builds(recorded, ranges, ranges, ranges, bands),
+    values=statistics,
     used=st.sampled_from(STATS_NAMES),
     source=st.none() | st.builds(StatsSource, text, text),
     clipped_fraction=st.floats(0, 1),
@@ -77,6 +78,19 @@ attributes = st.builds(
     counts=st.builds(Counts, st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**9)),
     failure=st.none() | text,
     extra=st.dictionaries(st.sampled_from(["note", "owner"]), text, max_size=2),
+    sources=st.lists(
+        st.builds(
+            a_source,
+            st.integers(0, 10**7),
+            st.integers(0, 10**9),
+            input=text,
+            action=st.sampled_from(["run", "append"]),
+            own=st.none() | statistics,
+        ),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+    grown=st.none() | statistics,
 )
 
 
@@ -104,7 +118,7 @@ def test_what_cannot_be_read_is_named(change, message):
         status="complete", run_id="r", created="t", input="in",
         config=SpectrogramConfig(), plan={}, versions={},
         stats=StatsRecord(simple_stats((0, 1), (0, 1)), "mean", None, 0.0),
-        counts=Counts(1, 1, 1),
+        counts=Counts(1, 1, 1), sources=(a_source(1, 1),),
     ).to_dict()  # fmt: skip
     with pytest.raises(StoreError, match=message):
         StoreAttrs.from_dict(good | change)

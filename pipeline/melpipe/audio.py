@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -81,6 +82,10 @@ class FileInfo:
     size: int = 0  # bytes, and when last modified (seconds since 1970), where known:
     modified: float = 0.0  # pass 2 checks that a file it decodes again is the same
     peak: float = math.nan  # the greatest |sample| at the store's rate, where measured
+    # SHA-256 of the file's bytes, and of its samples at the store's rate (float32, mono,
+    # little-endian), where the survey read them: what tells duplicates (docs/cli.md)
+    bytes_sha256: str = ""
+    samples_sha256: str = ""
 
     @classmethod
     def of(cls, f: sf.SoundFile, size: int = 0, modified: float = 0.0) -> FileInfo:
@@ -105,25 +110,84 @@ class FileInfo:
 
 
 def read_header(
-    path: str | os.PathLike[str], *, whole: bool = False, peak_at: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    whole: bool = False,
+    peak_at: int | None = None,
+    fingerprint_at: int | None = None,
 ) -> FileInfo:
     """The header of one file; a failure is recorded in the result, never raised.
 
     ``whole``: also check that the file holds the last frame its header declares, for a
     run that lays out windows over the whole length (:func:`check_length`). ``peak_at``:
     also measure the file's peak at that sample rate (:func:`peak_of`).
+    ``fingerprint_at``: also hash the file's bytes and its samples at that rate
+    (:func:`bytes_sha256`, :func:`samples_of`), so that duplicates can be found; the bytes
+    hash is kept even for a file that does not decode.
     """
+    digest = ""
     try:
+        if fingerprint_at is not None:
+            digest = bytes_sha256(path)
         with open_audio(path) as (f, _):
             if whole:
                 check_length(f)
-            if peak_at is None:
-                return FileInfo.of(f)
-            return dataclasses.replace(FileInfo.of(f), peak=peak_of(f, peak_at))
+            info = dataclasses.replace(FileInfo.of(f), bytes_sha256=digest)
+            if fingerprint_at is not None:  # one decoding gives the peak too
+                try:
+                    peak, samples = samples_of(f, fingerprint_at)
+                except Exception as exc:  # the header stands; the file gives no clip
+                    if transient(exc):
+                        raise
+                    return dataclasses.replace(info, error=describe_error(exc))
+                if peak_at != fingerprint_at:
+                    peak = math.nan if peak_at is None else peak_of(f, peak_at)
+                return dataclasses.replace(info, peak=peak, samples_sha256=samples)
+            if peak_at is not None:
+                return dataclasses.replace(info, peak=peak_of(f, peak_at))
+            return info
     except Exception as exc:  # one unreadable file is a finding, not a reason to stop
         if transient(exc):  # unless it is the storage's: that says nothing of the file
             raise
-        return FileInfo(error=describe_error(exc))
+        return FileInfo(error=describe_error(exc), bytes_sha256=digest)
+
+
+HASH_BLOCK = 1 << 20  # bytes read at a time to hash a file
+
+
+def bytes_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read once, a block at a time; "" for what is not a
+    regular file (which could block a reader forever), or cannot be read."""
+    return hash_bytes(path)[0]
+
+
+def hash_bytes(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """:func:`bytes_sha256`, and how many bytes were read."""
+    location = os.fspath(path)
+    digest, n = hashlib.sha256(), 0
+    try:
+        if is_url(location):
+            import fsspec
+
+            with fsspec.open(location, "rb") as raw:
+                while block := raw.read(HASH_BLOCK):
+                    digest.update(block)
+                    n += len(block)
+            return digest.hexdigest(), n
+        fd = os.open(os.fsencode(location), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "", 0
+            while block := os.read(fd, HASH_BLOCK):
+                digest.update(block)
+                n += len(block)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if transient(exc):
+            raise
+        return "", n
+    return digest.hexdigest(), n
 
 
 def check_length(f: sf.SoundFile) -> None:
@@ -281,6 +345,20 @@ def peak_of(f: sf.SoundFile, sample_rate: int) -> float:
         signal = _decode(f, lo, min(lo + SPAN, n_audio), sample_rate)
         peak = max(peak, float(np.abs(signal).max(initial=0.0)))
     return peak
+
+
+def samples_of(f: sf.SoundFile, sample_rate: int) -> tuple[float, str]:
+    """The peak (as :func:`peak_of`) and the SHA-256 of the whole file's samples, mono at
+    ``sample_rate`` as float32 little-endian, decoded span by span as the windows are: two
+    files whose samples are the same there (a WAV and a FLAC of one recording) have the
+    same hash, whatever their containers."""
+    n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
+    peak, digest = 0.0, hashlib.sha256()
+    for lo in range(0, n_audio, SPAN):
+        signal = _decode(f, lo, min(lo + SPAN, n_audio), sample_rate)
+        peak = max(peak, float(np.abs(signal).max(initial=0.0)))
+        digest.update(signal.astype("<f4", copy=False).tobytes())
+    return peak, digest.hexdigest()
 
 
 def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:

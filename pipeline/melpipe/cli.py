@@ -27,7 +27,7 @@ from melpipe import __version__, features, records
 from melpipe import config as defaults
 from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
-from melpipe.plan import DEFAULT_BATCH_SIZE
+from melpipe.plan import DEFAULT_BATCH_SIZE, DUPLICATES
 from melpipe.presets import PRESET_NAMES
 from melpipe.retries import transient, unreachable
 from melpipe.stats import SCALES, Figures, GlobalStats
@@ -360,9 +360,9 @@ _CONFIG_OPTIONS = (
 @click.option("--scheduler", help="Address of a running Dask scheduler, or 'sync' for no Dask.")
 @click.option(
     "--batch-size",
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Files per task, and clips per chunk of the store.",
+    type=int,
+    help=f"Files per task, and clips per chunk of the store.  [default: {DEFAULT_BATCH_SIZE}, "
+    "or the store's with --append]",
 )
 @click.option(
     "--tls-ca-file", type=click.Path(dir_okay=False), help="CA certificate for a tls:// scheduler."
@@ -381,11 +381,26 @@ _CONFIG_OPTIONS = (
     is_flag=True,
     help="Replace OUTPUT if it is a store that melpipe wrote (and nothing else).",
 )
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add INPUT's files that OUTPUT, a finished store, lacks, scaled with its "
+    "statistics and options, unchanged.",
+)
+@click.option(
+    "--duplicates",
+    type=click.Choice(DUPLICATES),
+    default="keep",
+    show_default=True,
+    help="Files with the same samples or bytes as one before them: stored and reported, "
+    "or left without clips.",
+)
 def preprocess(input_dir: str, output: str, **options: Any) -> None:
     """Turn the audio files under INPUT into one Zarr store of uint8 images at OUTPUT.
 
     INPUT and OUTPUT are local paths or fsspec URLs (s3://bucket/audio, gs://...). An
-    unfinished OUTPUT left by this same command is resumed, not started over.
+    unfinished OUTPUT left by this same command is resumed, not started over; with
+    --append, INPUT's new files are added to the finished store OUTPUT.
     """
     from melpipe import runner
     from melpipe.config import SpectrogramConfig
@@ -396,7 +411,13 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     cluster = {k: options.pop(k) for k in ("workers", "scheduler")}
     if cluster["workers"] is not None:
         prepare_local_workers()  # their imports, while this process reads the input
-    config = SpectrogramConfig.from_options(**{k: options.pop(k) for k in _CONFIG_OPTIONS})
+    given = {k: options.pop(k) for k in _CONFIG_OPTIONS}
+    if options["append"] and options["overwrite"]:
+        raise click.UsageError("Give --append or --overwrite, not both.")
+    if options["append"]:  # the store's options, and any given must agree with them
+        config = _store_config(output, given)
+    else:
+        config = SpectrogramConfig.from_options(**given)
     started = time.perf_counter()
     with open_executor(**cluster, tls=TLSFiles(*tls_files) if all(tls_files) else None) as ex:
         options["progress"] = _progress
@@ -413,12 +434,27 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     _echo_summary(report, cluster_seconds)
 
 
+def _store_config(output: str, given: Mapping[str, Any]) -> Any:
+    """The config of the store an append adds to, with the options given set on top (the
+    run refuses it if they change it); None where there is no finished store to read it
+    from, which the run then says."""
+    if all(v is None for v in given.values()):
+        return None
+    try:
+        base = _open(output).config
+    except MelpipeError:
+        return None
+    return base.with_options(**given)
+
+
 def _echo_stats(
     stats: GlobalStats,
     used: str,
     clipped_fraction: float | None,
-    figures: Mapping[str, Figures],
+    figures: Mapping[str, Figures] | None,
 ) -> None:
+    """The statistics as a table, with how each spends the levels where ``figures`` are
+    known."""
     click.echo(
         f"  {'statistic':<14} {'min':>9} {'max':>9}  {'dB/level':>8}  {'at min':>7}  "
         f"{'at max':>7}  {'levels for 99%':>14}"
@@ -426,11 +462,13 @@ def _echo_stats(
     for name, r in stats.ranges().items():
         lo, hi = (f"{'per band':>9}" if r.per_band else f"{v:9.3f}" for v in (r.min, r.max))
         mark = "*" if name == used else " "
-        f = figures.get(name)
+        f = figures.get(name) if figures is not None else None
         shares = (
             f"{f.db_per_level:8.3f}  {f.at_min:7.2%}  {f.at_max:7.2%}  {f.levels_99:14d}"
             if f
             else "  no usable range"
+            if figures is not None or not r.usable
+            else f"{r.db_per_level(stats.pixels.db_per_unit):8.3f}"
         )
         click.echo(f"{mark} {name:<14} {lo} {hi}  {shares}")
     if used == "image-top-db":
@@ -448,13 +486,65 @@ def _echo_stats(
         click.echo(f"  {clipped_fraction:.3%} of all pixels clipped by the scaling.")
 
 
-def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
-    counts, record = report.counts, report.stats
+def _echo_added(report: RunReport) -> None:
+    counts, added = report.counts, report.added
+    skipped = (f"; {report.skipped_existing} files of it were in the store already, left out"
+               if report.skipped_existing else "")  # fmt: skip
+    if added is None:
+        click.echo(f"Nothing to append to {report.output}: every file of the input is in "
+                   f"it already{skipped.partition(';')[0]}.")  # fmt: skip
+        return
     click.echo(
-        f"Wrote {counts.clips} clips to {report.output}, from {counts.files} files: "
-        f"{counts.decoded} decoded, {counts.failed} failed."
+        f"Appended {added.clips} clips from {added.files} files to {report.output}{skipped}. "
+        f"It now holds {counts.clips} clips from {counts.files} files."
     )
-    _echo_stats(record.values, record.used, record.clipped_fraction, record.figures)
+    for line in source_lines(added, report.stats.used):
+        click.echo(f"  {line}")
+
+
+def source_lines(source: Any, used: str) -> list[str]:
+    """How one source's clips sit on the store's scale: the pixels clipped at each end,
+    and the range their own statistics would give beside the store's."""
+    lines = []
+    if source.pixels:
+        lines.append(
+            f"{source.clipped_low / source.pixels:.3%} of its pixels fell below the scale, "
+            f"{source.clipped_high / source.pixels:.3%} above it"
+        )
+    if source.own is not None and used != "image-top-db":
+        own = source.own.scale(used)
+        lines.append(f"its own {used!r} statistics: {own.describe()}")
+    return lines
+
+
+def _echo_duplicates(report: RunReport) -> None:
+    if not report.duplicates:
+        return
+    n_files = sum(len(g) - 1 for g in report.duplicates)
+    what = "left without clips" if report.dropped else "stored (--duplicates drop leaves them out)"
+    click.echo(
+        f"{n_files} files repeat the samples or bytes of an earlier one, in "
+        f"{len(report.duplicates)} groups; all but the first of each were {what}:"
+    )
+    for group in report.duplicates[:SHOWN_FAILURES]:
+        click.echo("  " + " = ".join(group))
+    if len(report.duplicates) > SHOWN_FAILURES:
+        click.echo(f"  ... and {len(report.duplicates) - SHOWN_FAILURES} more groups")
+
+
+def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
+    counts, record, added = report.counts, report.stats, report.added
+    if report.action == "append":
+        _echo_added(report)
+    else:
+        click.echo(
+            f"Wrote {counts.clips} clips to {report.output}, from {counts.files} files: "
+            f"{counts.decoded} decoded, {counts.failed} failed."
+        )
+        _echo_stats(record.values, record.used, record.clipped_fraction, record.figures)
+    if added is None:
+        return
+    _echo_duplicates(report)
     laps = {"executor": cluster_seconds, **report.seconds}
     click.echo("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in laps.items()) + ".")
     if report.n_tasks:
@@ -494,14 +584,22 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
     help="The preset whose rate and clip length to count with.  [default: post]",
 )
 @_segment_options
-def scan(input_dir: str, **options: Any) -> None:
+@click.option(
+    "--duplicates",
+    "find_duplicates",
+    is_flag=True,
+    help="Also list the files whose bytes are the same (reads every file once).",
+)
+def scan(input_dir: str, find_duplicates: bool, **options: Any) -> None:
     """Report what INPUT holds, from file headers, and how many clips preprocess
     would make of it with these options."""
+    from melpipe import scan as scanning
     from melpipe.config import SpectrogramConfig
-    from melpipe.scan import format_report, scan
 
     config = SpectrogramConfig.from_options(**options)
-    click.echo(_as_flags(format_report(scan(input_dir, config))))
+    click.echo(_as_flags(scanning.format_report(scanning.scan(input_dir, config))))
+    if find_duplicates:
+        click.echo("\n" + scanning.format_duplicates(scanning.find_duplicates(input_dir)))
 
 
 @main.command()
@@ -574,9 +672,11 @@ def info(store_path: str, max_failures: int) -> None:
     _echo_stats(reader.stats, reader.used, reader.clipped_fraction, reader.figures)
     if attrs.stats.source:
         click.echo(f"  statistics taken from {attrs.stats.source.store}")
+    _echo_sources(attrs, reader.used)
     for folder in attrs.skipped:
         click.echo(f"Skipped folder {folder.path}: {folder.reason}")
-    quiet = np.flatnonzero(reader.decoded & (reader.array("n_clips") == 0))
+    unique = reader.array("duplicate_of") < 0  # a duplicate dropped has no clip either
+    quiet = np.flatnonzero(reader.decoded & (reader.array("n_clips") == 0) & unique)
     if len(quiet):
         click.echo(f"Files that decoded but gave no clip (every window too quiet): {len(quiet)}")
         for i in quiet[:max_failures]:
@@ -585,6 +685,32 @@ def info(store_path: str, max_failures: int) -> None:
         click.echo(f"Failed files ({min(len(failed), max_failures)} of {len(failed)} shown):")
         for i in failed[:max_failures]:
             click.echo(f"  {reader.file_paths[i]}: {reader.file_errors[i]}")
+
+
+def _echo_sources(attrs: Any, used: str) -> None:
+    """The table of sources, and, once the store grew, the statistics of all its clips."""
+    click.echo("Sources (the run that made the store, then each append):")
+    for i, source in enumerate(attrs.sources):
+        click.echo(
+            f"  {i} {source.action:<6} {source.created} {source.input}: files "
+            f"{_rows(source.first_file, source.files)}, clips "
+            f"{_rows(source.first_clip, source.clips)}, run {source.run_id[:8]}"
+        )
+        notes = [f"{source.skipped} files of its input in the store already"] * bool(source.skipped)
+        if source.duplicates:
+            notes.append(f"{source.duplicates} duplicates ({source.dropped} left without clips)")
+        for line in [*notes, *source_lines(source, used)]:
+            click.echo(f"      {line}")
+    if attrs.grown is not None:
+        click.echo(
+            "Statistics of every clip now (the images stay on the scale above; a new store "
+            "made with --stats-from this one would use that scale too):"
+        )
+        _echo_stats(attrs.grown, used, None, None)
+
+
+def _rows(first: int, n: int) -> str:
+    return f"{first}-{first + n - 1} ({n})" if n else "none"
 
 
 def _coverage(reader: Any) -> float:

@@ -10,6 +10,7 @@ The defaults are written here once; the command line shows these same values.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -413,6 +414,20 @@ class SpectrogramConfig:
                     f"Expected a `segment_hop` of at least one sample. Got {hop:g} s instead."
                 )
         return cls(**given)
+
+    def with_options(self, **options: Any) -> SpectrogramConfig:
+        """This config with the command line's ``options`` set on top of it, as
+        :meth:`from_options` takes them (``None`` keeps this config's value): what an
+        append compares with its store's config."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if not given:
+            return self
+        base: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                if f.init}  # fmt: skip
+        base["segment_hop"] = base["segment_hop"] / self.sample_rate
+        if "duration" in given or "frames" in given:
+            base.pop("n_samples")
+        return SpectrogramConfig.from_options(**{**base, **given})
 
     @property
     def analysis(self) -> features.Analysis:

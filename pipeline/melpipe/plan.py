@@ -16,7 +16,7 @@ batches (one chunk of each of their arrays per batch), and the bounded tree redu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -27,10 +27,12 @@ from melpipe.discover import Listing
 from melpipe.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
 from melpipe.features import ANALYSIS
 from melpipe.presets import PRESETS
-from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, StoreAttrs, store_entries
+from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, Sizes, StoreAttrs, store_entries
 from melpipe.stats import SCALES, GlobalStats, StatsName, StatsOptions
 
 T = TypeVar("T")
+Duplicates = Literal["keep", "drop"]
+DUPLICATES: tuple[Duplicates, ...] = ("keep", "drop")
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SPLIT_EVERY = 8
@@ -50,13 +52,17 @@ class Batch:
         return self.stop - self.start
 
 
-def plan_batches(n_rows: int, batch_size: int) -> list[Batch]:
-    """Consecutive batches of ``batch_size`` rows covering ``n_rows``; the last may be short."""
+def plan_batches(n_rows: int, batch_size: int, offset: int = 0) -> list[Batch]:
+    """Consecutive batches covering ``n_rows`` rows from row ``offset`` on, one per chunk
+    of ``batch_size`` rows: the first starts at ``offset`` (inside its chunk, for an
+    append), the last may be short."""
     if batch_size <= 0:
         raise ConfigError(f"Expected a positive `batch_size`. Got {batch_size} instead.")
+    end = offset + n_rows
+    first = offset // batch_size
     return [
-        Batch(index, start, min(start + batch_size, n_rows))
-        for index, start in enumerate(range(0, n_rows, batch_size))
+        Batch(index, max(index * batch_size, offset), min((index + 1) * batch_size, end))
+        for index in range(first, -(-end // batch_size))
     ]
 
 
@@ -97,9 +103,11 @@ class Request:
     stats_from: str | None = None
     # --percentiles, --top-db, --clip-std as given; the others are --stats-from's or defaults
     options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # default: the appended store's, or DEFAULT_BATCH_SIZE
     scratch: bool = True
     overwrite: bool = False
+    append: bool = False
+    duplicates: Duplicates = "keep"
 
     @property
     def in_memory(self) -> str | None:
@@ -157,9 +165,26 @@ class Found:
     input_key: str
     output_key: str
     source: Source | None = None
+    base: Base | None = None  # the store an append adds to
 
 
-Action = Literal["create", "resume", "replace"]
+@dataclass(frozen=True, eq=False)
+class Base:
+    """A finished store that an append adds to, as its last run or append left it: its
+    attributes, lengths and chunk length, and what tells its files (each one's path and
+    source, the input of each source resolved as ``Found.input_key`` is, and the key
+    :func:`melpipe.duplicates.key_of` gives of each file's hashes)."""
+
+    attrs: StoreAttrs
+    sizes: Sizes
+    chunk_length: int
+    paths: Sequence[str]
+    file_source: Sequence[int]
+    source_keys: tuple[str, ...]
+    firsts: Mapping[str, int]  # the first file's row of each duplicate key
+
+
+Action = Literal["create", "resume", "replace", "append"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +210,14 @@ class Plan:
     run_id: str | None = None  # the resumed store's
     analysed: bool = False
     written: frozenset[int] = field(default=frozenset())
+    files: tuple[str, ...] = ()  # what an append adds: the input's files not in the store
+    skipped: int = 0  # the input's files that an append leaves out: in the store already
+
+    @property
+    def batch_size(self) -> int:
+        """Windows per task of pass 1, and clips per task of pass 2 and chunk."""
+        assert self.request.batch_size is not None  # make_plan decides it
+        return self.request.batch_size
 
     @property
     def n_passes(self) -> int:
@@ -209,9 +242,18 @@ def make_plan(request: Request, found: Found) -> Plan:
     """
     if request.stats is not None and request.stats not in SCALES:
         raise ConfigError(f"Expected `stats` to be one of {SCALES}. Got {request.stats!r}.")
-    if request.batch_size <= 0:
+    if request.duplicates not in DUPLICATES:
+        raise ConfigError(
+            f"Expected `duplicates` to be one of {DUPLICATES}. Got {request.duplicates!r}."
+        )
+    if request.batch_size is not None and request.batch_size <= 0:
         raise ConfigError(f"Expected a positive `batch_size`. Got {request.batch_size} instead.")
     _check_locations(request, found)
+    if request.append:
+        return _append(request, found)
+    if request.batch_size is None:
+        request = dataclasses.replace(request, batch_size=DEFAULT_BATCH_SIZE)
+    assert request.batch_size is not None
     check_memory(request.config, request.batch_size, found.resources)
     source = found.source
     if source is not None and source.config != request.config:
@@ -240,6 +282,60 @@ def make_plan(request: Request, found: Found) -> Plan:
         _check_source_range(source, stats, used)
     plan = Plan(request, "create", identity, used, options, stats=stats, source=source)
     return _decide(plan, found.output)
+
+
+def _append(request: Request, found: Found) -> Plan:
+    """The plan of an append: the store's parameters, statistics and chunks, each one
+    given that differs refused; the input's files that the store holds left out."""
+    base = found.base
+    assert base is not None  # looked for: _look refuses an append to anything else
+    where = f"Output {request.output!r}"
+    record = base.attrs.stats
+    assert record is not None  # a finished store's
+    config = base.attrs.config
+    options = record.values.options
+    given_options = dataclasses.replace(options, **request.options)
+    refusals = [
+        (request.config != config, lambda: f"parameters: {request.config.differences(config)} "
+                                           "(here, there)"),
+        (request.stats not in (None, record.used), lambda: f"`stats` ({request.stats!r}, "
+                                                           f"{record.used!r})"),
+        (given_options != options, lambda: "statistics options: "
+                                           f"{_option_differences(given_options, options)}"),
+        (request.batch_size not in (None, base.chunk_length),
+         lambda: f"`batch_size` ({request.batch_size}, {base.chunk_length})"),
+    ]  # fmt: skip
+    for differs, what in refusals:
+        if differs:
+            raise ConfigError(
+                f"{where} was made with other {what()}; an append takes every option from "
+                "the store and scales with its statistics, unchanged: leave that out."
+            )
+    if request.stats_from is not None:
+        raise ConfigError(
+            f"An append scales with the statistics of {request.output!r} itself, unchanged: "
+            "leave out `stats_from`."
+        )
+    held = {p for p, s in zip(base.paths, base.file_source, strict=True)
+            if base.source_keys[s] == found.input_key}  # fmt: skip
+    files = tuple(p for p in found.listing.files if p not in held)
+    check_memory(config, base.chunk_length, found.resources)
+    return Plan(
+        dataclasses.replace(request, config=config, batch_size=base.chunk_length),
+        "append",
+        base.attrs.plan,
+        record.used,
+        options,
+        stats=record.values,
+        run_id=None,
+        files=files,
+        skipped=len(found.listing.files) - len(files),
+    )
+
+
+def _option_differences(mine: StatsOptions, theirs: StatsOptions) -> str:
+    a, b = records.to_dict(mine), records.to_dict(theirs)
+    return ", ".join(f"{k} ({a[k]!r}, {b[k]!r})" for k in a if a[k] != b[k])
 
 
 def _check_source_range(source: Source, stats: GlobalStats, used: StatsName) -> None:

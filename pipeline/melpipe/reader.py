@@ -9,6 +9,7 @@ metadata and the small per-clip arrays are read on opening. Zarr stays behind
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from melpipe import features
+from melpipe import duplicates, features
 from melpipe.config import SpectrogramConfig
 from melpipe.errors import ArgumentError, ClipIndexError
 from melpipe.scaling import image_to_logmel
@@ -279,24 +280,39 @@ class SpectrogramStore:
     def split_by_file(
         self, fraction: float = 0.1, *, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Clip indices of a train and a validation split that never share a file.
+        """Clip indices of a train and a validation split that never share a file, nor
+        two files with the same audio.
 
         Windows of one recording overlap or sound alike, so a split drawn by clip puts
-        near-copies on both sides and flatters the validation loss. Here ``fraction`` of
-        the files that gave clips (rounded, at least one when there are two or more) are
-        drawn with ``seed`` for validation; all their clips go there, the rest to train.
-        The same store and seed give the same split.
+        near-copies on both sides and flatters the validation loss; so does a file stored
+        twice (a WAV and a FLAC of it, a copy under another name). Here each group of
+        duplicates (``duplicate_of``; a file of its own otherwise) goes to validation when
+        a hash of its first file's samples and ``seed`` falls below ``fraction``: about
+        ``fraction`` of them (at least one of two or more groups), all their clips there,
+        the rest to train. A group's side depends only on its audio, the seed and the
+        fraction, so the same store and seed give the same split, and an append never
+        moves a file that was there before from one side to the other.
         """
         if not 0 <= fraction <= 1:
             raise ArgumentError(f"Expected a fraction between 0 and 1. Got {fraction}.")
-        with_clips = np.flatnonzero(self.array("n_clips") > 0)
-        n = len(with_clips)
-        n_val = round(fraction * n)
-        if n > 1:  # a side left empty is no split, unless the fraction asks for it
-            n_val = min(max(n_val, 1 if fraction > 0 else 0), n - 1 if fraction < 1 else n)
-        chosen = np.random.default_rng(seed).permutation(with_clips)[:n_val]
-        val = np.isin(self.file_index, chosen)
+        group = duplicates.group_of(self.array("duplicate_of"))
+        has_clips = np.zeros(len(group), bool)
+        has_clips[group[self.array("n_clips") > 0]] = True
+        groups = np.flatnonzero(has_clips)
+        draws = np.array([_draw(seed, self._identity(int(g))) for g in groups])
+        val_groups = groups[draws < fraction]
+        if len(groups) > 1:  # a side left empty is no split, unless the fraction asks for it
+            if fraction > 0 and not len(val_groups):
+                val_groups = groups[np.argsort(draws, kind="stable")[:1]]
+            elif fraction < 1 and len(val_groups) == len(groups):
+                val_groups = groups[np.argsort(draws, kind="stable")[:-1]]
+        val = np.isin(group[self.file_index], val_groups)
         return np.flatnonzero(~val), np.flatnonzero(val)
+
+    def _identity(self, file: int) -> str:
+        """What a file's side of a split is drawn from: its samples' hash, or its path
+        where the store lacks it."""
+        return str(self.array("samples_sha256")[file] or self.file_paths[file])
 
     def size_on_disk(self) -> int:
         """Bytes of every object of the store, local or remote."""
@@ -357,6 +373,12 @@ class SpectrogramStore:
             n_iter=n_iter,
             seed=seed,
         )
+
+
+def _draw(seed: int, identity: str) -> float:
+    """A number in [0, 1) fixed by the seed and a file's identity."""
+    digest = hashlib.sha256(f"{seed}:{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64
 
 
 def open_store(path: str | os.PathLike[str], *, check_chunks: bool = True) -> SpectrogramStore:

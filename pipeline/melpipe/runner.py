@@ -32,14 +32,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from melpipe import lock, store
+from melpipe import duplicates, lock, store
 from melpipe.audio import FileInfo, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
 from melpipe.errors import StatisticsError, StoreError
 from melpipe.executors import Executor, ProgressBar, open_executor
 from melpipe.plan import (
-    DEFAULT_BATCH_SIZE,
+    Base,
+    Duplicates,
     Found,
     Plan,
     Request,
@@ -52,6 +53,7 @@ from melpipe.schema import (
     LOCK_FILE,
     Counts,
     Sizes,
+    SourceRecord,
     StatsRecord,
     StatsSource,
     Step,
@@ -68,6 +70,7 @@ from melpipe.stats import (
     PixelStats,
     StatsName,
     StatsOptions,
+    joined_summary,
 )
 from melpipe.tasks import (
     MAX_REPORTED_FAILURES,
@@ -127,21 +130,29 @@ class RunReport:
     skipped: tuple[SkippedFolder, ...] = ()
     n_tasks: int = 0  # Dask tasks submitted (0 without Dask)
     quiet: tuple[str, ...] = ()  # files that decoded but gave no clip (min_level_db)
+    # groups of files with the same samples or bytes, by path (a store's first, in an
+    # append), and whether all but the first were left without clips
+    duplicates: tuple[tuple[str, ...], ...] = ()
+    dropped: bool = False
+    added: SourceRecord | None = None  # what this run or append added, as recorded
+    skipped_existing: int = 0  # an append's files that the store held already
 
 
 def preprocess(
     input_dir: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    config: SpectrogramConfig,
+    config: SpectrogramConfig | None = None,
     *,
     stats: StatsName | None = None,
     stats_from: str | os.PathLike[str] | None = None,
     percentiles: tuple[float, float] | None = None,
     top_db: float | None = None,
     clip_std: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     scratch: bool = True,
     overwrite: bool = False,
+    append: bool = False,
+    duplicates: Duplicates = "keep",
     executor: Executor | None = None,
     progress: Progress = _no_progress,
 ) -> RunReport:
@@ -149,6 +160,9 @@ def preprocess(
 
     Parameters
     ----------
+    config : optional
+        The analysis and segment parameters; default ``SpectrogramConfig()``, or, with
+        ``append``, the store's (one given must equal it).
     stats, stats_from : optional
         The statistic that scales the images (all five are recorded), default "mean"; a
         finished store whose statistics scale them instead (the configs must agree),
@@ -158,8 +172,17 @@ def preprocess(
         99.9, 80 dB and 3.
     scratch : bool
         Keep pass 1's log-mels in the store for pass 2 (until the end), not compute twice.
+    batch_size : optional
+        Clips per task and per chunk; default 64, or with ``append`` the store's.
     overwrite : bool
         Replace a store that melpipe wrote at ``output``.
+    append : bool
+        Add the files of ``input_dir`` that ``output``, a finished store, lacks (by path,
+        from this same input), scaled with its statistics, unchanged
+        (docs/cli.md, "Datasets that grow").
+    duplicates : {"keep", "drop"}
+        Files with the same samples (or bytes) as one before them: stored and reported,
+        or left without clips (the first in store order stays).
     executor, progress : optional
         Where the tasks run (:mod:`melpipe.executors`; default a local cluster), and
         ``progress(description, total)``, which returns a bar with ``update``, ``close``.
@@ -171,22 +194,27 @@ def preprocess(
         (see :func:`melpipe.plan.make_plan`); during the run, if another run takes the
         store over, or if the dataset gives no usable statistics.
     """
+    # long because: the request is every parameter above, named
     request = Request(
         input=os.fspath(input_dir),
         output=os.fspath(output),
-        config=config,
+        config=config or SpectrogramConfig(),
         stats=stats,
         stats_from=None if stats_from is None else os.fspath(stats_from),
         options=_given(percentiles=percentiles, top_db=top_db, clip_std=clip_std),
         batch_size=batch_size,
         scratch=scratch,
         overwrite=overwrite,
+        append=append,
+        duplicates=duplicates,
     )
     clock = _Clock()
     with contextlib.ExitStack() as stack:
         if executor is None:
             executor = stack.enter_context(open_executor())
         found = _look(request, executor)
+        if found.base is not None and config is None:  # an append: the store's parameters
+            request = dataclasses.replace(request, config=found.base.attrs.config)
         plan = make_plan(request, found)
         return _Run(plan, found, executor, progress, clock).carry_out()
 
@@ -206,6 +234,31 @@ def _look(request: Request, executor: Executor) -> Found:
         input_key=_location_key(request.input),
         output_key=_location_key(request.output),
         source=source,
+        base=_read_base(request.output) if request.append else None,
+    )
+
+
+def _read_base(url: str) -> Base:
+    """The finished store an append adds to, as it stands."""
+    if store.inspect(url, written=False).kind in ("absent", "leftover"):
+        raise StoreError(
+            f"There is no store at {url!r} to append to: run preprocess without "
+            "`append=True` to make one."
+        )
+    opened = store.ReadableStore(url)
+    attrs = opened.attrs
+    keys = [
+        duplicates.key_of(b, s)
+        for b, s in zip(opened.read("bytes_sha256"), opened.read("samples_sha256"), strict=True)
+    ]
+    return Base(
+        attrs=attrs,
+        sizes=opened.sizes,
+        chunk_length=opened.chunk_length,
+        paths=opened.read("path").tolist(),
+        file_source=opened.read("source").tolist(),
+        source_keys=tuple(_location_key(s.input) for s in attrs.sources),
+        firsts=duplicates.firsts_by_key(keys, opened.read("duplicate_of").tolist()),
     )
 
 
@@ -222,30 +275,115 @@ def _read_source(url: str) -> Source:
     record = opened.attrs.stats
     assert record is not None  # a complete store's statistics are checked on opening
     values = record.values
-    if record.source is None:  # its own statistics: its histogram is theirs
-        pixels = dataclasses.replace(values.pixels, histogram=opened.histogram())
+    if record.source is None:  # its own statistics: its first run's histogram is theirs
+        pixels = dataclasses.replace(values.pixels, histogram=opened.histogram(slice(0, 1)))
         values = dataclasses.replace(values, pixels=pixels)
     taken_from = record.source.store if record.source else None
     return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used, taken_from)
 
 
-def _layout(surveyed: Sequence[FileInfo], config: SpectrogramConfig) -> Windows:
-    """The windows of the surveyed files (every window of each, or the first), with each
-    file's peak where ``peak_normalize`` scales its samples."""
+def _layout(surveyed: Sequence[FileInfo], config: SpectrogramConfig, kept: np.ndarray) -> Windows:
+    """The windows of the surveyed files (every window of each, or the first) that are
+    ``kept`` (not dropped as duplicates), with each file's peak where ``peak_normalize``
+    scales its samples."""
     if config.segments == "first":
-        windows = Windows.first_of_each(len(surveyed))
+        windows = Windows.first_of_each(len(surveyed)).of_files(kept)
     else:
         rate = config.sample_rate
-        lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
-                   for r in surveyed]  # fmt: skip
+        lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable and k else None
+                   for r, k in zip(surveyed, kept, strict=True)]  # fmt: skip
         windows = Windows.layout(lengths, config)
     if config.peak_normalize is None:
         return windows
     return windows.with_peaks(np.array([r.peak for r in surveyed], np.float64))
 
 
+@dataclass(frozen=True, eq=False)
+class Added:
+    """What one run or append adds to a store: its files, where its rows start (its
+    files', its clips' and its entry's in the table of sources), and, once the survey
+    hashed them, which of its files repeat an earlier one (``duplicate_of``, as the store
+    records it) and which of those it leaves without clips (``dropped``)."""
+
+    paths: Sequence[str]
+    first_file: int = 0
+    first_clip: int = 0
+    source: int = 0
+    skipped: int = 0  # the input's files the store held already
+    duplicate_of: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    dropped: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, bool))
+
+    @classmethod
+    def of(cls, plan: Plan, found: Found) -> Added:
+        if plan.action != "append":
+            return cls(found.listing.files)
+        assert found.base is not None
+        sizes = found.base.sizes
+        return cls(plan.files, sizes.files, sizes.clips, sizes.sources, plan.skipped)
+
+    def surveyed(self, surveyed: Sequence[FileInfo], base: Base | None, drop: bool) -> Added:
+        """With the duplicates the survey's hashes show, among these files and the
+        store's."""
+        keys = [duplicates.key_of(r.bytes_sha256, r.samples_sha256) for r in surveyed]
+        firsts = base.firsts if base else None
+        duplicate_of = duplicates.first_of_each(keys, firsts, self.first_file)
+        dropped = (duplicate_of >= 0) if drop else np.zeros(len(keys), bool)
+        return dataclasses.replace(self, duplicate_of=duplicate_of, dropped=dropped)
+
+    def values(self, found: Analysed, windows: Windows, config: SpectrogramConfig) -> dict:
+        """The rows of the arrays the client writes, as the store numbers them."""
+        n_clips, first_clip = found.clips_per_file(len(self.paths))
+        clips = found.clip_values(windows, config)
+        clips["file_index"] = clips["file_index"] + self.first_file
+        return {
+            **found.files.values(), "path": self.paths, "n_clips": n_clips,
+            "first_clip": first_clip + self.first_clip, **clips,
+            "source": np.full(len(self.paths), self.source, np.int64),
+            "duplicate_of": self.duplicate_of,
+            "histogram": store.histogram_values(found.histogram, config),
+        }  # fmt: skip
+
+    def record(
+        self,
+        claim: lock.Claim,
+        request: Request,
+        found: Analysed,
+        summary: WriteSummary,
+        own: GlobalStats | None,
+    ) -> SourceRecord:
+        """This run's or append's entry in the store's table of sources."""
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        return SourceRecord(
+            action="append" if request.append else "run",
+            run_id=claim.run_id,
+            created=created,
+            input=request.input,
+            first_file=self.first_file,
+            files=len(self.paths),
+            first_clip=self.first_clip,
+            clips=len(found.chosen),
+            skipped=self.skipped,
+            duplicates=int(np.count_nonzero(self.duplicate_of >= 0)),
+            dropped=int(np.count_nonzero(self.dropped)),
+            clipped_low=summary.n_low,
+            clipped_high=summary.n_high,
+            pixels=summary.n_pixels,
+            own=own,
+        )
+
+    def groups(self, base: Base | None) -> tuple[tuple[str, ...], ...]:
+        """The groups of duplicates that these files join, by path, each with its first
+        file (the store's, in an append)."""
+        names = [*(base.paths if base else ()), *self.paths]
+        before = np.full(self.first_file, duplicates.NOT_A_DUPLICATE, np.int64)
+        found = duplicates.groups(np.concatenate([before, self.duplicate_of]))
+        return tuple(tuple(utf8_safe(names[i]) for i in g) for g in found)
+
+
 class _Run:
-    """One run of a plan, on one executor, while it owns the store."""
+    """One run of a plan, on one executor, while it owns the store: a run of its own, or
+    an append to a finished store (``plan.action == "append"``), which adds its files'
+    rows after the store's and commits them all at once, in :func:`store.finish`."""
 
     def __init__(
         self, plan: Plan, found: Found, executor: Executor, progress: Progress, clock: _Clock
@@ -253,62 +391,65 @@ class _Run:
         self.plan, self.found, self.executor = plan, found, executor
         self.progress, self.clock = progress, clock
         self.request, self.config = plan.request, plan.request.config
-        self.paths = found.listing.files
+        self.base = found.base if plan.action == "append" else None
+        self.added = Added.of(plan, found)
+        self.paths = self.added.paths
 
     def carry_out(self) -> RunReport:
         plan, request = self.plan, self.request
+        if self.base and not self.paths:
+            logger.info("Nothing to append: the %d files of %s are in the store already.",
+                        plan.skipped, request.input)  # fmt: skip
+            attrs = self.base.attrs
+            return _report(self, attrs.counts, attrs.stats, None, None)
         owner = lock.Owner.new(plan.run_id or uuid.uuid4().hex)
         with lock.hold(request.output, owner, create=plan.action == "create") as claim:
             self.run = RunContext(request.input, self.config, claim, plan.scratch)
             _check_unchanged(plan, self.found)
             windows, surveyed = self._windows()
             logger.info("%d audio files, %d windows to analyse in batches of up to %d.",
-                        len(self.paths), len(windows), request.batch_size)  # fmt: skip
-            attrs = _prepare(plan, self.found, claim, windows)
+                        len(self.paths), len(windows), plan.batch_size)  # fmt: skip
+            attrs = _prepare(self.plan, self.found, claim, windows)
             self.clock.lap("startup")
             if plan.analysed:
                 found = _read_analysed(claim, plan, windows)
+                own = attrs.sources[0].own if attrs.sources else None
             else:
-                found = self._statistics(windows, surveyed, attrs)
+                found, own = self._statistics(windows, surveyed, attrs)
             summary = self._images(windows, found)
-            clipped = summary.n_clipped / summary.n_pixels if summary.n_pixels else 0.0
-            figures = found.figures(summary.band_levels)
-            record = StatsRecord(found.statistics, plan.used, _source(plan), clipped, figures)
-            counts = Counts(len(self.paths), int(found.decoded.sum()), len(found.chosen))
-            store.finish(claim, dataclasses.replace(attrs, status="complete", stats=record,
-                                                    counts=counts))  # fmt: skip
-        return RunReport(output=request.output, action=plan.action, counts=counts, stats=record,
-                         failures=found.failures(self.paths), seconds=self.clock.laps,
-                         skipped=self.found.listing.skipped, n_tasks=self.executor.n_tasks,
-                         quiet=found.quiet(self.paths))  # fmt: skip
+            source = self.added.record(claim, request, found, summary, own)
+            done = _completed(claim, plan, attrs, found, summary, source)
+            store.finish(claim, done)
+        assert done.counts is not None and done.stats is not None
+        return _report(self, done.counts, done.stats, found, source)
 
-    def _windows(self) -> tuple[Windows, Sequence[FileInfo] | None]:
-        """The windows to analyse: one per file, or, with ``--segments all``, every
-        window of each file's length as its header gives it (read as tasks). The executor
-        hears of them as soon as they are known (or, before the survey, their least)."""
+    def _windows(self) -> tuple[Windows, Sequence[FileInfo]]:
+        """The windows to analyse, after a survey of the files (read as tasks): their
+        headers, hashes (duplicates found from them are left out with ``--duplicates
+        drop``), and with ``--segments all`` every window of each file's length as its
+        header gives it. The executor hears of them as soon as they are known (or,
+        before the survey, their least)."""
         work = functools.partial(Work, samples_per_window=self.config.n_samples,
                                  in_memory=self.request.in_memory is not None)  # fmt: skip
-        peaks = self.config.peak_normalize is not None
-        if self.config.segments == "first" and not peaks:
-            windows = Windows.first_of_each(len(self.paths))
-            self.executor.expect(work(len(windows)))
-            return windows, None
         self.executor.expect(work(len(self.paths), exact=False))  # a window or more each
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        items = [SurveyItem(self.paths[g.start : g.stop]) for g in groups]
-        title = "survey: file headers" + (" and peaks" if peaks else "")
+        items = [SurveyItem(tuple(self.paths[g.start : g.stop])) for g in groups]
+        peaks = self.config.peak_normalize is not None
+        title = "survey: file headers and hashes" + (", peaks" if peaks else "")
         surveyed = self._pass(title, survey_batch, items, Headers).files
-        windows = _layout(surveyed, self.config)
+        drop = self.request.duplicates == "drop"
+        self.added = self.added.surveyed(surveyed, self.base, drop)
+        windows = _layout(surveyed, self.config, ~self.added.dropped)
         self.executor.expect(work(len(windows)))
         return windows, surveyed
 
     def _statistics(
-        self, windows: Windows, surveyed: Sequence[FileInfo] | None, attrs: StoreAttrs
-    ) -> Analysed:
+        self, windows: Windows, surveyed: Sequence[FileInfo], attrs: StoreAttrs
+    ) -> tuple[Analysed, GlobalStats | None]:
         """Pass 1, the choice of clips, and what the store must record whether the
-        statistics can be computed or not."""
+        statistics can be computed or not; and the statistics of these clips alone."""
         plan, claim = self.plan, self.run.claim
-        batches = plan_batches(len(windows), self.request.batch_size)
+        batches = plan_batches(len(windows), plan.batch_size)
         items = [AnalysisItem(b, windows.pieces(np.arange(b.start, b.stop), self.paths))
                  for b in batches]  # fmt: skip
         title = f"pass 1/{plan.n_passes}: statistics"
@@ -317,17 +458,13 @@ class _Run:
         try:
             found = Analysed.choose(windows, results, files, self.config)
             pixels = self._pixels(windows, results, found.chosen)
-            found = found.with_stats(plan.stats, pixels, plan.options, plan.used,
-                                     self.config.db_per_unit)  # fmt: skip
+            own = found.own_stats(pixels, plan.options, self.config.db_per_unit, plan.stats)
+            found = found.with_stats(plan.stats or own, pixels, plan.used)
         except StatisticsError as exc:
-            # Nothing can be scaled: drop the run state, and say so in the store.
-            store.finish(claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
-            raise StatisticsError(
-                f"{exc} The store {self.request.output!r} is marked failed."
-            ) from None
-        _record_pass_1(claim, plan, attrs, windows, self.paths, found)
+            raise _nothing_to_scale(claim, plan, attrs, exc) from None
+        _record_pass_1(claim, plan, attrs, windows, found, own, self.added)
         self.clock.lap("statistics")
-        return found
+        return found, own
 
     def _pixels(self, windows: Windows, results: WindowResults, chosen: np.ndarray) -> PixelStats:
         """The pixel statistics of the chosen clips.
@@ -343,7 +480,7 @@ class _Run:
             return results.pixels
         rows = extra if len(extra) <= len(chosen) else chosen
         # One task per batch of pass 1, so that each reads one chunk of the scratch array.
-        groups = np.split(rows, np.flatnonzero(np.diff(rows // self.request.batch_size)) + 1)
+        groups = np.split(rows, np.flatnonzero(np.diff(rows // self.plan.batch_size)) + 1)
         items = [RecountItem(g, results.take(g), self._pieces(windows, g)) for g in groups]
         title = "statistics: windows counted but not chosen"
         part = self._pass(title, pixels_batch, items, PixelStats)
@@ -351,15 +488,17 @@ class _Run:
 
     def _images(self, windows: Windows, found: Analysed) -> WriteSummary:
         """Pass 2 over the batches of clips not yet written, and the summary of all: a
-        resumed run summarises the batches it wrote before again, without writing them."""
-        plan = self.plan
-        batches = plan_batches(len(found.chosen), self.request.batch_size)
+        resumed run summarises the batches it wrote before again, without writing them.
+        An append's batches continue the store's chunks: its first rewrites the store's
+        last chunk whole, if that one is short."""
+        plan, offset = self.plan, self.added.first_clip
+        batches = plan_batches(len(found.chosen), self.plan.batch_size, offset)
         if plan.analysed:
             logger.info("%d of %d batches of clips are already written.", len(plan.written),
                         len(batches))  # fmt: skip
         items = []
         for b in batches:
-            rows = found.chosen[b.start : b.stop]
+            rows = found.chosen[b.start - offset : b.stop - offset]
             items.append(ImagesItem(b, rows, found.results.take(rows), b.index not in plan.written,
                                     self._pieces(windows, rows)))  # fmt: skip
         stats = found.statistics
@@ -392,9 +531,139 @@ class _Run:
             bar.close()
 
 
+def _grown(
+    claim: lock.Claim,
+    sources: Sequence[SourceRecord],
+    options: StatsOptions,
+    config: SpectrogramConfig,
+) -> GlobalStats | None:
+    """The statistics of every clip of a store that grew: the extrema from every clip's,
+    the histogram every source's added, the moments joined from every source's own; None
+    where they give none."""
+    state = store.read_chosen(claim, ["clip_min", "clip_max", "histogram"])
+    extrema = Extrema.from_clips(state["clip_min"], state["clip_max"])
+    histogram = store.histogram_from(state["histogram"], config)
+    try:
+        summary = joined_summary([s.own.pixels for s in sources if s.own], histogram)
+        return GlobalStats.of(extrema, summary, options)
+    except StatisticsError:
+        return None
+
+
+def _record_pass_1(
+    claim: lock.Claim,
+    plan: Plan,
+    attrs: StoreAttrs,
+    windows: Windows,
+    found: Analysed,
+    own: GlobalStats | None,
+    added: Added,
+) -> None:
+    """What pass 1 found, written to the store. A run makes the clip arrays and writes
+    the file and window arrays and the histogram whole, then the statistics in the
+    attributes, which mark pass 1 done (a store can resume after it). An append grows
+    the store's arrays and writes its rows after the store's: readers see none of it
+    until :func:`store.finish`."""
+    values = added.values(found, windows, plan.request.config)
+    if plan.action == "append":
+        sizes = Sizes(added.first_clip + len(found.chosen), added.first_file + len(added.paths),
+                      sources=added.source + 1)  # fmt: skip
+        store.grow(claim, sizes)
+        store.write_rows(claim, {"clip": added.first_clip, "file": added.first_file,
+                                 "source": added.source}, values)  # fmt: skip
+        return
+    store.create_clips(claim, len(found.chosen), plan.batch_size)
+    store.write_chosen(claim, {**values, **found.results.window_values()})
+    stats = StatsRecord(found.statistics, plan.used)
+    # Its own statistics now, for a run resumed after pass 1 (with --stats-from, they
+    # are not the store's, and the run keeps nothing else they could come from).
+    begun = added.record(claim, plan.request, found, WriteSummary.empty(), own)
+    store.put_attrs(claim, dataclasses.replace(attrs, stats=stats, sources=(begun,)))
+
+
+def _completed(
+    claim: lock.Claim,
+    plan: Plan,
+    attrs: StoreAttrs,
+    found: Analysed,
+    summary: WriteSummary,
+    source: SourceRecord,
+) -> StoreAttrs:
+    """The store's attributes once the run or append is done: its source added to the
+    table, the counts, the clipped fraction over every source and, for an append, the
+    frozen statistics kept and every clip's computed beside them."""
+    appending = plan.action == "append"
+    sources = (*attrs.sources, source) if appending else (source,)
+    clipped = sum(s.clipped_low + s.clipped_high for s in sources)
+    pixels = sum(s.pixels for s in sources)
+    old = (attrs.counts if appending else None) or Counts(0, 0, 0)
+    counts = Counts(old.files + source.files, old.decoded + int(found.decoded.sum()),
+                    old.clips + source.clips)  # fmt: skip
+    grown = None
+    if appending:
+        assert attrs.stats is not None
+        record = dataclasses.replace(attrs.stats, clipped_fraction=clipped / pixels)
+        grown = _grown(claim, sources, record.values.options, plan.request.config)
+    else:
+        record = StatsRecord(found.statistics, plan.used, _source(plan),
+                             clipped / pixels if pixels else 0.0,
+                             found.figures(summary.band_levels))  # fmt: skip
+    return dataclasses.replace(attrs, status="complete", stats=record, counts=counts,
+                               sources=sources, grown=grown)  # fmt: skip
+
+
+def _report(
+    run: _Run,
+    counts: Counts | None,
+    record: StatsRecord | None,
+    found: Analysed | None,
+    added: SourceRecord | None,
+) -> RunReport:
+    """What a run or append did, for the person who started it."""
+    assert counts is not None and record is not None
+    paths, done = run.paths, run.added
+    return RunReport(
+        output=run.request.output,
+        action=run.plan.action,
+        counts=counts,
+        stats=record,
+        failures=found.failures(paths) if found else (),
+        seconds=run.clock.laps,
+        skipped=run.found.listing.skipped,
+        n_tasks=run.executor.n_tasks,
+        quiet=found.quiet(paths, done.dropped) if found else (),
+        duplicates=done.groups(run.base) if found else (),
+        dropped=run.request.duplicates == "drop",
+        added=added,
+        skipped_existing=run.plan.skipped,
+    )
+
+
+def _nothing_to_scale(
+    claim: lock.Claim, plan: Plan, attrs: StoreAttrs, exc: StatisticsError
+) -> StatisticsError:
+    """The error of a run whose clips give nothing to scale, once the store says so: a
+    run's is marked failed (its run state dropped), an append's is left as it was."""
+    where = plan.request.output
+    if plan.action == "append":
+        store.end_append(claim)
+        return StatisticsError(f"{exc} Nothing was appended to {where!r}.")
+    store.finish(claim, dataclasses.replace(attrs, status="failed", failure=str(exc)))
+    return StatisticsError(f"{exc} The store {where!r} is marked failed.")
+
+
 def _prepare(plan: Plan, found: Found, claim: lock.Claim, windows: Windows) -> StoreAttrs:
-    """The store's attributes, after creating it unless the run resumes it."""
+    """The store's attributes, after creating it, unless the run resumes it, or appends
+    to it: then its run state is made anew, and nothing a reader sees changes."""
     request = plan.request
+    if plan.action == "append":
+        assert found.base is not None
+        logger.info("Appending %d files of %s to %s, after its %d clips%s.",
+                    len(plan.files), request.input, request.output, found.base.sizes.clips,
+                    f" ({plan.skipped} files of this input are there already)"
+                    if plan.skipped else "")  # fmt: skip
+        store.begin_append(claim, found.base.sizes, len(windows), plan.scratch)
+        return found.base.attrs
     if plan.action == "resume":
         logger.info("Resuming the unfinished run in %s%s.", request.output,
                     " (pass 1 is done)" if plan.analysed else ", from pass 1")  # fmt: skip
@@ -405,32 +674,9 @@ def _prepare(plan: Plan, found: Found, claim: lock.Claim, windows: Windows) -> S
                        versions=_versions(), skipped=found.listing.skipped)  # fmt: skip
     store.clear(claim)  # what melpipe wrote there before, and only that
     sizes = Sizes(clips=0, files=len(found.listing.files), windows=len(windows))
-    store.create(claim, attrs, sizes=sizes, batch_size=request.batch_size,
+    store.create(claim, attrs, sizes=sizes, batch_size=plan.batch_size,
                  scratch=plan.scratch)  # fmt: skip
     return attrs
-
-
-def _record_pass_1(
-    claim: lock.Claim,
-    plan: Plan,
-    attrs: StoreAttrs,
-    windows: Windows,
-    paths: Sequence[str],
-    found: Analysed,
-) -> None:
-    """What pass 1 found, written to the store: the clip arrays made, the file and window
-    arrays and the histogram written, and last the statistics in the attributes, which
-    mark pass 1 done (a store can resume after it)."""
-    config, batch_size = plan.request.config, plan.request.batch_size
-    store.create_clips(claim, len(found.chosen), batch_size)
-    n_clips, first_clip = found.clips_per_file(len(paths))
-    store.write_chosen(claim, {
-        **found.files.values(), "path": paths, "n_clips": n_clips, "first_clip": first_clip,
-        **found.results.window_values(), **found.clip_values(windows, config),
-        "histogram": store.histogram_values(found.histogram, config),
-    })  # fmt: skip
-    stats = StatsRecord(found.statistics, plan.used)
-    store.put_attrs(claim, dataclasses.replace(attrs, stats=stats))
 
 
 def _check_unchanged(plan: Plan, found: Found) -> None:
@@ -517,28 +763,42 @@ class Analysed:
             )
         return cls(chosen, windows.file[chosen], results, files)
 
-    def with_stats(
+    def own_stats(
         self,
-        known: GlobalStats | None,
         pixels: PixelStats,
         options: StatsOptions,
-        used: StatsName,
         db_per_unit: float,
+        known: GlobalStats | None = None,
+    ) -> GlobalStats | None:
+        """The statistics of these clips alone, with their pixel statistics ``pixels``.
+
+        Raises
+        ------
+        StatisticsError
+            They give none, and none are ``known`` to scale the images instead (then
+            the result is None).
+        """
+        rows = self.chosen
+        extrema = Extrema.from_clips(self.results.min[rows], self.results.max[rows])
+        try:
+            pixel_max = float(np.nanmax(self.results.audio_max[rows]))
+            return GlobalStats.compute(extrema, pixels, pixel_max, options, db_per_unit)
+        except StatisticsError:
+            if known is None:
+                raise
+            return None
+
+    def with_stats(
+        self, stats: GlobalStats | None, pixels: PixelStats, used: StatsName
     ) -> Analysed:
-        """With the clips' pixel histogram, and their statistics unless ``known`` gives
-        them already.
+        """With the statistics that scale the clips, and the clips' pixel histogram.
 
         Raises
         ------
         StatisticsError
             The statistics give no usable range for ``used``.
         """
-        stats = known
-        if stats is None:
-            rows = self.chosen
-            extrema = Extrema.from_clips(self.results.min[rows], self.results.max[rows])
-            pixel_max = float(np.nanmax(self.results.audio_max[rows]))
-            stats = GlobalStats.compute(extrema, pixels, pixel_max, options, db_per_unit)
+        assert stats is not None  # given, or the clips' own (own_stats raises otherwise)
         stats.range(used)
         return dataclasses.replace(self, stats=stats, histogram=pixels.histogram)
 
@@ -575,10 +835,11 @@ class Analysed:
             "audio_frames": self.results.frames[rows],
         }
 
-    def quiet(self, paths: Sequence[str]) -> tuple[str, ...]:
-        """The files that decoded but gave no clip: every window was too quiet."""
+    def quiet(self, paths: Sequence[str], dropped: np.ndarray) -> tuple[str, ...]:
+        """The files that decoded but gave no clip: every window was too quiet (those
+        ``dropped`` as duplicates were not analysed)."""
         n_clips, _ = self.clips_per_file(len(paths))
-        quiet = np.flatnonzero(self.decoded & (n_clips == 0))
+        quiet = np.flatnonzero(self.decoded & (n_clips == 0) & ~dropped)
         return tuple(utf8_safe(paths[int(i)]) for i in quiet)
 
     def failures(self, paths: Sequence[str]) -> tuple[Failure, ...]:

@@ -35,11 +35,17 @@ def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.nda
     n_clipped : np.ndarray [shape=(...)], int64
         Per image, the pixels whose rounded value fell outside 0..255.
     """
+    image, low, high = scale_with_ends(logmel, scale)
+    return image, low + high
+
+
+def scale_with_ends(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`scale_to_uint8`, with the clipped pixels of each image counted at each
+    end of the scale apart: below its minimum (white), and above its maximum (black)."""
     levels = _rounded(logmel, scale)
-    outside = levels < 0
-    outside |= levels > 255
-    n_clipped = np.count_nonzero(outside.reshape(*outside.shape[:-2], -1), axis=-1)
-    return 255 - _clipped(levels)[..., ::-1, :], n_clipped
+    low = np.count_nonzero((levels < 0).reshape(*levels.shape[:-2], -1), axis=-1)
+    high = np.count_nonzero((levels > 255).reshape(*levels.shape[:-2], -1), axis=-1)
+    return 255 - _clipped(levels)[..., ::-1, :], low, high
 
 
 def levels_of(logmel: np.ndarray, scale: Range) -> np.ndarray:

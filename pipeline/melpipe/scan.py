@@ -8,12 +8,14 @@ many clips ``preprocess`` would make of it with the given clip length and segmen
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from melpipe.audio import FileInfo, read_header, resampled_length
+from melpipe import duplicates
+from melpipe.audio import FileInfo, hash_bytes, read_header, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import SkippedFolder, join, list_audio_files, utf8_safe
 from melpipe.segments import Windows, covered_seconds
@@ -82,6 +84,48 @@ def scan(root: str | os.PathLike[str], config: SpectrogramConfig | None = None) 
     readable = [h for h in headers.values() if not h.error]
     estimate = None if config is None else ClipEstimate.of(readable, config)
     return ScanReport(root, headers, listing.skipped, estimate)
+
+
+@dataclass(frozen=True)
+class DuplicateScan:
+    """Groups of files under a folder whose bytes are the same, by path (first first),
+    and what finding them cost: every file read once."""
+
+    groups: tuple[tuple[str, ...], ...]
+    files: int
+    bytes_read: int
+    seconds: float
+
+
+def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
+    """The files under ``root`` whose bytes are the same, from a SHA-256 of each file's
+    bytes. (A run also compares the decoded samples, which finds a WAV and a FLAC of one
+    recording; that needs decoding every file whole.)"""
+    root = os.fspath(root)
+    started = time.perf_counter()
+    listing = list_audio_files(root)
+    hashed = [hash_bytes(join(root, rel)) for rel in listing.files]
+    keys = [duplicates.key_of(digest, "") for digest, _ in hashed]
+    groups = duplicates.groups(duplicates.first_of_each(keys))
+    return DuplicateScan(
+        tuple(tuple(listing.files[i] for i in g) for g in groups),
+        len(listing.files),
+        sum(n for _, n in hashed),
+        time.perf_counter() - started,
+    )
+
+
+def format_duplicates(found: DuplicateScan, *, max_groups: int = 20) -> str:
+    n_files = sum(len(g) - 1 for g in found.groups)
+    lines = [
+        f"duplicates: {n_files} files repeat the bytes of an earlier one, in "
+        f"{len(found.groups)} groups (every file read once: {found.files} files, "
+        f"{found.bytes_read / 1e6:.1f} MB in {found.seconds:.2f} s)"
+    ]
+    lines += ["  " + " = ".join(utf8_safe(p) for p in g) for g in found.groups[:max_groups]]
+    if len(found.groups) > max_groups:
+        lines.append(f"  ... and {len(found.groups) - max_groups} more groups")
+    return "\n".join(lines)
 
 
 def _hours(seconds: float) -> str:

@@ -28,12 +28,15 @@ from melpipe.records import flat, key, not_recorded
 from melpipe.stats import Figures, GlobalStats, StatsName, histogram_grid
 
 FORMAT = "melpipe"
+# 8: a table of sources (the run, then each append), each file's source and hashes, the
+#    histogram per source.
+# 7: every convention of the analysis a config key (presets), each file's peak.
 # 6: the product's name, melpipe, in the format and lock file names; every record key required.
 # 5: five statistics, a histogram of the pixels that hold audio, each clip's audio frames.
 # 4: clips and files as two dimensions (many clips per file), segment options in the config.
 # 3: one "stats" attribute, the plan's identity, an owner lock file, every chunk written.
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 LOCK_FILE = "melpipe.lock"  # beside the arrays; see melpipe.lock
 # Versions 1 to 5 were written under the project's former name, with a lock file of that
 # name: such a store is ours to replace, never read as it is (docs/store-format.md).
@@ -45,6 +48,9 @@ LOCK_FILES = frozenset({LOCK_FILE, FORMER_LOCK_FILE})
 ROW_CHUNK = 65536
 
 Status = Literal["incomplete", "complete", "failed"]
+# The dimensions arrays run along, row by row. A source's row of an array is one chunk of
+# its own: an append adds objects, and changes none a reader may be reading.
+ROW_DIMS = ("clip", "file", "window", "source")
 
 
 class Step(enum.Enum):
@@ -73,7 +79,7 @@ class ArraySpec:
     def rows(self) -> str | None:
         """The row dimension the array runs along (``clip``, ``file`` or ``window``), if
         any; a coordinate has none."""
-        return self.dims[0] if self.dims[0] in ("clip", "file", "window") else None
+        return self.dims[0] if self.dims[0] in ROW_DIMS else None
 
     @property
     def batched(self) -> bool:
@@ -117,13 +123,24 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("peak", ("file",), "float64", math.nan, Step.CHOSEN,
               "greatest |sample| of the file at the store's rate, which peak_normalize "
               "scaled to its value; NaN where not measured"),
+    ArraySpec("source", ("file",), "int64", -1, Step.CHOSEN,
+              "the run or append that added the file: its entry in the sources attribute"),
+    ArraySpec("bytes_sha256", ("file",), "str", "", Step.CHOSEN,
+              'SHA-256 of the file\'s bytes; "" where it could not be read'),
+    ArraySpec("samples_sha256", ("file",), "str", "", Step.CHOSEN,
+              "SHA-256 of the file's samples at the store's rate (float32, mono, "
+              'little-endian); "" where it did not decode'),
+    ArraySpec("duplicate_of", ("file",), "int64", -1, Step.CHOSEN,
+              "the first file (in store order) with the same samples or bytes, or -1: "
+              "duplicates share a side of a split"),
     ArraySpec("n_clips", ("file",), "int64", 0, Step.CHOSEN,
               "clips the file gave"),
     ArraySpec("first_clip", ("file",), "int64", 0, Step.CHOSEN,
               "the file's first clip; its clips are first_clip .. first_clip + n_clips - 1"),
-    ArraySpec("histogram", ("bin",), "int64", 0, Step.CHOSEN,
-              "log-mel values of the clips' pixels that hold audio: bin k counts "
-              "(first_bin + k) / bins_per_unit <= value < (first_bin + k + 1) / bins_per_unit"),
+    ArraySpec("histogram", ("source", "bin"), "int64", 0, Step.CHOSEN,
+              "log-mel values of the pixels that hold audio of each source's clips: bin k "
+              "counts (first_bin + k) / bins_per_unit <= value < (first_bin + k + 1) / "
+              "bins_per_unit"),
     ArraySpec("mel", ("mel",), "float64", 0.0, Step.CREATE,
               "mel band centre frequency of each image row; row 0 is the highest", "Hz"),
     ArraySpec("frame", ("frame",), "float64", 0.0, Step.CREATE,
@@ -173,6 +190,7 @@ class Sizes:
     clips: int
     files: int
     windows: int = 0
+    sources: int = 1
 
 
 def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[int, ...]:
@@ -180,6 +198,7 @@ def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[
         "clip": sizes.clips,
         "file": sizes.files,
         "window": sizes.windows,
+        "source": sizes.sources,
         "mel": config.n_bands,
         "frame": config.n_frames,
         "bin": histogram_grid(config.eps)[1],
@@ -190,13 +209,15 @@ def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[
 def chunks_of(
     spec: ArraySpec, sizes: Sizes, batch_size: int, config: SpectrogramConfig
 ) -> tuple[int, ...]:
-    """One chunk per batch for an array tasks write, :data:`ROW_CHUNK` rows for one the
-    client writes; whole along every other dimension."""
+    """One chunk per batch for an array tasks write (fewer rows when the array has fewer),
+    :data:`ROW_CHUNK` rows for one the client writes, one row for a source's; whole along
+    every other dimension."""
     shape = shape_of(spec, sizes, config)
     if spec.rows is None:
         return shape
-    length = batch_size if spec.batched else ROW_CHUNK
-    return (max(1, min(length, shape[0])), *shape[1:])
+    if not spec.batched:  # fixed, so that an append's rows continue the same chunks
+        return (1 if spec.rows == "source" else ROW_CHUNK, *shape[1:])
+    return (max(1, min(batch_size, shape[0])), *shape[1:])
 
 
 def store_entries() -> frozenset[str]:
@@ -275,6 +296,36 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class SourceRecord:
+    """One entry of a store's table of sources: the run that made it, or one append.
+
+    A source added the files ``first_file .. first_file + files - 1`` of ``input`` (and
+    their clips, ``first_clip ..``); ``skipped`` files of that input were in the store
+    already and were left out, ``duplicates`` repeat an earlier file's samples or bytes
+    (``dropped`` of them gave no clip, with ``--duplicates drop``). Of its clips' pixels,
+    ``clipped_low`` and ``clipped_high`` fell below and above the store's scale; ``own``
+    are the statistics its clips alone give (None where they give none), which tell how
+    far the frozen scale is from them.
+    """
+
+    action: Literal["run", "append"]
+    run_id: str
+    created: str
+    input: str
+    first_file: int
+    files: int
+    first_clip: int
+    clips: int
+    skipped: int
+    duplicates: int
+    dropped: int
+    clipped_low: int
+    clipped_high: int
+    pixels: int
+    own: GlobalStats | None
+
+
+@dataclass(frozen=True)
 class StoreAttrs:
     """The group attributes of a melpipe store, typed.
 
@@ -295,6 +346,9 @@ class StoreAttrs:
     stats: StatsRecord | None = None
     counts: Counts | None = None
     failure: str | None = None
+    # the run, then each append; and once one appended, every clip's statistics
+    sources: tuple[SourceRecord, ...] = ()
+    grown: GlobalStats | None = None
     extra: dict[str, Any] = field(default_factory=dict, metadata=not_recorded())
 
     def derived(self) -> dict[str, Any]:
@@ -333,7 +387,12 @@ class StoreAttrs:
         known = {*records.keys(cls), *attrs.derived()}
         attrs = dataclasses.replace(attrs, extra={k: v for k, v in data.items() if k not in known})
         if attrs.status == "complete" and (
-            attrs.stats is None or attrs.counts is None or attrs.stats.clipped_fraction is None
+            attrs.stats is None
+            or attrs.counts is None
+            or attrs.stats.clipped_fraction is None
+            or not attrs.sources
         ):
-            raise StoreError(f"{where} is marked complete but its attributes lack stats or counts.")
+            raise StoreError(
+                f"{where} is marked complete but its attributes lack stats, counts or sources."
+            )
         return attrs

@@ -166,6 +166,13 @@ class Windows:
         """One window at the start of each file: ``--segments first``, no header needed."""
         return cls(np.arange(n_files, dtype=np.int64), np.zeros(n_files, dtype=np.int64))
 
+    def of_files(self, kept: np.ndarray) -> Windows:
+        """The windows of the files that ``kept`` (one bool per file) marks."""
+        if np.all(kept):
+            return self
+        rows = np.asarray(kept, bool)[self.file]
+        return Windows(self.file[rows], self.start[rows], self.peaks)
+
     def with_peaks(self, peaks: np.ndarray) -> Windows:
         return Windows(self.file, self.start, np.asarray(peaks, np.float64))
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, Protocol, Self, TypeVar
@@ -484,6 +485,36 @@ class PixelSummary:
     histogram: Histogram | None = field(default=None, compare=False, metadata=not_recorded())
 
 
+def joined_summary(parts: Sequence[PixelSummary], histogram: Histogram) -> PixelSummary:
+    """The summary of the pixels of disjoint groups of clips (a store's sources), from
+    each group's, with ``histogram`` the histogram of them all: counts added, the greatest
+    maximum, and per band the mean and standard deviation of the whole, computed exactly
+    from each group's recorded float64 values, so within their rounding of the exact ones
+    (docs/statistics.md, "A dataset that grows")."""
+    parts = [p for p in parts if p.count]
+    if not parts:
+        raise StatisticsError("No pixel holds audio, so there are no statistics.")
+    n_bands = len(parts[0].band_mean)
+    weights = [Fraction(p.count // n_bands) for p in parts]  # pixels per band
+    total = sum(weights)
+    band_mean, band_std = [], []
+    for b in range(n_bands):
+        means = [Fraction(p.band_mean[b]) for p in parts]
+        squares = [Fraction(p.band_std[b]) ** 2 + m * m for p, m in zip(parts, means, strict=True)]
+        mean = sum(w * m for w, m in zip(weights, means, strict=True)) / total
+        square = sum(w * q for w, q in zip(weights, squares, strict=True)) / total
+        band_mean.append(float(mean))
+        band_std.append(math.sqrt(float(max(square - mean * mean, Fraction(0)))))
+    return PixelSummary(
+        count=sum(p.count for p in parts),
+        max=max(p.max for p in parts),
+        band_mean=tuple(band_mean),
+        band_std=tuple(band_std),
+        db_per_unit=parts[0].db_per_unit,
+        histogram=histogram,
+    )
+
+
 # A band whose pixels all have one value (std 0) maps mean .. mean + FLAT_BAND_WIDTH: its
 # value sits at level 0, white like silence, and inverts exactly.
 FLAT_BAND_WIDTH = 1.0
@@ -513,7 +544,6 @@ class GlobalStats:
     ) -> GlobalStats:
         """The statistics of clips with these extrema and pixels, of features of
         ``db_per_unit`` decibels per log unit; an error when there are none."""
-        mean, bounds = extrema.ranges()
         if pixels.frames == 0:
             raise StatisticsError("No pixel holds audio, so there are no statistics.")
         band_mean, band_std = pixels.band_moments()
@@ -525,6 +555,12 @@ class GlobalStats:
             db_per_unit=float(db_per_unit),
             histogram=pixels.histogram,
         )
+        return cls.of(extrema, summary, options)
+
+    @classmethod
+    def of(cls, extrema: Extrema, summary: PixelSummary, options: StatsOptions) -> GlobalStats:
+        """The statistics of clips with these extrema and this summary of their pixels."""
+        mean, bounds = extrema.ranges()
         placeholder = Range(math.nan, math.nan)
         return cls(mean, bounds, placeholder, placeholder, placeholder, options, summary)._derive(
             options

@@ -237,18 +237,21 @@ def _histogram_grid(config: Any) -> dict[str, int]:
 
 
 def histogram_values(histogram: Histogram, config: Any) -> np.ndarray:
-    """The ``histogram`` array's values: the counts over the whole grid."""
-    return histogram.on_grid(*histogram_grid(config.eps))
+    """One source's row of the ``histogram`` array: the counts over the whole grid."""
+    return histogram.on_grid(*histogram_grid(config.eps))[None]
 
 
 def histogram_from(values: np.ndarray, config: Any) -> Histogram:
-    """The histogram that :func:`histogram_values` gave ``values`` for."""
+    """The histogram of the rows of the ``histogram`` array in ``values``, added."""
     first, _ = histogram_grid(config.eps)
-    return Histogram(first, np.asarray(values, np.int64))
+    return Histogram(first, np.asarray(values, np.int64).reshape(-1, values.shape[-1]).sum(0))
 
 
 def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
     """Write one batch of clips: its chunk of each array pass 2 writes, the marker last.
+
+    A batch that starts inside its chunk (an append's first, after the rows the store
+    held) rewrites the chunk whole: the rows before it as they are stored, then its own.
 
     Raises
     ------
@@ -260,10 +263,16 @@ def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
     """
     lock.check(claim)
     specs = arrays_of(Step.IMAGES)
-    arrays = _writable_arrays(claim, [s.name for s in specs])
+    arrays = _writable_arrays(claim, [s.name for s in specs], rows=batch.stop)
     for spec in specs:
-        _check_region(arrays[spec.name], batch)
-        arrays[spec.name][batch.start : batch.stop] = _encode(spec, values[spec.name])
+        array = arrays[spec.name]
+        value = _encode(spec, values[spec.name])
+        held = batch.start % array.chunks[0]  # rows of the chunk before the batch's
+        if held:
+            value = np.concatenate([array[batch.start - held : batch.start], value])
+        region = Batch(batch.index, batch.start - held, batch.stop)
+        _check_region(array, region)
+        array[region.start : region.stop] = value
 
 
 def write_scratch(claim: lock.Claim, batch: Batch, logmel: np.ndarray) -> None:
@@ -312,6 +321,64 @@ def write_chosen(claim: lock.Claim, values: Mapping[str, Any]) -> None:
     arrays = _writable_arrays(claim, [s.name for s in specs])
     for spec in specs:
         arrays[spec.name][:] = _encode(spec, values[spec.name])
+
+
+def write_rows(claim: lock.Claim, starts: Mapping[str, int], values: Mapping[str, Any]) -> None:
+    """Write what an append adds to the arrays the client writes (every array of
+    :func:`write_chosen`'s step but the run state's): each from the row ``starts`` gives
+    for its dimension (``clip``, ``file`` or ``source``) on, after :func:`grow`."""
+    lock.check(claim)
+    specs = [s for s in arrays_of(Step.CHOSEN) if s.rows != "window"]
+    arrays = _writable_arrays(claim, [s.name for s in specs])
+    for spec in specs:
+        value = _encode(spec, values[spec.name])
+        lo = starts[spec.dims[0]]
+        arrays[spec.name][lo : lo + len(value)] = value
+
+
+def begin_append(claim: lock.Claim, committed: Sizes, windows: int, scratch: bool) -> None:
+    """Make a finished store ready for an append of ``windows`` windows: what an append
+    killed before left (its run state, rows past the ``committed`` sizes) removed, and
+    the run state made anew. Nothing a reader of the store sees changes."""
+    end_append(claim)
+    group = zarr.open_group(claim.url, mode="r+", use_consolidated=False)
+    config = StoreAttrs.from_dict(group.attrs.asdict()).config
+    _resize(group, committed, config)
+    images = group["images"]
+    assert isinstance(images, zarr.Array)  # the store was checked on opening
+    batch = int(images.chunks[0])
+    for spec in [*WINDOW_ARRAYS, SCRATCH] if scratch else WINDOW_ARRAYS:
+        _create_array(group, spec, Sizes(0, 0, windows), batch, config)
+    _cached_arrays.cache_clear()
+
+
+def end_append(claim: lock.Claim) -> None:
+    """Undo what :func:`begin_append` and a failed append did: the store as it was."""
+    lock.check(claim)
+    fs, path = filesystem(claim.url)
+    for spec in RUN_STATE:
+        if fs.exists(f"{path}/{spec.name}"):
+            fs.rm(f"{path}/{spec.name}", recursive=True)
+    _cached_arrays.cache_clear()
+
+
+def grow(claim: lock.Claim, sizes: Sizes) -> None:
+    """Give every array along clips, files or sources the lengths ``sizes`` gives. Only
+    each array's own metadata changes: a reader goes by the store's consolidated metadata,
+    which :func:`finish` writes last, so it sees the old lengths until then."""
+    lock.check(claim)
+    group = zarr.open_group(claim.url, mode="r+", use_consolidated=False)
+    _resize(group, sizes, StoreAttrs.from_dict(group.attrs.asdict()).config)
+    _cached_arrays.cache_clear()
+
+
+def _resize(group: zarr.Group, sizes: Sizes, config: Any) -> None:
+    for spec in ARRAYS:
+        array = group[spec.name]
+        assert isinstance(array, zarr.Array)
+        shape = shape_of(spec, sizes, config)
+        if spec.rows is not None and array.shape != shape:
+            array.resize(shape)  # shrinking removes the chunks past the end, and only those
 
 
 def read_chosen(claim: lock.Claim, names: Iterable[str]) -> dict[str, np.ndarray]:
@@ -364,9 +431,14 @@ def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
         zarr.consolidate_metadata(claim.url)
 
 
-def _writable_arrays(claim: lock.Claim, needed: Iterable[str] = ()) -> dict[str, zarr.Array]:
+def _writable_arrays(
+    claim: lock.Claim, needed: Iterable[str] = (), rows: int = 0
+) -> dict[str, zarr.Array]:
+    """The store's arrays, opened once per process; opened again when one ``needed`` was
+    created since (the clip arrays), or is shorter than ``rows`` (it grew, in an append)."""
+    needed = list(needed)
     arrays = _cached_arrays(claim.url, claim.attempt)
-    if not set(needed) <= arrays.keys():  # created since they were opened: the clip arrays
+    if not set(needed) <= arrays.keys() or any(arrays[n].shape[0] < rows for n in needed):
         _cached_arrays.cache_clear()
         arrays = _cached_arrays(claim.url, claim.attempt)
     return arrays
@@ -451,7 +523,9 @@ class ReadableStore:
         group = zarr.open_group(self.url, mode="r")
         self._arrays = {spec.name: _checked_array(group, spec, where) for spec in ARRAYS}
         self.sizes = Sizes(
-            clips=int(self._arrays["images"].shape[0]), files=int(self._arrays["path"].shape[0])
+            clips=int(self._arrays["images"].shape[0]),
+            files=int(self._arrays["path"].shape[0]),
+            sources=len(self.attrs.sources),
         )
         self.n_clips = self.sizes.clips
         self.chunk_length = int(self._arrays["images"].chunks[0])
@@ -464,6 +538,14 @@ class ReadableStore:
 
     def _check_layout(self, where: str) -> None:
         config = self.attrs.config
+        counts = self.attrs.counts
+        assert counts is not None  # a complete store's attributes are checked to have them
+        if (counts.files, counts.clips) != (self.sizes.files, self.sizes.clips):
+            raise StoreError(
+                f"{where} records {counts.files} files and {counts.clips} clips, but its "
+                f"arrays hold {self.sizes.files} files and {self.sizes.clips} clips. The "
+                "store was altered; run preprocess again."
+            )
         for spec in ARRAYS:
             array = self._arrays[spec.name]
             expected = shape_of(spec, self.sizes, config)
@@ -519,13 +601,14 @@ class ReadableStore:
         with self._decoding(name):
             return _decode(BY_NAME[name], self._arrays[name][:])
 
-    def histogram(self) -> Histogram:
-        """The histogram of the store's pixels that hold audio."""
+    def histogram(self, sources: slice = slice(None)) -> Histogram:
+        """The histogram of the pixels that hold audio of the clips of ``sources`` (rows
+        of the sources table; default all)."""
         array = self._arrays[HISTOGRAM]
         first = array.attrs.get("first_bin")
         if not isinstance(first, int):
             raise StoreError(f"Store {self.url!r}'s histogram lacks its first_bin attribute.")
-        return Histogram(first, np.asarray(array[:], np.int64))
+        return Histogram(first, np.asarray(array[sources], np.int64).sum(axis=0))
 
     def read_images(self, lo: int, hi: int, out: np.ndarray) -> None:
         """Decode images ``lo:hi`` (within one chunk) into ``out``, uint8 of shape

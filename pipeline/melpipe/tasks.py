@@ -27,7 +27,7 @@ from melpipe.features import spectrogram
 from melpipe.lock import Claim
 from melpipe.plan import Batch
 from melpipe.retries import retried, transient
-from melpipe.scaling import level_counts, levels_of, scale_to_uint8
+from melpipe.scaling import level_counts, levels_of, scale_with_ends
 from melpipe.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
 from melpipe.segments import Piece, audio_frames, loud_enough, rms_db
 from melpipe.stats import LEVELS, PixelStats, Range, held
@@ -350,12 +350,14 @@ class Headers:
 
 @retried
 def survey_batch(item: SurveyItem, run: RunContext) -> Headers:
-    """What the headers of some files say, for laying out their windows, and, with
-    ``peak_normalize``, each file's peak."""
+    """What the headers of some files say, for laying out their windows, the hashes of
+    their bytes and samples, for finding duplicates, and, with ``peak_normalize``, each
+    file's peak."""
     config = run.config
     peak_at = None if config.peak_normalize is None else config.sample_rate
-    whole = config.segments == "all"
-    return Headers(tuple(read_header(join(run.root, rel), whole=whole, peak_at=peak_at)
+    whole, rate = config.segments == "all", config.sample_rate
+    return Headers(tuple(read_header(join(run.root, rel), whole=whole, peak_at=peak_at,
+                                     fingerprint_at=rate)
                          for rel in item.paths))  # fmt: skip
 
 
@@ -371,6 +373,8 @@ class FileValues:
     sample_rate: np.ndarray  # int64, 0 where unknown
     channels: np.ndarray  # int64, 0 where unknown
     peak: np.ndarray  # float64, NaN where not measured (without peak_normalize)
+    bytes_sha256: np.ndarray  # str (object), "" where not read
+    samples_sha256: np.ndarray  # str (object), "" where not decoded
 
     @classmethod
     def of(
@@ -380,13 +384,17 @@ class FileValues:
         duration = np.full(n_files, np.nan)
         rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
         peak = np.array([s.peak for s in surveyed] if surveyed else np.full(n_files, np.nan))
+        hashes = [
+            np.array([getattr(s, name) for s in surveyed] if surveyed else [""] * n_files, object)
+            for name in ("bytes_sha256", "samples_sha256")
+        ]
         # Pass 1's findings after the survey's: its header is the later reading, and a
         # failure in either fails the file.
         for i, info in [*enumerate(surveyed or ()), *records.items()]:
             if info.readable:
                 duration[i], rate[i], channels[i] = info.duration, info.sample_rate, info.channels
             error[i] = error[i] or info.error
-        return cls((error == "") & (rate > 0), error, duration, rate, channels, peak)
+        return cls((error == "") & (rate > 0), error, duration, rate, channels, peak, *hashes)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> FileValues:
@@ -405,14 +413,20 @@ class WriteSummary:
     hold audio fall on the 256 levels of the ``band-moments`` scale."""
 
     n_clips: int = 0
-    n_clipped: int = 0
+    n_low: int = 0  # pixels clipped below the scale's minimum, and above its maximum
+    n_high: int = 0
     n_pixels: int = 0
     band_levels: np.ndarray = field(default_factory=lambda: np.zeros(LEVELS, np.int64))
+
+    @property
+    def n_clipped(self) -> int:
+        return self.n_low + self.n_high
 
     def merge(self, other: WriteSummary) -> WriteSummary:
         return WriteSummary(
             self.n_clips + other.n_clips,
-            self.n_clipped + other.n_clipped,
+            self.n_low + other.n_low,
+            self.n_high + other.n_high,
             self.n_pixels + other.n_pixels,
             self.band_levels + other.band_levels,
         )
@@ -430,7 +444,8 @@ def images_batch(item: ImagesItem, run: RunContext) -> WriteSummary:
     assert run.scale is not None and run.band_scale is not None, "pass 2 has its scales"
     logmel = _logmels(item.pieces, item.windows, item.found, run)
     frames = item.found.frames
-    images, clipped = scale_to_uint8(logmel, run.scale)
+    images, low, high = scale_with_ends(logmel, run.scale)
+    clipped = low + high
     if item.write:
         store.write(run.claim, item.batch, {"images": images,
                                             "clipped": clipped.astype(np.uint32)})  # fmt: skip
@@ -441,7 +456,8 @@ def images_batch(item: ImagesItem, run: RunContext) -> WriteSummary:
                                   minlength=LEVELS)  # fmt: skip
     return WriteSummary(
         n_clips=len(clipped),
-        n_clipped=int(np.sum(clipped, dtype=np.int64)),
+        n_low=int(np.sum(low, dtype=np.int64)),
+        n_high=int(np.sum(high, dtype=np.int64)),
         n_pixels=len(clipped) * run.config.n_bands * run.config.n_frames,
         band_levels=band_levels.astype(np.int64),
     )
