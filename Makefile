@@ -30,7 +30,9 @@ preprocess: $(STAMP)
 	$(BIN)/melpipe preprocess $(DEMO_DIR) $(DEMO_STORE) --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	@# One test process per core; tests that share state across a module say so with
+	@# xdist_group, which keeps them in one process.
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 # BENCH_*_ARGS pass options to a benchmark, e.g. BENCH_PREPROCESS_ARGS="--files 16000".
 bench: $(STAMP) bench-read bench-scale

@@ -49,6 +49,9 @@ BENCH_ARGS = {
 
 
 NOT_RUN = "# Not run as written"
+# One process runs this module (`make test` spreads tests over processes): a `make` target
+# that two pages show runs once, in one clone, only if every block sees the same clone.
+pytestmark = pytest.mark.xdist_group("docs")
 
 
 def blocks(kind: str, *, checkpoints: bool = False) -> list[tuple[str, str]]:
