@@ -29,15 +29,24 @@ def command(*args: object) -> list[str]:
 def start_and_wait_for(
     argv: list[str], text: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """Start a command and read its error output until ``text`` appears."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    """Start a command and read its error output until ``text`` appears.
+
+    The pipe is read a byte at a time, unbuffered: a buffer would hold output read past
+    ``text`` that :func:`rest_of` (which reads the pipe itself) never sees.
+    """
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                                env=env)  # fmt: skip
-    seen = ""
-    while text not in seen:
-        char = process.stderr.read(1)
-        assert char, f"the command ended before {text!r}:\n{seen}"
-        seen += char
-    return process, seen
+    seen, wanted = b"", text.encode()
+    while wanted not in seen:
+        byte = process.stderr.read(1)
+        assert byte, f"the command ended before {text!r}:\n{seen.decode(errors='replace')}"
+        seen += byte
+    return process, seen.decode()
+
+
+def rest_of(process: subprocess.Popen, timeout: float) -> str:
+    """The error output of a command from :func:`start_and_wait_for`, once it ended."""
+    return process.communicate(timeout=timeout)[1].decode()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,7 @@ def test_a_signal_ends_a_run_in_one_line_and_the_same_command_resumes(many_files
     process, seen = start_and_wait_for(argv, "pass 1/2")
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signum)
-    _, rest = process.communicate(timeout=120)
+    rest = rest_of(process, 120)
     stderr = seen + rest
     assert process.returncode == 1, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
@@ -126,7 +135,7 @@ def test_a_storage_outage_in_pass_2_is_retried_and_the_run_completes(s3_behind_a
     relay.cut()
     time.sleep(5)  # 5 s with no connection at all: the tasks' second tries fail too
     relay.restore()
-    _, rest = process.communicate(timeout=300)
+    rest = rest_of(process, 300)
     assert process.returncode == 0, seen + rest
     assert "trying again" not in seen + rest  # the retries are in the log, not on screen
     reference = tmp_path / "reference.zarr"
@@ -145,7 +154,7 @@ def test_storage_gone_for_good_ends_the_run_in_one_line_and_bounded_time(s3_behi
     process, seen = start_and_wait_for(argv, "pass 2/2", env=env)
     relay.cut()
     started = time.monotonic()
-    _, rest = process.communicate(timeout=300)
+    rest = rest_of(process, 300)
     took = time.monotonic() - started
     result = subprocess.CompletedProcess(argv, process.returncode, "", seen + rest)
     expected = ("Could not reach the storage of 's3://bucket/audio' or 's3://bucket/out.zarr', "
