@@ -13,6 +13,7 @@ also go to bench/results/scale.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -122,9 +123,11 @@ def measure(n: int, root: Path, workdir: Path) -> dict:
         )
     ]
     try:
-        while not scheduler_file.exists():
+        address = None
+        while address is None:  # the scheduler writes the file in place: wait till it is whole
             time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+                address = json.loads(scheduler_file.read_text())["address"]
         procs += [
             start(
                 "start-workers.sh",

@@ -33,6 +33,15 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
         time.sleep(0.02)
 
 
+def scheduler_address(scheduler_file: Path) -> str | None:
+    """The address a scheduler file gives, or None until it is there and whole: the
+    scheduler writes it in place, so it can be read empty or half-written."""
+    try:
+        return str(json.loads(scheduler_file.read_text())["address"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
 class Processes:
     """Starts processes in their own sessions and kills each whole group at the end."""
 
@@ -96,8 +105,8 @@ def start_dask_cluster(
             "SCHEDULER_FILE": str(scheduler_file),
         },
     )
-    wait_for(scheduler_file.exists, "the scheduler file")
-    address = json.loads(scheduler_file.read_text())["address"]
+    wait_for(lambda: scheduler_address(scheduler_file) is not None, "the scheduler file")
+    address = scheduler_address(scheduler_file)
     workers = [
         procs.start(
             f"worker-{i}",

@@ -113,12 +113,14 @@ class _Commands(click.Group):
             # quietly, as Unix tools do, where our handler would print "Broken pipe".
             raise
         except KeyboardInterrupt:
+            _BAR_OUTPUT.end_line()
             raise click.ClickException(
                 "Interrupted. An unfinished store is marked so; the same command resumes it."
             ) from None
         except Exception as exc:
             if os.environ.get("MELPIPE_TRACEBACK") and not isinstance(exc, MelpipeError):
                 raise
+            _BAR_OUTPUT.end_line()
             raise click.ClickException(_one_line(exc).replace("\n", " ") + _log_note()) from None
 
 
@@ -132,6 +134,30 @@ class _Bar(tqdm):
         return super().update(n)
 
 
+class _BarOutput:
+    """The error output, for progress bars, knowing whether they left a line unended: a
+    signal can stop a run between a bar's first line and its close, and the error that
+    follows then begins a line of its own (:meth:`end_line`), not the bar's."""
+
+    unended = False
+
+    def write(self, text: str) -> None:
+        if text:
+            self.unended = not text.endswith("\n")
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno: what tqdm asks a file
+        return getattr(sys.stderr, name)
+
+    def end_line(self) -> None:
+        if self.unended:
+            self.write("\n")
+
+
+_BAR_OUTPUT = _BarOutput()
 _LOGS: list[Path] = []  # the local cluster's log, once something was written there
 
 
@@ -142,7 +168,7 @@ def _log_note() -> str:
 
 
 def _progress(description: str, total: int) -> tqdm:
-    return _Bar(total=total, desc=description, unit="batch", file=sys.stderr, dynamic_ncols=True)
+    return _Bar(total=total, desc=description, unit="batch", file=_BAR_OUTPUT, dynamic_ncols=True)
 
 
 @click.group(cls=_Commands)
