@@ -39,6 +39,7 @@ bench: $(STAMP) bench-read bench-scale
 	$(BIN)/python -m bench.bench_preprocess $(BENCH_PREPROCESS_ARGS)
 	$(BIN)/python -m bench.bench_long $(BENCH_LONG_ARGS)
 	$(BIN)/python -m bench.bench_presets $(BENCH_PRESETS_ARGS)
+	$(BIN)/python -m bench.bench_hashes $(BENCH_HASHES_ARGS)
 
 bench-read: $(STAMP)
 	$(BIN)/python bench/bench_read.py $(BENCH_READ_ARGS)
