@@ -4,6 +4,7 @@ and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,13 +58,65 @@ def many_files(tmp_path_factory) -> Path:
     return folder
 
 
+def catches(process: subprocess.Popen, signum: int) -> bool:
+    """Whether the process has a handler of its own for ``signum`` (Linux's SigCgt)."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    caught = int(next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signum - 1)))
+
+
+def start_and_wait_until(argv: list[str], ready) -> tuple[subprocess.Popen, str]:
+    """Start a command and wait until ``ready(process)`` holds (nothing read yet)."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    deadline = time.monotonic() + 60
+    while not ready(process):
+        assert process.poll() is None and time.monotonic() < deadline, "the moment never came"
+        time.sleep(0.005)
+    return process, ""
+
+
+def with_workers(process: subprocess.Popen) -> bool:
+    """Whether the local cluster's first worker process has started (the cluster is being
+    built): a second process with the fork server's command line, forked from it."""
+    forked = 0
+    for child in psutil.Process(process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            forked += "forkserver" in " ".join(child.cmdline())
+    return forked >= 2
+
+
+# Moments of a run at which a signal arrives: how to find each, and which signal it is.
+# SIGTERM (how batch systems stop a job) and SIGINT (Ctrl-C) take the same path.
+MOMENTS = {
+    "loading": (signal.SIGINT, lambda argv: start_and_wait_until(
+        argv, lambda p: catches(p, signal.SIGTERM))),  # handlers set, imports under way
+    "cluster-start": (signal.SIGINT, lambda argv: start_and_wait_until(argv, with_workers)),
+    "survey": (signal.SIGTERM, lambda argv: start_and_wait_for(argv, "survey")),
+    "pass-1": (signal.SIGINT, lambda argv: start_and_wait_for(argv, "pass 1/")),
+    "between-passes": (signal.SIGTERM, lambda argv: start_and_wait_for(argv, "statistics: 100%")),
+    "pass-2": (signal.SIGINT, lambda argv: start_and_wait_for(argv, "pass 2/")),
+}  # fmt: skip
+SIGNALLED = ["--segments", "all", "--duration", "0.5", "--n-mels", 64, "--batch-size", 2]
+
+
+@pytest.fixture(scope="module")
+def signalled_reference(many_files, tmp_path_factory) -> Path:
+    """The store that every signalled run, run again, must equal: plain loops."""
+    reference = tmp_path_factory.mktemp("reference") / "reference.zarr"
+    config = SpectrogramConfig.from_options(segments="all", duration=0.5, n_mels=64)
+    preprocess(many_files, reference, config, executor=LoopExecutor(), batch_size=2)
+    return reference
+
+
 @pytest.mark.cluster
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_ends_a_run_in_one_line_and_the_same_command_resumes(many_files, tmp_path, signum):
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_signal_ends_a_run_in_one_line_and_the_same_command_resumes(
+    many_files, signalled_reference, tmp_path, moment
+):
+    signum, start = MOMENTS[moment]
     out = tmp_path / "out.zarr"
-    argv = command("preprocess", many_files, out, "--workers", 2, "--batch-size", 1,
-                   "--n-mels", 64)  # fmt: skip
-    process, seen = start_and_wait_for(argv, "pass 1/2")
+    argv = command("preprocess", many_files, out, "--workers", 2, *SIGNALLED)
+    process, seen = start(argv)
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signum)
     rest = rest_of(process, 120)
@@ -72,17 +125,14 @@ def test_a_signal_ends_a_run_in_one_line_and_the_same_command_resumes(many_files
     errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: Interrupted. An unfinished store is marked so; the same "
                       "command resumes it."], stderr  # fmt: skip
-    for word in ("Traceback", "leaked", "Exception ignored", "KeyboardInterrupt"):
+    for word in ("Traceback", "leaked", "Exception ignored", "KeyboardInterrupt", "ERROR"):
         assert word not in stderr, stderr
     deadline = time.monotonic() + 30
     while any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children):
         assert time.monotonic() < deadline, "worker processes outlived the run"
         time.sleep(0.2)
     run_cli(*argv[3:], timeout=300)  # the same command
-    reference = tmp_path / "reference.zarr"
-    config = SpectrogramConfig.from_options(n_mels=64)
-    preprocess(many_files, reference, config, executor=LoopExecutor(), batch_size=1)
-    assert_same_arrays(out, reference)
+    assert_same_arrays(out, signalled_reference)
 
 
 def test_output_cut_off_by_its_reader_ends_quietly(finished_store):

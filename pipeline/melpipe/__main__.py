@@ -1,6 +1,6 @@
 """``python -m melpipe`` runs the ``melpipe`` command line."""
 
-from melpipe.cli import main
+from melpipe.launch import main
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from melpipe import __version__, features, records
+from melpipe import __version__, features, interrupts, records
 from melpipe import config as defaults
 from melpipe.errors import MelpipeError, name_parameters
 from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
@@ -105,6 +105,13 @@ def _literal(value: str) -> Any:
 class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            return self._invoke(ctx)
+        finally:
+            _FINISHED.set()
+            interrupts.reset()
+
+    def _invoke(self, ctx: click.Context) -> Any:
+        try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
@@ -126,11 +133,10 @@ class _Commands(click.Group):
 
 class _Bar(tqdm):
     """A progress bar that also ends the run once it was asked to stop, at the next batch
-    that finishes, where the signal itself could not (see :func:`_interrupt`)."""
+    that finishes (see :mod:`melpipe.interrupts`)."""
 
     def update(self, n: float | None = 1) -> bool | None:
-        if _STOPPED.is_set():
-            raise KeyboardInterrupt
+        interrupts.check()
         return super().update(n)
 
 
@@ -177,10 +183,11 @@ def main() -> None:
     """Audio datasets to normalized log-mel spectrogram images in one Zarr store."""
     # SIGTERM, how `timeout` and batch systems stop a job, ends a run as Ctrl-C does: the
     # cluster closes, the store stays resumable, one line says so.
-    _STOPPED.clear()
+    _FINISHED.clear()
     if threading.current_thread() is threading.main_thread():  # only it may set handlers
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, _interrupt)
+    interrupts.check()  # a signal while the command line loaded (melpipe.launch)
     # Our own messages only: Dask's loggers keep their own configuration.
     handler = logging.StreamHandler()
     handler.setFormatter(_FlagsFormatter("melpipe: %(message)s"))
@@ -197,15 +204,20 @@ class _FlagsFormatter(logging.Formatter):
         return _as_flags(super().format(record))
 
 
-_STOPPED = threading.Event()
+# Set once the command has done its work: a signal then ends nothing, and an exception
+# raised on the way out (in an exit hook of Dask's) would print a traceback.
+_FINISHED = threading.Event()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """Stop the command as Ctrl-C does, unless the signal came in during a garbage
-    collector callback or a finalizer (Dask's scheduler, in this process, watches the
-    collector), where Python would print the KeyboardInterrupt and drop it: the progress
-    bar raises it at the next finished batch instead."""
-    _STOPPED.set()
+    """Stop the command as Ctrl-C does. During a run, where the signal may find the
+    process inside Dask's or Zarr's machinery, the stop is only requested, and the run
+    ends at its next safe point (:mod:`melpipe.interrupts`). So, too, where the signal
+    came in during a garbage collector callback or a finalizer (Dask's scheduler, in this
+    process, watches the collector), where Python would print the KeyboardInterrupt and
+    drop it."""
+    if _FINISHED.is_set() or not interrupts.request():
+        return
     while frame is not None:
         if frame.f_code.co_name in ("_gc_callback", "__del__"):
             return
@@ -428,15 +440,12 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     unfinished OUTPUT left by this same command is resumed, not started over; with
     --append, INPUT's new files are added to the finished store OUTPUT.
     """
-    from melpipe import runner
     from melpipe.config import SpectrogramConfig
 
     tls_files = [options.pop(k) for k in ("tls_ca_file", "tls_cert", "tls_key")]
     if any(tls_files) and not all(tls_files):
         raise click.UsageError("Give all three of --tls-ca-file, --tls-cert and --tls-key.")
     cluster = {k: options.pop(k) for k in ("workers", "scheduler")}
-    if cluster["workers"] is not None:
-        prepare_local_workers()  # their imports, while this process reads the input
     given = {k: options.pop(k) for k in _CONFIG_OPTIONS}
     if options["append"] and options["overwrite"]:
         raise click.UsageError("Give --append or --overwrite, not both.")
@@ -444,8 +453,27 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
         config = _store_config(output, given)
     else:
         config = SpectrogramConfig.from_options(**given)
+    with interrupts.deferred():  # a signal ends the run at its next safe point
+        if cluster["workers"] is not None:
+            prepare_local_workers()  # their imports, while this process reads the input
+        tls = TLSFiles(*tls_files) if all(tls_files) else None
+        report, cluster_seconds = _run(input_dir, output, config, cluster, tls, options)
+        _echo_summary(report, cluster_seconds)
+
+
+def _run(
+    input_dir: str,
+    output: str,
+    config: Any,
+    cluster: dict[str, Any],
+    tls: TLSFiles | None,
+    options: dict[str, Any],
+) -> tuple[RunReport, float]:
+    """The run on its executor, and the seconds the executor took to be ready."""
+    from melpipe import runner
+
     started = time.perf_counter()
-    with open_executor(**cluster, tls=TLSFiles(*tls_files) if all(tls_files) else None) as ex:
+    with open_executor(**cluster, tls=tls) as ex:
         options["progress"] = _progress
         cluster_seconds = time.perf_counter() - started
         try:
@@ -457,7 +485,7 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not exc.filename:
                 raise OSError(exc.errno, exc.strerror, output) from None  # Zarr says not where
             raise
-    _echo_summary(report, cluster_seconds)
+    return report, cluster_seconds
 
 
 def _store_config(output: str, given: Mapping[str, Any]) -> Any:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from melpipe import interrupts
 from melpipe.errors import ConfigError, SchedulerError
 from melpipe.plan import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
 from melpipe.stats import M, merge_all
@@ -102,6 +103,7 @@ class LoopExecutor:
         # thread per core made a lone run 7% slower, and two runs side by side 4 times.
         with threadpool_limits(limits=1, user_api="blas"):
             for item in items:
+                interrupts.check()  # a stop requested during the last task ends the run here
                 parts.append(fn(item, context))
                 bar.update(1)
         return tree_reduce(parts, functools.partial(merge_all, kind))
@@ -114,6 +116,11 @@ class LoopExecutor:
 # writes and returns unchanged, and any grouping merges to the same result.
 TASKS_PER_WORKER = 8
 MAX_GROUP = 16
+
+
+# How often a pass's wait for results looks whether a stop was requested: as_completed's own
+# wait, every 0.1 s, happens inside distributed and never tells.
+WAIT_SECONDS = 0.05
 
 
 def run_group(
@@ -159,6 +166,7 @@ class DaskExecutor:
     ) -> M:
         from distributed import as_completed
 
+        interrupts.check()  # a stop requested between passes ends the run before this one
         size = self.group_size(len(items))
         groups = [tuple(items[i : i + size]) for i in range(0, len(items), size)]
         task = functools.partial(run_group, fn, kind)
@@ -173,10 +181,14 @@ class DaskExecutor:
         # in the workers' memory (about 100 kB per batch of pass 1).
         finished = as_completed(futures)
         del futures
-        for future in finished:
-            if future.status == "error":  # fail now, not once every other task has run
-                future.result()
-            bar.update(done.pop(future.key))
+        while not finished.is_empty():
+            ready = finished.next_batch(block=False)
+            if not ready:  # a stop requested meanwhile ends the run here (melpipe.interrupts)
+                interrupts.wait(WAIT_SECONDS)
+            for future in ready:
+                if future.status == "error":  # fail now, not once every other task has run
+                    future.result()
+                bar.update(done.pop(future.key))
         result: M = root.result()
         return result
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from melpipe import duplicates, lock, store
+from melpipe import duplicates, interrupts, lock, store
 from melpipe.audio import FileInfo, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
@@ -225,7 +225,8 @@ def _given(**options: Any) -> dict[str, Any]:
 
 def _look(request: Request, executor: Executor) -> Found:
     """Everything the plan depends on, read without changing anything."""
-    listing = list_audio_files(request.input)
+    with interrupts.interruptible():  # a walk of a large tree: a signal stops it at once
+        listing = list_audio_files(request.input)
     source = _read_source(request.stats_from) if request.stats_from is not None else None
     return Found(
         listing=listing,
