@@ -1,16 +1,22 @@
-"""``make bench``: melpipe against the floor and the post's loop, on 1-second clips.
+"""``make bench``: melpipe against the floor and the post's loop, on one clip per file.
 
-The dataset: 16,000 generated 1-second WAV clips (``--files``) at 16, 22.05, 44.1 and
-48 kHz, mono and stereo. Reports, from one invocation on the same files, for each number
-of workers given (``--workers 2``, or ``--workers 4 16`` for the scaling of one machine):
+Two datasets: 16,000 generated 1-second WAV clips (``--files``) at 16, 22.05, 44.1 and
+48 kHz, mono and stereo, each file one clip long; and 8,000 recordings (``--recordings``)
+shaped like real ones, 2 to 10 s long (2 to 10 times the clip), in WAV (16 and 24 bits),
+FLAC and OGG Vorbis at 8 to 96 kHz, mono and stereo, one in a hundred a copy or a FLAC of
+another, so that finding duplicates has files to read. Reports, from one invocation on
+the same files, for each number of workers given (``--workers 2``, or ``--workers 4 16``
+for the scaling of one machine), on each dataset:
 
 - the floor (bench/floor.py, written apart from melpipe: decode the samples needed,
   resample, a float32 batched STFT and mel product, the log), with no Dask and no
   storage, in as many independent processes as the run has workers, each warmed up, in
   files/s summed over them; measured before and after the run and averaged;
 - ``melpipe preprocess --workers N`` end to end, as a share of the floor, with pass 1,
-  pass 2 and the time outside them apart, and the peak resident memory of all its
-  processes together;
+  pass 2 and the time outside them apart, the share of the run spent before pass 1 on
+  the files (the survey of headers, none with one clip per file) and after it on their
+  duplicates (reading whole the files that share a size or a length with another), and
+  the peak resident memory of all its processes together;
 - the fixed cost: the wall time of ``melpipe preprocess`` with default options on 8
   files (Python, imports, listing, planning, closing, next to no per-file work; where
   it runs is its own choice, which is reported);
@@ -86,6 +92,61 @@ def _write_clips(job: tuple[Path, int, int]) -> None:
         audio = 0.5 * tone[:, None] + 0.05 * rng.standard_normal((rate, channels))
         sf.write(folder / f"{rate}" / f"clip_{i:06d}.wav", audio.astype(np.float32), rate,
                  subtype="PCM_16")  # fmt: skip
+
+
+# (container, encoding) and rates cycled over the recordings; one in DUPLICATE_EVERY of
+# them repeats an earlier one, as a byte copy or as a FLAC of the same samples.
+KINDS = (("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("WAV", "PCM_24"),
+         ("FLAC", "PCM_24"), ("OGG", "VORBIS"))  # fmt: skip
+RECORDING_RATES = (8000, 16000, 22050, 32000, 44100, 48000, 96000)
+DUPLICATE_EVERY = 100
+
+
+def recordings(count: int, workdir: Path = ROOT) -> Path:
+    """``count`` recordings of 2 to 10 s (a decaying tone over noise) in the kinds of
+    :data:`KINDS`; recording ``i`` is the same in every dataset that has it. Written by
+    one process per core."""
+    folder = workdir / "data" / f"bench-recordings-{count}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    print(f"Generating {count} recordings of 2 to 10 s in {folder} ...", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with concurrent.futures.ProcessPoolExecutor() as pool:
+        step = 200
+        jobs = [(folder, i, min(i + step, count)) for i in range(0, count, step)]
+        list(pool.map(_write_recordings, jobs))
+    done.touch()
+    return folder
+
+
+def _write_recordings(job: tuple[Path, int, int]) -> None:
+    folder, lo, hi = job
+    for i in range(lo, hi):
+        kind, encoding = KINDS[i % len(KINDS)]
+        path = folder / f"rec_{i:06d}.{kind.lower()}"
+        if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1:  # an earlier recording again
+            source = _recording_path(folder, i - DUPLICATE_EVERY // 2)
+            kind, encoding = KINDS[(i - DUPLICATE_EVERY // 2) % len(KINDS)]
+            if kind == "OGG":  # a byte copy: Vorbis samples change when encoded again
+                path.with_suffix(".ogg").write_bytes(source.read_bytes())
+            else:  # the same samples as a FLAC of the same bit depth
+                audio, rate = sf.read(source, dtype="int32")
+                sf.write(path.with_suffix(".flac"), audio, rate, subtype=encoding)
+            continue
+        rng = np.random.default_rng(i)
+        rate = RECORDING_RATES[(i // len(KINDS)) % len(RECORDING_RATES)]
+        channels = 1 + (i // 3) % 2
+        n = int(rate * rng.uniform(2, 10))
+        t = np.arange(n) / rate
+        pitch = rng.uniform(80, min(4000, rate / 2.5))
+        tone = np.sin(2 * np.pi * pitch * t) * np.exp(-rng.uniform(0.2, 2) * t)
+        audio = 0.5 * tone[:, None] + 0.05 * rng.standard_normal((n, channels))
+        sf.write(path, audio.astype(np.float32), rate, format=kind, subtype=encoding)
+
+
+def _recording_path(folder: Path, i: int) -> Path:
+    return folder / f"rec_{i:06d}.{KINDS[i % len(KINDS)][0].lower()}"
 
 
 def floor_of(folder: Path, processes: int, limit: int | None = None) -> dict:
@@ -177,6 +238,10 @@ def run_melpipe(folder: Path, *options: str) -> dict:
         "seconds": run.seconds,
         "pass1_s": laps["statistics"],
         "pass2_s": laps["images"],
+        # Reading the files' headers before pass 1 (--segments all only), and whole after
+        # it the files that another shares a size or a length with, for their duplicates.
+        "survey_s": laps.get("survey", 0.0),
+        "duplicates_s": laps.get("duplicates", 0.0),
         # Everything that is not the two passes: Python and imports, the cluster, the
         # listing and the plan, and closing.
         "outside_passes_s": run.seconds - laps["statistics"] - laps["images"],
@@ -217,6 +282,7 @@ def measure(folder: Path, tiny: Path, n: int, workers: int, limit: int | None) -
         "coordinator_us_per_file": 1e6 * extra_cpu / (n - TINY),
         "coordinator_cpu_s": [small["coordinator_cpu_s"], ours["coordinator_cpu_s"]],
         "fraction_of_floor": n / ours["seconds"] / floor_files_per_s,
+        "survey_share": (ours["survey_s"] + ours["duplicates_s"]) / ours["seconds"],
         "fraction_of_floor_per_pass": n / passes / floor_files_per_s,
         "fraction_of_floor_pass1": n / ours["pass1_s"] / floor_files_per_s,
     }
@@ -234,14 +300,21 @@ def main() -> None:
     parser.add_argument(
         "--floor-files", type=int, help="Time the floor on the first N files only (default all)."
     )
+    parser.add_argument(
+        "--recordings", type=int, default=8000, help="Recordings of 2 to 10 s, one clip each."
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT, help="Where data/ and results go.")
     args = parser.parse_args()
     folder = dataset(args.files, args.workdir)
+    recorded = recordings(args.recordings, args.workdir)
     tiny = dataset(TINY, args.workdir)
     config = SpectrogramConfig.from_options()
     n = args.files
     print(f"Dataset: {n} 1-second clips in {folder}; {os.cpu_count()} cores.", flush=True)
     runs = [measure(folder, tiny, n, workers, args.floor_files) for workers in args.workers]
+    print(f"Dataset: {args.recordings} recordings of 2 to 10 s in {recorded}.", flush=True)
+    recording_runs = [measure(recorded, tiny, args.recordings, workers, args.floor_files)
+                      for workers in args.workers]  # fmt: skip
 
     loop_files = min(args.loop_files, n)
     with tempfile.TemporaryDirectory() as pngs:
@@ -266,6 +339,7 @@ def main() -> None:
         "clip_seconds": 1.0,
         "cores": os.cpu_count(),
         "runs": runs,
+        "recordings": {"files": args.recordings, "runs": recording_runs},
         "post_loop": {
             "files": loop_files,
             "seconds": loop_run.seconds,
@@ -287,16 +361,33 @@ TINY = 8  # files in the run that measures the fixed cost
 def report(r: dict) -> None:
     loop, second, cost = r["post_loop"], r["second_pass"], r["pass1_statistics"]
     print()
-    print(f"{r['files']} 1-second clips, {r['cores']} cores; the floor (bench/floor.py) is "
-          "that many independent processes, measured before and after each run")  # fmt: skip
-    print(f"{'workers':>8}{'floor files/s':>15}{'melpipe files/s':>18}{'share':>7}"
-          f"{'passes only':>13}{'pass 1 only':>13}{'peak RSS MiB':>14}")  # fmt: skip
-    for run in r["runs"]:
+    print(f"One clip per file, {r['cores']} cores; the floor (bench/floor.py) is that many "
+          "independent processes, measured before and after each run; 'files' is the "
+          "share of the run spent reading files apart from the clips (the survey, the "
+          "duplicates)")  # fmt: skip
+    print(f"{'dataset':<28}{'workers':>8}{'floor files/s':>15}{'melpipe files/s':>18}"
+          f"{'share':>7}{'passes only':>13}{'pass 1 only':>13}{'files':>7}"
+          f"{'peak RSS MiB':>14}")  # fmt: skip
+    datasets = [
+        (f"{r['files']} 1-second clips", r["runs"]),
+        (f"{r['recordings']['files']} recordings, 2-10 s", r["recordings"]["runs"]),
+    ]
+    for name, runs in datasets:
+        for run in runs:
+            ours = run["melpipe"]
+            print(
+                f"{name:<28}{run['workers']:>8}{run['floor_files_per_s']:>15.0f}"
+                f"{ours['files_per_s']:>18.0f}{run['fraction_of_floor']:>7.0%}"
+                f"{run['fraction_of_floor_per_pass']:>13.0%}"
+                f"{run['fraction_of_floor_pass1']:>13.0%}{run['survey_share']:>7.1%}"
+                f"{ours['peak_rss_mib']:>14.0f}"
+            )
+    for run in r["recordings"]["runs"]:
         ours = run["melpipe"]
         print(
-            f"{run['workers']:>8}{run['floor_files_per_s']:>15.0f}{ours['files_per_s']:>18.0f}"
-            f"{run['fraction_of_floor']:>7.0%}{run['fraction_of_floor_per_pass']:>13.0%}"
-            f"{run['fraction_of_floor_pass1']:>13.0%}{ours['peak_rss_mib']:>14.0f}"
+            f"recordings, --workers {run['workers']}: pass 1 {ours['pass1_s']:.2f} s, pass 2 "
+            f"{ours['pass2_s']:.2f} s, duplicates {ours['duplicates_s']:.2f} s, outside the "
+            f"passes {ours['outside_passes_s']:.2f} s"
         )
     for run in r["runs"]:
         ours = run["melpipe"]

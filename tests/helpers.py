@@ -305,14 +305,17 @@ def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> 
             dtype=object,
         ),
         "duration": np.where(decoded, n_clips * config.n_samples / config.sample_rate, np.nan),
+        "frames": np.where(decoded, n_clips * config.n_samples, 0),
         "sample_rate": np.where(decoded, 44100, 0),
         "channels": np.where(decoded, 2, 0),
+        "size": np.where(decoded, 44 + 4 * n_clips * config.n_samples, 0),
         "peak": np.where(decoded, rng.uniform(0.1, 1.0, n_files), np.nan),
         "source": np.zeros(n_files, np.int64),
-        "bytes_sha256": np.array([f"{i:064x}" for i in range(n_files)], dtype=object),
-        "samples_sha256": np.array(
-            [f"{i + 1:064x}" if ok else "" for i, ok in enumerate(decoded)], dtype=object
+        "pcm_format": np.array(["s16le" if ok else "" for ok in decoded], dtype=object),
+        "pcm_md5": np.array(
+            [f"{i + 1:032x}" if ok else "" for i, ok in enumerate(decoded)], dtype=object
         ),
+        "bytes_sha256": np.array([f"{i:064x}" for i in range(n_files)], dtype=object),
         "duplicate_of": np.full(n_files, -1, np.int64),
         "n_clips": n_clips,
         "first_clip": np.cumsum(n_clips) - n_clips,
@@ -431,3 +434,14 @@ def edit_attrs(path: Path, change: Callable[[dict], object]) -> None:
     metadata = json.loads((path / "zarr.json").read_text())
     change(metadata["attributes"])
     (path / "zarr.json").write_text(json.dumps(metadata))
+
+
+def tones(folder: Path, n: int, seed: int, rate: int = 22050, prefix: str = "t") -> Path:
+    """``n`` short decaying tones of random pitch and loudness, as PCM-16 WAVs."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        t = np.arange(int(rate * rng.uniform(0.3, 0.8))) / rate
+        y = rng.uniform(0.05, 0.9) * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * np.exp(-3 * t)
+        sf.write(folder / f"{prefix}{i:02d}.wav", y.astype(np.float32), rate, subtype="PCM_16")
+    return folder

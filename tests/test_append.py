@@ -1,9 +1,9 @@
 """Datasets that grow: appends scaled with a store's frozen statistics, on real stores,
-killed at several points and run again; and duplicates found from the files' hashes."""
+killed at several points and run again. (Duplicates, which appends look for too, are in
+tests/test_duplicates.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import signal
 import sys
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import zarr
 from numcodecs import Zstd
 
@@ -21,22 +20,17 @@ from melpipe.executors import LoopExecutor
 from melpipe.reader import open_store
 from melpipe.runner import preprocess
 from melpipe.stats import SCALES
-from tests.helpers import Interrupted, assert_one_line_error, interrupt_images_after, run_cli
+from tests.helpers import (
+    Interrupted,
+    assert_one_line_error,
+    interrupt_images_after,
+    run_cli,
+    tones,
+)
 
 CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)
 CLIP_ARRAYS = ("images", "clipped", "file_index", "start_sample", "clip_min", "clip_max")
-FILE_ARRAYS = ("path", "decoded", "n_clips", "samples_sha256", "bytes_sha256")
-
-
-def tones(folder: Path, n: int, seed: int, rate: int = 22050, prefix: str = "t") -> Path:
-    """``n`` short decaying tones of random pitch and loudness, as PCM-16 WAVs."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        t = np.arange(int(rate * rng.uniform(0.3, 0.8))) / rate
-        y = rng.uniform(0.05, 0.9) * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * np.exp(-3 * t)
-        sf.write(folder / f"{prefix}{i:02d}.wav", y.astype(np.float32), rate, subtype="PCM_16")
-    return folder
+FILE_ARRAYS = ("path", "decoded", "n_clips", "size", "pcm_md5", "bytes_sha256")
 
 
 def run(input_dir: Path, output: Path, **options) -> object:
@@ -252,85 +246,6 @@ def test_files_of_the_same_input_already_in_the_store_are_skipped(folders, tmp_p
     reader = open_store(out)
     assert sorted(reader.file_paths.tolist()) == sorted(p.name for p in folder.iterdir())
     assert reader.attrs.sources[1].skipped == 6
-
-
-def same_recording(folder: Path, rate: int = 44100) -> Path:
-    """One recording as a WAV, a FLAC and a copy of the WAV, and two other files."""
-    rng = np.random.default_rng(5)
-    folder.mkdir(parents=True, exist_ok=True)
-    # The same 16-bit samples in both containers, as a recording would be.
-    y = np.clip(0.3 * rng.standard_normal(rate) * 32768, -32768, 32767).astype(np.int16)
-    sf.write(folder / "a.wav", y, rate, subtype="PCM_16")
-    sf.write(folder / "b.flac", y, rate, subtype="PCM_16")
-    shutil.copy(folder / "a.wav", folder / "c.wav")
-    tones(folder, 2, seed=6, rate=rate, prefix="other")
-    return folder
-
-
-@pytest.mark.parametrize("rate", [44100, 16000])
-def test_duplicates_are_found_across_containers_at_the_stores_rate(tmp_path, rate):
-    folder = same_recording(tmp_path / "in")
-    config = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5,
-                                            sample_rate=rate)  # fmt: skip
-    out = tmp_path / "s.zarr"
-    report = preprocess(folder, out, config, executor=LoopExecutor())
-    assert report.duplicates == (("a.wav", "b.flac", "c.wav"),)
-    reader = open_store(out)
-    assert reader.array("duplicate_of").tolist() == [-1, 0, 0, -1, -1]
-    for i, name in enumerate(reader.file_paths):
-        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        assert reader.array("bytes_sha256")[i] == digest
-    if rate == 44100:  # no resampling: the samples as soundfile decodes them
-        samples = sf.read(folder / "a.wav", dtype="float32")[0]
-        assert reader.array("samples_sha256")[0] == hashlib.sha256(samples.tobytes()).hexdigest()
-    dropped = preprocess(folder, tmp_path / "d.zarr", config, executor=LoopExecutor(),
-                         duplicates="drop")  # fmt: skip
-    kept = open_store(tmp_path / "d.zarr")
-    assert kept.array("n_clips").tolist() == [1, 0, 0, 1, 1] and dropped.counts.clips == 3
-    # An append finds a copy of a file the store holds, by its hashes.
-    later = tmp_path / "later"
-    later.mkdir()
-    sf.write(later / "again.flac", sf.read(folder / "a.wav", dtype="int16")[0], 44100,
-             subtype="PCM_16")  # fmt: skip
-    tones(later, 1, seed=8, prefix="fresh")
-    added = preprocess(later, tmp_path / "d.zarr", append=True, executor=LoopExecutor(),
-                       duplicates="drop")  # fmt: skip
-    assert added.duplicates == (("a.wav", "again.flac"),)
-    kept = open_store(tmp_path / "d.zarr")
-    assert kept.array("duplicate_of")[5:].tolist() == [0, -1]
-    assert kept.array("n_clips")[5:].tolist() == [0, 1]
-
-
-def test_scan_lists_files_with_the_same_bytes_and_what_it_read(tmp_path):
-    folder = same_recording(tmp_path / "in")
-    out = run_cli("scan", folder, "--duplicates").stdout
-    assert "1 files repeat the bytes of an earlier one, in 1 groups" in out
-    assert "a.wav = c.wav" in out and "b.flac" not in out.split("duplicates:")[1]
-    size = sum(p.stat().st_size for p in folder.iterdir())
-    assert f"5 files, {size / 1e6:.1f} MB" in out
-
-
-def test_a_split_keeps_every_duplicate_group_on_one_side(tmp_path):
-    folder = tmp_path / "in"
-    tones(folder, 30, seed=4)
-    for i in range(0, 30, 3):  # ten files stored twice, under another name and container
-        y, rate = sf.read(folder / f"t{i:02d}.wav", dtype="int16")
-        sf.write(folder / f"copy{i:02d}.flac", y, rate, subtype="PCM_16")
-    out = tmp_path / "s.zarr"
-    preprocess(folder, out, CONFIG, executor=LoopExecutor())
-    reader = open_store(out)
-    group = np.where(reader.array("duplicate_of") < 0, np.arange(40), reader.array("duplicate_of"))
-    assert len(set(group.tolist())) == 30
-    for seed in range(20):
-        train, val = reader.split_by_file(0.3, seed=seed)
-        assert not set(group[reader.file_index[train]]) & set(group[reader.file_index[val]])
-        assert len(train) + len(val) == len(reader) and len(val)
-    # Appending files never moves one that was there from its side.
-    before = reader.split_by_file(0.3, seed=1)[1]
-    tones(tmp_path / "later", 10, seed=11, prefix="z")
-    preprocess(tmp_path / "later", out, append=True, executor=LoopExecutor())
-    after = open_store(out).split_by_file(0.3, seed=1)[1]
-    assert set(before.tolist()) == set(after.tolist()) & set(range(len(reader)))
 
 
 @pytest.mark.cluster

@@ -64,10 +64,13 @@ WINDOWED = {
 NEW_ARRAYS = {"peak": np.nan}
 # New in format 8 (melpipe 0.5, appends and duplicates): each file's source and hashes,
 # the histogram one row per source, and the client's arrays in chunks of ROW_CHUNK rows.
-FILE_TABLE = {"source", "bytes_sha256", "samples_sha256", "duplicate_of"}
-# Format 8's survey reads every file's header, so a file that fails to decode now has its
-# duration, rate and channels where the header gives them; earlier, with `--segments
-# first`, they were unknown.
+# New in format 9 (melpipe 0.6, duplicates without decoding): each file's length in frames,
+# size, PCM format and the MD5 of its samples, where read.
+FILE_TABLE = {"source", "bytes_sha256", "duplicate_of", "frames", "size", "pcm_format",
+              "pcm_md5"}  # fmt: skip
+# A file that fails to decode may have its duration, rate and channels where its header
+# gives them (the survey of `--segments all` reads it); format 5 had them only for files
+# that decoded.
 HEADER_ARRAYS = {"duration", "sample_rate", "channels"}
 NEW_CONFIG = {"preset": "post", "spectrum": "mel", "stft_eps": 0.0, "padding": "center",
               "drop_nyquist": False, "log": "add", "peak_normalize": None}  # fmt: skip

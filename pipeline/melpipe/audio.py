@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import math
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,11 @@ BLOCK_FRAMES = 1 << 16  # frames decoded at a time: 0.5 MB of stereo float32
 # for a batch of 64 one-second windows; a file's first span (and so --segments first)
 # costs nothing more.
 SPAN = 1 << 17
+# Output samples' worth of input read past the last one wanted: soxr's "HQ" stream holds
+# back under 2,000 output samples (measured: at most 1,774, from 8 kHz), so one read mostly
+# suffices; where it does not, the stream is fed more. 4,096 decoded 9% more of a
+# one-second clip of a 44.1 kHz file for nothing, and gave the same bits.
+READ_MARGIN = 2048
 
 
 # Bits per sample of libsndfile's subtypes; compressed subtypes have none.
@@ -64,6 +70,20 @@ BIT_DEPTHS = {
     "PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32,
     "DOUBLE": 64, "ULAW": 8, "ALAW": 8, "DWVW_12": 12, "DWVW_16": 16, "DWVW_24": 24,
 }  # fmt: skip
+
+
+# The PCM sample formats whose samples can be hashed as FLAC's STREAMINFO hashes them
+# (xiph/flac, src/libFLAC/md5.c, format_input_): interleaved, signed, little-endian, in as
+# few whole bytes as the bit depth needs; floats little-endian. By libsndfile's subtype.
+PCM_FORMATS = {
+    "PCM_S8": "s8", "PCM_U8": "s8", "PCM_16": "s16le", "PCM_24": "s24le", "PCM_32": "s32le",
+    "FLOAT": "f32le", "DOUBLE": "f64le",
+}  # fmt: skip
+_PCM_BITS = {"s8": 8, "s16le": 16, "s24le": 24, "s32le": 32}
+# What libsndfile reads each format's samples as, exactly: 8 and 24 bits come shifted left
+# into 16 and 32, unsigned 8-bit samples less 128 (so as signed ones).
+_READ_AS = {"s8": "int16", "s16le": "int16", "s24le": "int32", "s32le": "int32",
+            "f32le": "float32", "f64le": "float64"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +102,29 @@ class FileInfo:
     size: int = 0  # bytes, and when last modified (seconds since 1970), where known:
     modified: float = 0.0  # pass 2 checks that a file it decodes again is the same
     peak: float = math.nan  # the greatest |sample| at the store's rate, where measured
-    # SHA-256 of the file's bytes, and of its samples at the store's rate (float32, mono,
-    # little-endian), where the survey read them: what tells duplicates (docs/cli.md)
+    # What tells duplicates (docs/cli.md, "Duplicates"): the PCM sample format of lossless
+    # audio (:data:`PCM_FORMATS`, "" for any other encoding), the MD5 of its samples in
+    # that format where known (a FLAC's header holds it), and the SHA-256 of the bytes,
+    # where read (only files that another shares its size or audio's shape with are).
+    pcm_format: str = ""
+    pcm_md5: str = ""
     bytes_sha256: str = ""
-    samples_sha256: str = ""
 
     @classmethod
-    def of(cls, f: sf.SoundFile, size: int = 0, modified: float = 0.0) -> FileInfo:
-        """The header of an open file. Its names are interned: a run holds one per file."""
+    def of(
+        cls, f: sf.SoundFile, stamp: Stamp = (0, 0.0), flac: tuple[int, str] | None = None
+    ) -> FileInfo:
+        """The header of an open file, with its :data:`Stamp` and, for a FLAC, the bit
+        depth and samples' MD5 of its STREAMINFO (:func:`flac_stream_info`). Its names are
+        interned: a run holds one per file."""
+        pcm, md5 = PCM_FORMATS.get(f.subtype, ""), ""
+        if flac is not None:
+            bits, md5 = flac
+            if _PCM_BITS.get(pcm) != bits:  # 20 bits, say: libsndfile gives them as 24
+                pcm, md5 = "", ""
         return cls(f.frames, f.samplerate, f.channels, sys.intern(f.format),
-                   sys.intern(f.subtype), size=size, modified=modified)  # fmt: skip
+                   sys.intern(f.subtype), size=stamp[0], modified=stamp[1],
+                   pcm_format=sys.intern(pcm), pcm_md5=md5)  # fmt: skip
 
     @property
     def readable(self) -> bool:
@@ -109,60 +142,84 @@ class FileInfo:
         return f"{bits}-bit" if bits else "compressed"
 
 
-def read_header(
-    path: str | os.PathLike[str],
-    *,
-    whole: bool = False,
-    peak_at: int | None = None,
-    fingerprint_at: int | None = None,
-) -> FileInfo:
+def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInfo:
     """The header of one file; a failure is recorded in the result, never raised.
 
     ``whole``: also check that the file holds the last frame its header declares, for a
-    run that lays out windows over the whole length (:func:`check_length`). ``peak_at``:
-    also measure the file's peak at that sample rate (:func:`peak_of`).
-    ``fingerprint_at``: also hash the file's bytes and its samples at that rate
-    (:func:`bytes_sha256`, :func:`samples_of`), so that duplicates can be found; the bytes
-    hash is kept even for a file that does not decode.
+    run that lays out windows over the whole length (:func:`check_length`).
     """
-    digest = ""
     try:
-        if fingerprint_at is not None:
-            digest = bytes_sha256(path)
-        with open_audio(path) as (f, _):
+        with open_audio(path) as (f, info):
             if whole:
                 check_length(f)
-            info = dataclasses.replace(FileInfo.of(f), bytes_sha256=digest)
-            if fingerprint_at is not None:  # one decoding gives the peak too
-                try:
-                    peak, samples = samples_of(f, fingerprint_at)
-                except Exception as exc:  # the header stands; the file gives no clip
-                    if transient(exc):
-                        raise
-                    return dataclasses.replace(info, error=describe_error(exc))
-                if peak_at != fingerprint_at:
-                    peak = math.nan if peak_at is None else peak_of(f, peak_at)
-                return dataclasses.replace(info, peak=peak, samples_sha256=samples)
-            if peak_at is not None:
-                return dataclasses.replace(info, peak=peak_of(f, peak_at))
             return info
     except Exception as exc:  # one unreadable file is a finding, not a reason to stop
         if transient(exc):  # unless it is the storage's: that says nothing of the file
             raise
-        return FileInfo(error=describe_error(exc), bytes_sha256=digest)
+        return FileInfo(error=describe_error(exc))
+
+
+def flac_stream_info(read_at: Callable[[int, int], bytes]) -> tuple[int, str] | None:
+    """The bit depth of a FLAC stream and the MD5 of its samples, hex ("" where the
+    encoder left it unset, all zeros), from its STREAMINFO block, read with
+    ``read_at(offset, n)``; None where the bytes are not a FLAC stream's start.
+
+    An ID3v2 tag before the stream is skipped. The block's layout (RFC 9639, 8.2): after
+    "fLaC" and a 4-byte block header, 10 bytes of block and frame sizes, then 20 bits of
+    sample rate, 3 of channels - 1, 5 of bits per sample - 1, 36 of total samples, and
+    the 16-byte MD5.
+    """
+    head = read_at(0, 10)
+    offset = 0
+    if len(head) == 10 and head[:3] == b"ID3":
+        # The tag's size: four bytes of seven bits each ("synchsafe"), after its flags.
+        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7
+        size |= head[9] & 0x7F
+        offset = 10 + size + (10 if head[5] & 0x10 else 0)  # a footer follows the tag
+    block = read_at(offset, 42)
+    if len(block) < 42 or block[:4] != b"fLaC" or block[4] & 0x7F != 0:  # 0: STREAMINFO
+        return None
+    info = block[8:]
+    bits = ((info[12] & 0x01) << 4 | info[13] >> 4) + 1
+    md5 = info[18:34]
+    return bits, (md5.hex() if any(md5) else "")
+
+
+def pcm_md5(f: sf.SoundFile, pcm_format: str) -> str:
+    """The MD5 of an open file's samples in ``pcm_format`` (:data:`PCM_FORMATS`), as a
+    FLAC's STREAMINFO holds it: a WAV and a FLAC of one recording give the same. Read
+    through libsndfile a block at a time; for PCM that is a copy, not a decoding.
+
+    Raises
+    ------
+    TruncatedAudioError
+        The file ends before the frames its header declares.
+    """
+    digest = hashlib.md5(usedforsecurity=False)
+    f.seek(0)
+    read = 0
+    while read < f.frames:
+        block = f.read(min(BLOCK_FRAMES, f.frames - read), dtype=_READ_AS[pcm_format],
+                       always_2d=True)  # fmt: skip
+        if not len(block):
+            _truncated(f, read)
+        read += len(block)
+        if pcm_format == "s8":
+            digest.update((block >> 8).astype(np.int8).tobytes())
+        elif pcm_format == "s24le":  # the low three bytes of each little-endian int32
+            digest.update((block >> 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes())
+        else:
+            digest.update(block.astype(block.dtype.newbyteorder("<"), copy=False).tobytes())
+    return digest.hexdigest()
 
 
 HASH_BLOCK = 1 << 20  # bytes read at a time to hash a file
 
 
-def bytes_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file's bytes, read once, a block at a time; "" for what is not a
-    regular file (which could block a reader forever), or cannot be read."""
-    return hash_bytes(path)[0]
-
-
 def hash_bytes(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """:func:`bytes_sha256`, and how many bytes were read."""
+    """The SHA-256 of a file's bytes, read once, a block at a time, and how many bytes
+    were read; "" for what is not a regular file (which could block a reader forever), or
+    cannot be read."""
     location = os.fspath(path)
     digest, n = hashlib.sha256(), 0
     try:
@@ -190,6 +247,40 @@ def hash_bytes(path: str | os.PathLike[str]) -> tuple[str, int]:
     return digest.hexdigest(), n
 
 
+@dataclass(frozen=True)
+class WholeFile:
+    """What reading one file whole found, as its size and time stood ("" and NaN for what
+    was not asked, or where it failed: ``error`` says why)."""
+
+    size: int = 0
+    modified: float = 0.0
+    bytes_sha256: str = ""
+    pcm_md5: str = ""
+    peak: float = math.nan
+    error: str = ""
+
+
+def read_whole(location: str, digest: bool, samples: bool, peak: bool, rate: int) -> WholeFile:
+    """Read one file whole for what is asked: the SHA-256 of its bytes (``digest``), the
+    MD5 of its PCM samples (``samples``, where it holds PCM: :func:`pcm_md5`), its peak
+    at ``rate`` (``peak``: :func:`peak_of`).
+
+    Raises
+    ------
+    OSError, soundfile.LibsndfileError, AudioError
+        The file cannot be read whole.
+    """
+    sha, size = hash_bytes(location) if digest else ("", 0)
+    if digest and not sha:
+        raise OSError(errno.EIO, "the file could not be read whole")
+    if not (samples or peak):
+        return WholeFile(size=size, bytes_sha256=sha)
+    with open_audio(location) as (f, info):
+        md5 = pcm_md5(f, info.pcm_format) if samples and info.pcm_format else ""
+        loudest = peak_of(f, rate) if peak else math.nan
+    return WholeFile(info.size, info.modified, sha, md5, loudest)
+
+
 def check_length(f: sf.SoundFile) -> None:
     """Raise unless the file holds the last frame its header declares.
 
@@ -212,9 +303,10 @@ def check_length(f: sf.SoundFile) -> None:
 
 
 @contextlib.contextmanager
-def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, Stamp]]:
+def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, FileInfo]]:
     """Open a file whose header shows it can give a clip, as a context manager: the open
-    file, and its size and time of last modification as it was opened (:data:`Stamp`).
+    file, and what its header says (:class:`FileInfo`, with the file's size and time of
+    last modification as it was opened, and for a FLAC its STREAMINFO's MD5).
 
     Only a regular file is opened: a FIFO or a device named ``x.wav`` (or a link to one)
     would block a reader forever or never end, so the path is opened without blocking
@@ -237,7 +329,9 @@ def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, Sta
 
         with fsspec.open(location, "rb") as raw, sf.SoundFile(raw) as f:
             check_header(f)
-            yield f, _stamp_of(getattr(raw, "details", None) or {})
+            stamp = _stamp_of(getattr(raw, "details", None) or {})
+            flac = flac_stream_info(_reader_at(raw)) if f.format == "FLAC" else None
+            yield f, FileInfo.of(f, stamp, flac)
         return
     # As bytes: a str would be encoded strictly and fail on a non-UTF-8 file name.
     fd = os.open(os.fsencode(location), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -247,9 +341,28 @@ def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, Sta
             raise NotRegularFileError(f"it is {_file_kind(info.st_mode)}, not a regular file")
         with sf.SoundFile(fd, closefd=False) as f:
             check_header(f)
-            yield f, (info.st_size, info.st_mtime)
+            # pread leaves the offset libsndfile reads from where it is.
+            flac = (
+                flac_stream_info(lambda at, n: os.pread(fd, n, at)) if f.format == "FLAC" else None
+            )
+            yield f, FileInfo.of(f, (info.st_size, info.st_mtime), flac)
     finally:
         os.close(fd)
+
+
+def _reader_at(raw: Any) -> Callable[[int, int], bytes]:
+    """``read_at(offset, n)`` on a file object that libsndfile reads from: it leaves the
+    position where it found it. The header's bytes are in fsspec's cache already."""
+
+    def read_at(offset: int, n: int) -> bytes:
+        position = raw.tell()
+        try:
+            raw.seek(offset)
+            return bytes(raw.read(n))
+        finally:
+            raw.seek(position)
+
+    return read_at
 
 
 # A file's size in bytes and when it was last modified (seconds since 1970; 0 where object
@@ -301,9 +414,14 @@ def read_windows(
     sample_rate: int,
     n_samples: int,
     out: np.ndarray | None = None,
+    peak: bool = False,
 ) -> tuple[np.ndarray, FileInfo]:
     """Decode the windows of one file that start at ``starts`` (samples at
     ``sample_rate``, ascending), and what its header says.
+
+    Only the samples the windows hold are decoded, each stretch of close windows once;
+    with ``peak``, the whole file, span by span, for its peak too (:func:`peak_of`),
+    which the header's ``peak`` then holds: one decoding gives both.
 
     Returns
     -------
@@ -320,19 +438,44 @@ def read_windows(
     """
     starts = np.asarray(starts, dtype=np.int64)
     clips = np.zeros((len(starts), n_samples), dtype=np.float32) if out is None else out
-    with open_audio(path) as (f, stamp):
-        header = FileInfo.of(f, *stamp)
+    with open_audio(path) as (f, header):
         n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
+        if peak:
+            loudest = _whole(f, n_audio, sample_rate, starts, clips)
+            return clips, dataclasses.replace(header, peak=loudest)
         for lo, hi in _stretches(starts, n_samples):
             first, end = int(starts[lo]), min(int(starts[hi - 1]) + n_samples, n_audio)
             if first >= end:
                 continue  # windows wholly in the padding past the end
-            signal = _decode(f, first, end, sample_rate)
-            for i in range(lo, hi):
-                s = int(starts[i])
-                e = min(s + n_samples, end)
-                clips[i, : max(e - s, 0)] = signal[s - first : e - first]
+            _copy(_decode(f, first, end, sample_rate), first, starts[lo:hi], clips[lo:hi])
     return clips, header
+
+
+def _copy(signal: np.ndarray, first: int, starts: np.ndarray, clips: np.ndarray) -> None:
+    """Copy into each window of ``clips`` (starting at ``starts``) the samples of it that
+    ``signal``, samples ``first:first + len(signal)`` of the file, holds."""
+    n_samples, end = clips.shape[1], first + len(signal)
+    for i, s in enumerate(starts.tolist()):
+        a, b = max(s, first), min(s + n_samples, end)
+        if a < b:
+            clips[i, a - s : b - s] = signal[a - first : b - first]
+
+
+def _whole(
+    f: sf.SoundFile, n_audio: int, sample_rate: int, starts: np.ndarray, clips: np.ndarray
+) -> float:
+    """Decode a whole file span by span, as the windows are (:func:`_decode`): fill the
+    windows at ``starts`` and return the peak, never holding more than a span."""
+    loudest, n_samples = 0.0, clips.shape[1]
+    for lo in range(0, n_audio, SPAN):
+        signal = _decode(f, lo, min(lo + SPAN, n_audio), sample_rate)
+        loudest = max(loudest, float(np.abs(signal).max(initial=0.0)))
+        i, j = (
+            np.searchsorted(starts + n_samples, lo, "right"),
+            np.searchsorted(starts, lo + len(signal)),
+        )
+        _copy(signal, lo, starts[i:j], clips[i:j])
+    return loudest
 
 
 def peak_of(f: sf.SoundFile, sample_rate: int) -> float:
@@ -340,25 +483,7 @@ def peak_of(f: sf.SoundFile, sample_rate: int) -> float:
     span by span as the windows are (:func:`_decode`), so that it is the peak of exactly
     the samples the windows hold, and never more than a span is held."""
     n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
-    peak = 0.0
-    for lo in range(0, n_audio, SPAN):
-        signal = _decode(f, lo, min(lo + SPAN, n_audio), sample_rate)
-        peak = max(peak, float(np.abs(signal).max(initial=0.0)))
-    return peak
-
-
-def samples_of(f: sf.SoundFile, sample_rate: int) -> tuple[float, str]:
-    """The peak (as :func:`peak_of`) and the SHA-256 of the whole file's samples, mono at
-    ``sample_rate`` as float32 little-endian, decoded span by span as the windows are: two
-    files whose samples are the same there (a WAV and a FLAC of one recording) have the
-    same hash, whatever their containers."""
-    n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
-    peak, digest = 0.0, hashlib.sha256()
-    for lo in range(0, n_audio, SPAN):
-        signal = _decode(f, lo, min(lo + SPAN, n_audio), sample_rate)
-        peak = max(peak, float(np.abs(signal).max(initial=0.0)))
-        digest.update(signal.astype("<f4", copy=False).tobytes())
-    return peak, digest.hexdigest()
+    return _whole(f, n_audio, sample_rate, np.empty(0, np.int64), np.empty((0, 1), np.float32))
 
 
 def resampled_length(frames: int, source_rate: int, sample_rate: int) -> int:
@@ -414,9 +539,9 @@ def _resample_span(
     f.seek(position)
     stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
     while produced < end:
-        # Input for the samples still wanted, and WARMUP more for the stream's delay (under
-        # 2,000 samples): a whole block past the span's end would be decoded for nothing.
-        needed = math.ceil((end - produced + WARMUP) * f.samplerate / sample_rate)
+        # Input for the samples still wanted, and READ_MARGIN more for the stream's delay: a
+        # whole block past the span's end would be decoded for nothing.
+        needed = math.ceil((end - produced + READ_MARGIN) * f.samplerate / sample_rate)
         wanted = min(BLOCK_FRAMES, needed, f.frames - position)
         samples = _mono(f.read(max(wanted, 0), dtype="float32", always_2d=True))
         position += len(samples)

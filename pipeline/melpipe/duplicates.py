@@ -1,11 +1,19 @@
-"""Files that hold the same audio: found from their hashes, before they leak into a split.
+"""Files that hold the same audio, found before they leak into a split, without decoding.
 
-Two files are duplicates when their samples at the store's rate are the same (a WAV and a
-FLAC of one recording), or, for files that do not decode, when their bytes are. The
-survey hashes both (:func:`melpipe.audio.read_header`); here the hashes become groups:
-each file's ``duplicate_of`` is the first file before it, in store order, with its key,
-or -1. Pure functions on strings, so that a run, an append and ``scan --duplicates`` group
-the same way.
+Two files are duplicates when their bytes are the same (a copy), or their PCM samples are:
+a WAV, an AIFF and a FLAC of one recording, at one rate, bit depth and channel count.
+The samples are compared by their MD5 as FLAC's STREAMINFO holds it, which a FLAC's header
+gives for free and a WAV's or AIFF's samples give by reading them, byte order normalised
+(:func:`melpipe.audio.pcm_md5`): no decoding either way.
+
+Only files that could be the same are read whole: those that share their size with
+another (for the bytes), or their sample format, rate, channels and length (for the
+samples). Each group that holds one of a run's files is hashed, the store's files in it
+too for an append; a default run reads every other file no further than its clips.
+
+Each file's ``duplicate_of`` is then the first file before it, in store order, with its
+key, or -1. Pure functions on arrays and strings, so that a run, an append and ``scan
+--duplicates`` group the same way.
 """
 
 from __future__ import annotations
@@ -17,13 +25,63 @@ import numpy as np
 NOT_A_DUPLICATE = -1
 
 
-def key_of(bytes_sha256: str, samples_sha256: str) -> str:
-    """What two files share when they are duplicates: their samples' hash where they
-    decoded, else their bytes' (files whose bytes are equal decode to equal samples);
-    "" where neither is known, which matches nothing."""
-    if samples_sha256:
-        return f"samples:{samples_sha256}"
+def shape_of(pcm_format: str, sample_rate: int, channels: int, frames: int) -> str:
+    """What two files whose PCM samples are the same share: their sample format, rate,
+    channels and length; "" for a file that holds no PCM (a lossy or other encoding)."""
+    if not pcm_format or frames <= 0:
+        return ""
+    return f"{pcm_format} {sample_rate} Hz {channels} ch {frames} frames"
+
+
+def key_of(bytes_sha256: str, shape: str, pcm_md5: str) -> str:
+    """What two files share when they are duplicates: the shape and MD5 of their PCM
+    samples where known (files whose bytes are equal have equal samples), else the hash
+    of their bytes; "" where neither is known, which matches nothing."""
+    if shape and pcm_md5:
+        return f"pcm:{shape}:{pcm_md5}"
     return f"bytes:{bytes_sha256}" if bytes_sha256 else ""
+
+
+def shared(keys: Sequence[object], new: np.ndarray) -> np.ndarray:
+    """Whether each file's ``keys`` value (a size, or a shape; 0 or "" for none) is also
+    another file's, in a group that holds at least one ``new`` file: the files to hash.
+    Groups of the store's files alone were compared when the later of them was added."""
+    rows_of: dict[object, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key:
+            rows_of.setdefault(key, []).append(row)
+    result = np.zeros(len(keys), bool)
+    for rows in rows_of.values():
+        if len(rows) > 1 and np.any(new[rows]):
+            result[rows] = True
+    return result
+
+
+def wanted(
+    sizes: Sequence[int],
+    shapes: Sequence[str],
+    digests: np.ndarray,
+    md5s: np.ndarray,
+    new: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which files to read whole for the hash of their bytes, and which for their samples':
+    those whose size, or shape, another file shares (:func:`shared`), and whose hash is
+    not known yet (""). One row per file, the store's first; ``new`` marks a run's."""
+    return shared(sizes, new) & (digests == ""), shared(shapes, new) & (md5s == "")
+
+
+def assign(
+    digests: Sequence[str],
+    shapes: Sequence[str],
+    md5s: Sequence[str],
+    old_duplicate_of: Sequence[int] = (),
+) -> np.ndarray:
+    """Each new file's ``duplicate_of``, from every file's hashes and shape (the store's
+    ``len(old_duplicate_of)`` files first, then the new ones)."""
+    keys = [key_of(*k) for k in zip(digests, shapes, md5s, strict=True)]
+    n_old = len(old_duplicate_of)
+    firsts = firsts_by_key(keys[:n_old], old_duplicate_of) if n_old else None
+    return first_of_each(keys[n_old:], firsts, n_old)
 
 
 def first_of_each(
@@ -42,8 +100,11 @@ def first_of_each(
 
 def firsts_by_key(keys: Sequence[str], duplicate_of: Sequence[int]) -> dict[str, int]:
     """The first file's row of each key among a store's files."""
-    return {k: i for i, (k, d) in enumerate(zip(keys, duplicate_of, strict=True))
-            if k and d == NOT_A_DUPLICATE}  # fmt: skip
+    firsts: dict[str, int] = {}
+    for row, (key, first) in enumerate(zip(keys, duplicate_of, strict=True)):
+        if key and first == NOT_A_DUPLICATE:
+            firsts.setdefault(key, row)
+    return firsts
 
 
 def groups(duplicate_of: np.ndarray) -> list[list[int]]:

@@ -16,9 +16,9 @@ batches (one chunk of each of their arrays per batch), and the bounded tree redu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from melpipe import records
 from melpipe.audio import BLOCK_FRAMES, WARMUP
@@ -29,6 +29,9 @@ from melpipe.features import ANALYSIS
 from melpipe.presets import PRESETS
 from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, Sizes, StoreAttrs, store_entries
 from melpipe.stats import SCALES, GlobalStats, StatsName, StatsOptions
+
+if TYPE_CHECKING:
+    from melpipe.tasks import FileValues
 
 T = TypeVar("T")
 Duplicates = Literal["keep", "drop"]
@@ -172,8 +175,8 @@ class Found:
 class Base:
     """A finished store that an append adds to, as its last run or append left it: its
     attributes, lengths and chunk length, and what tells its files (each one's path and
-    source, the input of each source resolved as ``Found.input_key`` is, and the key
-    :func:`melpipe.duplicates.key_of` gives of each file's hashes)."""
+    source, the input of each source resolved as ``Found.input_key`` is, and the file
+    arrays that duplicates are found from)."""
 
     attrs: StoreAttrs
     sizes: Sizes
@@ -181,7 +184,7 @@ class Base:
     paths: Sequence[str]
     file_source: Sequence[int]
     source_keys: tuple[str, ...]
-    firsts: Mapping[str, int]  # the first file's row of each duplicate key
+    files: FileValues
 
 
 Action = Literal["create", "resume", "replace", "append"]

@@ -287,9 +287,9 @@ class SpectrogramStore:
         near-copies on both sides and flatters the validation loss; so does a file stored
         twice (a WAV and a FLAC of it, a copy under another name). Here each group of
         duplicates (``duplicate_of``; a file of its own otherwise) goes to validation when
-        a hash of its first file's samples and ``seed`` falls below ``fraction``: about
+        a hash of its first file's path and ``seed`` falls below ``fraction``: about
         ``fraction`` of them (at least one of two or more groups), all their clips there,
-        the rest to train. A group's side depends only on its audio, the seed and the
+        the rest to train. A group's side depends only on that path, the seed and the
         fraction, so the same store and seed give the same split, and an append never
         moves a file that was there before from one side to the other.
         """
@@ -310,9 +310,9 @@ class SpectrogramStore:
         return np.flatnonzero(~val), np.flatnonzero(val)
 
     def _identity(self, file: int) -> str:
-        """What a file's side of a split is drawn from: its samples' hash, or its path
-        where the store lacks it."""
-        return str(self.array("samples_sha256")[file] or self.file_paths[file])
+        """What a file's side of a split is drawn from: its path, which never changes
+        (its hashes are known only where another file could have been its copy)."""
+        return str(self.file_paths[file])
 
     def size_on_disk(self) -> int:
         """Bytes of every object of the store, local or remote."""

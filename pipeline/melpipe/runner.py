@@ -20,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import functools
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, TypeVar
@@ -35,7 +34,7 @@ import numpy as np
 from melpipe import duplicates, interrupts, lock, store
 from melpipe.audio import FileInfo, resampled_length
 from melpipe.config import SpectrogramConfig
-from melpipe.discover import SkippedFolder, is_url, list_audio_files, utf8_safe
+from melpipe.discover import SkippedFolder, is_url, join, list_audio_files, utf8_safe
 from melpipe.errors import StatisticsError, StoreError
 from melpipe.executors import Executor, ProgressBar, open_executor
 from melpipe.plan import (
@@ -81,12 +80,16 @@ from melpipe.tasks import (
     RecountItem,
     RunContext,
     SurveyItem,
+    WholeFile,
+    WholeFiles,
+    WholeItem,
     WindowResults,
     WriteSummary,
     images_batch,
     pixels_batch,
     statistics_batch,
     survey_batch,
+    whole_batch,
 )
 
 logger = logging.getLogger(__name__)
@@ -248,10 +251,7 @@ def _read_base(url: str) -> Base:
         )
     opened = store.ReadableStore(url)
     attrs = opened.attrs
-    keys = [
-        duplicates.key_of(b, s)
-        for b, s in zip(opened.read("bytes_sha256"), opened.read("samples_sha256"), strict=True)
-    ]
+    names = [f.name for f in dataclasses.fields(FileValues)]
     return Base(
         attrs=attrs,
         sizes=opened.sizes,
@@ -259,7 +259,7 @@ def _read_base(url: str) -> Base:
         paths=opened.read("path").tolist(),
         file_source=opened.read("source").tolist(),
         source_keys=tuple(_location_key(s.input) for s in attrs.sources),
-        firsts=duplicates.firsts_by_key(keys, opened.read("duplicate_of").tolist()),
+        files=FileValues.from_values({name: opened.read(name) for name in names}),
     )
 
 
@@ -283,36 +283,40 @@ def _read_source(url: str) -> Source:
     return Source(url, opened.attrs.run_id, opened.attrs.config, values, record.used, taken_from)
 
 
-def _layout(surveyed: Sequence[FileInfo], config: SpectrogramConfig, kept: np.ndarray) -> Windows:
-    """The windows of the surveyed files (every window of each, or the first) that are
-    ``kept`` (not dropped as duplicates), with each file's peak where ``peak_normalize``
-    scales its samples."""
-    if config.segments == "first":
-        windows = Windows.first_of_each(len(surveyed)).of_files(kept)
-    else:
-        rate = config.sample_rate
-        lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable and k else None
-                   for r, k in zip(surveyed, kept, strict=True)]  # fmt: skip
-        windows = Windows.layout(lengths, config)
-    if config.peak_normalize is None:
-        return windows
-    return windows.with_peaks(np.array([r.peak for r in surveyed], np.float64))
+def _layout(
+    surveyed: Sequence[FileInfo] | None, n_files: int, config: SpectrogramConfig
+) -> Windows:
+    """The windows of the files: the first of each (no header needed), or every window of
+    each surveyed file's length as its header gives it."""
+    if surveyed is None:
+        return Windows.first_of_each(n_files)
+    rate = config.sample_rate
+    lengths = [resampled_length(r.frames, r.sample_rate, rate) if r.readable else None
+               for r in surveyed]  # fmt: skip
+    return Windows.layout(lengths, config)
+
+
+def _split(windows: Windows, batch_size: int) -> np.ndarray:
+    """The files whose windows fall in more than one batch of pass 1, ascending: their
+    peak must be known before any of their windows is analysed."""
+    if not len(windows):
+        return np.empty(0, np.int64)
+    batch = np.arange(len(windows)) // batch_size
+    first = np.flatnonzero(np.diff(windows.file, prepend=-1))
+    last = np.append(first[1:], len(windows)) - 1
+    return windows.file[first][batch[first] != batch[last]]
 
 
 @dataclass(frozen=True, eq=False)
 class Added:
-    """What one run or append adds to a store: its files, where its rows start (its
-    files', its clips' and its entry's in the table of sources), and, once the survey
-    hashed them, which of its files repeat an earlier one (``duplicate_of``, as the store
-    records it) and which of those it leaves without clips (``dropped``)."""
+    """What one run or append adds to a store: its files, and where its rows start (its
+    files', its clips' and its entry's in the table of sources)."""
 
     paths: Sequence[str]
     first_file: int = 0
     first_clip: int = 0
     source: int = 0
     skipped: int = 0  # the input's files the store held already
-    duplicate_of: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
-    dropped: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, bool))
 
     @classmethod
     def of(cls, plan: Plan, found: Found) -> Added:
@@ -321,15 +325,6 @@ class Added:
         assert found.base is not None
         sizes = found.base.sizes
         return cls(plan.files, sizes.files, sizes.clips, sizes.sources, plan.skipped)
-
-    def surveyed(self, surveyed: Sequence[FileInfo], base: Base | None, drop: bool) -> Added:
-        """With the duplicates the survey's hashes show, among these files and the
-        store's."""
-        keys = [duplicates.key_of(r.bytes_sha256, r.samples_sha256) for r in surveyed]
-        firsts = base.firsts if base else None
-        duplicate_of = duplicates.first_of_each(keys, firsts, self.first_file)
-        dropped = (duplicate_of >= 0) if drop else np.zeros(len(keys), bool)
-        return dataclasses.replace(self, duplicate_of=duplicate_of, dropped=dropped)
 
     def values(self, found: Analysed, windows: Windows, config: SpectrogramConfig) -> dict:
         """The rows of the arrays the client writes, as the store numbers them."""
@@ -340,7 +335,6 @@ class Added:
             **found.files.values(), "path": self.paths, "n_clips": n_clips,
             "first_clip": first_clip + self.first_clip, **clips,
             "source": np.full(len(self.paths), self.source, np.int64),
-            "duplicate_of": self.duplicate_of,
             "histogram": store.histogram_values(found.histogram, config),
         }  # fmt: skip
 
@@ -364,20 +358,20 @@ class Added:
             first_clip=self.first_clip,
             clips=len(found.chosen),
             skipped=self.skipped,
-            duplicates=int(np.count_nonzero(self.duplicate_of >= 0)),
-            dropped=int(np.count_nonzero(self.dropped)),
+            duplicates=int(np.count_nonzero(found.files.duplicate_of >= 0)),
+            dropped=int(np.count_nonzero(found.dropped)),
             clipped_low=summary.n_low,
             clipped_high=summary.n_high,
             pixels=summary.n_pixels,
             own=own,
         )
 
-    def groups(self, base: Base | None) -> tuple[tuple[str, ...], ...]:
+    def groups(self, base: Base | None, duplicate_of: np.ndarray) -> tuple[tuple[str, ...], ...]:
         """The groups of duplicates that these files join, by path, each with its first
         file (the store's, in an append)."""
         names = [*(base.paths if base else ()), *self.paths]
         before = np.full(self.first_file, duplicates.NOT_A_DUPLICATE, np.int64)
-        found = duplicates.groups(np.concatenate([before, self.duplicate_of]))
+        found = duplicates.groups(np.concatenate([before, duplicate_of]))
         return tuple(tuple(utf8_safe(names[i]) for i in g) for g in found)
 
 
@@ -407,7 +401,11 @@ class _Run:
         with lock.hold(request.output, owner, create=plan.action == "create") as claim:
             self.run = RunContext(request.input, self.config, claim, plan.scratch)
             _check_unchanged(plan, self.found)
-            windows, surveyed = self._windows()
+            first = self.config.segments == "first"  # one window or more per file
+            self.executor.expect(self._work(len(self.paths), exact=first))
+            surveyed = None if first else _survey(self.paths, self.clock, self._pass)
+            windows = _layout(surveyed, len(self.paths), self.config)
+            self.executor.expect(self._work(len(windows)))
             logger.info("%d audio files, %d windows to analyse in batches of up to %d.",
                         len(self.paths), len(windows), plan.batch_size)  # fmt: skip
             attrs = _prepare(self.plan, self.found, claim, windows)
@@ -417,47 +415,37 @@ class _Run:
                 own = attrs.sources[0].own if attrs.sources else None
             else:
                 found, own = self._statistics(windows, surveyed, attrs)
-            summary = self._images(windows, found)
+            summary = self._images(windows.with_peaks(found.files.peak), found)
             source = self.added.record(claim, request, found, summary, own)
             done = _completed(claim, plan, attrs, found, summary, source)
             store.finish(claim, done)
         assert done.counts is not None and done.stats is not None
         return _report(self, done.counts, done.stats, found, source)
 
-    def _windows(self) -> tuple[Windows, Sequence[FileInfo]]:
-        """The windows to analyse, after a survey of the files (read as tasks): their
-        headers, hashes (duplicates found from them are left out with ``--duplicates
-        drop``), and with ``--segments all`` every window of each file's length as its
-        header gives it. The executor hears of them as soon as they are known (or,
-        before the survey, their least)."""
-        work = functools.partial(Work, samples_per_window=self.config.n_samples,
-                                 in_memory=self.request.in_memory is not None)  # fmt: skip
-        self.executor.expect(work(len(self.paths), exact=False))  # a window or more each
-        groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        items = [SurveyItem(tuple(self.paths[g.start : g.stop])) for g in groups]
-        peaks = self.config.peak_normalize is not None
-        title = "survey: file headers and hashes" + (", peaks" if peaks else "")
-        surveyed = self._pass(title, survey_batch, items, Headers).files
-        drop = self.request.duplicates == "drop"
-        self.added = self.added.surveyed(surveyed, self.base, drop)
-        windows = _layout(surveyed, self.config, ~self.added.dropped)
-        self.executor.expect(work(len(windows)))
-        return windows, surveyed
+    def _work(self, windows: int, exact: bool = True) -> Work:
+        return Work(windows, self.config.n_samples, exact, self.request.in_memory is not None)
 
     def _statistics(
-        self, windows: Windows, surveyed: Sequence[FileInfo], attrs: StoreAttrs
+        self, windows: Windows, surveyed: Sequence[FileInfo] | None, attrs: StoreAttrs
     ) -> tuple[Analysed, GlobalStats | None]:
-        """Pass 1, the choice of clips, and what the store must record whether the
-        statistics can be computed or not; and the statistics of these clips alone."""
+        """Pass 1, the duplicates, the choice of clips, and what the store must record
+        whether the statistics can be computed or not; and the statistics of these clips
+        alone."""
         plan, claim = self.plan, self.run.claim
+        if self.config.peak_normalize is not None:
+            windows = _peaks(windows, self.paths, self.request.input, plan.batch_size, self._pass)
         batches = plan_batches(len(windows), plan.batch_size)
         items = [AnalysisItem(b, windows.pieces(np.arange(b.start, b.stop), self.paths))
                  for b in batches]  # fmt: skip
         title = f"pass 1/{plan.n_passes}: statistics"
         results = self._pass(title, statistics_batch, items, WindowResults)
-        files = FileValues.of(len(self.paths), surveyed, results.files)
+        files = FileValues.of(len(self.paths), surveyed, results.files, windows.peaks)
+        windows = windows.with_peaks(files.peak)  # as measured, for what decodes again
+        self.clock.lap("statistics")
+        files = _find_duplicates(files, self.added, self.base, self.request, self._pass)
+        self.clock.lap("duplicates")
         try:
-            found = Analysed.choose(windows, results, files, self.config)
+            found = Analysed.choose(windows, results, files, self.config, self.request)
             pixels = self._pixels(windows, results, found.chosen)
             own = found.own_stats(pixels, plan.options, self.config.db_per_unit, plan.stats)
             found = found.with_stats(plan.stats or own, pixels, plan.used)
@@ -530,6 +518,132 @@ class _Run:
             return self.executor.map_reduce(fn, items, run or self.run, kind, bar)
         finally:
             bar.close()
+
+
+Pass = Callable[..., Any]  # _Run._pass: a title, a task, its items, their kind
+
+
+def _read_whole(
+    run_pass: Pass,
+    title: str,
+    rows: Sequence[int],
+    locations: Sequence[str],
+    *,
+    digest: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
+    peak: bool = False,
+) -> Mapping[int, WholeFile]:
+    """Read the files at ``rows`` whole, as tasks of :data:`WHOLE_BATCH` files, for the
+    hashes ``digest`` and ``samples`` mark (one bool per row) or their peaks."""
+    n = len(rows)
+    digest, samples = (np.zeros(n, bool) if m is None else np.asarray(m, bool)
+                       for m in (digest, samples))  # fmt: skip
+    items = []
+    for g in plan_batches(n, WHOLE_BATCH):
+        part = slice(g.start, g.stop)
+        items.append(WholeItem(tuple(rows[part]), tuple(locations[part]),
+                               tuple(digest[part].tolist()), tuple(samples[part].tolist()),
+                               (peak,) * len(g)))  # fmt: skip
+    return run_pass(title, whole_batch, items, WholeFiles).files
+
+
+def _survey(paths: Sequence[str], clock: _Clock, run_pass: Pass) -> Sequence[FileInfo]:
+    """What the files' headers say, read as tasks: with ``--segments all``, what lays
+    out their windows (with ``--segments first``, a window at each file's start needs no
+    header)."""
+    clock.lap("startup")
+    groups = plan_batches(len(paths), SURVEY_BATCH)
+    items = [SurveyItem(tuple(paths[g.start : g.stop])) for g in groups]
+    surveyed = run_pass("survey: file headers", survey_batch, items, Headers).files
+    clock.lap("survey")
+    return surveyed
+
+
+def _peaks(
+    windows: Windows, paths: Sequence[str], root: str, batch_size: int, run_pass: Pass
+) -> Windows:
+    """The windows with the peaks of the files whose windows span several tasks of pass
+    1, read whole first; NaN for the others, whose task measures their peak as it
+    decodes them, once (``peak_normalize``)."""
+    split = _split(windows, batch_size).tolist()
+    locations = [join(root, paths[f]) for f in split]
+    read = _read_whole(run_pass, "peaks: files that span several tasks", split, locations,
+                       peak=True)  # fmt: skip
+    peaks = np.full(len(paths), np.nan)
+    for row, found in read.items():
+        peaks[row] = found.peak
+    return windows.with_peaks(peaks)
+
+
+def _find_duplicates(
+    files: FileValues, added: Added, base: Base | None, request: Request, run_pass: Pass
+) -> FileValues:
+    """The files with their duplicates (``duplicate_of``) among them and the store's they
+    are appended to: files that share a size or a PCM shape with another, in a group that
+    holds one of these, are read whole for their hashes (:mod:`melpipe.duplicates`);
+    the others not at all."""
+    both = [files] if base is None else [base.files, files]
+    n_old = added.first_file
+    size = np.concatenate([np.where(f.decoded, f.size, 0) for f in both])
+    shape = [s for f in both for s in _shapes(f)]
+    digests = np.concatenate([f.bytes_sha256 for f in both])
+    md5s = np.concatenate([f.pcm_md5 for f in both])
+    new = np.arange(len(size)) >= n_old
+    want_bytes, want_pcm = duplicates.wanted(size.tolist(), shape, digests, md5s, new)
+    rows = np.flatnonzero(want_bytes | want_pcm).tolist()
+    paths = [*(base.paths if base else ()), *added.paths]
+    title = "duplicates: files that share a size or a length with another"
+    locations = [_location(row, paths[row], added, base, request) for row in rows]
+    read = _read_whole(run_pass, title, rows, locations, digest=want_bytes[rows],
+                       samples=want_pcm[rows])  # fmt: skip
+    for row, got in read.items():
+        if row >= n_old:
+            _check_unchanged_file(got, files.size[row - n_old], paths[row])
+        digests[row] = got.bytes_sha256 or digests[row]
+        md5s[row] = got.pcm_md5 or md5s[row]
+    _warn_unread([paths[row] for row, got in read.items() if got.error])
+    old = base.files.duplicate_of.tolist() if base else []
+    return dataclasses.replace(
+        files,
+        bytes_sha256=digests[n_old:],
+        pcm_md5=md5s[n_old:],
+        duplicate_of=duplicates.assign(digests.tolist(), shape, md5s.tolist(), old),
+    )
+
+
+def _shapes(files: FileValues) -> list[str]:
+    """Each file's PCM shape (:func:`melpipe.duplicates.shape_of`); "" for one that did
+    not decode, which is compared with nothing."""
+    columns = (files.decoded, files.pcm_format, files.sample_rate, files.channels, files.frames)
+    return [duplicates.shape_of(*v) if ok else ""
+            for ok, *v in zip(*(c.tolist() for c in columns), strict=True)]  # fmt: skip
+
+
+def _location(row: int, path: str, added: Added, base: Base | None, request: Request) -> str:
+    """Where the file at ``row`` of the store is: under this run's input, or, for one the
+    store held already, under the input of the run or append that added it."""
+    if base is None or row >= added.first_file:
+        return join(request.input, path)
+    return join(base.attrs.sources[base.file_source[row]].input, path)
+
+
+def _check_unchanged_file(got: WholeFile, size: int, path: str) -> None:
+    """Refuse a file whose size changed since pass 1 read it: its clips would not be of
+    what was compared."""
+    if got.error or got.size == size:
+        return
+    raise StoreError(
+        f"{utf8_safe(path)!r} changed after pass 1 read it (its size differs): the input "
+        "changed during the run. Run again with `overwrite=True`."
+    )
+
+
+def _warn_unread(paths: Sequence[str]) -> None:
+    if paths:
+        logger.warning("%d files could not be read whole to compare them with files of the "
+                       "same size or length, so a copy of them may go unnoticed: %s%s",
+                       len(paths), ", ".join(map(utf8_safe, paths[:3])),
+                       ", ..." if len(paths) > 3 else "")  # fmt: skip
 
 
 def _grown(
@@ -632,8 +746,8 @@ def _report(
         seconds=run.clock.laps,
         skipped=run.found.listing.skipped,
         n_tasks=run.executor.n_tasks,
-        quiet=found.quiet(paths, done.dropped) if found else (),
-        duplicates=done.groups(run.base) if found else (),
+        quiet=found.quiet(paths, found.dropped) if found else (),
+        duplicates=done.groups(run.base, found.files.duplicate_of) if found else (),
         dropped=run.request.duplicates == "drop",
         added=added,
         skipped_existing=run.plan.skipped,
@@ -707,12 +821,14 @@ def _read_analysed(claim: lock.Claim, plan: Plan, windows: Windows) -> Analysed:
             "`overwrite=True`."
         )
     assert plan.stats is not None  # recorded by the pass 1 of a resumable store
-    found = Analysed.choose(windows, results, FileValues.from_values(state), config)
+    found = Analysed.choose(windows, results, FileValues.from_values(state), config,
+                            plan.request)  # fmt: skip
     histogram = store.histogram_from(state["histogram"], config)
     return dataclasses.replace(found, stats=plan.stats, histogram=histogram)
 
 
 SURVEY_BATCH = 256  # file headers read per task
+WHOLE_BATCH = 16  # files read whole per task: a few MB at most, for most files
 
 
 @dataclass(frozen=True)
@@ -724,6 +840,7 @@ class Analysed:
     clip_files: np.ndarray  # the file of each clip
     results: WindowResults
     files: FileValues
+    dropped: np.ndarray  # the files left without clips as duplicates (--duplicates drop)
     stats: GlobalStats | None = None
     histogram: Histogram = dataclasses.field(default_factory=Histogram)
 
@@ -743,8 +860,10 @@ class Analysed:
         results: WindowResults,
         files: FileValues,
         config: SpectrogramConfig,
+        request: Request,
     ) -> Analysed:
-        """Choose the clips.
+        """Choose the clips: of the files that decoded, and that ``request`` does not
+        leave out as duplicates.
 
         Raises
         ------
@@ -752,7 +871,9 @@ class Analysed:
             No window became a clip.
         """
         decoded = files.decoded
-        ok = results.ok & decoded[windows.file]  # a file that failed anywhere gives nothing
+        dropped = (files.duplicate_of >= 0) & (request.duplicates == "drop")
+        # A file that failed anywhere gives nothing, nor does a dropped one.
+        ok = results.ok & (decoded & ~dropped)[windows.file]
         chosen = choose_clips(windows, ok, results.level, config)
         if not len(chosen):
             quiet = config.min_level_db is not None and decoded.any()
@@ -762,7 +883,7 @@ class Analysed:
                 if quiet
                 else "No file could be decoded, so there is no clip."
             )
-        return cls(chosen, windows.file[chosen], results, files)
+        return cls(chosen, windows.file[chosen], results, files, dropped)
 
     def own_stats(
         self,
@@ -858,8 +979,9 @@ class _Clock:
         self._last = time.perf_counter()
 
     def lap(self, name: str) -> None:
+        """Add the time since the last lap to ``name``'s."""
         now = time.perf_counter()
-        self.laps[name] = now - self._last
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
         self._last = now
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from melpipe import duplicates
-from melpipe.audio import FileInfo, hash_bytes, read_header, resampled_length
+from melpipe.audio import FileInfo, read_header, read_whole, resampled_length
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import SkippedFolder, join, list_audio_files, utf8_safe
+from melpipe.retries import transient
 from melpipe.segments import Windows, covered_seconds
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
@@ -88,29 +89,49 @@ def scan(root: str | os.PathLike[str], config: SpectrogramConfig | None = None) 
 
 @dataclass(frozen=True)
 class DuplicateScan:
-    """Groups of files under a folder whose bytes are the same, by path (first first),
-    and what finding them cost: every file read once."""
+    """Groups of files under a folder with the same bytes or PCM samples, by path (first
+    first), and what finding them cost: every header read, and the files that another
+    shares a size or a length with read whole."""
 
     groups: tuple[tuple[str, ...], ...]
     files: int
+    read_whole: int
     bytes_read: int
     seconds: float
 
 
 def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
-    """The files under ``root`` whose bytes are the same, from a SHA-256 of each file's
-    bytes. (A run also compares the decoded samples, which finds a WAV and a FLAC of one
-    recording; that needs decoding every file whole.)"""
+    """The files under ``root`` whose bytes or PCM samples are the same, as a run finds
+    them (:mod:`melpipe.duplicates`): from each file's header, and the hashes of the few
+    that could be the same."""
     root = os.fspath(root)
     started = time.perf_counter()
     listing = list_audio_files(root)
-    hashed = [hash_bytes(join(root, rel)) for rel in listing.files]
-    keys = [duplicates.key_of(digest, "") for digest, _ in hashed]
-    groups = duplicates.groups(duplicates.first_of_each(keys))
+    headers = [read_header(join(root, rel)) for rel in listing.files]
+    ok = [h.readable and not h.error for h in headers]
+    sizes = [h.size if k else 0 for h, k in zip(headers, ok, strict=True)]
+    shapes = [duplicates.shape_of(h.pcm_format, h.sample_rate, h.channels, h.frames) if k
+              else "" for h, k in zip(headers, ok, strict=True)]  # fmt: skip
+    digests = np.full(len(headers), "", dtype=object)
+    md5s = np.array([h.pcm_md5 for h in headers], dtype=object)
+    new = np.ones(len(headers), bool)
+    want_bytes, want_pcm = duplicates.wanted(sizes, shapes, digests, md5s, new)
+    rows = np.flatnonzero(want_bytes | want_pcm).tolist()
+    for i in rows:
+        try:
+            got = read_whole(join(root, listing.files[i]), bool(want_bytes[i]),
+                             bool(want_pcm[i]), peak=False, rate=0)  # fmt: skip
+        except Exception as exc:  # one unreadable file is not compared, not a reason to stop
+            if transient(exc):
+                raise
+            continue
+        digests[i], md5s[i] = got.bytes_sha256 or digests[i], got.pcm_md5 or md5s[i]
+    found = duplicates.groups(duplicates.assign(digests.tolist(), shapes, md5s.tolist()))
     return DuplicateScan(
-        tuple(tuple(listing.files[i] for i in g) for g in groups),
+        tuple(tuple(listing.files[i] for i in g) for g in found),
         len(listing.files),
-        sum(n for _, n in hashed),
+        len(rows),
+        sum(sizes[i] for i in rows),
         time.perf_counter() - started,
     )
 
@@ -118,9 +139,10 @@ def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
 def format_duplicates(found: DuplicateScan, *, max_groups: int = 20) -> str:
     n_files = sum(len(g) - 1 for g in found.groups)
     lines = [
-        f"duplicates: {n_files} files repeat the bytes of an earlier one, in "
-        f"{len(found.groups)} groups (every file read once: {found.files} files, "
-        f"{found.bytes_read / 1e6:.1f} MB in {found.seconds:.2f} s)"
+        f"duplicates: {n_files} files repeat the bytes or PCM samples of an earlier one, in "
+        f"{len(found.groups)} groups ({found.files} headers read; {found.read_whole} files "
+        f"that share a size or a length with another read whole, "
+        f"{found.bytes_read / 1e6:.1f} MB, in {found.seconds:.2f} s)"
     ]
     lines += ["  " + " = ".join(utf8_safe(p) for p in g) for g in found.groups[:max_groups]]
     if len(found.groups) > max_groups:

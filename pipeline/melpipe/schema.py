@@ -28,6 +28,8 @@ from melpipe.records import flat, key, not_recorded
 from melpipe.stats import Figures, GlobalStats, StatsName, histogram_grid
 
 FORMAT = "melpipe"
+# 9: duplicates from PCM samples and bytes, read only where another file could be the same:
+#    the file arrays frames, size, pcm_format and pcm_md5, no samples_sha256.
 # 8: a table of sources (the run, then each append), each file's source and hashes, the
 #    histogram per source.
 # 7: every convention of the analysis a config key (presets), each file's peak.
@@ -36,7 +38,7 @@ FORMAT = "melpipe"
 # 4: clips and files as two dimensions (many clips per file), segment options in the config.
 # 3: one "stats" attribute, the plan's identity, an owner lock file, every chunk written.
 # 2: one chunk per batch, coordinates, consolidated metadata, resume. 1: before coordinates.
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 LOCK_FILE = "melpipe.lock"  # beside the arrays; see melpipe.lock
 # Versions 1 to 5 were written under the project's former name, with a lock file of that
 # name: such a store is ours to replace, never read as it is (docs/store-format.md).
@@ -116,6 +118,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
               '"", or the reason the file did not decode'),
     ArraySpec("duration", ("file",), "float64", math.nan, Step.CHOSEN,
               "length of the file as found; NaN if its header could not be read", "s"),
+    ArraySpec("frames", ("file",), "int64", 0, Step.CHOSEN,
+              "length of the file in frames (samples per channel) as its header gives it; 0 "
+              "if it could not be read"),
     ArraySpec("sample_rate", ("file",), "int64", 0, Step.CHOSEN,
               "sample rate of the file as found; 0 if its header could not be read", "Hz"),
     ArraySpec("channels", ("file",), "int64", 0, Step.CHOSEN,
@@ -125,13 +130,20 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "scaled to its value; NaN where not measured"),
     ArraySpec("source", ("file",), "int64", -1, Step.CHOSEN,
               "the run or append that added the file: its entry in the sources attribute"),
+    ArraySpec("size", ("file",), "int64", 0, Step.CHOSEN,
+              "size of the file as read; 0 if it could not be opened", "B"),
+    ArraySpec("pcm_format", ("file",), "str", "", Step.CHOSEN,
+              'the format its samples are hashed in (s8, s16le, s24le, s32le, f32le, f64le) '
+              'where they are PCM; "" for a lossy or other encoding'),
+    ArraySpec("pcm_md5", ("file",), "str", "", Step.CHOSEN,
+              "MD5 of the PCM samples, interleaved, little-endian, as a FLAC's STREAMINFO "
+              'holds it; "" where not known (read only where another file had the same '
+              "pcm_format, sample rate, channels and frames)"),
     ArraySpec("bytes_sha256", ("file",), "str", "", Step.CHOSEN,
-              'SHA-256 of the file\'s bytes; "" where it could not be read'),
-    ArraySpec("samples_sha256", ("file",), "str", "", Step.CHOSEN,
-              "SHA-256 of the file's samples at the store's rate (float32, mono, "
-              'little-endian); "" where it did not decode'),
+              'SHA-256 of the file\'s bytes; "" where not read (read only where another file '
+              "had the same size)"),
     ArraySpec("duplicate_of", ("file",), "int64", -1, Step.CHOSEN,
-              "the first file (in store order) with the same samples or bytes, or -1: "
+              "the first file (in store order) with the same PCM samples or bytes, or -1: "
               "duplicates share a side of a split"),
     ArraySpec("n_clips", ("file",), "int64", 0, Step.CHOSEN,
               "clips the file gave"),

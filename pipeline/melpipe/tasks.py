@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from melpipe import store
-from melpipe.audio import FileInfo, describe_error, read_header, read_windows, resampled_length
+from melpipe.audio import (
+    FileInfo,
+    WholeFile,
+    describe_error,
+    read_header,
+    read_whole,
+    read_windows,
+    resampled_length,
+)
 from melpipe.config import SpectrogramConfig
 from melpipe.discover import join
 from melpipe.errors import NonFiniteFeaturesError, StoreError
@@ -116,6 +124,9 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     size, modified = np.zeros(len(clips), np.int64), np.zeros(len(clips), np.float64)
     files: dict[int, FileInfo] = {}
     for piece, lo, hi in zip(pieces, offsets[:-1], offsets[1:], strict=True):
+        # A file's peak comes with its windows, from one decoding of the whole file,
+        # unless the run measured it before (a file whose windows span several tasks).
+        measure = config.peak_normalize is not None and math.isnan(piece.peak)
         try:
             _, header = read_windows(
                 join(root, piece.path),
@@ -123,9 +134,11 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
                 sample_rate=config.sample_rate,
                 n_samples=config.n_samples,
                 out=clips[lo:hi],
+                peak=measure,
             )
             if config.peak_normalize is not None:
-                _normalize(clips[lo:hi], piece, config.peak_normalize)
+                peak = header.peak if measure else piece.peak
+                _normalize(clips[lo:hi], peak, config.peak_normalize)
             ok[lo:hi] = True
             files[piece.file] = header
             size[lo:hi], modified[lo:hi] = header.size, header.modified
@@ -157,13 +170,13 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
     return Analysis(logmel, windows)
 
 
-def _normalize(clips: np.ndarray, piece: Piece, target: float) -> None:
-    """Scale a file's windows so that its peak (the survey's) is ``target``, in float32 as
+def _normalize(clips: np.ndarray, peak: float, target: float) -> None:
+    """Scale a file's windows so that its ``peak`` is ``target``, in float32 as
     ``librosa.util.normalize(y) * target`` does; a silent file stays silent."""
-    if not math.isfinite(piece.peak):
+    if not math.isfinite(peak):
         raise ValueError("its peak could not be measured")
-    if piece.peak > 0:
-        clips /= np.float32(piece.peak)
+    if peak > 0:
+        clips /= np.float32(peak)
         clips *= np.float32(target)
 
 
@@ -350,51 +363,108 @@ class Headers:
 
 @retried
 def survey_batch(item: SurveyItem, run: RunContext) -> Headers:
-    """What the headers of some files say, for laying out their windows, the hashes of
-    their bytes and samples, for finding duplicates, and, with ``peak_normalize``, each
-    file's peak."""
-    config = run.config
-    peak_at = None if config.peak_normalize is None else config.sample_rate
-    whole, rate = config.segments == "all", config.sample_rate
-    return Headers(tuple(read_header(join(run.root, rel), whole=whole, peak_at=peak_at,
-                                     fingerprint_at=rate)
-                         for rel in item.paths))  # fmt: skip
+    """What the headers of some files say, for laying out their windows
+    (``--segments all``): each checked to hold the length it declares."""
+    return Headers(tuple(read_header(join(run.root, rel), whole=True) for rel in item.paths))
+
+
+@dataclass(frozen=True)
+class WholeItem:
+    """A task that reads some files whole: their rows in the store, where they are, and
+    for each what it needs: the SHA-256 of its bytes, the MD5 of its PCM samples (for
+    duplicates), its peak at the store's rate (for ``peak_normalize``)."""
+
+    files: tuple[int, ...]
+    locations: tuple[str, ...]
+    bytes: tuple[bool, ...]
+    pcm: tuple[bool, ...]
+    peak: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class WholeFiles:
+    """What reading files whole found, by row."""
+
+    files: Mapping[int, WholeFile] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> WholeFiles:
+        return cls()
+
+    def merge(self, other: WholeFiles) -> WholeFiles:
+        return WholeFiles({**self.files, **other.files})
+
+
+@retried
+def whole_batch(item: WholeItem, run: RunContext) -> WholeFiles:
+    """Read each file of ``item`` whole for what it needs (:class:`WholeItem`); a file
+    that fails is recorded, not raised."""
+    found = {}
+    for row, location, digest, samples, peak in zip(item.files, item.locations, item.bytes,
+                                                    item.pcm, item.peak, strict=True):  # fmt: skip
+        try:
+            found[row] = read_whole(location, digest, samples, peak, run.config.sample_rate)
+        except Exception as exc:  # one unreadable file must never stop the run
+            if transient(exc):
+                raise
+            found[row] = WholeFile(error=describe_error(exc))
+    return WholeFiles(found)
 
 
 @dataclass(frozen=True, eq=False)
 class FileValues:
-    """The file arrays but ``path`` and the clip counts: what the survey and pass 1 found
-    of each file. A file decoded when its header could be read and all its windows
-    decoded; otherwise ``error`` says why not."""
+    """The file arrays but ``path`` and the clip counts: what the survey, pass 1 and the
+    files read whole found of each file. A file decoded when its header could be read
+    and all its windows decoded; otherwise ``error`` says why not."""
 
     decoded: np.ndarray  # bool
     error: np.ndarray  # str (object)
     duration: np.ndarray  # seconds, NaN where unknown
+    frames: np.ndarray  # int64, 0 where unknown
     sample_rate: np.ndarray  # int64, 0 where unknown
     channels: np.ndarray  # int64, 0 where unknown
+    size: np.ndarray  # int64 bytes, 0 where unknown
     peak: np.ndarray  # float64, NaN where not measured (without peak_normalize)
+    pcm_format: np.ndarray  # str (object), "" where not PCM
+    pcm_md5: np.ndarray  # str (object), "" where not known
     bytes_sha256: np.ndarray  # str (object), "" where not read
-    samples_sha256: np.ndarray  # str (object), "" where not decoded
+    duplicate_of: np.ndarray  # int64, -1 where none
 
     @classmethod
     def of(
-        cls, n_files: int, surveyed: Sequence[FileInfo] | None, records: Mapping[int, FileInfo]
+        cls,
+        n_files: int,
+        surveyed: Sequence[FileInfo] | None,
+        records: Mapping[int, FileInfo],
+        peaks: np.ndarray | None = None,
     ) -> FileValues:
-        error = np.full(n_files, "", dtype=object)
-        duration = np.full(n_files, np.nan)
-        rate, channels = np.zeros(n_files, np.int64), np.zeros(n_files, np.int64)
-        peak = np.array([s.peak for s in surveyed] if surveyed else np.full(n_files, np.nan))
-        hashes = [
-            np.array([getattr(s, name) for s in surveyed] if surveyed else [""] * n_files, object)
-            for name in ("bytes_sha256", "samples_sha256")
-        ]
+        """What the survey (``surveyed``, each file's header, if it ran) and pass 1
+        (``records``, by file) found, and the ``peaks`` measured before pass 1 (NaN for
+        the files whose task measured theirs)."""
+        values: dict[str, Any] = {
+            "error": np.full(n_files, "", dtype=object), "duration": np.full(n_files, np.nan),
+            "frames": np.zeros(n_files, np.int64), "sample_rate": np.zeros(n_files, np.int64),
+            "channels": np.zeros(n_files, np.int64), "size": np.zeros(n_files, np.int64),
+            "peak": np.full(n_files, np.nan), "pcm_format": np.full(n_files, "", dtype=object),
+            "pcm_md5": np.full(n_files, "", dtype=object),
+            "bytes_sha256": np.full(n_files, "", dtype=object),
+            "duplicate_of": np.full(n_files, -1, np.int64),
+        }  # fmt: skip
         # Pass 1's findings after the survey's: its header is the later reading, and a
         # failure in either fails the file.
         for i, info in [*enumerate(surveyed or ()), *records.items()]:
             if info.readable:
-                duration[i], rate[i], channels[i] = info.duration, info.sample_rate, info.channels
-            error[i] = error[i] or info.error
-        return cls((error == "") & (rate > 0), error, duration, rate, channels, peak, *hashes)
+                for name in ("frames", "sample_rate", "channels", "size", "pcm_format",
+                             "pcm_md5"):  # fmt: skip
+                    values[name][i] = getattr(info, name)
+                values["duration"][i] = info.duration
+            if not math.isnan(info.peak):
+                values["peak"][i] = info.peak
+            values["error"][i] = values["error"][i] or info.error
+        if peaks is not None:
+            values["peak"] = np.where(np.isnan(peaks), values["peak"], peaks)
+        decoded = (values["error"] == "") & (values["sample_rate"] > 0)
+        return cls(decoded=decoded, **values)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> FileValues:

@@ -1,0 +1,327 @@
+"""Duplicates found without decoding: byte copies and lossless re-encodings, from each
+file's header and the hashes of the few files that could be the same; and a run that
+reads of each file no more than its clips need.
+
+The references are written here apart from melpipe: the MD5 of samples packed one by one
+with Python's ``int.to_bytes`` (as FLAC's format_input_ packs them), SHA-256 of the bytes
+with hashlib, a WAV's data chunk found by walking its RIFF chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import zarr
+
+from melpipe import duplicates
+from melpipe.audio import flac_stream_info, open_audio, pcm_md5
+from melpipe.config import SpectrogramConfig
+from melpipe.executors import LoopExecutor
+from melpipe.reader import open_store
+from melpipe.runner import preprocess
+from tests.helpers import assert_stats_match, run_cli, tones
+
+CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)
+BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
+
+
+def integers(rng: np.random.Generator, bits: int, frames: int, channels: int) -> np.ndarray:
+    """Random samples of ``bits`` bits, the loudest of each sign included."""
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    values = rng.integers(low, high + 1, (frames, channels), dtype=np.int64)
+    values[0, 0], values[1, 0] = low, high
+    return values
+
+
+def write_integers(path: Path, values: np.ndarray, bits: int, subtype: str, rate: int) -> None:
+    """Write samples of ``bits`` bits exactly: soundfile takes int32 as full scale."""
+    sf.write(path, (values << (32 - bits)).astype(np.int32), rate, subtype=subtype)
+
+
+def reference_md5(values: np.ndarray, bits: int) -> str:
+    """FLAC's MD5 of samples: interleaved, each signed little-endian in bits / 8 bytes."""
+    width = bits // 8
+    packed = b"".join(v.to_bytes(width, "little", signed=True) for v in values.ravel().tolist())
+    return hashlib.md5(packed).hexdigest()
+
+
+def reader_of(data: bytes):
+    return lambda offset, n: data[offset : offset + n]
+
+
+@pytest.mark.parametrize("subtype", ["PCM_S8", "PCM_16", "PCM_24"])
+def test_a_flac_header_holds_the_md5_of_its_samples_as_flac_defines_it(tmp_path, rng, subtype):
+    bits = BITS[subtype]
+    values = integers(rng, bits, 3001, 2)
+    path = tmp_path / "a.flac"
+    write_integers(path, values, bits, subtype, 16000)
+    expected = reference_md5(values, bits)
+    assert flac_stream_info(reader_of(path.read_bytes())) == (bits, expected)
+    with open_audio(path) as (f, info):
+        assert (info.pcm_format, info.pcm_md5) == (f"s{bits}" + ("le" if bits > 8 else ""),
+                                                   expected)  # fmt: skip
+        assert pcm_md5(f, info.pcm_format) == expected  # the decoded samples hash alike
+
+
+def test_a_flac_stream_info_is_found_after_an_id3_tag_and_an_unset_md5_is_unknown(tmp_path, rng):
+    path = tmp_path / "a.flac"
+    write_integers(path, integers(rng, 16, 500, 1), 16, "PCM_16", 8000)
+    data = path.read_bytes()
+    size = 300  # synchsafe: seven bits a byte
+    tag = b"ID3\x04\x00\x00" + bytes([0, 0, size >> 7, size & 0x7F]) + b"\x00" * size
+    assert flac_stream_info(reader_of(tag + data)) == flac_stream_info(reader_of(data))
+    unset = bytearray(data)
+    unset[8 + 18 : 8 + 34] = bytes(16)  # the MD5 of the STREAMINFO block after "fLaC"
+    assert flac_stream_info(reader_of(bytes(unset))) == (16, "")
+    sf.write(tmp_path / "a.wav", np.zeros(10, np.float32), 8000)
+    assert flac_stream_info(reader_of((tmp_path / "a.wav").read_bytes())) is None
+
+
+def data_chunk(path: Path) -> bytes:
+    """The bytes of a WAV's data chunk, found by walking its chunks."""
+    data = path.read_bytes()
+    offset = 12
+    while offset < len(data):
+        name, size = (
+            data[offset : offset + 4],
+            struct.unpack("<I", data[offset + 4 : offset + 8])[0],
+        )
+        if name == b"data":
+            return data[offset + 8 : offset + 8 + size]
+        offset += 8 + size + (size & 1)
+    raise AssertionError("no data chunk")
+
+
+@pytest.mark.parametrize(("container", "subtype"), [
+    ("WAV", "PCM_U8"), ("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"),
+    ("AIFF", "PCM_S8"), ("AIFF", "PCM_16"), ("AIFF", "PCM_24"), ("AIFF", "PCM_32"),
+])  # fmt: skip
+def test_the_pcm_hash_of_any_container_is_the_md5_flac_gives_its_samples(
+    tmp_path, rng, container, subtype
+):
+    bits = BITS[subtype]
+    values = integers(rng, bits, 2000, 3)
+    path = tmp_path / f"a.{container.lower()}"
+    write_integers(path, values, bits, subtype, 44100)
+    with open_audio(path) as (f, info):
+        assert info.pcm_md5 == ""  # only a FLAC's header holds it
+        assert pcm_md5(f, info.pcm_format) == reference_md5(values, bits)
+    if container == "WAV" and bits > 8:  # the data chunk is those bytes already
+        assert reference_md5(values, bits) == hashlib.md5(data_chunk(path)).hexdigest()
+
+
+def test_float_samples_hash_as_little_endian_floats_and_lossy_ones_not_at_all(tmp_path, rng):
+    y = rng.uniform(-1, 1, (700, 2)).astype(np.float32)
+    sf.write(tmp_path / "a.aiff", y, 22050, subtype="FLOAT")
+    with open_audio(tmp_path / "a.aiff") as (f, info):
+        assert info.pcm_format == "f32le"
+        assert (
+            pcm_md5(f, "f32le") == hashlib.md5(struct.pack(f"<{y.size}f", *y.ravel())).hexdigest()
+        )
+    sf.write(tmp_path / "b.ogg", y, 22050)
+    with open_audio(tmp_path / "b.ogg") as (_, info):
+        assert (info.pcm_format, info.pcm_md5) == ("", "")
+
+
+def test_only_groups_with_a_new_file_are_read_and_hashes_decide():
+    sizes = [10, 10, 20, 20, 30, 0, 0]
+    new = np.array([False, False, False, True, True, True, True])
+    assert duplicates.shared(sizes, new).tolist() == [False, False, True, True, False, False,
+                                                      False]  # fmt: skip
+    digests = np.array(["", "", "x", "", "", "", ""], dtype=object)
+    want, _ = duplicates.wanted(sizes, [""] * 7, digests, digests.copy(), new)
+    assert want.tolist() == [False, False, False, True, False, False, False]  # x is known
+    shape = duplicates.shape_of("s16le", 44100, 2, 5)
+    assert (
+        duplicates.shape_of("", 44100, 2, 5) == "" and duplicates.shape_of("s16le", 8, 1, 0) == ""
+    )
+    # The store's two files (a copy and its original), then three new ones.
+    of = duplicates.assign(["b", "b", "", "b", "c"], ["", "", shape, "", shape],
+                           ["", "", "m", "", "m"], old_duplicate_of=[-1, 0])  # fmt: skip
+    assert of.tolist() == [-1, 0, 2]
+
+
+def recording(folder: Path) -> dict[str, object]:
+    """One recording as a WAV, a FLAC, an AIFF and a byte copy of the WAV; the same samples
+    at another rate; another recording of the same length and format; and two files no
+    other file shares a size or a length with (an OGG, a longer WAV)."""
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True, exist_ok=True)
+    y = np.clip(0.3 * rng.standard_normal(44100) * 32768, -32768, 32767).astype(np.int16)
+    sf.write(folder / "a.wav", y, 44100, subtype="PCM_16")
+    sf.write(folder / "b.flac", y, 44100, subtype="PCM_16")
+    sf.write(folder / "c.aiff", y, 44100, subtype="PCM_16")
+    shutil.copy(folder / "a.wav", folder / "d.wav")
+    sf.write(folder / "e.wav", y, 22050, subtype="PCM_16")
+    sf.write(folder / "f.wav", y[::-1].copy(), 44100, subtype="PCM_16")
+    sf.write(folder / "g.ogg", y[:30000].astype(np.float32) / 32768, 44100)
+    sf.write(folder / "h.wav", np.tile(y, 2), 44100, subtype="PCM_16")
+    return {"md5": reference_md5(y.astype(np.int64)[:, None], 16),
+            "reversed": reference_md5(y[::-1].astype(np.int64)[:, None], 16)}  # fmt: skip
+
+
+def test_a_run_finds_copies_and_lossless_re_encodings_and_reads_only_the_candidates(tmp_path):
+    folder = tmp_path / "in"
+    expected = recording(folder)
+    report = preprocess(folder, tmp_path / "s.zarr", CONFIG, executor=LoopExecutor())
+    assert report.duplicates == (("a.wav", "b.flac", "c.aiff", "d.wav"),)
+    store = open_store(tmp_path / "s.zarr")
+    names = store.file_paths.tolist()
+    assert names == ["a.wav", "b.flac", "c.aiff", "d.wav", "e.wav", "f.wav", "g.ogg", "h.wav"]
+    assert store.array("duplicate_of").tolist() == [-1, 0, 0, 0, -1, -1, -1, -1]
+    # Bytes hashed only where another file has the size: the WAV, its copy, the other
+    # rate's and the other recording's (their headers and data are as long).
+    sizes = [(folder / n).stat().st_size for n in names]
+    assert store.array("size").tolist() == sizes
+    hashed = ("a.wav", "d.wav", "e.wav", "f.wav")
+    digests = [hashlib.sha256((folder / n).read_bytes()).hexdigest() if n in hashed else ""
+               for n in names]  # fmt: skip
+    assert store.array("bytes_sha256").tolist() == digests
+    # Samples hashed where another file has the format, rate, channels and length, and
+    # a FLAC's known from its header anyway; the other rate, lengths and the OGG: never.
+    md5 = expected["md5"]
+    assert store.array("pcm_md5").tolist() == [md5, md5, md5, md5, "", expected["reversed"],
+                                               "", ""]  # fmt: skip
+    assert store.array("pcm_format").tolist() == ["s16le"] * 6 + ["", "s16le"]
+    assert store.array("frames").tolist() == [44100] * 6 + [30000, 88200]
+
+
+def test_dropped_duplicates_leave_the_statistics_and_images_of_the_files_kept(tmp_path):
+    folder = tmp_path / "in"
+    recording(folder)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in ("a.wav", "e.wav", "f.wav", "g.ogg", "h.wav"):
+        shutil.copy(folder / name, kept / name)
+    dropped = preprocess(folder, tmp_path / "d.zarr", CONFIG, executor=LoopExecutor(),
+                         duplicates="drop", batch_size=3)  # fmt: skip
+    alone = preprocess(kept, tmp_path / "k.zarr", CONFIG, executor=LoopExecutor(), batch_size=3)
+    assert dropped.counts.clips == alone.counts.clips == 5
+    assert open_store(tmp_path / "d.zarr").array("n_clips").tolist() == [1, 0, 0, 0, 1, 1, 1, 1]
+    left, right = (zarr.open_group(tmp_path / n, mode="r") for n in ("d.zarr", "k.zarr"))
+    assert_stats_match(left.attrs["stats"], right.attrs["stats"])
+    np.testing.assert_array_equal(left["images"][:], right["images"][:])
+
+
+def test_an_append_reads_a_stored_file_from_its_input_to_compare_it(tmp_path, caplog):
+    folder = tmp_path / "in"
+    recording(folder)
+    out = tmp_path / "s.zarr"
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(folder / "h.wav", first / "h.wav")  # alone in its run: never hashed
+    shutil.copy(folder / "g.ogg", first / "g.ogg")
+    preprocess(first, out, CONFIG, executor=LoopExecutor())
+    assert open_store(out).array("pcm_md5").tolist() == ["", ""]
+    later = tmp_path / "later"
+    later.mkdir()
+    y = sf.read(folder / "h.wav", dtype="int16")[0]
+    sf.write(later / "h-again.flac", y, 44100, subtype="PCM_16")
+    added = preprocess(later, out, append=True, executor=LoopExecutor())
+    assert added.duplicates == (("h.wav", "h-again.flac"),)
+    assert open_store(out).array("duplicate_of").tolist() == [-1, -1, 1]
+    # A stored file that can no longer be read is not compared, and the run says so.
+    (first / "g.ogg").unlink()
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(folder / "g.ogg", again / "g-copy.ogg")
+    with caplog.at_level(logging.WARNING, logger="melpipe"):
+        added = preprocess(again, out, append=True, executor=LoopExecutor())
+    assert added.duplicates == ()
+    assert "1 files could not be read whole" in caplog.text and "g.ogg" in caplog.text
+
+
+def test_scan_lists_the_duplicates_and_what_it_read(tmp_path):
+    folder = tmp_path / "in"
+    recording(folder)
+    out = run_cli("scan", folder, "--duplicates").stdout
+    assert "3 files repeat the bytes or PCM samples of an earlier one, in 1 groups" in out
+    assert "a.wav = b.flac = c.aiff = d.wav" in out
+    read = sum((folder / n).stat().st_size for n in ("a.wav", "c.aiff", "d.wav", "e.wav",
+                                                     "f.wav"))  # fmt: skip
+    assert f"8 headers read; 5 files that share a size or a length with another read whole, " \
+           f"{read / 1e6:.1f} MB" in out  # fmt: skip
+
+
+def test_a_split_keeps_every_duplicate_group_on_one_side(tmp_path):
+    folder = tmp_path / "in"
+    tones(folder, 30, seed=4)
+    for i in range(0, 30, 3):  # ten files stored twice, under another name and container
+        y, rate = sf.read(folder / f"t{i:02d}.wav", dtype="int16")
+        sf.write(folder / f"copy{i:02d}.flac", y, rate, subtype="PCM_16")
+    out = tmp_path / "s.zarr"
+    preprocess(folder, out, CONFIG, executor=LoopExecutor())
+    reader = open_store(out)
+    group = np.where(reader.array("duplicate_of") < 0, np.arange(40), reader.array("duplicate_of"))
+    assert len(set(group.tolist())) == 30
+    for seed in range(20):
+        train, val = reader.split_by_file(0.3, seed=seed)
+        assert not set(group[reader.file_index[train]]) & set(group[reader.file_index[val]])
+        assert len(train) + len(val) == len(reader) and len(val)
+    # Appending files never moves one that was there from its side.
+    before = reader.split_by_file(0.3, seed=1)[1]
+    tones(tmp_path / "later", 10, seed=11, prefix="z")
+    preprocess(tmp_path / "later", out, append=True, executor=LoopExecutor())
+    after = open_store(out).split_by_file(0.3, seed=1)[1]
+    assert set(before.tolist()) == set(after.tolist()) & set(range(len(reader)))
+
+
+# --- What a run reads ------------------------------------------------------------------
+
+
+def bytes_read() -> int:
+    """Bytes this process has read through read(2) and its kin so far (Linux's rchar):
+    from the page cache too, so it counts what was asked for, not what the disk gave."""
+    line = next(x for x in Path("/proc/self/io").read_text().splitlines() if x.startswith("rchar"))
+    return int(line.split()[1])
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> dict[str, tuple[Path, int]]:
+    """A minute of 44.1 kHz stereo as a WAV, and a little less as a FLAC (of one length,
+    they would be read whole to compare their samples): 20 MB to read whole; and the
+    same two cut to three seconds. By name, each folder and its size."""
+    rng = np.random.default_rng(9)
+    y = (0.2 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
+    found = {}
+    for name, seconds in (("long", 60), ("short", 3)):
+        folder = tmp_path_factory.mktemp(name)
+        sf.write(folder / "a.wav", y[: seconds * 44100], 44100, subtype="PCM_16")
+        sf.write(folder / "b.flac", y[: (seconds - 1) * 44100], 44100, subtype="PCM_16")
+        found[name] = folder, sum(p.stat().st_size for p in folder.iterdir())
+    return found
+
+
+def read_by_a_run(folder: Path, tmp_path: Path, **options) -> int:
+    """Bytes a run on ``folder`` reads, once this process has imported what a run needs."""
+    config = SpectrogramConfig.from_options(n_mels=32, **options)
+    run = functools.partial(preprocess, folder, config=config, executor=LoopExecutor(),
+                            batch_size=128)  # fmt: skip
+    run(tmp_path / "first.zarr")
+    before = bytes_read()
+    run(tmp_path / "s.zarr")
+    return bytes_read() - before
+
+
+def test_a_default_run_reads_no_further_into_a_file_than_its_clip(recordings, tmp_path):
+    long, short = (read_by_a_run(recordings[n][0], tmp_path / n) for n in ("long", "short"))
+    # A minute or three seconds: the same clips, the same reads (the decoders' buffers aside).
+    assert abs(long - short) < 64 * 1024, (long, short)
+
+
+@pytest.mark.parametrize("peak", [None, 0.95])
+def test_with_every_window_a_run_reads_each_file_once(recordings, tmp_path, peak):
+    """Whether or not each file's peak is measured, for peak_normalize: in one reading.
+    Twice would be 2; what is read beside the audio is pass 1's log-mels (7%), the
+    resampler's warm-up at each span (3%) and the store's metadata."""
+    folder, size = recordings["long"]
+    read = read_by_a_run(folder, tmp_path, segments="all", peak_normalize=peak)
+    assert 0.95 * size <= read <= 1.3 * size, (read, size)
