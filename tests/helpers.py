@@ -316,6 +316,7 @@ def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> 
             [f"{i + 1:032x}" if ok else "" for i, ok in enumerate(decoded)], dtype=object
         ),
         "bytes_sha256": np.array([f"{i:064x}" for i in range(n_files)], dtype=object),
+        "probe": np.where(decoded, np.arange(n_files) * 7919 + 1, 0),
         "duplicate_of": np.full(n_files, -1, np.int64),
         "n_clips": n_clips,
         "first_clip": np.cumsum(n_clips) - n_clips,

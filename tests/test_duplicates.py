@@ -131,14 +131,18 @@ def test_float_samples_hash_as_little_endian_floats_and_lossy_ones_not_at_all(tm
         assert (info.pcm_format, info.pcm_md5) == ("", "")
 
 
-def test_only_groups_with_a_new_file_are_read_and_hashes_decide():
-    sizes = [10, 10, 20, 20, 30, 0, 0]
-    new = np.array([False, False, False, True, True, True, True])
-    assert duplicates.shared(sizes, new).tolist() == [False, False, True, True, False, False,
-                                                      False]  # fmt: skip
-    digests = np.array(["", "", "x", "", "", "", ""], dtype=object)
-    want, _ = duplicates.wanted(sizes, [""] * 7, digests, digests.copy(), new)
-    assert want.tolist() == [False, False, False, True, False, False, False]  # x is known
+def test_only_groups_with_a_new_file_and_one_probe_are_read_and_hashes_decide():
+    # Two of the store's files, then seven new ones: a group of the store's alone is not
+    # read again, a known hash not again either, one size with two probes is no group,
+    # a size of 0 (a file that did not decode) matches nothing.
+    sizes = [10, 10, 20, 20, 30, 40, 40, 0, 0]
+    probes = [1, 1, 5, 5, 5, 7, 8, 3, 3]
+    new = np.arange(9) >= 2
+    digests = np.array(["", "", "x", *[""] * 6], dtype=object)
+    want, _ = duplicates.wanted(sizes, [""] * 9, probes, digests, digests.copy(), new)
+    assert np.flatnonzero(want).tolist() == [3]
+    _, by_shape = duplicates.wanted([0] * 9, ["s"] * 9, probes, digests, digests.copy(), new)
+    assert np.flatnonzero(by_shape).tolist() == [3, 4, 7, 8]  # 2 has its MD5 already
     shape = duplicates.shape_of("s16le", 44100, 2, 5)
     assert (
         duplicates.shape_of("", 44100, 2, 5) == "" and duplicates.shape_of("s16le", 8, 1, 0) == ""
@@ -177,21 +181,45 @@ def test_a_run_finds_copies_and_lossless_re_encodings_and_reads_only_the_candida
     names = store.file_paths.tolist()
     assert names == ["a.wav", "b.flac", "c.aiff", "d.wav", "e.wav", "f.wav", "g.ogg", "h.wav"]
     assert store.array("duplicate_of").tolist() == [-1, 0, 0, 0, -1, -1, -1, -1]
-    # Bytes hashed only where another file has the size: the WAV, its copy, the other
-    # rate's and the other recording's (their headers and data are as long).
+    # Bytes hashed only where another file has the size and the same first window: the
+    # WAV and its copy (the other rate and the other recording are as long, but their
+    # first windows differ).
     sizes = [(folder / n).stat().st_size for n in names]
     assert store.array("size").tolist() == sizes
-    hashed = ("a.wav", "d.wav", "e.wav", "f.wav")
-    digests = [hashlib.sha256((folder / n).read_bytes()).hexdigest() if n in hashed else ""
-               for n in names]  # fmt: skip
+    assert sizes[0] == sizes[3] == sizes[4] == sizes[5]
+    digests = [hashlib.sha256((folder / n).read_bytes()).hexdigest() if n in ("a.wav", "d.wav")
+               else "" for n in names]  # fmt: skip
     assert store.array("bytes_sha256").tolist() == digests
-    # Samples hashed where another file has the format, rate, channels and length, and
-    # a FLAC's known from its header anyway; the other rate, lengths and the OGG: never.
+    # Samples hashed where another file has the format, rate, channels, length and first
+    # window, and a FLAC's known from its header anyway: never the other rate's, the other
+    # recording's, nor those of the OGG and the longer WAV.
     md5 = expected["md5"]
-    assert store.array("pcm_md5").tolist() == [md5, md5, md5, md5, "", expected["reversed"],
-                                               "", ""]  # fmt: skip
+    assert store.array("pcm_md5").tolist() == [md5] * 4 + [""] * 4
     assert store.array("pcm_format").tolist() == ["s16le"] * 6 + ["", "s16le"]
     assert store.array("frames").tolist() == [44100] * 6 + [30000, 88200]
+    # The longer WAV begins with the recording: its first window, and probe, are the
+    # WAV's; its length keeps it apart.
+    probes = store.array("probe").tolist()
+    assert len(set(probes[:4])) == 1 and probes[7] == probes[0] and len(set(probes)) == 4
+
+
+def test_files_of_one_length_are_read_whole_only_where_their_first_windows_agree(tmp_path):
+    """Clips of one length and format (a dataset cut to one second) all share a size and
+    a shape: only the copy and its original are hashed, not the others."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        y = (0.3 * rng.standard_normal(16000) * 32767).astype(np.int16)
+        sf.write(folder / f"clip{i:02d}.wav", y, 16000, subtype="PCM_16")
+    shutil.copy(folder / "clip03.wav", folder / "copy.wav")
+    report = preprocess(folder, tmp_path / "s.zarr", CONFIG, executor=LoopExecutor())
+    assert report.duplicates == (("clip03.wav", "copy.wav"),)
+    store = open_store(tmp_path / "s.zarr")
+    read = [name for name, digest in zip(store.file_paths, store.array("bytes_sha256"),
+                                         strict=True) if digest]  # fmt: skip
+    assert read == ["clip03.wav", "copy.wav"]
+    assert [bool(m) for m in store.array("pcm_md5")] == [n in read for n in store.file_paths]
 
 
 def test_dropped_duplicates_leave_the_statistics_and_images_of_the_files_kept(tmp_path):

@@ -8,7 +8,10 @@ gives for free and a WAV's or AIFF's samples give by reading them, byte order no
 
 Only files that could be the same are read whole: those that share their size with
 another (for the bytes), or their sample format, rate, channels and length (for the
-samples). Each group that holds one of a run's files is hashed, the store's files in it
+samples), and what their first window gave in pass 1 (its level and log-mel extrema, the
+:func:`probe_of` it): the same bytes or samples decode to the same bits, so files whose
+first windows differ are not copies, and a dataset of clips of one length is not read
+twice over. Each group that holds one of a run's files is hashed, the store's files in it
 too for an append; a default run reads every other file no further than its clips.
 
 Each file's ``duplicate_of`` is then the first file before it, in store order, with its
@@ -42,13 +45,23 @@ def key_of(bytes_sha256: str, shape: str, pcm_md5: str) -> str:
     return f"bytes:{bytes_sha256}" if bytes_sha256 else ""
 
 
+def probe_of(level: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Each file's first window as pass 1 found it (its RMS level, log-mel minimum and
+    maximum, float32) folded into a nonzero int64: files with the same bytes, or the same
+    PCM samples at one rate, decode to the same bits and give the same; most others not."""
+    values = (level, low, high)
+    bits = np.stack([np.asarray(v, "<f4").view("<u4").astype(np.uint64) for v in values])
+    folded = (bits[0] << np.uint64(32) | bits[1]) ^ (bits[2] * np.uint64(0x9E3779B97F4A7C15))
+    return (folded | np.uint64(1)).view(np.int64)
+
+
 def shared(keys: Sequence[object], new: np.ndarray) -> np.ndarray:
-    """Whether each file's ``keys`` value (a size, or a shape; 0 or "" for none) is also
-    another file's, in a group that holds at least one ``new`` file: the files to hash.
-    Groups of the store's files alone were compared when the later of them was added."""
+    """Whether each file's ``keys`` value (None for none) is also another file's, in a
+    group that holds at least one ``new`` file: the files to hash. Groups of the store's
+    files alone were compared when the later of them was added."""
     rows_of: dict[object, list[int]] = {}
     for row, key in enumerate(keys):
-        if key:
+        if key is not None:
             rows_of.setdefault(key, []).append(row)
     result = np.zeros(len(keys), bool)
     for rows in rows_of.values():
@@ -60,14 +73,18 @@ def shared(keys: Sequence[object], new: np.ndarray) -> np.ndarray:
 def wanted(
     sizes: Sequence[int],
     shapes: Sequence[str],
+    probes: Sequence[int],
     digests: np.ndarray,
     md5s: np.ndarray,
     new: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which files to read whole for the hash of their bytes, and which for their samples':
-    those whose size, or shape, another file shares (:func:`shared`), and whose hash is
-    not known yet (""). One row per file, the store's first; ``new`` marks a run's."""
-    return shared(sizes, new) & (digests == ""), shared(shapes, new) & (md5s == "")
+    those whose size, or shape, and probe another file shares (:func:`shared`), and whose
+    hash is not known yet (""). One row per file, the store's first; ``new`` marks a
+    run's; a size of 0, a shape of "" or a probe of 0 is compared with nothing."""
+    by_size = [(s, p) if s and p else None for s, p in zip(sizes, probes, strict=True)]
+    by_shape = [(h, p) if h and p else None for h, p in zip(shapes, probes, strict=True)]
+    return shared(by_size, new) & (digests == ""), shared(by_shape, new) & (md5s == "")
 
 
 def assign(

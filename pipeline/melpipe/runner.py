@@ -440,6 +440,7 @@ class _Run:
         title = f"pass 1/{plan.n_passes}: statistics"
         results = self._pass(title, statistics_batch, items, WindowResults)
         files = FileValues.of(len(self.paths), surveyed, results.files, windows.peaks)
+        files = dataclasses.replace(files, probe=_probes(windows, results, len(self.paths)))
         windows = windows.with_peaks(files.peak)  # as measured, for what decodes again
         self.clock.lap("statistics")
         files = _find_duplicates(files, self.added, self.base, self.request, self._pass)
@@ -588,8 +589,9 @@ def _find_duplicates(
     shape = [s for f in both for s in _shapes(f)]
     digests = np.concatenate([f.bytes_sha256 for f in both])
     md5s = np.concatenate([f.pcm_md5 for f in both])
+    probe = np.concatenate([np.where(f.decoded, f.probe, 0) for f in both]).tolist()
     new = np.arange(len(size)) >= n_old
-    want_bytes, want_pcm = duplicates.wanted(size.tolist(), shape, digests, md5s, new)
+    want_bytes, want_pcm = duplicates.wanted(size.tolist(), shape, probe, digests, md5s, new)
     rows = np.flatnonzero(want_bytes | want_pcm).tolist()
     paths = [*(base.paths if base else ()), *added.paths]
     title = "duplicates: files that share a size or a length with another"
@@ -609,6 +611,18 @@ def _find_duplicates(
         pcm_md5=md5s[n_old:],
         duplicate_of=duplicates.assign(digests.tolist(), shape, md5s.tolist(), old),
     )
+
+
+def _probes(windows: Windows, results: WindowResults, n_files: int) -> np.ndarray:
+    """Each file's :func:`melpipe.duplicates.probe_of` its first window, 0 where that
+    did not decode."""
+    first = np.flatnonzero(np.diff(windows.file, prepend=-1))
+    first = first[results.ok[first]]
+    probes = np.zeros(n_files, np.int64)
+    probes[windows.file[first]] = duplicates.probe_of(
+        results.level[first], results.min[first], results.max[first]
+    )
+    return probes
 
 
 def _shapes(files: FileValues) -> list[str]:

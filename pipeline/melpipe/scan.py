@@ -114,8 +114,10 @@ def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
               else "" for h, k in zip(headers, ok, strict=True)]  # fmt: skip
     digests = np.full(len(headers), "", dtype=object)
     md5s = np.array([h.pcm_md5 for h in headers], dtype=object)
-    new = np.ones(len(headers), bool)
-    want_bytes, want_pcm = duplicates.wanted(sizes, shapes, digests, md5s, new)
+    # No file is decoded here, so none has a probe to tell it from others of its size or
+    # length: those are all read whole.
+    new, probes = np.ones(len(headers), bool), [1] * len(headers)
+    want_bytes, want_pcm = duplicates.wanted(sizes, shapes, probes, digests, md5s, new)
     rows = np.flatnonzero(want_bytes | want_pcm).tolist()
     for i in rows:
         try:

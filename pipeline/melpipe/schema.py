@@ -29,7 +29,7 @@ from melpipe.stats import Figures, GlobalStats, StatsName, histogram_grid
 
 FORMAT = "melpipe"
 # 9: duplicates from PCM samples and bytes, read only where another file could be the same:
-#    the file arrays frames, size, pcm_format and pcm_md5, no samples_sha256.
+#    the file arrays frames, size, pcm_format, pcm_md5 and probe, no samples_sha256.
 # 8: a table of sources (the run, then each append), each file's source and hashes, the
 #    histogram per source.
 # 7: every convention of the analysis a config key (presets), each file's peak.
@@ -138,10 +138,14 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("pcm_md5", ("file",), "str", "", Step.CHOSEN,
               "MD5 of the PCM samples, interleaved, little-endian, as a FLAC's STREAMINFO "
               'holds it; "" where not known (read only where another file had the same '
-              "pcm_format, sample rate, channels and frames)"),
+              "pcm_format, sample rate, channels, frames and probe)"),
+    ArraySpec("probe", ("file",), "int64", 0, Step.CHOSEN,
+              "the file's first window as pass 1 found it (its level and log-mel extrema, "
+              "folded into one integer): files with the same samples or bytes give the same; "
+              "0 where it did not decode"),
     ArraySpec("bytes_sha256", ("file",), "str", "", Step.CHOSEN,
               'SHA-256 of the file\'s bytes; "" where not read (read only where another file '
-              "had the same size)"),
+              "had the same size and probe)"),
     ArraySpec("duplicate_of", ("file",), "int64", -1, Step.CHOSEN,
               "the first file (in store order) with the same PCM samples or bytes, or -1: "
               "duplicates share a side of a split"),

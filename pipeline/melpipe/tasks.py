@@ -428,6 +428,7 @@ class FileValues:
     pcm_format: np.ndarray  # str (object), "" where not PCM
     pcm_md5: np.ndarray  # str (object), "" where not known
     bytes_sha256: np.ndarray  # str (object), "" where not read
+    probe: np.ndarray  # int64, what its first window gave (duplicates.probe_of); 0: none
     duplicate_of: np.ndarray  # int64, -1 where none
 
     @classmethod
@@ -448,6 +449,7 @@ class FileValues:
             "peak": np.full(n_files, np.nan), "pcm_format": np.full(n_files, "", dtype=object),
             "pcm_md5": np.full(n_files, "", dtype=object),
             "bytes_sha256": np.full(n_files, "", dtype=object),
+            "probe": np.zeros(n_files, np.int64),
             "duplicate_of": np.full(n_files, -1, np.int64),
         }  # fmt: skip
         # Pass 1's findings after the survey's: its header is the later reading, and a
