@@ -163,6 +163,7 @@ class Outage:
 
         self.target = target_port
         self.port = free_port()
+        self.received = 0  # bytes the server sent through the relay
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -203,12 +204,16 @@ class Outage:
             with self._lock:
                 self._sockets |= {client, server}
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, a is server),
+                                 daemon=True).start()  # fmt: skip
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
+                if count:
+                    with self._lock:
+                        self.received += len(data)
         except OSError:
             pass
         finally:

@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 
+from melpipe.audio import URL_BLOCK
 from melpipe.errors import RunLockedError, StoreError
 from melpipe.executors import LoopExecutor
 from melpipe.reader import open_store
@@ -215,3 +217,43 @@ def test_an_append_to_a_store_on_object_storage_equals_one_on_local_disk(s3, tmp
     assert remote.file_paths.tolist() == reference.file_paths.tolist()
     assert remote.attrs.grown == reference.attrs.grown
     assert len(before) == 10 and np.array_equal(before[:], reference[:10])
+
+
+@pytest.fixture
+def counted_s3(s3, tmp_path, monkeypatch):
+    """The S3 server reached through a relay that counts the bytes it sends, with two
+    long recordings under long/ (a minute of 44.1 kHz stereo, as a WAV and a FLAC) and
+    the same two cut to three seconds under short/."""
+    import s3fs
+
+    from tests.processes import Outage
+
+    relay = Outage(int(s3["env"]["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]))
+    rng = np.random.default_rng(9)
+    y = (0.2 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
+    for name, seconds in (("long", 60), ("short", 3)):
+        folder = tmp_path / name
+        folder.mkdir()
+        sf.write(folder / "a.wav", y[: seconds * 44100], 44100, subtype="PCM_16")
+        sf.write(folder / "b.flac", y[: (seconds - 1) * 44100], 44100, subtype="PCM_16")
+        s3["fs"].put(f"{folder}/", f"bucket/{name}/", recursive=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{relay.port}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield relay, sum(f.stat().st_size for f in (tmp_path / "long").iterdir())
+    relay.cut()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_default_run_fetches_of_each_object_its_header_and_clip(counted_s3, config, tmp_path):
+    """Objects are fetched in blocks of URL_BLOCK (with s3fs's default, 50 MiB, every
+    object was fetched whole): two recordings of a minute, 20 MB, cost a block each."""
+    relay, size = counted_s3
+    received = {}
+    for name in ("long", "short"):
+        before = relay.received
+        preprocess(f"s3://bucket/{name}", tmp_path / f"{name}.zarr", config,
+                   executor=LoopExecutor())  # fmt: skip
+        received[name] = relay.received - before
+    # The listing, the responses' headers: a few kB. The short files: whole, under a block.
+    assert received["long"] <= 2 * URL_BLOCK + 128 * 1024, received
+    assert received["long"] < 0.25 * size and received["short"] < received["long"], received

@@ -275,7 +275,7 @@ def read_whole(location: str, digest: bool, samples: bool, peak: bool, rate: int
         raise OSError(errno.EIO, "the file could not be read whole")
     if not (samples or peak):
         return WholeFile(size=size, bytes_sha256=sha)
-    with open_audio(location) as (f, info):
+    with open_audio(location, whole=True) as (f, info):
         md5 = pcm_md5(f, info.pcm_format) if samples and info.pcm_format else ""
         loudest = peak_of(f, rate) if peak else math.nan
     return WholeFile(info.size, info.modified, sha, md5, loudest)
@@ -302,11 +302,21 @@ def check_length(f: sf.SoundFile) -> None:
     f.seek(0)
 
 
+# Bytes fetched at a time from object storage for a file's windows: s3fs's default, 50
+# MiB, fetched whole objects of most files to decode their first second. 2 MiB holds a
+# header and a clip of most files in one request.
+URL_BLOCK = 2 << 20
+
+
 @contextlib.contextmanager
-def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, FileInfo]]:
+def open_audio(
+    path: str | os.PathLike[str], *, whole: bool = False
+) -> Iterator[tuple[sf.SoundFile, FileInfo]]:
     """Open a file whose header shows it can give a clip, as a context manager: the open
     file, and what its header says (:class:`FileInfo`, with the file's size and time of
-    last modification as it was opened, and for a FLAC its STREAMINFO's MD5).
+    last modification as it was opened, and for a FLAC its STREAMINFO's MD5). ``whole``:
+    it will be read to its end (on object storage, in the file system's large blocks;
+    otherwise in blocks of :data:`URL_BLOCK`).
 
     Only a regular file is opened: a FIFO or a device named ``x.wav`` (or a link to one)
     would block a reader forever or never end, so the path is opened without blocking
@@ -327,7 +337,9 @@ def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[sf.SoundFile, Fil
         # holding the header and the needed samples are fetched.
         import fsspec
 
-        with fsspec.open(location, "rb") as raw, sf.SoundFile(raw) as f:
+        fs, inner = fsspec.core.url_to_fs(location)
+        block = {} if whole else {"block_size": URL_BLOCK}
+        with fs.open(inner, "rb", **block) as raw, sf.SoundFile(raw) as f:
             check_header(f)
             stamp = _stamp_of(getattr(raw, "details", None) or {})
             flac = flac_stream_info(_reader_at(raw)) if f.format == "FLAC" else None
@@ -438,7 +450,7 @@ def read_windows(
     """
     starts = np.asarray(starts, dtype=np.int64)
     clips = np.zeros((len(starts), n_samples), dtype=np.float32) if out is None else out
-    with open_audio(path) as (f, header):
+    with open_audio(path, whole=peak) as (f, header):
         n_audio = resampled_length(f.frames, f.samplerate, sample_rate)
         if peak:
             loudest = _whole(f, n_audio, sample_rate, starts, clips)
