@@ -65,9 +65,9 @@ NEW_ARRAYS = {"peak": np.nan}
 # New in format 8 (melpipe 0.5, appends and duplicates): each file's source and hashes,
 # the histogram one row per source, and the client's arrays in chunks of ROW_CHUNK rows.
 # New in format 9 (melpipe 0.6, duplicates without decoding): each file's length in frames,
-# size, PCM format and the MD5 of its samples, where read.
+# size, PCM format, first window's probe and the MD5 of its samples, where read.
 FILE_TABLE = {"source", "bytes_sha256", "duplicate_of", "frames", "size", "pcm_format",
-              "pcm_md5"}  # fmt: skip
+              "pcm_md5", "probe"}  # fmt: skip
 # A file that fails to decode may have its duration, rate and channels where its header
 # gives them (the survey of `--segments all` reads it); format 5 had them only for files
 # that decoded.
