@@ -129,7 +129,7 @@ def test_a_store_of_another_format_version_is_refused(finished_store, tmp_path):
     shutil.copytree(finished_store, copy)
     group = zarr.open_group(copy, mode="r+", use_consolidated=False)
     group.attrs["format_version"] = 2
-    with pytest.raises(StoreError, match=r"format version 2.*Run preprocess again"):
+    with pytest.raises(StoreError, match=r"format version 2.*Make it again: preprocess its input"):
         open_store(copy)
 
 

@@ -104,8 +104,8 @@ class FileInfo:
     peak: float = math.nan  # the greatest |sample| at the store's rate, where measured
     # What tells duplicates (docs/cli.md, "Duplicates"): the PCM sample format of lossless
     # audio (:data:`PCM_FORMATS`, "" for any other encoding), the MD5 of its samples in
-    # that format where known (a FLAC's header holds it), and the SHA-256 of the bytes,
-    # where read (only files that another shares its size or audio's shape with are).
+    # that format where known (a FLAC's header holds it), and the SHA-256 of its bytes
+    # where read (only where another file could be its copy).
     pcm_format: str = ""
     pcm_md5: str = ""
     bytes_sha256: str = ""

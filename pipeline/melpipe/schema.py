@@ -392,7 +392,9 @@ class StoreAttrs:
             raise StoreError(
                 f"{where} has melpipe format version {data.get('format_version')!r} (its "
                 f"'format_version' attribute); this version of melpipe reads version "
-                f"{FORMAT_VERSION}. Run preprocess again."
+                f"{FORMAT_VERSION}. Make it again: preprocess its input, "
+                f"{data.get('input', '(not recorded)')!r}, to it with `overwrite=True` and the "
+                "options its config attribute lists (docs/store-format.md, 'Earlier versions')."
             )
         try:
             attrs = records.from_dict(cls, data)

@@ -376,8 +376,8 @@ class WholeItem:
 
     files: tuple[int, ...]
     locations: tuple[str, ...]
-    bytes: tuple[bool, ...]
-    pcm: tuple[bool, ...]
+    digest: tuple[bool, ...]
+    samples: tuple[bool, ...]
     peak: tuple[bool, ...]
 
 
@@ -400,8 +400,8 @@ def whole_batch(item: WholeItem, run: RunContext) -> WholeFiles:
     """Read each file of ``item`` whole for what it needs (:class:`WholeItem`); a file
     that fails is recorded, not raised."""
     found = {}
-    for row, location, digest, samples, peak in zip(item.files, item.locations, item.bytes,
-                                                    item.pcm, item.peak, strict=True):  # fmt: skip
+    needs = zip(item.files, item.locations, item.digest, item.samples, item.peak, strict=True)
+    for row, location, digest, samples, peak in needs:
         try:
             found[row] = read_whole(location, digest, samples, peak, run.config.sample_rate)
         except Exception as exc:  # one unreadable file must never stop the run
