@@ -446,3 +446,20 @@ def tones(folder: Path, n: int, seed: int, rate: int = 22050, prefix: str = "t")
         y = rng.uniform(0.05, 0.9) * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * np.exp(-3 * t)
         sf.write(folder / f"{prefix}{i:02d}.wav", y.astype(np.float32), rate, subtype="PCM_16")
     return folder
+
+
+def long_and_short(root: Path) -> dict[str, tuple[Path, int]]:
+    """A minute of 44.1 kHz stereo noise as a WAV, and a second less as a FLAC (of one
+    length, they would be read whole to compare their samples), 20 MB in all, under
+    ``root/long``; the same two cut to three and two seconds under ``root/short``. By
+    name, each folder and the bytes of its files."""
+    rng = np.random.default_rng(9)
+    y = (0.2 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
+    found = {}
+    for name, seconds in (("long", 60), ("short", 3)):
+        folder = root / name
+        folder.mkdir(parents=True)
+        sf.write(folder / "a.wav", y[: seconds * 44100], 44100, subtype="PCM_16")
+        sf.write(folder / "b.flac", y[: (seconds - 1) * 44100], 44100, subtype="PCM_16")
+        found[name] = folder, sum(p.stat().st_size for p in folder.iterdir())
+    return found

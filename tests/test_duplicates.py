@@ -27,7 +27,7 @@ from melpipe.config import SpectrogramConfig
 from melpipe.executors import LoopExecutor
 from melpipe.reader import open_store
 from melpipe.runner import preprocess
-from tests.helpers import assert_stats_match, run_cli, tones
+from tests.helpers import assert_stats_match, long_and_short, run_cli, tones
 
 CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)
 BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
@@ -314,18 +314,8 @@ def bytes_read() -> int:
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> dict[str, tuple[Path, int]]:
-    """A minute of 44.1 kHz stereo as a WAV, and a little less as a FLAC (of one length,
-    they would be read whole to compare their samples): 20 MB to read whole; and the
-    same two cut to three seconds. By name, each folder and its size."""
-    rng = np.random.default_rng(9)
-    y = (0.2 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
-    found = {}
-    for name, seconds in (("long", 60), ("short", 3)):
-        folder = tmp_path_factory.mktemp(name)
-        sf.write(folder / "a.wav", y[: seconds * 44100], 44100, subtype="PCM_16")
-        sf.write(folder / "b.flac", y[: (seconds - 1) * 44100], 44100, subtype="PCM_16")
-        found[name] = folder, sum(p.stat().st_size for p in folder.iterdir())
-    return found
+    """Two long recordings and the same two cut short (:func:`long_and_short`)."""
+    return long_and_short(tmp_path_factory.mktemp("recordings"))
 
 
 def read_by_a_run(folder: Path, tmp_path: Path, **options) -> int:

@@ -8,14 +8,19 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from melpipe.audio import URL_BLOCK
 from melpipe.errors import RunLockedError, StoreError
 from melpipe.executors import LoopExecutor
 from melpipe.reader import open_store
 from melpipe.runner import preprocess
-from tests.helpers import Interrupted, interrupt_images_after, run_cli, write_dataset
+from tests.helpers import (
+    Interrupted,
+    interrupt_images_after,
+    long_and_short,
+    run_cli,
+    write_dataset,
+)
 from tests.processes import Processes, start_s3_server
 
 pytestmark = pytest.mark.s3
@@ -221,25 +226,19 @@ def test_an_append_to_a_store_on_object_storage_equals_one_on_local_disk(s3, tmp
 
 @pytest.fixture
 def counted_s3(s3, tmp_path, monkeypatch):
-    """The S3 server reached through a relay that counts the bytes it sends, with two
-    long recordings under long/ (a minute of 44.1 kHz stereo, as a WAV and a FLAC) and
-    the same two cut to three seconds under short/."""
+    """The S3 server reached through a relay that counts the bytes it sends, with the
+    recordings of :func:`long_and_short` under long/ and short/."""
     import s3fs
 
     from tests.processes import Outage
 
     relay = Outage(int(s3["env"]["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]))
-    rng = np.random.default_rng(9)
-    y = (0.2 * rng.standard_normal((60 * 44100, 2))).astype(np.float32)
-    for name, seconds in (("long", 60), ("short", 3)):
-        folder = tmp_path / name
-        folder.mkdir()
-        sf.write(folder / "a.wav", y[: seconds * 44100], 44100, subtype="PCM_16")
-        sf.write(folder / "b.flac", y[: (seconds - 1) * 44100], 44100, subtype="PCM_16")
+    folders = long_and_short(tmp_path)
+    for name, (folder, _) in folders.items():
         s3["fs"].put(f"{folder}/", f"bucket/{name}/", recursive=True)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{relay.port}")
     s3fs.S3FileSystem.clear_instance_cache()
-    yield relay, sum(f.stat().st_size for f in (tmp_path / "long").iterdir())
+    yield relay, folders["long"][1]
     relay.cut()
     s3fs.S3FileSystem.clear_instance_cache()
 

@@ -103,12 +103,10 @@ class FileInfo:
     modified: float = 0.0  # pass 2 checks that a file it decodes again is the same
     peak: float = math.nan  # the greatest |sample| at the store's rate, where measured
     # What tells duplicates (docs/cli.md, "Duplicates"): the PCM sample format of lossless
-    # audio (:data:`PCM_FORMATS`, "" for any other encoding), the MD5 of its samples in
-    # that format where known (a FLAC's header holds it), and the SHA-256 of its bytes
-    # where read (only where another file could be its copy).
+    # audio (:data:`PCM_FORMATS`, "" for any other encoding), and the MD5 of its samples
+    # in that format where its header holds it (a FLAC's).
     pcm_format: str = ""
     pcm_md5: str = ""
-    bytes_sha256: str = ""
 
     @classmethod
     def of(
@@ -249,11 +247,10 @@ def hash_bytes(path: str | os.PathLike[str]) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class WholeFile:
-    """What reading one file whole found, as its size and time stood ("" and NaN for what
+    """What reading one file whole found, and its size as it stood ("" and NaN for what
     was not asked, or where it failed: ``error`` says why)."""
 
     size: int = 0
-    modified: float = 0.0
     bytes_sha256: str = ""
     pcm_md5: str = ""
     peak: float = math.nan
@@ -278,7 +275,7 @@ def read_whole(location: str, digest: bool, samples: bool, peak: bool, rate: int
     with open_audio(location, whole=True) as (f, info):
         md5 = pcm_md5(f, info.pcm_format) if samples and info.pcm_format else ""
         loudest = peak_of(f, rate) if peak else math.nan
-    return WholeFile(info.size, info.modified, sha, md5, loudest)
+    return WholeFile(info.size, sha, md5, loudest)
 
 
 def check_length(f: sf.SoundFile) -> None:

@@ -47,10 +47,6 @@ def request() -> bool:
     return again or _deferred == 0 or _interruptible > 0
 
 
-def requested() -> bool:
-    return _requested.is_set()
-
-
 def check() -> None:
     """Raise ``KeyboardInterrupt`` if a stop was requested: a point where the run may end."""
     if _requested.is_set():

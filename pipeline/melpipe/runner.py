@@ -302,7 +302,7 @@ def _split(windows: Windows, batch_size: int) -> np.ndarray:
     if not len(windows):
         return np.empty(0, np.int64)
     batch = np.arange(len(windows)) // batch_size
-    first = np.flatnonzero(np.diff(windows.file, prepend=-1))
+    first = windows.first_rows()
     last = np.append(first[1:], len(windows)) - 1
     return windows.file[first][batch[first] != batch[last]]
 
@@ -616,7 +616,7 @@ def _find_duplicates(
 def _probes(windows: Windows, results: WindowResults, n_files: int) -> np.ndarray:
     """Each file's :func:`melpipe.duplicates.probe_of` its first window, 0 where that
     did not decode."""
-    first = np.flatnonzero(np.diff(windows.file, prepend=-1))
+    first = windows.first_rows()
     first = first[results.ok[first]]
     probes = np.zeros(n_files, np.int64)
     probes[windows.file[first]] = duplicates.probe_of(

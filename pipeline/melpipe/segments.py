@@ -141,7 +141,8 @@ class Piece:
 class Windows:
     """Every window a run analyses, in store order (file, then start): for each, the row
     of its file and its start sample at the target rate; and, with ``peak_normalize``,
-    each file's peak (the survey's)."""
+    each file's peak where known before its windows are decoded (NaN: measured by the task
+    that decodes them)."""
 
     file: np.ndarray  # int64
     start: np.ndarray  # int64
@@ -166,12 +167,9 @@ class Windows:
         """One window at the start of each file: ``--segments first``, no header needed."""
         return cls(np.arange(n_files, dtype=np.int64), np.zeros(n_files, dtype=np.int64))
 
-    def of_files(self, kept: np.ndarray) -> Windows:
-        """The windows of the files that ``kept`` (one bool per file) marks."""
-        if np.all(kept):
-            return self
-        rows = np.asarray(kept, bool)[self.file]
-        return Windows(self.file[rows], self.start[rows], self.peaks)
+    def first_rows(self) -> np.ndarray:
+        """The row of each file's first window, in file order (files with none left out)."""
+        return np.flatnonzero(np.diff(self.file, prepend=-1))
 
     def with_peaks(self, peaks: np.ndarray) -> Windows:
         return Windows(self.file, self.start, np.asarray(peaks, np.float64))
