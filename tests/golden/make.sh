@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The commands that made the golden stores in made/, run from made/ with melpipe 0.6.0
+# (commit 7a77609, store format 9) after `python make_audio.py audio` had made ../audio.
+# tests/test_golden.py runs these same commands with the code of the day, in a copy of this
+# folder, and compares every object they write and every line they print.
+set -euo pipefail
+melpipe=(${MELPIPE:-melpipe})
+run() {  # run NAME ARGS...: one command, its standard output kept as NAME.out
+    local name=$1
+    shift
+    "${melpipe[@]}" "$@" >>"$name.out"
+}
+run plain preprocess ../audio/first plain.zarr --scheduler sync --batch-size 2
+run append preprocess ../audio/first append.zarr --scheduler sync --batch-size 2
+run append preprocess ../audio append.zarr --append --scheduler sync
+run all preprocess ../audio all.zarr --segments all --max-clips-per-file 3 --scheduler sync \
+    --batch-size 3
+run hifigan preprocess ../audio hifigan.zarr --preset hifigan --segments all --duplicates drop \
+    --scheduler sync
+run specgan preprocess ../audio specgan.zarr --preset specgan --stats extrema --workers 2
+run plain info plain.zarr
