@@ -21,8 +21,10 @@ FILES = [
 def signal(rng: np.random.Generator, rate: int, channels: int, seconds: float) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
     columns = [
-        0.5 * np.sin(2 * np.pi * rng.uniform(150, rate / 5) * t * (1 + 0.3 * t) + c)
-        * np.exp(-rng.uniform(0.5, 2) * t) + 0.02 * rng.standard_normal(t.size)
+        0.5
+        * np.sin(2 * np.pi * rng.uniform(150, rate / 5) * t * (1 + 0.3 * t) + c)
+        * np.exp(-rng.uniform(0.5, 2) * t)
+        + 0.02 * rng.standard_normal(t.size)
         for c in range(channels)
     ]
     return np.stack(columns, axis=1).astype(np.float32)
