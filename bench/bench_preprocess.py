@@ -49,11 +49,11 @@ import zarr
 
 from bench.floor import floor
 from bench.measure import run_measured
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import list_audio_files
-from melpipe.segments import Piece
-from melpipe.stats import PixelStats
-from melpipe.tasks import analyse
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.segments import Piece
+from melpipe.analysis.stats import PixelStats
+from melpipe.run.tasks import analyse
+from melpipe.sources.discover import list_audio_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,7 +172,7 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
     logmels = [analyse(str(folder), b, config).logmel for b in batches]
     recompute = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        scratch = zarr.create_array(  # laid out as melpipe.store lays out images
+        scratch = zarr.create_array(  # laid out as melpipe.store.zarrstore lays out images
             f"{tmp}/scratch.zarr",
             shape=(n, *config.image_shape),
             dtype="float32",

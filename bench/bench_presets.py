@@ -36,10 +36,10 @@ from threadpoolctl import threadpool_limits
 
 from bench.compare_stats import collect_real
 from bench.floor import Kernel
-from melpipe.config import SpectrogramConfig
-from melpipe.features import spectrogram
-from melpipe.presets import PRESET_NAMES
-from melpipe.reader import open_store
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.features import spectrogram
+from melpipe.analysis.presets import PRESET_NAMES
+from melpipe.read.reader import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 64  # clips per timed call, as a task's batch

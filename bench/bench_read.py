@@ -31,9 +31,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from melpipe.errors import StoreError
-from melpipe.pictures import export_png
-from melpipe.reader import open_store
-from melpipe.schema import FORMAT_VERSION
+from melpipe.read.pictures import export_png
+from melpipe.read.reader import open_store
+from melpipe.store.schema import FORMAT_VERSION
 from melpipe.torch import (
     ChunkBatchSampler,
     ChunkShuffleSampler,

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from melpipe.reader import open_store
-from melpipe.stats import STATS_NAMES
+from melpipe.analysis.stats import STATS_NAMES
+from melpipe.read.reader import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = (".wav", ".aif", ".aiff", ".aifc", ".au", ".flac")

@@ -18,7 +18,7 @@ import librosa
 import numpy as np
 from PIL import Image
 
-from melpipe.discover import list_audio_files
+from melpipe.sources.discover import list_audio_files
 
 
 def log_mel(path: str, args: argparse.Namespace) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melpipe.config import SpectrogramConfig
-from melpipe.executors import DaskExecutor, LoopExecutor
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.run.executors import DaskExecutor, LoopExecutor
 from tests.helpers import write_dataset
 
 
@@ -65,7 +65,7 @@ def dask_executor(cluster_address: str) -> Iterator[DaskExecutor]:
 @pytest.fixture(scope="session")
 def finished_store(dataset: Path, config: SpectrogramConfig, tmp_path_factory) -> Path:
     """The session dataset preprocessed in plain loops, in chunks of 4 clips."""
-    from melpipe.runner import preprocess
+    from melpipe.run.runner import preprocess
 
     out = tmp_path_factory.mktemp("stores") / "finished.zarr"
     preprocess(dataset, out, config, executor=LoopExecutor(), batch_size=4)

@@ -18,8 +18,8 @@ import numpy as np
 import soundfile as sf
 import zarr
 
-from melpipe.config import SpectrogramConfig
-from melpipe.stats import BINS_PER_UNIT, GlobalStats, PixelSummary, Range, StatsOptions
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.stats import BINS_PER_UNIT, GlobalStats, PixelSummary, Range, StatsOptions
 
 # (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
 # real ones mix, with clips both shorter and longer than the default one-second clip.
@@ -326,7 +326,7 @@ def random_rows(rng: np.random.Generator, n: int, config: SpectrogramConfig) -> 
 
 def a_source(files: int, clips: int, **fields: Any) -> Any:
     """The table-of-sources entry of a run that added ``files`` files and ``clips`` clips."""
-    from melpipe.schema import SourceRecord
+    from melpipe.store.schema import SourceRecord
 
     values = dict(action="run", run_id="test-run", created="2026-11-26T00:00:00+00:00",
                   input="nowhere", first_file=0, files=files, first_clip=0, clips=clips,
@@ -342,10 +342,11 @@ def write_store(
     store module's own API."""
     import dataclasses
 
-    from melpipe import lock, store
-    from melpipe.plan import plan_batches
-    from melpipe.schema import Counts, Sizes, StatsRecord, StoreAttrs
-    from melpipe.stats import histogram_grid
+    from melpipe.analysis.stats import histogram_grid
+    from melpipe.run.plan import plan_batches
+    from melpipe.store import lock
+    from melpipe.store import zarrstore as store
+    from melpipe.store.schema import Counts, Sizes, StatsRecord, StoreAttrs
 
     clips, files = rows
     n, n_files = len(clips["file_index"]), len(files["path"])

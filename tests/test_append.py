@@ -14,12 +14,13 @@ import pytest
 import zarr
 from numcodecs import Zstd
 
-from melpipe import lock, store
-from melpipe.config import SpectrogramConfig
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
-from melpipe.stats import SCALES
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.stats import SCALES
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.store import lock
+from melpipe.store import zarrstore as store
 from tests.helpers import (
     Interrupted,
     assert_one_line_error,

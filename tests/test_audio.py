@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from melpipe.audio import BLOCK_FRAMES, describe_error, read_windows, resampled_length
 from melpipe.errors import EmptyAudioError, NonFiniteAudioError, TruncatedAudioError
+from melpipe.sources.audio import BLOCK_FRAMES, describe_error, read_windows, resampled_length
 from tests.helpers import synth
 
 
@@ -147,7 +147,7 @@ def test_the_end_of_a_file_decoded_from_inside_it_equals_librosa(
 
 @pytest.mark.parametrize("source_rate", [8000, 11025, 16000, 37800, 44100, 48000, 96000])
 def test_soxr_ends_a_whole_file_where_audio_expects(source_rate):
-    """The rule melpipe.audio relies on for where the whole file's resampled audio ends."""
+    """The rule melpipe.sources.audio relies on for where the whole file's resampled audio ends."""
     import soxr
 
     for frames in (1, 999, source_rate // 2 + 1, 3 * source_rate + 7, 242400, 222705):
@@ -157,7 +157,7 @@ def test_soxr_ends_a_whole_file_where_audio_expects(source_rate):
 
 @pytest.mark.parametrize("channels", range(1, 12))
 def test_the_mono_mix_is_librosas_bit_for_bit(rng, channels):
-    from melpipe.audio import _mono
+    from melpipe.sources.audio import _mono
 
     # As librosa.load holds them: soundfile's (frames, channels), transposed.
     samples = rng.standard_normal((5000, channels)).astype(np.float32)

@@ -30,9 +30,9 @@ import numpy as np
 import pytest
 import zarr
 
-from melpipe.executors import ONE_BLAS_THREAD
-from melpipe.features import ANALYSIS
-from melpipe.schema import ARRAYS, FORMAT, FORMAT_VERSION, ROW_CHUNK
+from melpipe.analysis.features import ANALYSIS
+from melpipe.run.executors import ONE_BLAS_THREAD
+from melpipe.store.schema import ARRAYS, FORMAT, FORMAT_VERSION, ROW_CHUNK
 from tests.helpers import (
     assert_arrays_match,
     assert_one_line_error,

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from melpipe import records
-from melpipe.config import SpectrogramConfig
+from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import ConfigError, RecordError
 
 

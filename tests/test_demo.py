@@ -1,7 +1,7 @@
 import numpy as np
 import soundfile as sf
 
-from melpipe.demo import generate_demo
+from melpipe.sources.demo import generate_demo
 
 
 def test_demo_is_deterministic_and_varied(tmp_path):

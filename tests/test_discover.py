@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from melpipe.discover import list_audio_files
 from melpipe.errors import InputError
+from melpipe.sources.discover import list_audio_files
 from tests.helpers import as_nobody, world_readable_folder
 
 

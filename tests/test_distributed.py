@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import trustme
 
-from melpipe.config import SpectrogramConfig
-from melpipe.demo import generate_demo
+from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import StoreError
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.sources.demo import generate_demo
 from tests.helpers import assert_same_bytes
 from tests.processes import Processes, n_workers_connected, start_dask_cluster, wait_for
 

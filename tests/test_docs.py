@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melpipe.schema import ARRAYS, RUN_STATE
+from melpipe.store.schema import ARRAYS, RUN_STATE
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -21,12 +21,12 @@ import pytest
 import soundfile as sf
 import zarr
 
-from melpipe import duplicates
-from melpipe.audio import flac_stream_info, open_audio, pcm_md5
-from melpipe.config import SpectrogramConfig
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.sources import duplicates
+from melpipe.sources.audio import flac_stream_info, open_audio, pcm_md5
 from tests.helpers import assert_stats_match, long_and_short, run_cli, tones
 
 CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)

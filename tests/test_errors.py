@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import melpipe
-from melpipe.config import SpectrogramConfig
+from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import ConfigError, MelpipeError
 from tests.helpers import assert_one_line_error, run_cli
 

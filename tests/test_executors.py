@@ -10,14 +10,14 @@ import psutil
 import pytest
 
 from melpipe.errors import ConfigError
-from melpipe.executors import (
+from melpipe.run.executors import (
     AutoExecutor,
     DaskExecutor,
     LoopExecutor,
     in_process_reason,
     open_executor,
 )
-from melpipe.plan import Work
+from melpipe.run.plan import Work
 from tests.helpers import run_cli
 from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
 
@@ -155,14 +155,14 @@ def worker_state(_: int, __: None) -> Values:
     the default filter bank built), and the BLAS threads."""
     from threadpoolctl import threadpool_info
 
-    from melpipe.features import mel_filters
+    from melpipe.analysis.features import mel_filters
 
     blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
     return Values(((mel_filters.cache_info().currsize > 0, frozenset(blas)),))
 
 
 def test_local_workers_start_with_the_analysis_imported_and_one_blas_thread():
-    # Forked from a process that ran it once (melpipe.warm): a first batch does not pay
+    # Forked from a process that ran it once (melpipe.run.warm): a first batch does not pay
     # for the imports; and BLAS must still run one thread per worker.
     with open_executor(workers=2) as executor:
         found = executor.map_reduce(worker_state, [0, 1, 2, 3], None, Values, Bar())

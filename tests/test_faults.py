@@ -16,10 +16,10 @@ import numpy as np
 import psutil
 import pytest
 
-from melpipe.config import SpectrogramConfig
-from melpipe.demo import generate_demo
-from melpipe.executors import LoopExecutor
-from melpipe.runner import preprocess
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.sources.demo import generate_demo
 from tests.helpers import assert_one_line_error, assert_same_arrays, run_cli, write_dataset
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melpipe.config import SpectrogramConfig
-from melpipe.features import (
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.features import (
     Analysis,
     _mel_blocks,
     count_empty_mel_filters,

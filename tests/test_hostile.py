@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from melpipe.errors import StoreError
-from melpipe.reader import open_store
+from melpipe.read.reader import open_store
 from tests.helpers import assert_one_line_error, copy_of, edit_attrs, run_cli
 
 
@@ -96,7 +96,7 @@ def test_a_link_in_place_of_the_lock_file_is_refused_and_never_written(dataset, 
                      check=False)  # fmt: skip
     assert_one_line_error(result, f"'{lock}' in it is a link")
     assert notes.read_text() == "a neighbour's notes\n"
-    from melpipe.lock import _open_lock_file
+    from melpipe.store.lock import _open_lock_file
 
     with pytest.raises(StoreError, match="is a link: melpipe never writes through one"):
         _open_lock_file(str(out / lock))  # and if it appeared after the run looked
@@ -232,7 +232,7 @@ def test_a_config_claiming_absurd_sizes_is_refused_before_anything_is_computed(
 
 
 def test_arrays_claiming_2_to_the_44_rows_are_refused_in_what_they_store(finished_store, tmp_path):
-    from melpipe.schema import ARRAYS
+    from melpipe.store.schema import ARRAYS
 
     store = copy_of(finished_store, tmp_path)
     edit_array_shapes(store, [a.name for a in ARRAYS if a.rows == "clip"], 2**44)
@@ -244,7 +244,7 @@ def test_arrays_claiming_2_to_the_44_rows_are_refused_in_what_they_store(finishe
 def test_finding_missing_chunks_costs_what_is_stored_not_what_is_claimed(tmp_path):
     import zarr
 
-    from melpipe.store import _missing_chunks, _stored_chunks
+    from melpipe.store.zarrstore import _missing_chunks, _stored_chunks
 
     array = zarr.create_array(tmp_path / "a.zarr", shape=(2**44, 3), chunks=(4, 3),
                               dtype="uint8", fill_value=0)  # fmt: skip
@@ -265,8 +265,8 @@ def test_a_file_replaced_between_the_passes_stops_the_run(
     import os
     import shutil
 
-    from melpipe.config import SpectrogramConfig
-    from melpipe.runner import preprocess
+    from melpipe.analysis.config import SpectrogramConfig
+    from melpipe.run.runner import preprocess
 
     audio = tmp_path / "audio"
     shutil.copytree(dataset, audio)

@@ -52,8 +52,8 @@ def test_the_run_stays_short():
 
 
 SWAPPED = """
-from melpipe.executors import LoopExecutor, ProgressBar
-from melpipe.tasks import AnalysisItem, ImagesItem, RunContext, WriteSummary, images_batch
+from melpipe.run.executors import LoopExecutor, ProgressBar
+from melpipe.run.tasks import AnalysisItem, ImagesItem, RunContext, WriteSummary, images_batch
 
 
 def given_pass_1_items(items: list[AnalysisItem], run: RunContext, bar: ProgressBar) -> None:

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from melpipe import lock
 from melpipe.errors import RunLockedError, StoreError
+from melpipe.store import lock
 
 
 def hold_until_killed(url: str, ready) -> None:

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from melpipe.audio import URL_BLOCK
 from melpipe.errors import RunLockedError, StoreError
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.sources.audio import URL_BLOCK
 from tests.helpers import (
     Interrupted,
     interrupt_images_after,
@@ -147,7 +147,7 @@ def test_unreachable_storage_is_a_clear_error_that_does_not_show_credentials(s3,
 
 
 def test_a_lease_on_object_storage_refuses_a_second_run_and_expires_when_abandoned(s3, config):
-    from melpipe import lock
+    from melpipe.store import lock
 
     url = "s3://bucket/leased.zarr"
     s3["fs"].invalidate_cache()

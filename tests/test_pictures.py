@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from melpipe.cli.app import main
 from PIL import Image
 
-from melpipe import pictures
-from melpipe.cli import main
-from melpipe.config import SpectrogramConfig
+from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import MelpipeError
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
+from melpipe.read import pictures
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
 
 
 def run(*args, code=0):

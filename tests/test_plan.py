@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import Listing
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.stats import Range
 from melpipe.errors import ConfigError, ResourceError, StoreError
-from melpipe.plan import (
+from melpipe.run.plan import (
     Found,
     Request,
     Resources,
@@ -21,8 +21,8 @@ from melpipe.plan import (
     plan_batches,
     tree_reduce,
 )
-from melpipe.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
-from melpipe.stats import Range
+from melpipe.sources.discover import Listing
+from melpipe.store.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
 from tests.helpers import a_source, simple_stats
 
 
@@ -254,9 +254,9 @@ def test_batch_memory_estimate_covers_what_a_batch_really_allocates(tmp_path, rn
 
     import soundfile as sf
 
-    from melpipe.scaling import scale_to_uint8
-    from melpipe.segments import Piece
-    from melpipe.tasks import analyse
+    from melpipe.analysis.scaling import scale_to_uint8
+    from melpipe.analysis.segments import Piece
+    from melpipe.run.tasks import analyse
 
     config = SpectrogramConfig.from_options(n_mels=64, segments="all")
     path = tmp_path / "long.wav"

@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from melpipe.config import SpectrogramConfig
-from melpipe.executors import LoopExecutor
-from melpipe.features import spectrogram
-from melpipe.presets import PRESET_NAMES, PRESETS
-from melpipe.reader import SpectrogramStore, open_store
-from melpipe.runner import preprocess
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.features import spectrogram
+from melpipe.analysis.presets import PRESET_NAMES, PRESETS
+from melpipe.read.reader import SpectrogramStore, open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
 from tests.helpers import (
     Interrupted,
     assert_images_match,
@@ -319,9 +319,9 @@ def test_a_preset_through_the_whole_pipeline(name, recordings, tmp_path):
 def test_image_top_db_scales_each_image_from_its_own_maximum(rng):
     """audio-diffusion's scale: each image's maximum at the top, 80 dB below it at the
     bottom; undone from each image's maximum, which it needs."""
+    from melpipe.analysis.scaling import image_to_logmel, scale_to_uint8
+    from melpipe.analysis.stats import Range
     from melpipe.errors import ArgumentError
-    from melpipe.scaling import image_to_logmel, scale_to_uint8
-    from melpipe.stats import Range
 
     scale = Range(-80 / (10 / math.log(10)), 0.0, relative=True)
     logmel = rng.uniform(-25, 0, (3, 4, 5)).astype(np.float32) + np.float32([[[0]], [[5]], [[-9]]])

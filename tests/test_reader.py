@@ -10,11 +10,11 @@ import soundfile as sf
 import xarray as xr
 import zarr
 
+from melpipe.analysis.segments import SILENCE_DB
 from melpipe.errors import ArgumentError, ClipIndexError, StoreError
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
-from melpipe.segments import SILENCE_DB
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
 from tests.helpers import GOOD_FILES, Interrupted, interrupt_images_after, librosa_clip_log_mel
 
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from melpipe import records
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import SkippedFolder
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.stats import Figures, GlobalStats, PixelSummary, Range, StatsOptions
 from melpipe.errors import RecordError, StoreError
-from melpipe.lock import Owner
-from melpipe.schema import Counts, StatsRecord, StatsSource, StoreAttrs
-from melpipe.stats import Figures, GlobalStats, PixelSummary, Range, StatsOptions
+from melpipe.sources.discover import SkippedFolder
+from melpipe.store.lock import Owner
+from melpipe.store.schema import Counts, StatsRecord, StatsSource, StoreAttrs
 from tests.helpers import a_source, simple_stats
 
 STATS = simple_stats((-15.0, 4.0), (-20.0, 6.0))

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import zarr
 
-from melpipe.config import SpectrogramConfig
+from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import ConfigError, InputError, StatisticsError, StoreError
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
-from melpipe.schema import RUN_STATE
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.store.schema import RUN_STATE
 from tests.helpers import (
     BROKEN_FILES,
     GOOD_FILES,
@@ -272,7 +272,7 @@ def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_
 def test_a_run_killed_just_before_its_completion_mark_finishes_without_work(
     dataset, config, tmp_path, monkeypatch
 ):
-    from melpipe import store
+    from melpipe.store import zarrstore as store
 
     out, reference_run = tmp_path / "almost.zarr", tmp_path / "reference.zarr"
     first = preprocess(dataset, reference_run, config, executor=SYNC, batch_size=4)

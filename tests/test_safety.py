@@ -17,13 +17,13 @@ import pytest
 import soundfile as sf
 import zarr
 
+from melpipe.analysis.segments import Piece
 from melpipe.errors import RunLockedError, StatisticsError, StoreError
-from melpipe.executors import LoopExecutor
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
-from melpipe.schema import RUN_STATE
-from melpipe.segments import Piece
-from melpipe.tasks import analyse
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.runner import preprocess
+from melpipe.run.tasks import analyse
+from melpipe.store.schema import RUN_STATE
 from tests.helpers import (
     Interrupted,
     as_nobody,
@@ -382,7 +382,7 @@ def test_an_all_silent_input_fails_cleanly_and_leaves_no_scratch(config, tmp_pat
 
 def test_a_run_that_lost_its_store_stops(dataset, config, tmp_path):
     """A run whose store another run took over (after a crash, say) writes nothing more."""
-    from melpipe import lock
+    from melpipe.store import lock
 
     out = tmp_path / "out.zarr"
     thread, pause, outcome = run_paused(dataset, out, config)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from melpipe.scaling import image_to_logmel, scale_to_uint8
-from melpipe.stats import Range
+from melpipe.analysis.scaling import image_to_logmel, scale_to_uint8
+from melpipe.analysis.stats import Range
 
 
 def reference_image(logmel, lo, hi):

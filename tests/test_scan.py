@@ -1,6 +1,6 @@
 from collections import Counter
 
-from melpipe.scan import format_report, scan
+from melpipe.sources.scan import format_report, scan
 from tests.helpers import BROKEN_FILES, GOOD_FILES
 
 

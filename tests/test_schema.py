@@ -6,10 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import SkippedFolder
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.stats import (
+    STATS_NAMES,
+    Figures,
+    GlobalStats,
+    PixelSummary,
+    Range,
+    StatsOptions,
+)
 from melpipe.errors import StoreError
-from melpipe.schema import (
+from melpipe.sources.discover import SkippedFolder
+from melpipe.store.schema import (
     ARRAYS,
     MARKER,
     WINDOW_ARRAYS,
@@ -21,7 +29,6 @@ from melpipe.schema import (
     arrays_of,
     store_entries,
 )
-from melpipe.stats import STATS_NAMES, Figures, GlobalStats, PixelSummary, Range, StatsOptions
 from tests.helpers import a_source, simple_stats
 
 text = st.text(max_size=20)

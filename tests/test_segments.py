@@ -14,13 +14,8 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melpipe.config import SpectrogramConfig
-from melpipe.errors import ConfigError
-from melpipe.executors import LoopExecutor
-from melpipe.plan import plan_batches
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
-from melpipe.segments import (
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.segments import (
     Windows,
     choose,
     choose_clips,
@@ -28,6 +23,11 @@ from melpipe.segments import (
     rms_db,
     window_starts,
 )
+from melpipe.errors import ConfigError
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.plan import plan_batches
+from melpipe.run.runner import preprocess
 from tests.helpers import librosa_log_mel, read_all, reference_image, run_cli, synth
 
 SYNC = LoopExecutor()
@@ -353,8 +353,8 @@ def test_scan_counts_the_clips_and_the_audio_they_hold(corpus):
 
 
 def test_a_long_file_is_decoded_once_per_pass_not_once_per_window(tmp_path, rng, monkeypatch):
-    from melpipe.segments import Piece
-    from melpipe.tasks import analyse
+    from melpipe.analysis.segments import Piece
+    from melpipe.run.tasks import analyse
 
     sf.write(tmp_path / "long.wav", synth(rng, 44100, 2, 20.0), 44100, subtype="PCM_16")
     config = config_of(segments="all", duration=0.5, segment_hop=0.25)
@@ -388,7 +388,7 @@ def test_a_two_hour_stereo_file_stays_within_bounded_worker_memory(tmp_path):
     resident memory stays under 600 MB, since files are decoded in blocks."""
     from distributed import Client, LocalCluster
 
-    from melpipe.executors import DaskExecutor
+    from melpipe.run.executors import DaskExecutor
 
     source = tmp_path / "in"
     source.mkdir()

@@ -17,15 +17,10 @@ import soundfile as sf
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from melpipe.config import SpectrogramConfig
-from melpipe.errors import StatisticsError
-from melpipe.executors import LoopExecutor
-from melpipe.plan import tree_reduce
-from melpipe.reader import open_store
-from melpipe.runner import preprocess
-from melpipe.scaling import image_to_logmel, scale_to_uint8
-from melpipe.segments import Piece
-from melpipe.stats import (
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.scaling import image_to_logmel, scale_to_uint8
+from melpipe.analysis.segments import Piece
+from melpipe.analysis.stats import (
     BINS_PER_UNIT,
     STATS_NAMES,
     Extrema,
@@ -36,7 +31,12 @@ from melpipe.stats import (
     histogram_grid,
     merge_all,
 )
-from melpipe.tasks import analyse
+from melpipe.errors import StatisticsError
+from melpipe.read.reader import open_store
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.plan import tree_reduce
+from melpipe.run.runner import preprocess
+from melpipe.run.tasks import analyse
 from tests.helpers import assert_one_line_error, librosa_log_mel, read_all, run_cli, synth
 
 SYNC = LoopExecutor()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from melpipe.reader import open_store
+from melpipe.read.reader import open_store
 from melpipe.torch import (
     ChunkBatchSampler,
     ChunkShuffleSampler,
@@ -183,7 +183,7 @@ def test_spectrogram_loader_delivers_on_a_cuda_device(finished_store, as_float):
 
 @pytest.mark.parametrize("private_call", [True, False], ids=["new-shared", "share-memory"])
 def test_a_worker_makes_its_batches_in_shared_memory(finished_store, monkeypatch, private_call):
-    import melpipe.torch as module
+    import melpipe.read.torch as module
 
     ds = SpectrogramDataset(finished_store, as_float=False)
     expected = ds[[3, 1, 4]]

@@ -12,7 +12,8 @@ from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from melpipe.config import SpectrogramConfig
+    from melpipe.analysis.config import SpectrogramConfig
+    from melpipe.analysis.stats import GlobalStats, Range
     from melpipe.errors import (
         ArgumentError,
         AudioError,
@@ -35,20 +36,19 @@ if TYPE_CHECKING:
         StoreError,
         TruncatedAudioError,
     )
-    from melpipe.executors import DaskExecutor, LoopExecutor, open_executor
-    from melpipe.reader import SpectrogramStore, open_store
-    from melpipe.runner import RunReport, preprocess
-    from melpipe.stats import GlobalStats, Range
+    from melpipe.read.reader import SpectrogramStore, open_store
+    from melpipe.run.executors import DaskExecutor, LoopExecutor, open_executor
+    from melpipe.run.runner import RunReport, preprocess
 
 # Written once, in pyproject.toml; read from the installed distribution's metadata.
 __version__ = _version("melpipe")
 
 _MODULES = {
-    "melpipe.config": ("SpectrogramConfig",),
-    "melpipe.executors": ("DaskExecutor", "LoopExecutor", "open_executor"),
-    "melpipe.reader": ("SpectrogramStore", "open_store"),
-    "melpipe.runner": ("RunReport", "preprocess"),
-    "melpipe.stats": ("GlobalStats", "Range"),
+    "melpipe.analysis.config": ("SpectrogramConfig",),
+    "melpipe.run.executors": ("DaskExecutor", "LoopExecutor", "open_executor"),
+    "melpipe.read.reader": ("SpectrogramStore", "open_store"),
+    "melpipe.run.runner": ("RunReport", "preprocess"),
+    "melpipe.analysis.stats": ("GlobalStats", "Range"),
 }
 
 

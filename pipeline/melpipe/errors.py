@@ -75,7 +75,7 @@ class RecordError(StoreError):
 
 
 class StorageError(MelpipeError):
-    """Storage could not be reached, after the retries of :mod:`melpipe.retries`."""
+    """Storage could not be reached, after the retries of :mod:`melpipe.sources.retries`."""
 
 
 class RunLockedError(StoreError):

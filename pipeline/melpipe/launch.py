@@ -21,6 +21,6 @@ def _requested(signum: int, frame: Any) -> None:
 def main() -> None:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _requested)
-    from melpipe.cli import main as command_line
+    from melpipe.cli.app import main as command_line
 
     command_line()

@@ -25,7 +25,7 @@ Five statistics come out, all computed in every run; one of them scales the imag
     normalization).
 
 The first two keep the post's definition: every pixel counts, zero-padding included. The
-other three leave out the frames that hold no audio (see :mod:`melpipe.tasks`), whose
+other three leave out the frames that hold no audio (see :mod:`melpipe.run.tasks`), whose
 values are the ``log(eps)`` floor of the padding, not sound.
 
 Beside them, ``image-top-db`` is audio-diffusion's scale rather than a statistic: each
@@ -262,7 +262,7 @@ class PixelStats:
     and, per mel band, their count and exact sums of values and of squares.
 
     Every part is an integer, so partial statistics merge in any order, and also subtract
-    (what a run does when it drops windows it had counted, see :mod:`melpipe.runner`).
+    (what a run does when it drops windows it had counted, see :mod:`melpipe.run.runner`).
     """
 
     frames: int = 0  # pixels per band

@@ -4,7 +4,7 @@
 parameters of one :class:`Analysis` (a config gives it as ``config.analysis``), on a whole
 batch at once. By default it is the post's ``log(mel_power + eps)`` with
 ``librosa.feature.melspectrogram``'s framing, window, filter bank and power; the presets
-(:mod:`melpipe.presets`) choose other framings, magnitude, HTK filters without norm,
+(:mod:`melpipe.analysis.presets`) choose other framings, magnitude, HTK filters without norm,
 linear bins and ``log(max(x, eps))``. Each frame is transformed in float64 as librosa
 does, everything after the power in float32 as librosa does it too, so the values agree
 with librosa's to about 1e-6 in log units (docs/design.md, "Precision", has the

@@ -2,7 +2,7 @@
 
 These functions run inside Dask workers (or plain loops); they take and return small,
 picklable values, catch every per-file failure, and record it instead of raising. A batch
-is a run of consecutive windows, given as :class:`~melpipe.segments.Piece` values: the
+is a run of consecutive windows, given as :class:`~melpipe.analysis.segments.Piece` values: the
 windows of one file each, so a short file is one piece and a long recording is spread
 over many batches.
 """
@@ -18,8 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from melpipe import store
-from melpipe.audio import (
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.features import spectrogram
+from melpipe.analysis.scaling import level_counts, levels_of, scale_with_ends
+from melpipe.analysis.segments import Piece, audio_frames, loud_enough, rms_db
+from melpipe.analysis.stats import LEVELS, PixelStats, Range, held
+from melpipe.errors import NonFiniteFeaturesError, StoreError
+from melpipe.run.plan import Batch
+from melpipe.sources.audio import (
     FileInfo,
     WholeFile,
     describe_error,
@@ -28,17 +34,11 @@ from melpipe.audio import (
     read_windows,
     resampled_length,
 )
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import join
-from melpipe.errors import NonFiniteFeaturesError, StoreError
-from melpipe.features import spectrogram
-from melpipe.lock import Claim
-from melpipe.plan import Batch
-from melpipe.retries import retried, transient
-from melpipe.scaling import level_counts, levels_of, scale_with_ends
-from melpipe.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
-from melpipe.segments import Piece, audio_frames, loud_enough, rms_db
-from melpipe.stats import LEVELS, PixelStats, Range, held
+from melpipe.sources.discover import join
+from melpipe.sources.retries import retried, transient
+from melpipe.store import zarrstore as store
+from melpipe.store.lock import Claim
+from melpipe.store.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def _all_rows(result: Analysis) -> np.ndarray:
 def pixels_batch(item: RecountItem, run: RunContext) -> PixelStats:
     """The pixel statistics of some windows whose log-mels pass 1 computed: read from the
     scratch array, or computed again. The run uses it to correct what pass 1 counted (see
-    :mod:`melpipe.runner`)."""
+    :mod:`melpipe.run.runner`)."""
     logmel = _logmels(item.pieces, item.windows, item.found, run)
     return PixelStats.of(logmel, item.found.frames, run.config.log_floor)
 

@@ -1,11 +1,11 @@
 """The Zarr store: the only module that speaks Zarr's API.
 
-The layout is :mod:`melpipe.schema`'s; this module creates it, writes one batch's chunks
+The layout is :mod:`melpipe.store.schema`'s; this module creates it, writes one batch's chunks
 (tasks) or whole small arrays (the client), reads them back, and checks a store on
 opening. An array tasks write is chunked by batch, so one task writes one whole chunk of
 it and no two tasks ever touch the same stored object; every chunk is written, even one
 equal to the fill value, so a missing chunk is always an error, never a value. Writes go
-through a :class:`~melpipe.lock.Claim` and check first that the run still owns the store.
+through a :class:`~melpipe.store.lock.Claim` and check first that the run still owns the store.
 
 OUTPUT may be a local path or an fsspec URL (``s3://bucket/x.zarr``); file-system
 operations go through fsspec, and credentials come from the usual places (environment,
@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import zarr
 
-from melpipe import features, lock
-from melpipe.discover import filesystem, utf8_safe
+from melpipe.analysis import features
+from melpipe.analysis.stats import BINS_PER_UNIT, Histogram, histogram_grid
 from melpipe.errors import ArgumentError, MelpipeError, StoreError
-from melpipe.plan import Batch
-from melpipe.schema import (
+from melpipe.run.plan import Batch
+from melpipe.sources.discover import filesystem, utf8_safe
+from melpipe.store import lock
+from melpipe.store.schema import (
     ARRAYS,
     BY_NAME,
     CLIP_COORDINATES,
@@ -54,7 +56,6 @@ from melpipe.schema import (
     shape_of,
     store_entries,
 )
-from melpipe.stats import BINS_PER_UNIT, Histogram, histogram_grid
 
 # --- What is at OUTPUT --------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from melpipe.analysis.stats import LEVELS, Range
 from melpipe.errors import ArgumentError
-from melpipe.stats import LEVELS, Range
 
 
 def scale_to_uint8(logmel: np.ndarray, scale: Range) -> tuple[np.ndarray, np.ndarray]:

@@ -23,17 +23,18 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from melpipe import __version__, features, interrupts, records
-from melpipe import config as defaults
+from melpipe import __version__, interrupts, records
+from melpipe.analysis import config as defaults
+from melpipe.analysis import features
+from melpipe.analysis.presets import PRESET_NAMES
+from melpipe.analysis.stats import SCALES, Figures, GlobalStats
 from melpipe.errors import MelpipeError, name_parameters
-from melpipe.executors import TLSFiles, open_executor, prepare_local_workers
-from melpipe.plan import DEFAULT_BATCH_SIZE, DUPLICATES
-from melpipe.presets import PRESET_NAMES
-from melpipe.retries import transient, unreachable
-from melpipe.stats import SCALES, Figures, GlobalStats
+from melpipe.run.executors import TLSFiles, open_executor, prepare_local_workers
+from melpipe.run.plan import DEFAULT_BATCH_SIZE, DUPLICATES
+from melpipe.sources.retries import transient, unreachable
 
 if TYPE_CHECKING:
-    from melpipe.runner import RunReport
+    from melpipe.run.runner import RunReport
 
 SHOWN_FAILURES = 5
 _FIXES = {
@@ -440,7 +441,7 @@ def preprocess(input_dir: str, output: str, **options: Any) -> None:
     unfinished OUTPUT left by this same command is resumed, not started over; with
     --append, INPUT's new files are added to the finished store OUTPUT.
     """
-    from melpipe.config import SpectrogramConfig
+    from melpipe.analysis.config import SpectrogramConfig
 
     tls_files = [options.pop(k) for k in ("tls_ca_file", "tls_cert", "tls_key")]
     if any(tls_files) and not all(tls_files):
@@ -470,7 +471,7 @@ def _run(
     options: dict[str, Any],
 ) -> tuple[RunReport, float]:
     """The run on its executor, and the seconds the executor took to be ready."""
-    from melpipe import runner
+    from melpipe.run import runner
 
     started = time.perf_counter()
     with open_executor(**cluster, tls=tls) as ex:
@@ -647,8 +648,8 @@ def _echo_summary(report: RunReport, cluster_seconds: float) -> None:
 def scan(input_dir: str, find_duplicates: bool, **options: Any) -> None:
     """Report what INPUT holds, from file headers, and how many clips preprocess
     would make of it with these options."""
-    from melpipe import scan as scanning
-    from melpipe.config import SpectrogramConfig
+    from melpipe.analysis.config import SpectrogramConfig
+    from melpipe.sources import scan as scanning
 
     config = SpectrogramConfig.from_options(**options)
     click.echo(_as_flags(scanning.format_report(scanning.scan(input_dir, config))))
@@ -674,14 +675,14 @@ def scan(input_dir: str, find_duplicates: bool, **options: Any) -> None:
 )
 def demo(folder: str, count: int, seed: int, broken: bool) -> None:
     """Write deterministic demo audio into FOLDER."""
-    from melpipe.demo import generate_demo
+    from melpipe.sources.demo import generate_demo
 
     written = generate_demo(folder, count=count, seed=seed, broken=broken)
     click.echo(f"Wrote {len(written)} files under {folder}.")
 
 
 def _open(path: str) -> Any:
-    from melpipe.reader import open_store
+    from melpipe.read.reader import open_store
 
     return open_store(path)
 
@@ -698,7 +699,7 @@ def _open(path: str) -> Any:
 )
 def info(store_path: str, max_failures: int) -> None:
     """Describe a store: parameters, statistics, counts, failed files and size."""
-    from melpipe.schema import FORMAT_VERSION
+    from melpipe.store.schema import FORMAT_VERSION
 
     reader = _open(store_path)
     attrs, config = reader.attrs, reader.config
@@ -769,7 +770,7 @@ def _rows(first: int, n: int) -> str:
 
 def _coverage(reader: Any) -> float:
     """The share of the decoded audio that the store's clips hold."""
-    from melpipe.segments import covered_seconds
+    from melpipe.analysis.segments import covered_seconds
 
     durations = np.nan_to_num(reader.array("duration"))
     length = reader.config.n_samples / reader.config.sample_rate
@@ -785,7 +786,7 @@ def _coverage(reader: Any) -> float:
 def export_png(store_path: str, outdir: str, indices: str | None) -> None:
     """Write clips as 8-bit grayscale PNGs under OUTDIR, one per clip, named after its file
     and start time (a/b.wav@12.000s.png)."""
-    from melpipe import pictures
+    from melpipe.read import pictures
 
     reader = _open(store_path)
     chosen = None if indices is None else pictures.parse_indices(indices, len(reader))
@@ -806,7 +807,7 @@ def export_png(store_path: str, outdir: str, indices: str | None) -> None:
 )
 def preview(store_path: str, output: str, indices: str | None, count: int) -> None:
     """Save a contact sheet of clips and a histogram of log-mel values with both statistics."""
-    from melpipe import pictures
+    from melpipe.read import pictures
 
     reader = _open(store_path)
     chosen = None if indices is None else pictures.parse_indices(indices, len(reader))

@@ -29,14 +29,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from melpipe.discover import is_url
 from melpipe.errors import (
     EmptyAudioError,
     NonFiniteAudioError,
     NotRegularFileError,
     TruncatedAudioError,
 )
-from melpipe.retries import transient
+from melpipe.sources.discover import is_url
+from melpipe.sources.retries import transient
 
 MONO = "mean of channels"
 RESAMPLER = "soxr_hq"  # librosa's name; soxr's quality "HQ"

@@ -1,6 +1,6 @@
 """Who owns an output store: one run at a time, and a crashed run never leaves it stuck.
 
-A run owns OUTPUT while it holds the lock file ``OUTPUT/melpipe.lock``. The file names the
+A run owns OUTPUT while it holds the lock file ``OUTPUT/melpipe.store.lock``. The file names the
 owner (run id, an attempt id unique to this process's claim, host, pid, start time), so a
 second run is refused with a message naming the first. Every task reads the file before
 it writes, and the run reads it before it marks the store complete: a task left running
@@ -37,10 +37,10 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from melpipe import records
-from melpipe.discover import filesystem
 from melpipe.errors import RecordError, RunLockedError, StoreError
-from melpipe.retries import transient
-from melpipe.schema import FORMER_LOCK_FILE, LOCK_FILE
+from melpipe.sources.discover import filesystem
+from melpipe.sources.retries import transient
+from melpipe.store.schema import FORMER_LOCK_FILE, LOCK_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What a worker process of a local cluster loads before its first task.
 
 The process that a local cluster's workers are forked from imports this module once
-(:func:`melpipe.executors.prepare_local_workers`), so that every worker starts with it
+(:func:`melpipe.run.executors.prepare_local_workers`), so that every worker starts with it
 loaded; each worker imports it again as a Dask preload, which costs nothing then, and
 warms a worker that was started another way. Importing it limits BLAS to one thread in
 this process (one per worker, as Dask's nanny asks through the environment) and runs one
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from melpipe import tasks  # noqa: F401  (decoding, the store, the statistics)
-from melpipe.config import SpectrogramConfig
-from melpipe.executors import WORKER_LOG, send_dask_logs
-from melpipe.features import spectrogram
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.features import spectrogram
+from melpipe.run import tasks  # noqa: F401  (decoding, the store, the statistics)
+from melpipe.run.executors import WORKER_LOG, send_dask_logs
 
 threadpool_limits(limits=1, user_api="blas")
 spectrogram(np.zeros((1, 4096), np.float32), SpectrogramConfig.from_options().analysis)
@@ -27,7 +27,7 @@ spectrogram(np.zeros((1, 4096), np.float32), SpectrogramConfig.from_options().an
 def dask_setup(worker: object) -> None:
     """Dask's preload hook, called as a worker starts: a local cluster's workers send
     Dask's messages and melpipe's (a task's retries) to the run's log file
-    (:func:`melpipe.executors.send_dask_logs`), so that neither a failing task's traceback
+    (:func:`melpipe.run.executors.send_dask_logs`), so that neither a failing task's traceback
     nor a warning reaches the terminal."""
     path = os.environ.get(WORKER_LOG)
     if path:

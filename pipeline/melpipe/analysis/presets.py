@@ -1,6 +1,6 @@
 """Named sets of analysis parameters that reproduce the features of a model or vocoder.
 
-A preset gives the defaults of a :class:`~melpipe.config.SpectrogramConfig` (every option
+A preset gives the defaults of a :class:`~melpipe.analysis.config.SpectrogramConfig` (every option
 given beside it still wins) and of the statistic that scales the images. Each value was
 read in its source, at the commit named in docs/cli.md, "Presets"; the tests reimplement
 each source's feature function from it and compare (tests/test_presets.py).
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from melpipe.stats import StatsName
+from melpipe.analysis.stats import StatsName
 
 
 @dataclass(frozen=True)

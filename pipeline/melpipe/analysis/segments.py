@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from melpipe.config import SpectrogramConfig
+from melpipe.analysis.config import SpectrogramConfig
 
 SILENCE_DB = -200.0  # the level recorded for digital silence, whose RMS is 0
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from melpipe.analysis.stats import BINS_PER_UNIT
 from melpipe.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
 from melpipe.files import open_to_write
-from melpipe.reader import SpectrogramStore
-from melpipe.stats import BINS_PER_UNIT
+from melpipe.read.reader import SpectrogramStore
 
 PNG_SUFFIX = ".png"
 DRAWN_BINS_PER_UNIT = 16  # the preview's histogram: the stored one's bins, 8 at a time

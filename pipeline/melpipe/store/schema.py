@@ -7,7 +7,7 @@ here plus the task that computes its values.
 
 The group's attributes are one :class:`StoreAttrs` value, written and read by
 :mod:`melpipe.records`, which refuses, with a message naming the key, anything this
-version cannot read. Pure: no Zarr here (that is :mod:`melpipe.store`'s job), so both
+version cannot read. Pure: no Zarr here (that is :mod:`melpipe.store.zarrstore`'s job), so both
 halves are tested on plain values.
 """
 
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from melpipe import records
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import SkippedFolder
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.stats import Figures, GlobalStats, StatsName, histogram_grid
 from melpipe.errors import RecordError, StoreError
 from melpipe.records import flat, key, not_recorded
-from melpipe.stats import Figures, GlobalStats, StatsName, histogram_grid
+from melpipe.sources.discover import SkippedFolder
 
 FORMAT = "melpipe"
 # 9: duplicates from PCM samples and bytes, read only where another file could be the same:

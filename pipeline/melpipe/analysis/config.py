@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from melpipe import audio, features, records
+from melpipe import records
+from melpipe.analysis import features
+from melpipe.analysis.presets import PRESET_NAMES, PRESETS
 from melpipe.errors import ConfigError
-from melpipe.presets import PRESET_NAMES, PRESETS
+from melpipe.sources import audio
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 256
@@ -120,11 +122,11 @@ class SpectrogramConfig:
     eps : float
         The log's epsilon: ``log(x + eps)`` or ``log(max(x, eps))`` (``log``).
     preset : str
-        The name of the preset the defaults came from (:mod:`melpipe.presets`), recorded;
+        The name of the preset the defaults came from (:mod:`melpipe.analysis.presets`), recorded;
         :meth:`from_options` applies a preset's values, this constructor does not.
     spectrum, power, stft_eps, win_length, padding, pad_mode, mel_htk, mel_norm,
     drop_nyquist, log
-        The analysis's conventions, as :class:`melpipe.features.Analysis` describes
+        The analysis's conventions, as :class:`melpipe.analysis.features.Analysis` describes
         them; the defaults are the post's (librosa's melspectrogram, ``log(x + 1e-9)``).
     peak_normalize : float, optional
         Scale each file so that its greatest absolute sample at ``sample_rate`` is this,
@@ -132,7 +134,7 @@ class SpectrogramConfig:
     segments : {"first", "all"}
         ``first``: one clip per file, from its start. ``all``: every window of
         ``n_samples`` samples, starting every ``segment_hop`` samples (see
-        :mod:`melpipe.segments`).
+        :mod:`melpipe.analysis.segments`).
     segment_hop : int, optional
         Samples at ``sample_rate`` between window starts; default ``n_samples``.
     tail : {"pad", "drop"}

@@ -3,7 +3,7 @@
 An executor offers one operation, :meth:`Executor.map_reduce`: call a function on every
 item of a pass (one typed value per task) with the context the pass shares, and
 tree-reduce the results, partial results of one
-:class:`~melpipe.stats.Mergeable` kind, which any grouping of merges gives the same answer
+:class:`~melpipe.analysis.stats.Mergeable` kind, which any grouping of merges gives the same answer
 for. :class:`LoopExecutor` makes plain calls in order, the reference that a Dask run must
 equal byte for byte; :class:`DaskExecutor` submits the same calls as tasks and
 reduces on the cluster. :func:`open_executor` builds one from the command line's options:
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from melpipe import interrupts
+from melpipe.analysis.stats import M, merge_all
 from melpipe.errors import ConfigError, SchedulerError
-from melpipe.plan import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
-from melpipe.stats import M, merge_all
+from melpipe.run.plan import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ def _connect(scheduler: str, tls: TLSFiles | None) -> Iterator[Any]:
 
 
 # Imported once by the process that local workers are forked from, and by each worker.
-WORKER_MODULE = "melpipe.warm"
+WORKER_MODULE = "melpipe.run.warm"
 WORKER_PRELOAD = ("distributed", WORKER_MODULE)
 # As Dask's nanny sets them for the workers it spawns: one BLAS thread per worker. They
 # must be set before numpy loads BLAS, so in the environment the fork server starts with.
@@ -387,7 +387,7 @@ def _can_fork_workers() -> bool:
 
 def prepare_local_workers() -> None:
     """Start, in the background, the process that a local cluster's workers are forked
-    from, which imports what a worker needs (:mod:`melpipe.warm`) while this process
+    from, which imports what a worker needs (:mod:`melpipe.run.warm`) while this process
     goes on. Call it as early as possible; it does nothing if that process runs already.
 
     Measured on 2 cores: each spawned worker spent its first batch importing the analysis
@@ -448,7 +448,7 @@ def _local_cluster(n_workers: int, log: Path) -> Iterator[Any]:
             dashboard_address=f"{LOCALHOST}:{8787 if has_bokeh else 0}",
             silence_logs=logging.ERROR,
             preload=[WORKER_MODULE],  # already loaded when forked from the fork server
-            env={WORKER_LOG: str(log)},  # see melpipe.warm.dask_setup
+            env={WORKER_LOG: str(log)},  # see melpipe.run.warm.dask_setup
         ) as cluster,
         Client(cluster) as client,
         dask_logs_to(log),  # the scheduler and the nannies, in this process
@@ -461,7 +461,7 @@ def _local_cluster(n_workers: int, log: Path) -> Iterator[Any]:
         yield client
 
 
-# The file a local cluster's workers log to, in their environment (melpipe.warm).
+# The file a local cluster's workers log to, in their environment (melpipe.run.warm).
 WORKER_LOG = "MELPIPE_WORKER_LOG"
 
 

@@ -2,9 +2,9 @@
 
 :func:`open_store` is what training code and the ``info``/``export-png``/``preview``/
 ``invert`` commands use. It refuses stores that are unfinished, not melpipe's, or altered
-since their run (see :class:`melpipe.store.ReadableStore`), and reads lazily: only the
+since their run (see :class:`melpipe.store.zarrstore.ReadableStore`), and reads lazily: only the
 metadata and the small per-clip arrays are read on opening. Zarr stays behind
-:mod:`melpipe.store`.
+:mod:`melpipe.store.zarrstore`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from melpipe import duplicates, features
-from melpipe.config import SpectrogramConfig
+from melpipe.analysis import features
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.scaling import image_to_logmel
+from melpipe.analysis.stats import Figures, GlobalStats, Histogram, Range, StatsName
 from melpipe.errors import ArgumentError, ClipIndexError
-from melpipe.scaling import image_to_logmel
-from melpipe.schema import StatsRecord, StoreAttrs
-from melpipe.stats import Figures, GlobalStats, Histogram, Range, StatsName
-from melpipe.store import ReadableStore
+from melpipe.sources import duplicates
+from melpipe.store.schema import StatsRecord, StoreAttrs
+from melpipe.store.zarrstore import ReadableStore
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 

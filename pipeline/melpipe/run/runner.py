@@ -1,14 +1,14 @@
 """Carrying out a run plan: look, plan, take the store, run the passes, finish.
 
 :func:`preprocess` reads what it needs to plan (the input listing, what is at OUTPUT, the
-``--stats-from`` store), lets :func:`melpipe.plan.make_plan` decide, then owns OUTPUT
-through :mod:`melpipe.lock` while it runs the passes on an executor from
-:mod:`melpipe.executors`:
+``--stats-from`` store), lets :func:`melpipe.run.plan.make_plan` decide, then owns OUTPUT
+through :mod:`melpipe.store.lock` while it runs the passes on an executor from
+:mod:`melpipe.run.executors`:
 
 - with ``--segments all``, a survey of the file headers, which lays out the windows;
 - pass 1 over batches of windows: their levels, log-mel extrema (and log-mels, kept for
   pass 2), whose results come back through the executor's tree reduction. Then the clips
-  are chosen among the windows (:func:`melpipe.segments.choose_clips`, which may need
+  are chosen among the windows (:func:`melpipe.analysis.segments.choose_clips`, which may need
   every window of a file) and their statistics computed exactly;
 - pass 2 over batches of clips: images, written with the other clip arrays.
 
@@ -31,36 +31,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from melpipe import duplicates, interrupts, lock, store
-from melpipe.audio import FileInfo, resampled_length
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import SkippedFolder, is_url, join, list_audio_files, utf8_safe
-from melpipe.errors import StatisticsError, StoreError
-from melpipe.executors import Executor, ProgressBar, open_executor
-from melpipe.plan import (
-    Base,
-    Duplicates,
-    Found,
-    Plan,
-    Request,
-    Source,
-    Work,
-    make_plan,
-    plan_batches,
-)
-from melpipe.schema import (
-    LOCK_FILE,
-    Counts,
-    Sizes,
-    SourceRecord,
-    StatsRecord,
-    StatsSource,
-    Step,
-    StoreAttrs,
-    arrays_of,
-)
-from melpipe.segments import Piece, Windows, choose_clips
-from melpipe.stats import (
+from melpipe import interrupts
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.segments import Piece, Windows, choose_clips
+from melpipe.analysis.stats import (
     Extrema,
     Figures,
     GlobalStats,
@@ -71,7 +45,20 @@ from melpipe.stats import (
     StatsOptions,
     joined_summary,
 )
-from melpipe.tasks import (
+from melpipe.errors import StatisticsError, StoreError
+from melpipe.run.executors import Executor, ProgressBar, open_executor
+from melpipe.run.plan import (
+    Base,
+    Duplicates,
+    Found,
+    Plan,
+    Request,
+    Source,
+    Work,
+    make_plan,
+    plan_batches,
+)
+from melpipe.run.tasks import (
     MAX_REPORTED_FAILURES,
     AnalysisItem,
     FileValues,
@@ -90,6 +77,22 @@ from melpipe.tasks import (
     statistics_batch,
     survey_batch,
     whole_batch,
+)
+from melpipe.sources import duplicates
+from melpipe.sources.audio import FileInfo, resampled_length
+from melpipe.sources.discover import SkippedFolder, is_url, join, list_audio_files, utf8_safe
+from melpipe.store import lock
+from melpipe.store import zarrstore as store
+from melpipe.store.schema import (
+    LOCK_FILE,
+    Counts,
+    Sizes,
+    SourceRecord,
+    StatsRecord,
+    StatsSource,
+    Step,
+    StoreAttrs,
+    arrays_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,14 +190,14 @@ def preprocess(
         Files with the same samples (or bytes) as one before them: stored and reported,
         or left without clips (the first in store order stays).
     executor, progress : optional
-        Where the tasks run (:mod:`melpipe.executors`; default a local cluster), and
+        Where the tasks run (:mod:`melpipe.run.executors`; default a local cluster), and
         ``progress(description, total)``, which returns a bar with ``update``, ``close``.
 
     Raises
     ------
     MelpipeError
         Before any work starts, for invalid parameters, no audio or an output in the way
-        (see :func:`melpipe.plan.make_plan`); during the run, if another run takes the
+        (see :func:`melpipe.run.plan.make_plan`); during the run, if another run takes the
         store over, or if the dataset gives no usable statistics.
     """
     # long because: the request is every parameter above, named
@@ -581,7 +584,7 @@ def _find_duplicates(
 ) -> FileValues:
     """The files with their duplicates (``duplicate_of``) among them and the store's they
     are appended to: files that share a size or a PCM shape with another, in a group that
-    holds one of these, are read whole for their hashes (:mod:`melpipe.duplicates`);
+    holds one of these, are read whole for their hashes (:mod:`melpipe.sources.duplicates`);
     the others not at all."""
     both = [files] if base is None else [base.files, files]
     n_old = added.first_file
@@ -614,7 +617,7 @@ def _find_duplicates(
 
 
 def _probes(windows: Windows, results: WindowResults, n_files: int) -> np.ndarray:
-    """Each file's :func:`melpipe.duplicates.probe_of` its first window, 0 where that
+    """Each file's :func:`melpipe.sources.duplicates.probe_of` its first window, 0 where that
     did not decode."""
     first = windows.first_rows()
     first = first[results.ok[first]]
@@ -626,7 +629,7 @@ def _probes(windows: Windows, results: WindowResults, n_files: int) -> np.ndarra
 
 
 def _shapes(files: FileValues) -> list[str]:
-    """Each file's PCM shape (:func:`melpipe.duplicates.shape_of`); "" for one that did
+    """Each file's PCM shape (:func:`melpipe.sources.duplicates.shape_of`); "" for one that did
     not decode, which is compared with nothing."""
     columns = (files.decoded, files.pcm_format, files.sample_rate, files.channels, files.frames)
     return [duplicates.shape_of(*v) if ok else ""

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from melpipe import duplicates
-from melpipe.audio import FileInfo, read_header, read_whole, resampled_length
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import SkippedFolder, join, list_audio_files, utf8_safe
-from melpipe.retries import transient
-from melpipe.segments import Windows, covered_seconds
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.segments import Windows, covered_seconds
+from melpipe.sources import duplicates
+from melpipe.sources.audio import FileInfo, read_header, read_whole, resampled_length
+from melpipe.sources.discover import SkippedFolder, join, list_audio_files, utf8_safe
+from melpipe.sources.retries import transient
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 
@@ -102,7 +102,7 @@ class DuplicateScan:
 
 def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
     """The files under ``root`` whose bytes or PCM samples are the same, as a run finds
-    them (:mod:`melpipe.duplicates`): from each file's header, and the hashes of the few
+    them (:mod:`melpipe.sources.duplicates`): from each file's header, and the hashes of the few
     that could be the same."""
     root = os.fspath(root)
     started = time.perf_counter()

@@ -7,7 +7,7 @@ which batches to run, whether pass 1 is needed. Every refusal is decided here, b
 work, and is unit-tested without a cluster or a store: OUTPUT in the way or holding what
 melpipe did not write, OUTPUT that is INPUT or holds it, a resume whose parameters or
 statistics source changed, settings that do not fit the workers' memory, ``memory://``
-with workers in other processes. :mod:`melpipe.runner` carries the plan out.
+with workers in other processes. :mod:`melpipe.run.runner` carries the plan out.
 
 Also here, as arithmetic with no Dask and no Zarr: how windows and clips are grouped into
 batches (one chunk of each of their arrays per batch), and the bounded tree reduction.
@@ -21,17 +21,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from melpipe import records
-from melpipe.audio import BLOCK_FRAMES, WARMUP
-from melpipe.config import SpectrogramConfig
-from melpipe.discover import Listing
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.features import ANALYSIS
+from melpipe.analysis.presets import PRESETS
+from melpipe.analysis.stats import SCALES, GlobalStats, StatsName, StatsOptions
 from melpipe.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
-from melpipe.features import ANALYSIS
-from melpipe.presets import PRESETS
-from melpipe.schema import SCRATCH, WINDOW_ARRAYS, OutputState, Sizes, StoreAttrs, store_entries
-from melpipe.stats import SCALES, GlobalStats, StatsName, StatsOptions
+from melpipe.sources.audio import BLOCK_FRAMES, WARMUP
+from melpipe.sources.discover import Listing
+from melpipe.store.schema import (
+    SCRATCH,
+    WINDOW_ARRAYS,
+    OutputState,
+    Sizes,
+    StoreAttrs,
+    store_entries,
+)
 
 if TYPE_CHECKING:
-    from melpipe.tasks import FileValues
+    from melpipe.run.tasks import FileValues
 
 T = TypeVar("T")
 Duplicates = Literal["keep", "drop"]
@@ -388,7 +395,7 @@ def batch_bytes(config: SpectrogramConfig, batch_size: int) -> int:
     the mel, log and image arrays and the float64 temporaries of the scaling. Once: the
     filter bank as librosa builds it (float64 ramps of every band over every bin), one
     stretch of windows resampled (float32, as long as the batch's windows laid end to
-    end) and a block of decoded samples (see :mod:`melpipe.audio`), in stereo at up to
+    end) and a block of decoded samples (see :mod:`melpipe.sources.audio`), in stereo at up to
     eight times the rate.
     """
     n, bins = config.n_samples, 1 + config.n_fft // 2
