@@ -63,7 +63,7 @@ def speed(seconds: float, batch_size: int = BATCH) -> list[dict]:
         batch = (0.3 * rng.standard_normal((batch_size, config.n_samples))).astype(np.float32)
         kernel = Kernel(config.sample_rate, config.hop_length, config.n_fft,
                         config.n_mels or 0, config.n_samples)  # fmt: skip
-        analysis = functools.partial(spectrogram, analysis=config.analysis)
+        analysis = functools.partial(spectrogram, analysis=config)
         ours, floor = [], []
         with threadpool_limits(1):
             for _ in range(3):  # alternated, so that a drift of the machine hits both

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from melpipe.cli.app import main
 
+from melpipe.cli.app import main
 from tests.helpers import run_cli, write_dataset
 
 

@@ -17,7 +17,7 @@ from melpipe.run.executors import (
     in_process_reason,
     open_executor,
 )
-from melpipe.run.plan import Work
+from melpipe.run.types import Work
 from tests.helpers import run_cli
 from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
 

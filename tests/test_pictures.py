@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from melpipe.cli.app import main
 from PIL import Image
 
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.cli.app import main
 from melpipe.errors import MelpipeError
 from melpipe.read import pictures
 from melpipe.read.reader import open_store

@@ -34,9 +34,9 @@ from melpipe.analysis.stats import (
 from melpipe.errors import StatisticsError
 from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
-from melpipe.run.plan import tree_reduce
 from melpipe.run.runner import preprocess
 from melpipe.run.tasks import analyse
+from melpipe.run.types import tree_reduce
 from tests.helpers import assert_one_line_error, librosa_log_mel, read_all, run_cli, synth
 
 SYNC = LoopExecutor()

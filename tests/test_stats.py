@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from melpipe import records
 from melpipe.analysis.stats import Extrema, GlobalStats, Range, exact_sum, merge_all
 from melpipe.errors import StatisticsError
-from melpipe.run.plan import tree_reduce
+from melpipe.run.types import tree_reduce
 from tests.helpers import simple_stats
 
 finite = st.floats(min_value=-25, max_value=15, allow_nan=False, width=32)

@@ -13,10 +13,10 @@ from melpipe import records
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import RunLockedError, StoreError
 from melpipe.read.reader import open_store
-from melpipe.run.plan import Batch, plan_batches
+from melpipe.run.plan import plan_batches
 from melpipe.store import lock
 from melpipe.store import zarrstore as store
-from melpipe.store.schema import ARRAYS, Sizes, StoreAttrs, chunks_of, shape_of
+from melpipe.store.schema import ARRAYS, Batch, Sizes, StoreAttrs, chunks_of, shape_of
 from tests.helpers import copy_of, edit_attrs, random_rows, write_store
 
 CONFIG = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=10)

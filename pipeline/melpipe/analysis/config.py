@@ -21,7 +21,7 @@ from melpipe import records
 from melpipe.analysis import features
 from melpipe.analysis.presets import PRESET_NAMES, PRESETS
 from melpipe.errors import ConfigError
-from melpipe.sources import audio
+from melpipe.parameters import Option, parameter
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 256
@@ -33,6 +33,12 @@ TAILS = ("pad", "drop")  # a last window shorter than a clip: zero-padded, or le
 SELECTS = ("first", "loudest", "spread")  # which --max-clips-per-file windows are kept
 # Bounds far past any use, checked before anything is computed from a value: a store's
 # recorded config can claim anything, and checking n_mels = 10**8 bands took 2 GB.
+# How every file is brought to one shape (melpipe.sources.audio does it), as recorded.
+MONO = "mean of channels"
+RESAMPLER = "soxr_hq"  # librosa's name; soxr's quality "HQ"
+CROP = "start"
+PAD = "zeros at end"
+DERIVED: Any = None  # a default worked out from the other parameters
 MAX_N_FFT = 1 << 16  # 3 s at 22,050 Hz
 MAX_N_FRAMES = 1 << 16  # images 65,536 frames wide: 12 minutes at the default hop
 # Derived defaults: n_fft is twice hop_length (the post's choice), fmax the Nyquist
@@ -99,7 +105,7 @@ def _finite_float(name: str, value: Any) -> float:
     return parsed
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, kw_only=True)
 class SpectrogramConfig:
     """Parameters of the audio fitting, the log-mel analysis and the image shape.
 
@@ -151,63 +157,98 @@ class SpectrogramConfig:
     fits the machine is the run plan's check, made before any work.
     """
 
-    sample_rate: int
-    n_samples: int
-    n_fft: int
-    hop_length: int
-    n_mels: int | None
-    fmin: float | None
-    fmax: float | None
-    eps: float
-    preset: str
-    spectrum: str
-    power: float
-    stft_eps: float
-    win_length: int
-    padding: str
-    pad_mode: str
-    mel_htk: bool | None
-    mel_norm: str | None
-    drop_nyquist: bool
-    log: str
-    peak_normalize: float | None
-    segments: str
-    segment_hop: int
-    tail: str
-    max_clips_per_file: int | None
-    select: str
-    min_level_db: float | None
+    # Each field is declared once, with the option that sets it (melpipe.parameters). A
+    # DERIVED default is worked out from the others in __post_init__.
+    sample_rate: int = parameter(
+        SAMPLE_RATE, Option(kind=int, help="Hz every file is resampled to.")
+    )
+    n_samples: int = parameter(
+        DERIVED,
+        Option(name="duration", kind=float, help="Clip length in seconds.", shown=f"{DURATION:g}"),
+        Option(name="frames", kind=int, help="Clip length in frames, instead of --duration."),
+    )
+    n_fft: int = parameter(DERIVED, Option(kind=int, help="FFT size.", shown="2 x hop length"))
+    hop_length: int = parameter(HOP_LENGTH, Option(kind=int, help="Samples between frames."))
+    n_mels: int | None = parameter(
+        DERIVED, Option(kind=int, help="Mel bands (image height).", shown=str(N_MELS))
+    )
+    fmin: float | None = parameter(
+        DERIVED, Option(kind=float, help="Lowest mel frequency, Hz.", shown=f"{FMIN:g}")
+    )
+    fmax: float | None = parameter(
+        DERIVED, Option(kind=float, help="Highest mel frequency, Hz.", shown="sample rate / 2")
+    )
+    eps: float = parameter(features.EPS, Option(kind=float, help="The log's epsilon.",
+                                                shown="1e-9"))  # fmt: skip
+    preset: str = parameter("post", Option(
+        kind=PRESET_NAMES, help="Features of a model or vocoder; every option given beside it wins."
+    ))  # fmt: skip
+    spectrum: str = parameter("mel", Option(
+        kind=features.SPECTRA, help="Mel bands, or the FFT's linear frequency bins."
+    ))  # fmt: skip
+    power: float = parameter(2.0, Option(kind=("1", "2"), help="1: magnitude, 2: power."))
+    stft_eps: float = parameter(0.0, Option(
+        kind=float, help="Added to re^2 + im^2 before the power (HiFi-GAN's 1e-9)."
+    ))  # fmt: skip
+    win_length: int = parameter(DERIVED, Option(kind=int, help="Window length.", shown="n_fft"))
+    padding: str = parameter("center", Option(
+        kind=features.PADDINGS,
+        help="center: librosa's centred frames; same: (n_fft - hop) / 2 reflected samples "
+        "each side; end: frames from sample 0, zeros appended.",
+    ))  # fmt: skip
+    pad_mode: str = parameter(features.PAD_MODE, Option(
+        kind=features.PAD_MODES, help="What pads centred frames."
+    ))  # fmt: skip
+    mel_htk: bool | None = parameter(DERIVED, Option(
+        off="--no-mel-htk", help="HTK's mel scale instead of Slaney's.", shown="no"
+    ))  # fmt: skip
+    mel_norm: str | None = parameter(DERIVED, Option(
+        kind=features.MEL_NORMS, help="Slaney's area norm of the filters, or none.",
+        shown="slaney",
+    ))  # fmt: skip
+    drop_nyquist: bool = parameter(False, Option(
+        off="--keep-nyquist", help="Leave out the last bin of a linear spectrum.", shown="keep"
+    ))  # fmt: skip
+    log: str = parameter("add", Option(
+        kind=features.LOGS, help="add: log(x + eps); clamp: log(max(x, eps))."
+    ))  # fmt: skip
+    peak_normalize: float | None = parameter(None, Option(
+        metavar="PEAK|none", help="Scale each file so that its peak is PEAK first (HiFi-GAN's "
+        "0.95).", shown="none",
+    ))  # fmt: skip
+    segments: str = parameter("first", Option(
+        kind=SEGMENTS, help="One clip from each file's start, or every window of it."
+    ))  # fmt: skip
+    segment_hop: int = parameter(DERIVED, Option(
+        kind=float, help="Seconds between window starts with --segments all.",
+        shown="clip length",
+    ))  # fmt: skip
+    tail: str = parameter("pad", Option(
+        kind=TAILS, help="A last window shorter than a clip: zero-padded or dropped."
+    ))  # fmt: skip
+    max_clips_per_file: int | None = parameter(None, Option(
+        kind=int, help="Keep at most this many windows of a file."
+    ))  # fmt: skip
+    select: str = parameter("first", Option(
+        kind=SELECTS, help="Which windows --max-clips-per-file keeps."
+    ))  # fmt: skip
+    min_level_db: float | None = parameter(None, Option(
+        kind=float, help="Drop windows whose RMS level is below this many dB full scale."
+    ))  # fmt: skip
 
-    def __init__(
-        self,
-        *,
-        sample_rate: int = SAMPLE_RATE,
-        n_samples: int | None = None,
-        n_fft: int | None = None,
-        hop_length: int = HOP_LENGTH,
-        n_mels: int | None = None,
-        fmin: float | None = None,
-        fmax: float | None = None,
-        eps: float = features.EPS,
-        preset: str = "post",
-        spectrum: str = "mel",
-        power: float = 2.0,
-        stft_eps: float = 0.0,
-        win_length: int | None = None,
-        padding: str = "center",
-        pad_mode: str = features.PAD_MODE,
-        mel_htk: bool | None = None,
-        mel_norm: str | None = None,
-        drop_nyquist: bool = False,
-        log: str = "add",
-        peak_normalize: float | None = None,
-        segments: str = "first",
-        segment_hop: int | None = None,
-        tail: str = "pad",
-        max_clips_per_file: int | None = None,
-        select: str = "first",
-        min_level_db: float | None = None,
-    ) -> None:
+    def __post_init__(self) -> None:
+        """Check every parameter as it is read, and work out the DERIVED ones."""
+        # long because: one line per parameter, each checked as it is read
+        sample_rate, hop_length = self.sample_rate, self.hop_length
+        n_samples, n_fft, spectrum = self.n_samples, self.n_fft, self.spectrum
+        n_mels, fmin, fmax, mel_htk, mel_norm = (self.n_mels, self.fmin, self.fmax,
+                                                 self.mel_htk, self.mel_norm)  # fmt: skip
+        eps, preset, power, stft_eps = self.eps, self.preset, self.power, self.stft_eps
+        win_length, padding, pad_mode = self.win_length, self.padding, self.pad_mode
+        drop_nyquist, log, peak_normalize = self.drop_nyquist, self.log, self.peak_normalize
+        segments, segment_hop, tail = self.segments, self.segment_hop, self.tail
+        max_clips_per_file, select = self.max_clips_per_file, self.select
+        min_level_db = self.min_level_db
         sample_rate = _positive_int("sample_rate", sample_rate)
         hop_length = _positive_int("hop_length", hop_length)
         n_samples = _positive_int(
@@ -432,32 +473,9 @@ class SpectrogramConfig:
         return SpectrogramConfig.from_options(**{**base, **given})
 
     @property
-    def analysis(self) -> features.Analysis:
-        """The analysis parameters, as :func:`features.spectrogram` takes them."""
-        bank: dict[str, Any] = {}
-        if self.spectrum == "mel":
-            bank = {"n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax,
-                    "mel_htk": self.mel_htk, "mel_norm": self.mel_norm}  # fmt: skip
-        return features.Analysis(
-            sr=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            padding=self.padding,
-            pad_mode=self.pad_mode,
-            power=self.power,
-            stft_eps=self.stft_eps,
-            spectrum=self.spectrum,
-            drop_nyquist=self.drop_nyquist,
-            log=self.log,
-            eps=self.eps,
-            **bank,
-        )
-
-    @property
     def n_bands(self) -> int:
         """Rows of an image: mel bands, or frequency bins of a linear spectrum."""
-        return self.analysis.n_bands
+        return features.bands_of(self)
 
     @property
     def n_frames(self) -> int:
@@ -502,10 +520,10 @@ class SpectrogramConfig:
             "duration": self.n_samples / self.sample_rate,
             "window": features.WINDOW,
             "center": self.padding == "center",
-            "mono": audio.MONO,
-            "resampler": audio.RESAMPLER,
-            "crop": audio.CROP,
-            "pad": audio.PAD,
+            "mono": MONO,
+            "resampler": RESAMPLER,
+            "crop": CROP,
+            "pad": PAD,
         }
 
     def differences(self, other: SpectrogramConfig) -> str:

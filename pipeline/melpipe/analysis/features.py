@@ -1,7 +1,7 @@
 """Log spectrograms and their inverse to audio, with librosa's names and conventions.
 
 ``spectrogram`` is the pure heart of the pipeline: clips in, log features out, by the
-parameters of one :class:`Analysis` (a config gives it as ``config.analysis``), on a whole
+parameters of one :class:`Analysis` (a config is one), on a whole
 batch at once. By default it is the post's ``log(mel_power + eps)`` with
 ``librosa.feature.melspectrogram``'s framing, window, filter bank and power; the presets
 (:mod:`melpipe.analysis.presets`) choose other framings, magnitude, HTK filters without norm,
@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import librosa
 import numpy as np
@@ -52,14 +52,15 @@ LOGS: Final = ("add", "clamp")
 MEL_NORMS: Final = ("slaney", "none")
 
 
-@dataclass(frozen=True)
-class Analysis:
-    """Every parameter of an analysis, from a clip's samples to its log spectrogram.
+class Analysis(Protocol):
+    """What an analysis must say, from a clip's samples to its log spectrogram: what
+    :func:`spectrogram` reads. A :class:`~melpipe.analysis.config.SpectrogramConfig` is
+    one; :func:`log_mel` makes one of librosa's keywords.
 
     ``spectrum``
         ``mel`` (a triangular filter bank, ``mel_htk`` choosing HTK's mel scale over
         Slaney's, ``mel_norm`` the Slaney area norm or none) or ``linear`` (the FFT's bins,
-        ``drop_nyquist`` leaving out the last).
+        ``drop_nyquist`` leaving out the last; the filter bank's parameters are None).
     ``padding``
         ``center``: librosa's (and torch's) centred frames, ``n_fft // 2`` samples of
         ``pad_mode`` either side; ``same``: ``(n_fft - hop_length) // 2`` reflected samples
@@ -72,51 +73,102 @@ class Analysis:
         ``add``: ``log(x + eps)``; ``clamp``: ``log(max(x, eps))``. Natural logarithms.
     """
 
-    sr: int
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def n_fft(self) -> int: ...
+    @property
+    def hop_length(self) -> int: ...
+    @property
+    def win_length(self) -> int: ...
+    @property
+    def padding(self) -> str: ...
+    @property
+    def pad_mode(self) -> str: ...
+    @property
+    def power(self) -> float: ...
+    @property
+    def stft_eps(self) -> float: ...
+    @property
+    def spectrum(self) -> str: ...
+    @property
+    def n_mels(self) -> int | None: ...
+    @property
+    def fmin(self) -> float | None: ...
+    @property
+    def fmax(self) -> float | None: ...
+    @property
+    def mel_htk(self) -> bool | None: ...
+    @property
+    def mel_norm(self) -> str | None: ...
+    @property
+    def drop_nyquist(self) -> bool: ...
+    @property
+    def log(self) -> str: ...
+    @property
+    def eps(self) -> float: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class LibrosaMel:
+    """The analysis of ``librosa.feature.melspectrogram``'s keywords, with its conventions
+    (power 2, centred Hann frames padded with zeros, the Slaney mel scale and norm) and
+    ``log(x + eps)``: what :func:`log_mel` and :func:`log_mel_to_audio` compute."""
+
+    sample_rate: int
     n_fft: int
     hop_length: int
-    win_length: int
+    n_mels: int
+    fmin: float = 0.0
+    fmax: float | None = None
+    eps: float = EPS
     padding: str = "center"
     pad_mode: str = PAD_MODE
     power: float = 2.0
     stft_eps: float = 0.0
     spectrum: str = "mel"
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
     mel_htk: bool = False
     mel_norm: str = "slaney"
     drop_nyquist: bool = False
     log: str = "add"
-    eps: float = EPS
 
     @property
-    def n_bands(self) -> int:
-        """Rows of a spectrogram: mel bands, or frequency bins."""
-        if self.spectrum == "mel":
-            return self.n_mels
-        return self.n_fft // 2 + 1 - int(self.drop_nyquist)
+    def win_length(self) -> int:
+        return self.n_fft
 
-    @property
-    def bank(self) -> dict[str, Any]:
-        """The filter bank's parameters, as :func:`mel_filters` takes them."""
-        fmax = self.sr / 2 if self.fmax is None else self.fmax
-        return {"sr": self.sr, "n_fft": self.n_fft, "n_mels": self.n_mels, "fmin": self.fmin,
-                "fmax": fmax, "htk": self.mel_htk, "norm": self.mel_norm}  # fmt: skip
 
-    @property
-    def left_pad(self) -> int:
-        """Samples put before a clip's first: the first frame starts this far before it."""
-        return left_pad(n_fft=self.n_fft, hop_length=self.hop_length, padding=self.padding)
+def bands_of(analysis: Analysis) -> int:
+    """Rows of a spectrogram: mel bands, or frequency bins."""
+    if analysis.spectrum == "mel":
+        assert analysis.n_mels is not None
+        return analysis.n_mels
+    return analysis.n_fft // 2 + 1 - int(analysis.drop_nyquist)
 
-    def n_frames(self, n: int) -> int:
-        """Frames of a clip of ``n`` samples (see :func:`n_frames_of`)."""
-        return n_frames_of(n, n_fft=self.n_fft, hop_length=self.hop_length, padding=self.padding)
 
-    @property
-    def centre_offset(self) -> float:
-        """Samples from a clip's first to the centre of its first frame."""
-        return self.n_fft / 2 - self.left_pad if self.padding != "center" else 0.0
+def bank(analysis: Analysis) -> dict[str, Any]:
+    """The filter bank's parameters, as :func:`mel_filters` takes them."""
+    sr = analysis.sample_rate
+    fmax = sr / 2 if analysis.fmax is None else analysis.fmax
+    return {"sr": sr, "n_fft": analysis.n_fft, "n_mels": analysis.n_mels,
+            "fmin": analysis.fmin or 0.0, "fmax": fmax, "htk": bool(analysis.mel_htk),
+            "norm": analysis.mel_norm or "slaney"}  # fmt: skip
+
+
+def frames_of(analysis: Analysis, n: int) -> int:
+    """Frames of a clip of ``n`` samples (see :func:`n_frames_of`)."""
+    return n_frames_of(n, n_fft=analysis.n_fft, hop_length=analysis.hop_length,
+                       padding=analysis.padding)  # fmt: skip
+
+
+def first_pad(analysis: Analysis) -> int:
+    """Samples put before a clip's first: the first frame starts this far before it."""
+    return left_pad(n_fft=analysis.n_fft, hop_length=analysis.hop_length,
+                    padding=analysis.padding)  # fmt: skip
+
+
+def centre_offset(analysis: Analysis) -> float:
+    """Samples from a clip's first to the centre of its first frame."""
+    return analysis.n_fft / 2 - first_pad(analysis) if analysis.padding != "center" else 0.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -237,13 +289,13 @@ def _frames(y: np.ndarray, analysis: Analysis) -> np.ndarray:
     """The frames of clips (n_clips, n), (n_clips, frames, n_fft), a view of their padded
     copy."""
     n_fft, hop = analysis.n_fft, analysis.hop_length
-    n_frames = analysis.n_frames(y.shape[-1])
+    n_frames = frames_of(analysis, y.shape[-1])
     if analysis.padding == "end":
         total = (n_frames - 1) * hop + n_fft
         padded = np.pad(y, [(0, 0), (0, max(0, total - y.shape[-1]))])
     else:
         mode = analysis.pad_mode if analysis.padding == "center" else "reflect"
-        pad = analysis.left_pad
+        pad = first_pad(analysis)
         padded = np.pad(y, [(0, 0), (pad, pad)], mode=mode)  # type: ignore[call-overload]
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
     return frames[:, :n_frames]
@@ -301,11 +353,11 @@ def spectrogram(y: np.ndarray, analysis: Analysis) -> np.ndarray:
     Parameters
     ----------
     y : np.ndarray [shape=(..., n)], float32
-        Mono audio at ``analysis.sr``.
+        Mono audio at ``analysis.sample_rate``.
 
     Returns
     -------
-    np.ndarray [shape=(..., n_bands, analysis.n_frames(n))], float32
+    np.ndarray [shape=(..., n_bands, frames_of(analysis, n))], float32
         Bands lowest first. For the defaults, ``log(mel_power + eps)`` with centred Hann
         frames and the Slaney mel scale and norm, as ``librosa.feature.melspectrogram``
         gives them, to float32 rounding of the sums; each clip's values are the same in
@@ -313,7 +365,7 @@ def spectrogram(y: np.ndarray, analysis: Analysis) -> np.ndarray:
         is then not finite, and callers check for that.
     """
     y = np.asarray(y, dtype=np.float32)
-    n_frames, n_bands = analysis.n_frames(y.shape[-1]), analysis.n_bands
+    n_frames, n_bands = frames_of(analysis, y.shape[-1]), bands_of(analysis)
     if y.size == 0:  # a batch whose files all failed; librosa divides by zero on it
         return np.empty((*y.shape[:-1], n_bands, n_frames), dtype=np.float32)
     clips = y.reshape(-1, y.shape[-1])
@@ -328,7 +380,7 @@ def spectrogram(y: np.ndarray, analysis: Analysis) -> np.ndarray:
                 continue
             # One BLAS product per block and clip, of the same shapes whatever the batch,
             # so that a clip's values never depend on the batch it came in.
-            for band, lo, hi, weights in _mel_blocks(**analysis.bank):
+            for band, lo, hi, weights in _mel_blocks(**bank(analysis)):
                 np.matmul(weights, power_t[:, lo:hi], out=out[part, band : band + len(weights)])
         if analysis.log == "add":
             out += np.float32(analysis.eps)
@@ -354,8 +406,8 @@ def log_mel(
     frames padded with zeros, the Slaney mel scale and norm): :func:`spectrogram` of
     those. ``fmax`` defaults to ``sr / 2``. Returns float32 of shape
     (..., n_mels, n_frames)."""
-    analysis = Analysis(sr=sr, n_fft=n_fft, hop_length=hop_length, win_length=n_fft,
-                        n_mels=n_mels, fmin=fmin, fmax=fmax, eps=eps)  # fmt: skip
+    analysis = LibrosaMel(sample_rate=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                          fmin=fmin, fmax=fmax, eps=eps)  # fmt: skip
     return spectrogram(y, analysis)
 
 
@@ -378,8 +430,8 @@ def log_mel_to_audio(
     ``logmel``'s shape (..., n_mels, frames)."""
     if n_mels is not None and np.shape(logmel)[-2] != n_mels:
         raise ArgumentError(f"Expected {n_mels} mel bands. Got shape {np.shape(logmel)}.")
-    analysis = Analysis(sr=sr, n_fft=n_fft, hop_length=hop_length, win_length=n_fft,
-                        n_mels=np.shape(logmel)[-2], fmin=fmin, fmax=fmax, eps=eps)  # fmt: skip
+    analysis = LibrosaMel(sample_rate=sr, n_fft=n_fft, hop_length=hop_length,
+                          n_mels=np.shape(logmel)[-2], fmin=fmin, fmax=fmax, eps=eps)  # fmt: skip
     return to_audio(logmel, analysis, length=length, n_iter=n_iter, seed=seed)
 
 
@@ -406,10 +458,10 @@ def to_audio(
         level = np.maximum(level - analysis.eps, 0.0)
     level = np.maximum(level ** (2.0 / analysis.power) - analysis.stft_eps, 0.0)  # re^2+im^2
     if analysis.spectrum == "mel":
-        bank = analysis.bank
+        mel = bank(analysis)
         magnitude = librosa.feature.inverse.mel_to_stft(
-            level.astype(np.float32), sr=analysis.sr, n_fft=analysis.n_fft, power=2.0,
-            fmin=bank["fmin"], fmax=bank["fmax"], htk=analysis.mel_htk,
+            level.astype(np.float32), sr=analysis.sample_rate, n_fft=analysis.n_fft, power=2.0,
+            fmin=mel["fmin"], fmax=mel["fmax"], htk=mel["htk"],
             norm="slaney" if analysis.mel_norm == "slaney" else None,
         )  # fmt: skip
     else:
@@ -417,7 +469,7 @@ def to_audio(
         if analysis.drop_nyquist:  # the dropped bin is taken as silent
             magnitude = np.concatenate([magnitude, np.zeros_like(magnitude[..., :1, :])], -2)
     center = analysis.padding == "center"
-    skip = 0 if center else analysis.left_pad
+    skip = 0 if center else first_pad(analysis)
     audio = librosa.griffinlim(
         magnitude,
         n_iter=n_iter,
@@ -437,14 +489,14 @@ def band_centres(analysis: Analysis) -> np.ndarray:
     """Centre frequency in Hz of each band, lowest first: the peaks of the mel filter bank,
     or the frequencies of the FFT's bins."""
     if analysis.spectrum == "linear":
-        return np.fft.rfftfreq(analysis.n_fft, 1.0 / analysis.sr)[: analysis.n_bands]
-    bank = analysis.bank
-    edges = librosa.mel_frequencies(analysis.n_mels + 2, fmin=bank["fmin"], fmax=bank["fmax"],
-                                    htk=analysis.mel_htk)  # fmt: skip
+        return np.fft.rfftfreq(analysis.n_fft, 1.0 / analysis.sample_rate)[: bands_of(analysis)]
+    mel = bank(analysis)
+    edges = librosa.mel_frequencies(mel["n_mels"] + 2, fmin=mel["fmin"], fmax=mel["fmax"],
+                                    htk=mel["htk"])  # fmt: skip
     return edges[1:-1]
 
 
 def frame_times(analysis: Analysis, n_frames: int) -> np.ndarray:
     """Time in seconds of the centre of each frame, from the start of the clip."""
-    offset = analysis.centre_offset
-    return (np.arange(n_frames) * analysis.hop_length + offset) / analysis.sr
+    offset = centre_offset(analysis)
+    return (np.arange(n_frames) * analysis.hop_length + offset) / analysis.sample_rate

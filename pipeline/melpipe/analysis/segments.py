@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from melpipe.analysis import features
 from melpipe.analysis.config import SpectrogramConfig
 
 SILENCE_DB = -200.0  # the level recorded for digital silence, whose RMS is 0
@@ -89,7 +90,7 @@ def audio_frames(n_audio: int, starts: np.ndarray, config: SpectrogramConfig) ->
     samples of the file, before any zero-padding. They are always the window's first
     frames."""
     inside = np.clip(n_audio - np.asarray(starts, np.int64), 0, config.n_samples)
-    offset = config.analysis.centre_offset
+    offset = features.centre_offset(config)
     if offset == 0:
         return np.minimum(-(-inside // config.hop_length), config.n_frames)
     count = np.ceil((inside - offset) / config.hop_length).astype(np.int64)

@@ -369,7 +369,7 @@ class SpectrogramStore:
             )
         return features.to_audio(
             self.to_features(image, clips=index),
-            self.config.analysis,
+            self.config,
             length=self.config.n_samples,
             n_iter=n_iter,
             seed=seed,

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 from melpipe import interrupts
 from melpipe.analysis.stats import M, merge_all
 from melpipe.errors import ConfigError, SchedulerError
-from melpipe.run.plan import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
+from melpipe.run.types import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
 
 logger = logging.getLogger(__name__)
 

@@ -16,21 +16,23 @@ batches (one chunk of each of their arrays per batch), and the bounded tree redu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from melpipe import records
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.features import ANALYSIS
 from melpipe.analysis.presets import PRESETS
 from melpipe.analysis.stats import SCALES, GlobalStats, StatsName, StatsOptions
-from melpipe.errors import ArgumentError, ConfigError, ResourceError, StatisticsError, StoreError
+from melpipe.errors import ConfigError, ResourceError, StatisticsError, StoreError
+from melpipe.run.types import Resources
 from melpipe.sources.audio import BLOCK_FRAMES, WARMUP
 from melpipe.sources.discover import Listing
 from melpipe.store.schema import (
     SCRATCH,
     WINDOW_ARRAYS,
+    Batch,
     OutputState,
     Sizes,
     StoreAttrs,
@@ -40,26 +42,12 @@ from melpipe.store.schema import (
 if TYPE_CHECKING:
     from melpipe.run.tasks import FileValues
 
-T = TypeVar("T")
 Duplicates = Literal["keep", "drop"]
 DUPLICATES: tuple[Duplicates, ...] = ("keep", "drop")
 
 DEFAULT_BATCH_SIZE = 64
-DEFAULT_SPLIT_EVERY = 8
 # Dask pauses a worker at 80% of its memory limit; a batch must fit well inside that.
 MEMORY_BUDGET = 0.8
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Rows ``start:stop`` of the store, handled by one task: chunk ``index`` of each array."""
-
-    index: int
-    start: int
-    stop: int
-
-    def __len__(self) -> int:
-        return self.stop - self.start
 
 
 def plan_batches(n_rows: int, batch_size: int, offset: int = 0) -> list[Batch]:
@@ -74,32 +62,6 @@ def plan_batches(n_rows: int, batch_size: int, offset: int = 0) -> list[Batch]:
         Batch(index, max(index * batch_size, offset), min((index + 1) * batch_size, end))
         for index in range(first, -(-end // batch_size))
     ]
-
-
-def tree_reduce(
-    items: Sequence[T],
-    combine: Callable[..., T],
-    *,
-    split_every: int = DEFAULT_SPLIT_EVERY,
-    submit: Callable[..., Any] | None = None,
-) -> T:
-    """Combine ``items`` level by level, at most ``split_every`` at a time, in input order.
-
-    ``submit(combine, *group)`` runs one combination; by default it is a plain call, and the
-    Dask executor passes ``Client.submit`` so every level runs as tasks on the cluster and
-    no task ever gathers all items.
-    """
-    if split_every < 2:
-        raise ConfigError(f"Expected split_every >= 2. Got {split_every} instead.")
-    if not items:
-        raise ArgumentError("Nothing to reduce.")
-    run = submit or (lambda fn, *args: fn(*args))
-    level = list(items)
-    while len(level) > 1:
-        groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
-        # A lone last item moves up a level as it is: combining one item is a wasted task.
-        level = [run(combine, *group) if len(group) > 1 else group[0] for group in groups]
-    return level[0]
 
 
 @dataclass(frozen=True)
@@ -124,27 +86,6 @@ class Request:
         """The input or the output if it lives in this process's memory (``memory://``),
         which only tasks run in this process can see."""
         return next((u for u in (self.input, self.output) if u.startswith("memory://")), None)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What an executor offers a run."""
-
-    workers: int
-    memory_per_worker: int | None  # bytes; None where the workers do not say
-    in_client: bool  # tasks run in the client's process, so memory:// is shared
-
-
-@dataclass(frozen=True)
-class Work:
-    """How much a run has to do, as an executor weighs it: ``windows`` to analyse, of
-    ``samples_per_window`` each (exactly, or at least that many when not ``exact``), and
-    whether its input or output lives in this process's memory."""
-
-    windows: int
-    samples_per_window: int
-    exact: bool = True
-    in_memory: bool = False
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,6 @@ from melpipe.run.plan import (
     Plan,
     Request,
     Source,
-    Work,
     make_plan,
     plan_batches,
 )
@@ -78,6 +77,7 @@ from melpipe.run.tasks import (
     survey_batch,
     whole_batch,
 )
+from melpipe.run.types import Work
 from melpipe.sources import duplicates
 from melpipe.sources.audio import FileInfo, resampled_length
 from melpipe.sources.discover import SkippedFolder, is_url, join, list_audio_files, utf8_safe

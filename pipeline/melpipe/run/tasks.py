@@ -24,7 +24,6 @@ from melpipe.analysis.scaling import level_counts, levels_of, scale_with_ends
 from melpipe.analysis.segments import Piece, audio_frames, loud_enough, rms_db
 from melpipe.analysis.stats import LEVELS, PixelStats, Range, held
 from melpipe.errors import NonFiniteFeaturesError, StoreError
-from melpipe.run.plan import Batch
 from melpipe.sources.audio import (
     FileInfo,
     WholeFile,
@@ -38,7 +37,7 @@ from melpipe.sources.discover import join
 from melpipe.sources.retries import retried, transient
 from melpipe.store import zarrstore as store
 from melpipe.store.lock import Claim
-from melpipe.store.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
+from melpipe.store.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec, Batch
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
             files[piece.file] = FileInfo(error=describe_error(exc))
             logger.debug("Skipping %s: %s", piece.path, files[piece.file].error)
     analysed = clips if ok.all() else clips[ok]  # the common case: no copy of the batch
-    logmel = spectrogram(analysed, config.analysis)
+    logmel = spectrogram(analysed, config)
     finite = np.isfinite(logmel).all(axis=(1, 2))
     if not finite.all():
         rows = np.flatnonzero(ok)

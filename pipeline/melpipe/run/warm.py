@@ -21,7 +21,7 @@ from melpipe.run import tasks  # noqa: F401  (decoding, the store, the statistic
 from melpipe.run.executors import WORKER_LOG, send_dask_logs
 
 threadpool_limits(limits=1, user_api="blas")
-spectrogram(np.zeros((1, 4096), np.float32), SpectrogramConfig.from_options().analysis)
+spectrogram(np.zeros((1, 4096), np.float32), SpectrogramConfig.from_options())
 
 
 def dask_setup(worker: object) -> None:

@@ -38,11 +38,6 @@ from melpipe.errors import (
 from melpipe.sources.discover import is_url
 from melpipe.sources.retries import transient
 
-MONO = "mean of channels"
-RESAMPLER = "soxr_hq"  # librosa's name; soxr's quality "HQ"
-CROP = "start"
-PAD = "zeros at end"
-
 # libsndfile shrinks the frame count of a WAV/AIFF file whose data chunk runs past the end
 # of the file, and only says so in its log: "data : 44100 (should be 14670)".
 _SHORT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)

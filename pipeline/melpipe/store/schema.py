@@ -414,3 +414,15 @@ class StoreAttrs:
                 f"{where} is marked complete but its attributes lack stats, counts or sources."
             )
         return attrs
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows ``start:stop`` of the store, handled by one task: chunk ``index`` of each array."""
+
+    index: int
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start

@@ -31,7 +31,6 @@ import zarr
 from melpipe.analysis import features
 from melpipe.analysis.stats import BINS_PER_UNIT, Histogram, histogram_grid
 from melpipe.errors import ArgumentError, MelpipeError, StoreError
-from melpipe.run.plan import Batch
 from melpipe.sources.discover import filesystem, utf8_safe
 from melpipe.store import lock
 from melpipe.store.schema import (
@@ -47,6 +46,7 @@ from melpipe.store.schema import (
     SCRATCH,
     WINDOW_ARRAYS,
     ArraySpec,
+    Batch,
     OutputState,
     Sizes,
     Step,
@@ -173,10 +173,10 @@ def create(
     lock.check(claim)
     group = zarr.create_group(claim.url, zarr_format=3, attributes=attrs.to_dict())
     config = attrs.config
-    centres = features.band_centres(config.analysis)
+    centres = features.band_centres(config)
     coordinates = {
         "mel": centres[::-1].copy(),  # row 0 is the highest band
-        "frame": features.frame_times(config.analysis, config.n_frames),
+        "frame": features.frame_times(config, config.n_frames),
     }
     specs = [a for a in ARRAYS if a.rows != "clip"] + [*WINDOW_ARRAYS]
     for spec in [*specs, SCRATCH] if scratch else specs:
