@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from melpipe.sources.audio import read_header, read_whole
+from melpipe.sources.audio import read_header
+from melpipe.sources.pcm import read_whole
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 22050  # the store's rate, the package default

@@ -26,7 +26,9 @@ from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
 from melpipe.sources import duplicates
-from melpipe.sources.audio import flac_stream_info, open_audio, pcm_md5
+from melpipe.sources.audio import open_audio
+from melpipe.sources.headers import flac_stream_info
+from melpipe.sources.pcm import pcm_md5
 from tests.helpers import assert_stats_match, long_and_short, run_cli, tones
 
 CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)

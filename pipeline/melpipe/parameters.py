@@ -46,13 +46,15 @@ class Option:
         return (self.flag,) if self.off is None else (self.flag, self.off)
 
 
-def parameter(default: Any = dataclasses.MISSING, *options: Option, **metadata: Any) -> Any:
+def parameter(default: Any, *options: Option) -> Any:
     """A dataclass field with ``default``, given on the command line as ``options`` (one,
-    usually; none for a field only the library sets)."""
-    extra = {OPTION: options} if options else {}
-    if default is dataclasses.MISSING:
-        return dataclasses.field(metadata={**metadata, **extra})
-    return dataclasses.field(default=default, metadata={**metadata, **extra})
+    usually; two where a value can be given two ways, as a clip's length)."""
+    return dataclasses.field(default=default, metadata={OPTION: options})
+
+
+def required(*options: Option) -> Any:
+    """A dataclass field without a default, given on the command line as ``options``."""
+    return dataclasses.field(metadata={OPTION: options})
 
 
 def options_of(kind: type) -> Iterator[Option]:

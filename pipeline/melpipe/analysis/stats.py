@@ -46,6 +46,7 @@ from typing import Any, Literal, Protocol, Self, TypeVar
 import numpy as np
 
 from melpipe.errors import ConfigError, StatisticsError
+from melpipe.parameters import Option, parameter
 from melpipe.records import key, not_recorded
 
 StatsName = Literal["mean", "extrema", "percentile", "top-db", "band-moments", "image-top-db"]
@@ -61,9 +62,19 @@ class StatsOptions:
     """The parameters of the statistics that have some: ``--percentiles LO HI``,
     ``--top-db DB`` and ``--clip-std K``."""
 
-    percentiles: tuple[float, float] = (0.1, 99.9)
-    top_db: float = 80.0
-    clip_std: float = 3.0
+    percentiles: tuple[float, float] = parameter((0.1, 99.9), Option(
+        kind=float, nargs=2, metavar="LO HI",
+        help="Percentiles of the pixels that hold audio, for --stats percentile.",
+        shown="0.1 99.9, or --stats-from's",
+    ))  # fmt: skip
+    top_db: float = parameter(80.0, Option(
+        kind=float, help="Decibels below the maximum, for --stats top-db.",
+        shown="80, or --stats-from's",
+    ))  # fmt: skip
+    clip_std: float = parameter(3.0, Option(
+        kind=float, help="Standard deviations each side of a band's mean, for --stats "
+        "band-moments.", shown="3, or --stats-from's",
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         lo, hi = (float(p) for p in self.percentiles)

@@ -21,6 +21,7 @@ import numpy as np
 from melpipe.analysis import features
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.scaling import image_to_logmel
+from melpipe.analysis.segments import covered_seconds
 from melpipe.analysis.stats import Figures, GlobalStats, Histogram, Range, StatsName
 from melpipe.errors import ArgumentError, ClipIndexError
 from melpipe.sources import duplicates
@@ -267,6 +268,27 @@ class SpectrogramStore:
     def failed_files(self) -> np.ndarray:
         """Indices of the files that did not decode."""
         return np.flatnonzero(~self.decoded)
+
+    @property
+    def quiet_files(self) -> np.ndarray:
+        """Indices of the files that decoded but gave no clip, every window too quiet (a
+        duplicate left out gives none either, and is not among them)."""
+        unique = self.array("duplicate_of") < 0
+        return np.flatnonzero(self.decoded & (self.array("n_clips") == 0) & unique)
+
+    @property
+    def decoded_hours(self) -> float:
+        """Hours of audio in the files that decoded."""
+        return float(np.nansum(self.array("duration")[self.decoded])) / 3600
+
+    @property
+    def coverage(self) -> float:
+        """The share of the decoded audio that the clips hold."""
+        durations = np.nan_to_num(self.array("duration"))
+        length = self.config.n_samples / self.config.sample_rate
+        held = covered_seconds(self.file_index, self.start, durations, length)
+        total = float(durations[self.decoded].sum())
+        return held / total if total else 0.0
 
     def clips_of(self, file: int | str) -> np.ndarray:
         """The clips of one file, given by its index or its path, in time order."""

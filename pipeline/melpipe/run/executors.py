@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from melpipe import interrupts
 from melpipe.analysis.stats import M, merge_all
 from melpipe.errors import ConfigError, SchedulerError
+from melpipe.parameters import Option, parameter, required
 from melpipe.run.types import DEFAULT_SPLIT_EVERY, Resources, Work, tree_reduce
 
 logger = logging.getLogger(__name__)
@@ -293,13 +294,26 @@ class AutoExecutor:
         return (self._chosen or self._loop).map_reduce(fn, items, context, kind, bar)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Cluster:
+    """Where a run's tasks run, as a person names it: :func:`open_executor`'s choice."""
+
+    workers: int | None = parameter(None, Option(
+        kind=int, help="Worker processes of the local cluster.", shown="chosen from the work"
+    ))  # fmt: skip
+    scheduler: str | None = parameter(None, Option(
+        help="Address of a running Dask scheduler, or 'sync' for no Dask."
+    ))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TLSFiles:
     """PEM files for a client of a scheduler that requires TLS (``tls://`` addresses)."""
 
-    ca_file: str
-    cert: str
-    key: str
+    ca_file: str = required(Option(name="tls_ca_file", kind="file",
+                                    help="CA certificate for a tls:// scheduler."))  # fmt: skip
+    cert: str = required(Option(name="tls_cert", kind="file", help="Client certificate (PEM)."))
+    key: str = required(Option(name="tls_key", kind="file", help="Client private key (PEM)."))
 
     def security(self) -> Any:
         from distributed.security import Security

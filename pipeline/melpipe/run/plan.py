@@ -26,6 +26,7 @@ from melpipe.analysis.features import ANALYSIS
 from melpipe.analysis.presets import PRESETS
 from melpipe.analysis.stats import SCALES, GlobalStats, StatsName, StatsOptions
 from melpipe.errors import ConfigError, ResourceError, StatisticsError, StoreError
+from melpipe.parameters import Option, parameter
 from melpipe.run.types import Resources
 from melpipe.sources.audio import BLOCK_FRAMES, WARMUP
 from melpipe.sources.discover import Listing
@@ -71,15 +72,35 @@ class Request:
     input: str
     output: str
     config: SpectrogramConfig
-    stats: StatsName | None = None
-    stats_from: str | None = None
+    stats: StatsName | None = parameter(None, Option(
+        kind=SCALES, help="Statistics that scale the images; all are computed and recorded.",
+        shown="the preset's (mean for post), or --stats-from's",
+    ))  # fmt: skip
+    stats_from: str | None = parameter(None, Option(
+        help="Scale with the statistics of this finished store."
+    ))  # fmt: skip
     # --percentiles, --top-db, --clip-std as given; the others are --stats-from's or defaults
     options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int | None = None  # default: the appended store's, or DEFAULT_BATCH_SIZE
-    scratch: bool = True
-    overwrite: bool = False
-    append: bool = False
-    duplicates: Duplicates = "keep"
+    batch_size: int | None = parameter(None, Option(
+        kind=int, help="Files per task, and clips per chunk of the store.",
+        shown=f"{DEFAULT_BATCH_SIZE}, or the store's with --append",
+    ))  # fmt: skip
+    scratch: bool = parameter(True, Option(
+        off="--no-scratch", default=True, shown="scratch",
+        help="Keep pass 1's log-mels in OUTPUT for pass 2 (4 bytes a pixel, until the end), "
+        "or compute them again.",
+    ))  # fmt: skip
+    overwrite: bool = parameter(False, Option(
+        is_flag=True, help="Replace OUTPUT if it is a store that melpipe wrote (and nothing else)."
+    ))  # fmt: skip
+    append: bool = parameter(False, Option(
+        is_flag=True, help="Add INPUT's files that OUTPUT, a finished store, lacks, scaled with "
+        "its statistics and options, unchanged.",
+    ))  # fmt: skip
+    duplicates: Duplicates = parameter("keep", Option(
+        kind=DUPLICATES, default="keep", help="Files with the same samples or bytes as one "
+        "before them: stored and reported, or left without clips.",
+    ))  # fmt: skip
 
     @property
     def in_memory(self) -> str | None:

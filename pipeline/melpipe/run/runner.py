@@ -79,8 +79,9 @@ from melpipe.run.tasks import (
 )
 from melpipe.run.types import Work
 from melpipe.sources import duplicates
-from melpipe.sources.audio import FileInfo, resampled_length
+from melpipe.sources.audio import resampled_length
 from melpipe.sources.discover import SkippedFolder, is_url, join, list_audio_files, utf8_safe
+from melpipe.sources.headers import FileInfo
 from melpipe.store import lock
 from melpipe.store import zarrstore as store
 from melpipe.store.schema import (

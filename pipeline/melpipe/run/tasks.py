@@ -25,15 +25,14 @@ from melpipe.analysis.segments import Piece, audio_frames, loud_enough, rms_db
 from melpipe.analysis.stats import LEVELS, PixelStats, Range, held
 from melpipe.errors import NonFiniteFeaturesError, StoreError
 from melpipe.sources.audio import (
-    FileInfo,
-    WholeFile,
     describe_error,
     read_header,
-    read_whole,
     read_windows,
     resampled_length,
 )
 from melpipe.sources.discover import join
+from melpipe.sources.headers import FileInfo
+from melpipe.sources.pcm import WholeFile, read_whole
 from melpipe.sources.retries import retried, transient
 from melpipe.store import zarrstore as store
 from melpipe.store.lock import Claim

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import hashlib
 import math
 import os
 import re
 import stat
-import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,11 +27,14 @@ import soxr
 
 from melpipe.errors import (
     EmptyAudioError,
+    ExportError,
     NonFiniteAudioError,
     NotRegularFileError,
     TruncatedAudioError,
 )
+from melpipe.files import open_to_write
 from melpipe.sources.discover import is_url
+from melpipe.sources.headers import FileInfo, Stamp, flac_stream_info
 from melpipe.sources.retries import transient
 
 # libsndfile shrinks the frame count of a WAV/AIFF file whose data chunk runs past the end
@@ -60,81 +59,6 @@ SPAN = 1 << 17
 READ_MARGIN = 2048
 
 
-# Bits per sample of libsndfile's subtypes; compressed subtypes have none.
-BIT_DEPTHS = {
-    "PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32,
-    "DOUBLE": 64, "ULAW": 8, "ALAW": 8, "DWVW_12": 12, "DWVW_16": 16, "DWVW_24": 24,
-}  # fmt: skip
-
-
-# The PCM sample formats whose samples can be hashed as FLAC's STREAMINFO hashes them
-# (xiph/flac, src/libFLAC/md5.c, format_input_): interleaved, signed, little-endian, in as
-# few whole bytes as the bit depth needs; floats little-endian. By libsndfile's subtype.
-PCM_FORMATS = {
-    "PCM_S8": "s8", "PCM_U8": "s8", "PCM_16": "s16le", "PCM_24": "s24le", "PCM_32": "s32le",
-    "FLOAT": "f32le", "DOUBLE": "f64le",
-}  # fmt: skip
-_PCM_BITS = {"s8": 8, "s16le": 16, "s24le": 24, "s32le": 32}
-# What libsndfile reads each format's samples as, exactly: 8 and 24 bits come shifted left
-# into 16 and 32, unsigned 8-bit samples less 128 (so as signed ones).
-_READ_AS = {"s8": "int16", "s16le": "int16", "s24le": "int32", "s32le": "int32",
-            "f32le": "float32", "f64le": "float64"}  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    """What is known of one file: what its header says (its length in frames, sample
-    rate, channels, container and encoding; zeros and "" where it could not be read), and
-    why it gives no clip, or "". The one record of a file, from ``scan``'s headers to pass
-    1's results; slotted, as pass 1 keeps one per file (100,000 of them in a large run)."""
-
-    frames: int = 0
-    sample_rate: int = 0
-    channels: int = 0
-    format: str = ""
-    subtype: str = ""
-    error: str = ""
-    size: int = 0  # bytes, and when last modified (seconds since 1970), where known:
-    modified: float = 0.0  # pass 2 checks that a file it decodes again is the same
-    peak: float = math.nan  # the greatest |sample| at the store's rate, where measured
-    # What tells duplicates (docs/cli.md, "Duplicates"): the PCM sample format of lossless
-    # audio (:data:`PCM_FORMATS`, "" for any other encoding), and the MD5 of its samples
-    # in that format where its header holds it (a FLAC's).
-    pcm_format: str = ""
-    pcm_md5: str = ""
-
-    @classmethod
-    def of(
-        cls, f: sf.SoundFile, stamp: Stamp = (0, 0.0), flac: tuple[int, str] | None = None
-    ) -> FileInfo:
-        """The header of an open file, with its :data:`Stamp` and, for a FLAC, the bit
-        depth and samples' MD5 of its STREAMINFO (:func:`flac_stream_info`). Its names are
-        interned: a run holds one per file."""
-        pcm, md5 = PCM_FORMATS.get(f.subtype, ""), ""
-        if flac is not None:
-            bits, md5 = flac
-            if _PCM_BITS.get(pcm) != bits:  # 20 bits, say: libsndfile gives them as 24
-                pcm, md5 = "", ""
-        return cls(f.frames, f.samplerate, f.channels, sys.intern(f.format),
-                   sys.intern(f.subtype), size=stamp[0], modified=stamp[1],
-                   pcm_format=sys.intern(pcm), pcm_md5=md5)  # fmt: skip
-
-    @property
-    def readable(self) -> bool:
-        """Whether the header could be read (the file may still fail to decode)."""
-        return self.sample_rate > 0
-
-    @property
-    def duration(self) -> float:
-        """Seconds, as the header gives them; 0 where it could not be read."""
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
-
-    @property
-    def bit_depth(self) -> str:
-        bits = BIT_DEPTHS.get(self.subtype)
-        return f"{bits}-bit" if bits else "compressed"
-
-
 def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInfo:
     """The header of one file; a failure is recorded in the result, never raised.
 
@@ -150,127 +74,6 @@ def read_header(path: str | os.PathLike[str], *, whole: bool = False) -> FileInf
         if transient(exc):  # unless it is the storage's: that says nothing of the file
             raise
         return FileInfo(error=describe_error(exc))
-
-
-def flac_stream_info(read_at: Callable[[int, int], bytes]) -> tuple[int, str] | None:
-    """The bit depth of a FLAC stream and the MD5 of its samples, hex ("" where the
-    encoder left it unset, all zeros), from its STREAMINFO block, read with
-    ``read_at(offset, n)``; None where the bytes are not a FLAC stream's start.
-
-    An ID3v2 tag before the stream is skipped. The block's layout (RFC 9639, 8.2): after
-    "fLaC" and a 4-byte block header, 10 bytes of block and frame sizes, then 20 bits of
-    sample rate, 3 of channels - 1, 5 of bits per sample - 1, 36 of total samples, and
-    the 16-byte MD5.
-    """
-    head = read_at(0, 10)
-    offset = 0
-    if len(head) == 10 and head[:3] == b"ID3":
-        # The tag's size: four bytes of seven bits each ("synchsafe"), after its flags.
-        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7
-        size |= head[9] & 0x7F
-        offset = 10 + size + (10 if head[5] & 0x10 else 0)  # a footer follows the tag
-    block = read_at(offset, 42)
-    if len(block) < 42 or block[:4] != b"fLaC" or block[4] & 0x7F != 0:  # 0: STREAMINFO
-        return None
-    info = block[8:]
-    bits = ((info[12] & 0x01) << 4 | info[13] >> 4) + 1
-    md5 = info[18:34]
-    return bits, (md5.hex() if any(md5) else "")
-
-
-def pcm_md5(f: sf.SoundFile, pcm_format: str) -> str:
-    """The MD5 of an open file's samples in ``pcm_format`` (:data:`PCM_FORMATS`), as a
-    FLAC's STREAMINFO holds it: a WAV and a FLAC of one recording give the same. Read
-    through libsndfile a block at a time; for PCM that is a copy, not a decoding.
-
-    Raises
-    ------
-    TruncatedAudioError
-        The file ends before the frames its header declares.
-    """
-    digest = hashlib.md5(usedforsecurity=False)
-    f.seek(0)
-    read = 0
-    while read < f.frames:
-        block = f.read(min(BLOCK_FRAMES, f.frames - read), dtype=_READ_AS[pcm_format],
-                       always_2d=True)  # fmt: skip
-        if not len(block):
-            _truncated(f, read)
-        read += len(block)
-        if pcm_format == "s8":
-            digest.update((block >> 8).astype(np.int8).tobytes())
-        elif pcm_format == "s24le":  # the low three bytes of each little-endian int32
-            digest.update((block >> 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes())
-        else:
-            digest.update(block.astype(block.dtype.newbyteorder("<"), copy=False).tobytes())
-    return digest.hexdigest()
-
-
-HASH_BLOCK = 1 << 20  # bytes read at a time to hash a file
-
-
-def hash_bytes(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """The SHA-256 of a file's bytes, read once, a block at a time, and how many bytes
-    were read; "" for what is not a regular file (which could block a reader forever), or
-    cannot be read."""
-    location = os.fspath(path)
-    digest, n = hashlib.sha256(), 0
-    try:
-        if is_url(location):
-            import fsspec
-
-            with fsspec.open(location, "rb") as raw:
-                while block := raw.read(HASH_BLOCK):
-                    digest.update(block)
-                    n += len(block)
-            return digest.hexdigest(), n
-        fd = os.open(os.fsencode(location), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return "", 0
-            while block := os.read(fd, HASH_BLOCK):
-                digest.update(block)
-                n += len(block)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        if transient(exc):
-            raise
-        return "", n
-    return digest.hexdigest(), n
-
-
-@dataclass(frozen=True)
-class WholeFile:
-    """What reading one file whole found, and its size as it stood ("" and NaN for what
-    was not asked, or where it failed: ``error`` says why)."""
-
-    size: int = 0
-    bytes_sha256: str = ""
-    pcm_md5: str = ""
-    peak: float = math.nan
-    error: str = ""
-
-
-def read_whole(location: str, digest: bool, samples: bool, peak: bool, rate: int) -> WholeFile:
-    """Read one file whole for what is asked: the SHA-256 of its bytes (``digest``), the
-    MD5 of its PCM samples (``samples``, where it holds PCM: :func:`pcm_md5`), its peak
-    at ``rate`` (``peak``: :func:`peak_of`).
-
-    Raises
-    ------
-    OSError, soundfile.LibsndfileError, AudioError
-        The file cannot be read whole.
-    """
-    sha, size = hash_bytes(location) if digest else ("", 0)
-    if digest and not sha:
-        raise OSError(errno.EIO, "the file could not be read whole")
-    if not (samples or peak):
-        return WholeFile(size=size, bytes_sha256=sha)
-    with open_audio(location, whole=True) as (f, info):
-        md5 = pcm_md5(f, info.pcm_format) if samples and info.pcm_format else ""
-        loudest = peak_of(f, rate) if peak else math.nan
-    return WholeFile(info.size, sha, md5, loudest)
 
 
 def check_length(f: sf.SoundFile) -> None:
@@ -371,7 +174,6 @@ def _reader_at(raw: Any) -> Callable[[int, int], bytes]:
 
 # A file's size in bytes and when it was last modified (seconds since 1970; 0 where object
 # storage does not say): what tells a file replaced since it was read.
-Stamp = tuple[int, float]
 
 
 def _stamp_of(details: Mapping[str, Any]) -> Stamp:
@@ -551,7 +353,7 @@ def _resample_span(
         position += len(samples)
         last = position >= f.frames
         if len(samples) < wanted:
-            _truncated(f, position)
+            truncated(f, position)
         resampled = stream.resample_chunk(_finite(samples), last=last)
         lo, hi = max(first, produced), min(end, produced + len(resampled))
         if lo < hi:
@@ -585,11 +387,11 @@ def _finite(samples: np.ndarray) -> np.ndarray:
 
 def _check_read(f: sf.SoundFile, first: int, samples: np.ndarray, out: np.ndarray) -> None:
     if len(samples) < len(out):
-        _truncated(f, first + len(samples))
+        truncated(f, first + len(samples))
     out[:] = _finite(samples)
 
 
-def _truncated(f: sf.SoundFile, position: int) -> None:
+def truncated(f: sf.SoundFile, position: int) -> None:
     raise TruncatedAudioError(
         f"the header declares {f.frames} frames but the audio ends after {position}"
     )
@@ -606,3 +408,39 @@ def describe_error(exc: BaseException) -> str:
         return f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
     reason = getattr(exc, "error_string", None) or str(exc) or "no details"
     return f"{type(exc).__name__}: {reason.rstrip('.')}"
+
+
+def libsndfile_version() -> str:
+    """The decoder itself: soundfile bundles libsndfile, or uses the system's."""
+    return str(sf.__libsndfile_version__)
+
+
+def audio_format(output: str) -> str:
+    """The format soundfile writes for ``output``'s extension (``WAV``, ``FLAC``...).
+
+    Raises
+    ------
+    ExportError
+        The extension names no format soundfile writes, or the folder does not exist.
+    """
+    kind = os.path.splitext(output)[1].lstrip(".").upper()
+    if kind not in sf.available_formats():
+        raise ExportError(
+            f"Cannot write audio to {output!r}: its extension names no format soundfile "
+            f"writes ({', '.join(sorted(sf.available_formats()))})."
+        )
+    folder = os.path.dirname(output) or "."
+    if not os.path.isdir(folder):
+        shown = os.path.dirname(output) or "."
+        raise ExportError(
+            f"Cannot write {output!r}: the folder {shown!r} does not exist. Create it first."
+        )
+    return kind
+
+
+def write_audio(output: str, samples: np.ndarray, sample_rate: int) -> None:
+    """Write mono float32 ``samples`` to ``output``, in the format of its extension
+    (:func:`audio_format`), replacing nothing but a file melpipe may write."""
+    kind = audio_format(output)
+    with open_to_write(output) as file:
+        sf.write(file, samples, sample_rate, format=kind)

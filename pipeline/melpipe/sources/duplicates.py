@@ -4,7 +4,7 @@ Two files are duplicates when their bytes are the same (a copy), or their PCM sa
 a WAV, an AIFF and a FLAC of one recording, at one rate, bit depth and channel count.
 The samples are compared by their MD5 as FLAC's STREAMINFO holds it, which a FLAC's header
 gives for free and a WAV's or AIFF's samples give by reading them, byte order normalised
-(:func:`melpipe.sources.audio.pcm_md5`): no decoding either way.
+(:func:`melpipe.sources.pcm.pcm_md5`): no decoding either way.
 
 Only files that could be the same are read whole: those that share their size with
 another (for the bytes), or their sample format, rate, channels and length (for the

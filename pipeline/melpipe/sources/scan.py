@@ -17,8 +17,10 @@ import numpy as np
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.segments import Windows, covered_seconds
 from melpipe.sources import duplicates
-from melpipe.sources.audio import FileInfo, read_header, read_whole, resampled_length
+from melpipe.sources.audio import read_header, resampled_length
 from melpipe.sources.discover import SkippedFolder, join, list_audio_files, utf8_safe
+from melpipe.sources.headers import FileInfo
+from melpipe.sources.pcm import read_whole
 from melpipe.sources.retries import transient
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
