@@ -91,11 +91,12 @@ class Request:
         "or compute them again.",
     ))  # fmt: skip
     overwrite: bool = parameter(False, Option(
-        is_flag=True, help="Replace OUTPUT if it is a store that melpipe wrote (and nothing else)."
+        is_flag=True, shown="",
+        help="Replace OUTPUT if it is a store that melpipe wrote (and nothing else).",
     ))  # fmt: skip
     append: bool = parameter(False, Option(
-        is_flag=True, help="Add INPUT's files that OUTPUT, a finished store, lacks, scaled with "
-        "its statistics and options, unchanged.",
+        is_flag=True, shown="", help="Add INPUT's files that OUTPUT, a finished store, lacks, "
+        "scaled with its statistics and options, unchanged.",
     ))  # fmt: skip
     duplicates: Duplicates = parameter("keep", Option(
         kind=DUPLICATES, default="keep", help="Files with the same samples or bytes as one "
