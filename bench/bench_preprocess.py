@@ -172,7 +172,7 @@ def second_pass_choice(folder: Path, config: SpectrogramConfig, batch: int = 64)
     logmels = [analyse(str(folder), b, config).logmel for b in batches]
     recompute = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        scratch = zarr.create_array(  # laid out as melpipe.store.zarrstore lays out images
+        scratch = zarr.create_array(  # laid out as melpipe.store.writer lays out images
             f"{tmp}/scratch.zarr",
             shape=(n, *config.image_shape),
             dtype="float32",

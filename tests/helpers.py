@@ -345,7 +345,7 @@ def write_store(
     from melpipe.analysis.stats import histogram_grid
     from melpipe.run.plan import plan_batches
     from melpipe.store import lock
-    from melpipe.store import zarrstore as store
+    from melpipe.store import writer
     from melpipe.store.schema import Counts, Sizes, StatsRecord, StoreAttrs
 
     clips, files = rows
@@ -361,8 +361,8 @@ def write_store(
     )
     with lock.hold(str(path), lock.Owner.new("test-run"), create=True) as claim:
         sizes = Sizes(clips=0, files=n_files, windows=n)
-        store.create(claim, attrs, sizes=sizes, batch_size=batch_size, scratch=False)
-        store.create_clips(claim, n, batch_size)
+        writer.create(claim, attrs, sizes=sizes, batch_size=batch_size, scratch=False)
+        writer.create_clips(claim, n, batch_size)
         windows = {
             "window_ok": np.ones(n, bool),
             "window_level": clips["level_db"],
@@ -375,16 +375,16 @@ def write_store(
         }
         small = {k: v for k, v in clips.items() if k not in ("images", "clipped")}
         histogram = np.zeros((1, histogram_grid(config.eps)[1]), np.int64)
-        store.write_chosen(claim, {**files, **small, **windows, "histogram": histogram})
+        writer.write_chosen(claim, {**files, **small, **windows, "histogram": histogram})
         for batch in plan_batches(n, batch_size):
             part = {k: clips[k][batch.start : batch.stop] for k in ("images", "clipped")}
-            store.write(claim, batch, part)
+            writer.write(claim, batch, part)
         stats = simple_stats((-15.0, 0.0), (-21.0, 5.0), n_mels=config.n_mels)
         counts = Counts(n_files, int(np.count_nonzero(files["decoded"])), n)
         record = StatsRecord(stats, "mean", None, 0.0)
         done = dataclasses.replace(attrs, status="complete", stats=record, counts=counts,
                                    sources=(a_source(n_files, n),))  # fmt: skip
-        store.finish(claim, done)
+        writer.finish(claim, done)
 
 
 def as_nobody(fn, *args):

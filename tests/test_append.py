@@ -20,7 +20,7 @@ from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
 from melpipe.store import lock
-from melpipe.store import zarrstore as store
+from melpipe.store import opened, writer
 from tests.helpers import (
     Interrupted,
     assert_one_line_error,
@@ -46,7 +46,7 @@ def everything(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     arrays = {name: reader.array(name) for name in names}
     arrays["images"] = reader[np.arange(len(reader))]
     arrays["histogram"] = reader.histogram().counts
-    return arrays, store.ReadableStore(path).attrs.to_dict()
+    return arrays, opened.ReadableStore(path).attrs.to_dict()
 
 
 def assert_same_arrays(a: tuple[dict, dict], b: tuple[dict, dict]) -> None:
@@ -148,7 +148,7 @@ def test_an_append_killed_leaves_the_store_as_it_was_and_runs_again_to_the_same_
     names = {"begin": "begin_append", "grown": "grow", "rows": "write_rows",
              "commit": "put_attrs"}  # fmt: skip
     if point in names:
-        killed_after(monkeypatch, store, names[point])
+        killed_after(monkeypatch, writer, names[point])
     with pytest.raises(Interrupted):
         run(folders["more"], out, append=True, **({"progress": progress} if progress else {}))
     monkeypatch.undo()

@@ -244,7 +244,7 @@ def test_arrays_claiming_2_to_the_44_rows_are_refused_in_what_they_store(finishe
 def test_finding_missing_chunks_costs_what_is_stored_not_what_is_claimed(tmp_path):
     import zarr
 
-    from melpipe.store.zarrstore import _missing_chunks, _stored_chunks
+    from melpipe.store.opened import _stored_chunks, missing_chunks
 
     array = zarr.create_array(tmp_path / "a.zarr", shape=(2**44, 3), chunks=(4, 3),
                               dtype="uint8", fill_value=0)  # fmt: skip
@@ -252,7 +252,7 @@ def test_finding_missing_chunks_costs_what_is_stored_not_what_is_claimed(tmp_pat
     array[8:12] = 2
     url = str(tmp_path / "a.zarr")
     assert _stored_chunks(url, array) == {0, 2}
-    assert _missing_chunks(url, array) == (2**42 - 2, [1, 3, 4])
+    assert missing_chunks(url, array) == (2**42 - 2, [1, 3, 4])
 
 
 # --- Input that changes during a run ---------------------------------------------------------

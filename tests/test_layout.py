@@ -19,7 +19,7 @@ LAYERS = {
     "read": {"analysis", "sources", "store"},
     "cli": {"analysis", "sources", "store", "run", "read"},
 }
-FOUNDATION = {"errors", "records", "interrupts", "files"}  # imported by any layer
+FOUNDATION = {"errors", "records", "interrupts", "files", "parameters"}  # imported by any layer
 FACADE = {"__init__", "__main__", "launch", "torch"}  # the names users import: anything
 # Which layer may import which library: every other layer reaches it through that one.
 OWNERS = {"zarr": "store", "numcodecs": "store", "dask": "run", "distributed": "run",
@@ -105,7 +105,8 @@ def test_functions_are_short_or_say_why_not(module):
 
 SWAPPED = """
 from melpipe.run.executors import LoopExecutor, ProgressBar
-from melpipe.run.tasks import AnalysisItem, ImagesItem, RunContext, WriteSummary, images_batch
+from melpipe.run.results import WriteSummary
+from melpipe.run.tasks import AnalysisItem, ImagesItem, RunContext, images_batch
 
 
 def given_pass_1_items(items: list[AnalysisItem], run: RunContext, bar: ProgressBar) -> None:
@@ -131,4 +132,4 @@ def test_a_task_given_another_pass_items_or_swapped_arguments_fails_type_checkin
     )  # fmt: skip
     assert result.returncode == 1, result.stdout
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert [line.split(":")[1] for line in errors] == ["7", "11", "11"], result.stdout
+    assert [line.split(":")[1] for line in errors] == ["8", "12", "12"], result.stdout

@@ -272,21 +272,21 @@ def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_
 def test_a_run_killed_just_before_its_completion_mark_finishes_without_work(
     dataset, config, tmp_path, monkeypatch
 ):
-    from melpipe.store import zarrstore as store
+    from melpipe.store import writer
 
     out, reference_run = tmp_path / "almost.zarr", tmp_path / "reference.zarr"
     first = preprocess(dataset, reference_run, config, executor=SYNC, batch_size=4)
-    finish = store.finish
+    finish = writer.finish
 
     def killed(claim, attrs):
         if attrs.status == "complete":
             raise Interrupted
         finish(claim, attrs)
 
-    monkeypatch.setattr(store, "finish", killed)
+    monkeypatch.setattr(writer, "finish", killed)
     with pytest.raises(Interrupted):
         preprocess(dataset, out, config, executor=SYNC, batch_size=4)
-    monkeypatch.setattr(store, "finish", finish)
+    monkeypatch.setattr(writer, "finish", finish)
     written = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*") if p.is_file()}
     again = preprocess(dataset, out, config, executor=SYNC, batch_size=4)
     assert (again.counts.files, again.counts.decoded, again.stats.clipped_fraction) == (

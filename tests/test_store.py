@@ -15,7 +15,7 @@ from melpipe.errors import RunLockedError, StoreError
 from melpipe.read.reader import open_store
 from melpipe.run.plan import plan_batches
 from melpipe.store import lock
-from melpipe.store import zarrstore as store
+from melpipe.store import opened, writer
 from melpipe.store.schema import ARRAYS, Batch, Sizes, StoreAttrs, chunks_of, shape_of
 from tests.helpers import copy_of, edit_attrs, random_rows, write_store
 
@@ -71,7 +71,7 @@ def test_a_region_that_could_share_a_chunk_is_refused(written, region):
         batch = Batch(0, *region)
         part = {k: clips[k][batch.start : batch.stop] for k in ("images", "clipped")}
         with pytest.raises(StoreError, match="does not align"):
-            store.write(claim, batch, part)
+            writer.write(claim, batch, part)
 
 
 def test_a_claim_that_lost_the_store_writes_nothing(written):
@@ -80,19 +80,19 @@ def test_a_claim_that_lost_the_store_writes_nothing(written):
     stale = lock.Claim(str(path), "test-run", "an-attempt-that-does-not-own-it")
     batch = plan_batches(10, 4)[0]
     with pytest.raises(RunLockedError, match=r"is now owned by .*not by run test-run"):
-        store.write(stale, batch, {k: clips[k][0:4] for k in ("images", "clipped")})
+        writer.write(stale, batch, {k: clips[k][0:4] for k in ("images", "clipped")})
     assert (path / "images" / "c" / "0" / "0" / "0").read_bytes() == before
 
 
 def test_inspect_tells_what_is_at_a_location(tmp_path, written):
     path, _ = written
-    assert store.inspect(str(tmp_path / "none")).kind == "absent"
+    assert opened.inspect(str(tmp_path / "none")).kind == "absent"
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "mine.txt").write_text("keep me")
-    assert store.inspect(str(tmp_path / "folder")).kind == "folder"
+    assert opened.inspect(str(tmp_path / "folder")).kind == "folder"
     zarr.open_group(tmp_path / "foreign.zarr", mode="w")
-    assert store.inspect(str(tmp_path / "foreign.zarr")).kind == "zarr"
-    state = store.inspect(str(path))
+    assert opened.inspect(str(tmp_path / "foreign.zarr")).kind == "zarr"
+    state = opened.inspect(str(path))
     assert state.kind == "melpipe" and state.written == (0, 1, 2)
     assert "melpipe.lock" in state.entries and "images" in state.entries
 

@@ -2,9 +2,9 @@
 
 :func:`open_store` is what training code and the ``info``/``export-png``/``preview``/
 ``invert`` commands use. It refuses stores that are unfinished, not melpipe's, or altered
-since their run (see :class:`melpipe.store.zarrstore.ReadableStore`), and reads lazily: only the
+since their run (see :class:`melpipe.store.opened.ReadableStore`), and reads lazily: only the
 metadata and the small per-clip arrays are read on opening. Zarr stays behind
-:mod:`melpipe.store.zarrstore`.
+:mod:`melpipe.store.opened`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from melpipe.analysis.segments import covered_seconds
 from melpipe.analysis.stats import Figures, GlobalStats, Histogram, Range, StatsName
 from melpipe.errors import ArgumentError, ClipIndexError
 from melpipe.sources import duplicates
+from melpipe.store.opened import ReadableStore
 from melpipe.store.schema import StatsRecord, StoreAttrs
-from melpipe.store.zarrstore import ReadableStore
 
 Index = int | np.integer | slice | Sequence[int] | np.ndarray
 

@@ -41,7 +41,7 @@ from melpipe.store.schema import (
 )
 
 if TYPE_CHECKING:
-    from melpipe.run.tasks import FileValues
+    from melpipe.run.results import FileValues
 
 Duplicates = Literal["keep", "drop"]
 DUPLICATES: tuple[Duplicates, ...] = ("keep", "drop")

@@ -12,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.features import spectrogram
 from melpipe.analysis.scaling import level_counts, levels_of, scale_with_ends
-from melpipe.analysis.segments import Piece, audio_frames, loud_enough, rms_db
+from melpipe.analysis.segments import Piece, audio_frames, rms_db
 from melpipe.analysis.stats import LEVELS, PixelStats, Range, held
 from melpipe.errors import NonFiniteFeaturesError, StoreError
+from melpipe.run.results import Headers, WholeFiles, WindowResults, WriteSummary
 from melpipe.sources.audio import (
     describe_error,
     read_header,
@@ -34,13 +34,11 @@ from melpipe.sources.discover import join
 from melpipe.sources.headers import FileInfo
 from melpipe.sources.pcm import WholeFile, read_whole
 from melpipe.sources.retries import retried, transient
-from melpipe.store import zarrstore as store
+from melpipe.store import writer
 from melpipe.store.lock import Claim
-from melpipe.store.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec, Batch
+from melpipe.store.schema import Batch
 
 logger = logging.getLogger(__name__)
-
-MAX_REPORTED_FAILURES = 10
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class RecountItem:
     their log-mels)."""
 
     windows: np.ndarray
-    found: WindowResults
+    results: WindowResults
     pieces: Sequence[Piece] = ()
 
 
@@ -93,13 +91,13 @@ class ImagesItem:
 
     batch: Batch
     windows: np.ndarray
-    found: WindowResults
+    results: WindowResults
     write: bool
     pieces: Sequence[Piece] = ()
 
 
 @dataclass(frozen=True)
-class Analysis:
+class WindowAnalysis:
     """Consecutive windows analysed: the log-mels of those that decoded, and what pass 1
     keeps of each window."""
 
@@ -107,7 +105,7 @@ class Analysis:
     windows: WindowResults
 
 
-def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> Analysis:
+def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> WindowAnalysis:
     """Decode and analyse the windows of ``pieces``; failures are recorded, not raised.
 
     A file fails as a whole: if one of its windows cannot be decoded, or has a log-mel
@@ -165,7 +163,7 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> An
         audio_max[ok] = _audio_max(logmel, frames[ok], highs[ok])
     level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
     windows = WindowResults(ok, level, lows, highs, frames, audio_max, size, modified, files)
-    return Analysis(logmel, windows)
+    return WindowAnalysis(logmel, windows)
 
 
 def _normalize(clips: np.ndarray, peak: float, target: float) -> None:
@@ -207,75 +205,13 @@ def _audio_max(logmel: np.ndarray, frames: np.ndarray, highs: np.ndarray) -> np.
     return result
 
 
-@dataclass(frozen=True)
-class WindowResults:
-    """Pass 1's findings over consecutive windows, merged in window order: per window
-    whether it decoded, its level, log-mel extrema, frames that hold audio and the
-    greatest value over them; per file what decoding it found; and the statistics of the
-    pixels of the windows that were loud enough to be counted (:func:`statistics_batch`)."""
-
-    ok: np.ndarray
-    level: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-    frames: np.ndarray
-    audio_max: np.ndarray
-    size: np.ndarray  # of the window's file, and when it was last modified, as read
-    modified: np.ndarray
-    files: dict[int, FileInfo] = field(default_factory=dict)
-    pixels: PixelStats = field(default_factory=PixelStats)
-
-    def counted(self, config: SpectrogramConfig) -> np.ndarray:
-        """The windows whose pixels ``pixels`` counts: those that decoded in their task
-        and are loud enough."""
-        return self.ok & loud_enough(self.level, config)
-
-    def window_values(self) -> dict[str, np.ndarray]:
-        """The run state's window arrays, for resuming after pass 1."""
-        return {spec.name: getattr(self, _field(spec)) for spec in WINDOW_ARRAYS}
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, np.ndarray]) -> WindowResults:
-        """What :meth:`window_values` gave, read back (without files or pixels)."""
-        fields: dict[str, Any] = {_field(spec): values[spec.name] for spec in WINDOW_ARRAYS}
-        return cls(**fields)
-
-    def merge(self, other: WindowResults) -> WindowResults:
-        files = dict(self.files)
-        for f, record in other.files.items():
-            # A file split over tasks failed if any of them failed; the first reason stays.
-            if f not in files or (record.error and not files[f].error):
-                files[f] = record
-        joined = {name: np.concatenate([getattr(self, name), getattr(other, name)])
-                  for name in _WINDOW_FIELDS}  # fmt: skip
-        return WindowResults(**joined, files=files, pixels=self.pixels.merge(other.pixels))
-
-    def take(self, rows: np.ndarray) -> WindowResults:
-        """The values of the windows at ``rows`` (without files or pixels)."""
-        return WindowResults(**{name: getattr(self, name)[rows] for name in _WINDOW_FIELDS})
-
-    @classmethod
-    def empty(cls) -> WindowResults:
-        none: dict[str, Any] = {_field(spec): np.empty(0, spec.dtype) for spec in WINDOW_ARRAYS}
-        return cls(**none)
-
-
-def _field(spec: ArraySpec) -> str:
-    """The field of :class:`WindowResults` that a window array of the run state holds:
-    ``window_level`` holds ``level``."""
-    return spec.name.removeprefix(WINDOW_PREFIX)
-
-
-_WINDOW_FIELDS = tuple(_field(spec) for spec in WINDOW_ARRAYS)
-
-
 @retried
 def statistics_batch(item: AnalysisItem, run: RunContext) -> WindowResults:
     """Pass 1 over one batch of windows: what choosing the clips and their statistics
     need; with ``run.scratch``, the log-mels are also kept in the store for pass 2."""
     result = analyse(run.root, item.pieces, run.config)
     if run.scratch:
-        store.write_scratch(run.claim, item.batch, _all_rows(result))
+        writer.write_scratch(run.claim, item.batch, _all_rows(result))
     windows = result.windows
     counted = windows.counted(run.config)[windows.ok]
     logmel = result.logmel if counted.all() else result.logmel[counted]
@@ -284,7 +220,7 @@ def statistics_batch(item: AnalysisItem, run: RunContext) -> WindowResults:
     return dataclasses.replace(windows, pixels=pixels)
 
 
-def _all_rows(result: Analysis) -> np.ndarray:
+def _all_rows(result: WindowAnalysis) -> np.ndarray:
     """The log-mels with a NaN image in each window that failed, one row per window."""
     ok = result.windows.ok
     if ok.all():  # the common case: no copy of the batch's log-mels
@@ -299,17 +235,17 @@ def pixels_batch(item: RecountItem, run: RunContext) -> PixelStats:
     """The pixel statistics of some windows whose log-mels pass 1 computed: read from the
     scratch array, or computed again. The run uses it to correct what pass 1 counted (see
     :mod:`melpipe.run.runner`)."""
-    logmel = _logmels(item.pieces, item.windows, item.found, run)
-    return PixelStats.of(logmel, item.found.frames, run.config.log_floor)
+    logmel = _logmels(item.pieces, item.windows, item.results, run)
+    return PixelStats.of(logmel, item.results.frames, run.config.log_floor)
 
 
 def _logmels(
-    pieces: Sequence[Piece], windows: np.ndarray, found: WindowResults, run: RunContext
+    pieces: Sequence[Piece], windows: np.ndarray, before: WindowResults, run: RunContext
 ) -> np.ndarray:
     """The log-mels of windows that pass 1 analysed, from the scratch array or again; a
     file decoded again must be the one pass 1 read (:func:`_check_same`)."""
     if run.scratch:
-        logmel = store.read_scratch(run.claim, windows)
+        logmel = writer.read_scratch(run.claim, windows)
         if not np.isfinite(logmel).all():
             raise StoreError(
                 f"Store {run.claim.url!r} holds damaged pass-1 log-mels for windows "
@@ -323,7 +259,7 @@ def _logmels(
             f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
             "changed during the run. Run again with `overwrite=True`."
         )
-    _check_same(pieces, found, result.windows)
+    _check_same(pieces, before, result.windows)
     return result.logmel
 
 
@@ -343,20 +279,6 @@ def _check_same(pieces: Sequence[Piece], before: WindowResults, now: WindowResul
         f"{path!r} changed after pass 1 read it (its size, time or samples differ): the "
         "input changed during the run. Run again with `overwrite=True`."
     )
-
-
-@dataclass(frozen=True)
-class Headers:
-    """What the headers of consecutive files say, in file order: the survey's results."""
-
-    files: tuple[FileInfo, ...] = ()
-
-    @classmethod
-    def empty(cls) -> Headers:
-        return cls()
-
-    def merge(self, other: Headers) -> Headers:
-        return Headers(self.files + other.files)
 
 
 @retried
@@ -379,131 +301,20 @@ class WholeItem:
     peak: tuple[bool, ...]
 
 
-@dataclass(frozen=True)
-class WholeFiles:
-    """What reading files whole found, by row."""
-
-    files: Mapping[int, WholeFile] = field(default_factory=dict)
-
-    @classmethod
-    def empty(cls) -> WholeFiles:
-        return cls()
-
-    def merge(self, other: WholeFiles) -> WholeFiles:
-        return WholeFiles({**self.files, **other.files})
-
-
 @retried
 def whole_batch(item: WholeItem, run: RunContext) -> WholeFiles:
     """Read each file of ``item`` whole for what it needs (:class:`WholeItem`); a file
     that fails is recorded, not raised."""
-    found = {}
+    read = {}
     needs = zip(item.files, item.locations, item.digest, item.samples, item.peak, strict=True)
     for row, location, digest, samples, peak in needs:
         try:
-            found[row] = read_whole(location, digest, samples, peak, run.config.sample_rate)
+            read[row] = read_whole(location, digest, samples, peak, run.config.sample_rate)
         except Exception as exc:  # one unreadable file must never stop the run
             if transient(exc):
                 raise
-            found[row] = WholeFile(error=describe_error(exc))
-    return WholeFiles(found)
-
-
-@dataclass(frozen=True, eq=False)
-class FileValues:
-    """The file arrays but ``path`` and the clip counts: what the survey, pass 1 and the
-    files read whole found of each file. A file decoded when its header could be read
-    and all its windows decoded; otherwise ``error`` says why not."""
-
-    decoded: np.ndarray  # bool
-    error: np.ndarray  # str (object)
-    duration: np.ndarray  # seconds, NaN where unknown
-    frames: np.ndarray  # int64, 0 where unknown
-    sample_rate: np.ndarray  # int64, 0 where unknown
-    channels: np.ndarray  # int64, 0 where unknown
-    size: np.ndarray  # int64 bytes, 0 where unknown
-    peak: np.ndarray  # float64, NaN where not measured (without peak_normalize)
-    pcm_format: np.ndarray  # str (object), "" where not PCM
-    pcm_md5: np.ndarray  # str (object), "" where not known
-    bytes_sha256: np.ndarray  # str (object), "" where not read
-    probe: np.ndarray  # int64, what its first window gave (duplicates.probe_of); 0: none
-    duplicate_of: np.ndarray  # int64, -1 where none
-
-    @classmethod
-    def of(
-        cls,
-        n_files: int,
-        surveyed: Sequence[FileInfo] | None,
-        records: Mapping[int, FileInfo],
-        peaks: np.ndarray | None = None,
-    ) -> FileValues:
-        """What the survey (``surveyed``, each file's header, if it ran) and pass 1
-        (``records``, by file) found, and the ``peaks`` measured before pass 1 (NaN for
-        the files whose task measured theirs)."""
-        values: dict[str, Any] = {
-            "error": np.full(n_files, "", dtype=object), "duration": np.full(n_files, np.nan),
-            "frames": np.zeros(n_files, np.int64), "sample_rate": np.zeros(n_files, np.int64),
-            "channels": np.zeros(n_files, np.int64), "size": np.zeros(n_files, np.int64),
-            "peak": np.full(n_files, np.nan), "pcm_format": np.full(n_files, "", dtype=object),
-            "pcm_md5": np.full(n_files, "", dtype=object),
-            "bytes_sha256": np.full(n_files, "", dtype=object),
-            "probe": np.zeros(n_files, np.int64),
-            "duplicate_of": np.full(n_files, -1, np.int64),
-        }  # fmt: skip
-        # Pass 1's findings after the survey's: its header is the later reading, and a
-        # failure in either fails the file.
-        for i, info in [*enumerate(surveyed or ()), *records.items()]:
-            if info.readable:
-                for name in ("frames", "sample_rate", "channels", "size", "pcm_format",
-                             "pcm_md5"):  # fmt: skip
-                    values[name][i] = getattr(info, name)
-                values["duration"][i] = info.duration
-            if not math.isnan(info.peak):
-                values["peak"][i] = info.peak
-            values["error"][i] = values["error"][i] or info.error
-        if peaks is not None:
-            values["peak"] = np.where(np.isnan(peaks), values["peak"], peaks)
-        decoded = (values["error"] == "") & (values["sample_rate"] > 0)
-        return cls(decoded=decoded, **values)
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> FileValues:
-        """What :meth:`values` gave, read back from a store."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{name: np.asarray(values[name]) for name in names})
-
-    def values(self) -> dict[str, np.ndarray]:
-        """The store's file arrays of these names."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-@dataclass(frozen=True, eq=False)
-class WriteSummary:
-    """Counts over the clips written so far: clipped pixels, and how the pixels that
-    hold audio fall on the 256 levels of the ``band-moments`` scale."""
-
-    n_clips: int = 0
-    n_low: int = 0  # pixels clipped below the scale's minimum, and above its maximum
-    n_high: int = 0
-    n_pixels: int = 0
-    band_levels: np.ndarray = field(default_factory=lambda: np.zeros(LEVELS, np.int64))
-
-    @property
-    def n_clipped(self) -> int:
-        return self.n_low + self.n_high
-
-    def merge(self, other: WriteSummary) -> WriteSummary:
-        return WriteSummary(
-            self.n_clips + other.n_clips,
-            self.n_low + other.n_low,
-            self.n_high + other.n_high,
-            self.n_pixels + other.n_pixels,
-            self.band_levels + other.band_levels,
-        )
-
-    @classmethod
-    def empty(cls) -> WriteSummary:
-        return cls()
+            read[row] = WholeFile(error=describe_error(exc))
+    return WholeFiles(read)
 
 
 @retried
@@ -512,12 +323,12 @@ def images_batch(item: ImagesItem, run: RunContext) -> WriteSummary:
     again, scaled to images and, if ``item.write``, written as the batch's chunk of
     ``images`` and ``clipped``."""
     assert run.scale is not None and run.band_scale is not None, "pass 2 has its scales"
-    logmel = _logmels(item.pieces, item.windows, item.found, run)
-    frames = item.found.frames
+    logmel = _logmels(item.pieces, item.windows, item.results, run)
+    frames = item.results.frames
     images, low, high = scale_with_ends(logmel, run.scale)
     clipped = low + high
     if item.write:
-        store.write(run.claim, item.batch, {"images": images,
+        writer.write(run.claim, item.batch, {"images": images,
                                             "clipped": clipped.astype(np.uint32)})  # fmt: skip
     if run.band_scale == run.scale:
         band_levels = level_counts(held(images, frames))

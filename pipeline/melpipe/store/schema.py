@@ -7,8 +7,8 @@ here plus the task that computes its values.
 
 The group's attributes are one :class:`StoreAttrs` value, written and read by
 :mod:`melpipe.records`, which refuses, with a message naming the key, anything this
-version cannot read. Pure: no Zarr here (that is :mod:`melpipe.store.zarrstore`'s job), so both
-halves are tested on plain values.
+version cannot read. Pure: no Zarr here (that is the job of :mod:`melpipe.store.writer`
+and :mod:`melpipe.store.opened`), so both halves are tested on plain values.
 """
 
 from __future__ import annotations

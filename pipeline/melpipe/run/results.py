@@ -1,0 +1,210 @@
+"""What a run's tasks return: values of one mergeable kind per pass, which the executor
+reduces as a tree in item order (:mod:`melpipe.analysis.stats`' ``Mergeable``), and what
+the run makes of them per file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.segments import loud_enough
+from melpipe.analysis.stats import LEVELS, PixelStats
+from melpipe.sources.headers import FileInfo
+from melpipe.sources.pcm import WholeFile
+from melpipe.store.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec
+
+MAX_REPORTED_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class WindowResults:
+    """Pass 1's findings over consecutive windows, merged in window order: per window
+    whether it decoded, its level, log-mel extrema, frames that hold audio and the
+    greatest value over them; per file what decoding it found; and the statistics of the
+    pixels of the windows that were loud enough to be counted (:func:`statistics_batch`)."""
+
+    ok: np.ndarray
+    level: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    frames: np.ndarray
+    audio_max: np.ndarray
+    size: np.ndarray  # of the window's file, and when it was last modified, as read
+    modified: np.ndarray
+    files: dict[int, FileInfo] = field(default_factory=dict)
+    pixels: PixelStats = field(default_factory=PixelStats)
+
+    def counted(self, config: SpectrogramConfig) -> np.ndarray:
+        """The windows whose pixels ``pixels`` counts: those that decoded in their task
+        and are loud enough."""
+        return self.ok & loud_enough(self.level, config)
+
+    def window_values(self) -> dict[str, np.ndarray]:
+        """The run state's window arrays, for resuming after pass 1."""
+        return {spec.name: getattr(self, _field(spec)) for spec in WINDOW_ARRAYS}
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, np.ndarray]) -> WindowResults:
+        """What :meth:`window_values` gave, read back (without files or pixels)."""
+        fields: dict[str, Any] = {_field(spec): values[spec.name] for spec in WINDOW_ARRAYS}
+        return cls(**fields)
+
+    def merge(self, other: WindowResults) -> WindowResults:
+        files = dict(self.files)
+        for f, record in other.files.items():
+            # A file split over tasks failed if any of them failed; the first reason stays.
+            if f not in files or (record.error and not files[f].error):
+                files[f] = record
+        joined = {name: np.concatenate([getattr(self, name), getattr(other, name)])
+                  for name in _WINDOW_FIELDS}  # fmt: skip
+        return WindowResults(**joined, files=files, pixels=self.pixels.merge(other.pixels))
+
+    def take(self, rows: np.ndarray) -> WindowResults:
+        """The values of the windows at ``rows`` (without files or pixels)."""
+        return WindowResults(**{name: getattr(self, name)[rows] for name in _WINDOW_FIELDS})
+
+    @classmethod
+    def empty(cls) -> WindowResults:
+        none: dict[str, Any] = {_field(spec): np.empty(0, spec.dtype) for spec in WINDOW_ARRAYS}
+        return cls(**none)
+
+
+def _field(spec: ArraySpec) -> str:
+    """The field of :class:`WindowResults` that a window array of the run state holds:
+    ``window_level`` holds ``level``."""
+    return spec.name.removeprefix(WINDOW_PREFIX)
+
+
+_WINDOW_FIELDS = tuple(_field(spec) for spec in WINDOW_ARRAYS)
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What the headers of consecutive files say, in file order: the survey's results."""
+
+    files: tuple[FileInfo, ...] = ()
+
+    @classmethod
+    def empty(cls) -> Headers:
+        return cls()
+
+    def merge(self, other: Headers) -> Headers:
+        return Headers(self.files + other.files)
+
+
+@dataclass(frozen=True)
+class WholeFiles:
+    """What reading files whole found, by row."""
+
+    files: Mapping[int, WholeFile] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> WholeFiles:
+        return cls()
+
+    def merge(self, other: WholeFiles) -> WholeFiles:
+        return WholeFiles({**self.files, **other.files})
+
+
+@dataclass(frozen=True, eq=False)
+class FileValues:
+    """The file arrays but ``path`` and the clip counts: what the survey, pass 1 and the
+    files read whole found of each file. A file decoded when its header could be read
+    and all its windows decoded; otherwise ``error`` says why not."""
+
+    decoded: np.ndarray  # bool
+    error: np.ndarray  # str (object)
+    duration: np.ndarray  # seconds, NaN where unknown
+    frames: np.ndarray  # int64, 0 where unknown
+    sample_rate: np.ndarray  # int64, 0 where unknown
+    channels: np.ndarray  # int64, 0 where unknown
+    size: np.ndarray  # int64 bytes, 0 where unknown
+    peak: np.ndarray  # float64, NaN where not measured (without peak_normalize)
+    pcm_format: np.ndarray  # str (object), "" where not PCM
+    pcm_md5: np.ndarray  # str (object), "" where not known
+    bytes_sha256: np.ndarray  # str (object), "" where not read
+    probe: np.ndarray  # int64, what its first window gave (duplicates.probe_of); 0: none
+    duplicate_of: np.ndarray  # int64, -1 where none
+
+    @classmethod
+    def of(
+        cls,
+        n_files: int,
+        surveyed: Sequence[FileInfo] | None,
+        records: Mapping[int, FileInfo],
+        peaks: np.ndarray | None = None,
+    ) -> FileValues:
+        """What the survey (``surveyed``, each file's header, if it ran) and pass 1
+        (``records``, by file) found, and the ``peaks`` measured before pass 1 (NaN for
+        the files whose task measured theirs)."""
+        values: dict[str, Any] = {
+            "error": np.full(n_files, "", dtype=object), "duration": np.full(n_files, np.nan),
+            "frames": np.zeros(n_files, np.int64), "sample_rate": np.zeros(n_files, np.int64),
+            "channels": np.zeros(n_files, np.int64), "size": np.zeros(n_files, np.int64),
+            "peak": np.full(n_files, np.nan), "pcm_format": np.full(n_files, "", dtype=object),
+            "pcm_md5": np.full(n_files, "", dtype=object),
+            "bytes_sha256": np.full(n_files, "", dtype=object),
+            "probe": np.zeros(n_files, np.int64),
+            "duplicate_of": np.full(n_files, -1, np.int64),
+        }  # fmt: skip
+        # Pass 1's findings after the survey's: its header is the later reading, and a
+        # failure in either fails the file.
+        for i, info in [*enumerate(surveyed or ()), *records.items()]:
+            if info.readable:
+                for name in ("frames", "sample_rate", "channels", "size", "pcm_format",
+                             "pcm_md5"):  # fmt: skip
+                    values[name][i] = getattr(info, name)
+                values["duration"][i] = info.duration
+            if not math.isnan(info.peak):
+                values["peak"][i] = info.peak
+            values["error"][i] = values["error"][i] or info.error
+        if peaks is not None:
+            values["peak"] = np.where(np.isnan(peaks), values["peak"], peaks)
+        decoded = (values["error"] == "") & (values["sample_rate"] > 0)
+        return cls(decoded=decoded, **values)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> FileValues:
+        """What :meth:`values` gave, read back from a store."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: np.asarray(values[name]) for name in names})
+
+    def values(self) -> dict[str, np.ndarray]:
+        """The store's file arrays of these names."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, eq=False)
+class WriteSummary:
+    """Counts over the clips written so far: clipped pixels, and how the pixels that
+    hold audio fall on the 256 levels of the ``band-moments`` scale."""
+
+    n_clips: int = 0
+    n_low: int = 0  # pixels clipped below the scale's minimum, and above its maximum
+    n_high: int = 0
+    n_pixels: int = 0
+    band_levels: np.ndarray = field(default_factory=lambda: np.zeros(LEVELS, np.int64))
+
+    @property
+    def n_clipped(self) -> int:
+        return self.n_low + self.n_high
+
+    def merge(self, other: WriteSummary) -> WriteSummary:
+        return WriteSummary(
+            self.n_clips + other.n_clips,
+            self.n_low + other.n_low,
+            self.n_high + other.n_high,
+            self.n_pixels + other.n_pixels,
+            self.band_levels + other.band_levels,
+        )
+
+    @classmethod
+    def empty(cls) -> WriteSummary:
+        return cls()
