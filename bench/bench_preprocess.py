@@ -50,8 +50,8 @@ import zarr
 from bench.floor import floor
 from bench.measure import run_measured
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.pixels import PixelStats
 from melpipe.analysis.segments import Piece
-from melpipe.analysis.stats import PixelStats
 from melpipe.run.tasks import analyse
 from melpipe.sources.discover import list_audio_files
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from melpipe.analysis.config import SpectrogramConfig
-from melpipe.run.executors import DaskExecutor, LoopExecutor
+from melpipe.run.clusters import DaskExecutor
+from melpipe.run.executors import LoopExecutor
 from tests.helpers import write_dataset
 
 

@@ -19,7 +19,8 @@ import soundfile as sf
 import zarr
 
 from melpipe.analysis.config import SpectrogramConfig
-from melpipe.analysis.stats import BINS_PER_UNIT, GlobalStats, PixelSummary, Range, StatsOptions
+from melpipe.analysis.pixels import BINS_PER_UNIT
+from melpipe.analysis.stats import GlobalStats, PixelSummary, Range, StatsOptions
 
 # (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
 # real ones mix, with clips both shorter and longer than the default one-second clip.
@@ -342,10 +343,9 @@ def write_store(
     store module's own API."""
     import dataclasses
 
-    from melpipe.analysis.stats import histogram_grid
+    from melpipe.analysis.pixels import histogram_grid
     from melpipe.run.plan import plan_batches
-    from melpipe.store import lock
-    from melpipe.store import writer
+    from melpipe.store import lock, writer
     from melpipe.store.schema import Counts, Sizes, StatsRecord, StoreAttrs
 
     clips, files = rows

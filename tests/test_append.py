@@ -19,8 +19,7 @@ from melpipe.analysis.stats import SCALES
 from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
-from melpipe.store import lock
-from melpipe.store import opened, writer
+from melpipe.store import lock, opened, writer
 from tests.helpers import (
     Interrupted,
     assert_one_line_error,

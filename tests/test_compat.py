@@ -31,7 +31,7 @@ import pytest
 import zarr
 
 from melpipe.analysis.features import ANALYSIS
-from melpipe.run.executors import ONE_BLAS_THREAD
+from melpipe.run.clusters import ONE_BLAS_THREAD
 from melpipe.store.schema import ARRAYS, FORMAT, FORMAT_VERSION, ROW_CHUNK
 from tests.helpers import (
     assert_arrays_match,

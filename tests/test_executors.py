@@ -10,9 +10,9 @@ import psutil
 import pytest
 
 from melpipe.errors import ConfigError
+from melpipe.run.clusters import DaskExecutor
 from melpipe.run.executors import (
     AutoExecutor,
-    DaskExecutor,
     LoopExecutor,
     in_process_reason,
     open_executor,

@@ -14,10 +14,10 @@ from melpipe.analysis.features import (
     _mel_blocks,
     count_empty_mel_filters,
     log_mel,
-    log_mel_to_audio,
     mel_filters,
     power_spectrum,
 )
+from melpipe.analysis.inverse import log_mel_to_audio
 from tests.helpers import librosa_log_mel, reference_image
 
 CONFIGS = [

@@ -104,7 +104,8 @@ def test_functions_are_short_or_say_why_not(module):
 
 
 SWAPPED = """
-from melpipe.run.executors import LoopExecutor, ProgressBar
+from melpipe.run.executors import LoopExecutor
+from melpipe.run.types import ProgressBar
 from melpipe.run.results import WriteSummary
 from melpipe.run.tasks import AnalysisItem, ImagesItem, RunContext, images_batch
 
@@ -132,4 +133,4 @@ def test_a_task_given_another_pass_items_or_swapped_arguments_fails_type_checkin
     )  # fmt: skip
     assert result.returncode == 1, result.stdout
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert [line.split(":")[1] for line in errors] == ["8", "12", "12"], result.stdout
+    assert [line.split(":")[1] for line in errors] == ["9", "13", "13"], result.stdout

@@ -388,7 +388,7 @@ def test_a_two_hour_stereo_file_stays_within_bounded_worker_memory(tmp_path):
     resident memory stays under 600 MB, since files are decoded in blocks."""
     from distributed import Client, LocalCluster
 
-    from melpipe.run.executors import DaskExecutor
+    from melpipe.run.clusters import DaskExecutor
 
     source = tmp_path / "in"
     source.mkdir()

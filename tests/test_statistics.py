@@ -18,19 +18,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.pixels import BINS_PER_UNIT, Histogram, PixelStats, histogram_grid
 from melpipe.analysis.scaling import image_to_logmel, scale_to_uint8
 from melpipe.analysis.segments import Piece
-from melpipe.analysis.stats import (
-    BINS_PER_UNIT,
-    STATS_NAMES,
-    Extrema,
-    GlobalStats,
-    Histogram,
-    PixelStats,
-    StatsOptions,
-    histogram_grid,
-    merge_all,
-)
+from melpipe.analysis.stats import STATS_NAMES, Extrema, GlobalStats, StatsOptions, merge_all
 from melpipe.errors import StatisticsError
 from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor

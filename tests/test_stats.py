@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from melpipe import records
-from melpipe.analysis.stats import Extrema, GlobalStats, Range, exact_sum, merge_all
+from melpipe.analysis.pixels import exact_sum
+from melpipe.analysis.stats import Extrema, GlobalStats, Range, merge_all
 from melpipe.errors import StatisticsError
 from melpipe.run.types import tree_reduce
 from tests.helpers import simple_stats

@@ -14,8 +14,7 @@ from melpipe.analysis.config import SpectrogramConfig
 from melpipe.errors import RunLockedError, StoreError
 from melpipe.read.reader import open_store
 from melpipe.run.plan import plan_batches
-from melpipe.store import lock
-from melpipe.store import opened, writer
+from melpipe.store import lock, opened, writer
 from melpipe.store.schema import ARRAYS, Batch, Sizes, StoreAttrs, chunks_of, shape_of
 from tests.helpers import copy_of, edit_attrs, random_rows, write_store
 

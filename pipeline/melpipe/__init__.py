@@ -37,7 +37,8 @@ if TYPE_CHECKING:
         TruncatedAudioError,
     )
     from melpipe.read.reader import SpectrogramStore, open_store
-    from melpipe.run.executors import DaskExecutor, LoopExecutor, open_executor
+    from melpipe.run.clusters import DaskExecutor
+    from melpipe.run.executors import LoopExecutor, open_executor
     from melpipe.run.runner import RunReport, preprocess
 
 # Written once, in pyproject.toml; read from the installed distribution's metadata.
@@ -45,7 +46,8 @@ __version__ = _version("melpipe")
 
 _MODULES = {
     "melpipe.analysis.config": ("SpectrogramConfig",),
-    "melpipe.run.executors": ("DaskExecutor", "LoopExecutor", "open_executor"),
+    "melpipe.run.clusters": ("DaskExecutor",),
+    "melpipe.run.executors": ("LoopExecutor", "open_executor"),
     "melpipe.read.reader": ("SpectrogramStore", "open_store"),
     "melpipe.run.runner": ("RunReport", "preprocess"),
     "melpipe.analysis.stats": ("GlobalStats", "Range"),

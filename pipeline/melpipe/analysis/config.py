@@ -19,14 +19,13 @@ import numpy as np
 
 from melpipe import records
 from melpipe.analysis import features
+from melpipe.analysis.parse import FMIN, N_MELS, bank, choice, finite_float, flag, positive_int
 from melpipe.analysis.presets import PRESET_NAMES, PRESETS
 from melpipe.errors import ConfigError
 from melpipe.parameters import Option, parameter
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 256
-N_MELS = 128
-FMIN = 0.0
 DURATION = 1.0  # seconds per clip
 SEGMENTS = ("first", "all")  # one clip from each file's start, or every window of it
 TAILS = ("pad", "drop")  # a last window shorter than a clip: zero-padded, or left out
@@ -43,66 +42,6 @@ MAX_N_FFT = 1 << 16  # 3 s at 22,050 Hz
 MAX_N_FRAMES = 1 << 16  # images 65,536 frames wide: 12 minutes at the default hop
 # Derived defaults: n_fft is twice hop_length (the post's choice), fmax the Nyquist
 # frequency of sample_rate, n_samples DURATION seconds at sample_rate.
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"Expected `{name}` to be a positive integer. Got {value!r} instead.")
-    return int(value)
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"Expected `{name}` to be one of {', '.join(choices)}. Got {value!r}.")
-    return str(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"Expected `{name}` to be True or False. Got {value!r} instead.")
-    return bool(value)
-
-
-def _bank(
-    spectrum: str,
-    sample_rate: int,
-    n_mels: Any,
-    fmin: Any,
-    fmax: Any,
-    mel_htk: Any,
-    mel_norm: Any,
-) -> dict[str, Any]:
-    """The filter bank's parameters, checked: defaults for a mel spectrum, and none at all
-    for a linear one, which refuses any that is given."""
-    given = {"n_mels": n_mels, "fmin": fmin, "fmax": fmax, "mel_htk": mel_htk,
-             "mel_norm": mel_norm}  # fmt: skip
-    if spectrum == "linear":
-        named = [f"`{k}`" for k, v in given.items() if v is not None]
-        if named:
-            raise ConfigError(
-                f"{', '.join(named)} only appl{'ies' if len(named) == 1 else 'y'} with "
-                "`spectrum='mel'`; `spectrum='linear'` keeps the FFT's frequency bins."
-            )
-        return dict.fromkeys(given)
-    return {
-        "n_mels": _positive_int("n_mels", N_MELS if n_mels is None else n_mels),
-        "fmin": _finite_float("fmin", FMIN if fmin is None else fmin),
-        "fmax": _finite_float("fmax", sample_rate / 2 if fmax is None else fmax),
-        "mel_htk": False if mel_htk is None else _flag("mel_htk", mel_htk),
-        "mel_norm": _choice(
-            "mel_norm", "slaney" if mel_norm is None else mel_norm, features.MEL_NORMS
-        ),
-    }
-
-
-def _finite_float(name: str, value: Any) -> float:
-    try:
-        parsed = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"Expected `{name}` to be a number. Got {value!r} instead.") from None
-    if not math.isfinite(parsed):
-        raise ConfigError(f"Expected `{name}` to be a finite number. Got {value!r} instead.")
-    return parsed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,45 +188,45 @@ class SpectrogramConfig:
         segments, segment_hop, tail = self.segments, self.segment_hop, self.tail
         max_clips_per_file, select = self.max_clips_per_file, self.select
         min_level_db = self.min_level_db
-        sample_rate = _positive_int("sample_rate", sample_rate)
-        hop_length = _positive_int("hop_length", hop_length)
-        n_samples = _positive_int(
+        sample_rate = positive_int("sample_rate", sample_rate)
+        hop_length = positive_int("hop_length", hop_length)
+        n_samples = positive_int(
             "n_samples", round(DURATION * sample_rate) if n_samples is None else n_samples
         )
         # long because: one line per parameter, each checked as it is read
-        n_fft = _positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft)
-        spectrum = _choice("spectrum", spectrum, features.SPECTRA)
+        n_fft = positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft)
+        spectrum = choice("spectrum", spectrum, features.SPECTRA)
         values: dict[str, Any] = {
             "sample_rate": sample_rate,
             "n_samples": n_samples,
             "n_fft": n_fft,
             "hop_length": hop_length,
-            **_bank(spectrum, sample_rate, n_mels, fmin, fmax, mel_htk, mel_norm),
-            "eps": _finite_float("eps", eps),
-            "preset": _choice("preset", preset, PRESET_NAMES),
+            **bank(spectrum, sample_rate, n_mels, fmin, fmax, mel_htk, mel_norm),
+            "eps": finite_float("eps", eps),
+            "preset": choice("preset", preset, PRESET_NAMES),
             "spectrum": spectrum,
-            "power": _finite_float("power", power),
-            "stft_eps": _finite_float("stft_eps", stft_eps),
-            "win_length": _positive_int("win_length", n_fft if win_length is None else win_length),
-            "padding": _choice("padding", padding, features.PADDINGS),
-            "pad_mode": _choice("pad_mode", pad_mode, features.PAD_MODES),
-            "drop_nyquist": _flag("drop_nyquist", drop_nyquist),
-            "log": _choice("log", log, features.LOGS),
+            "power": finite_float("power", power),
+            "stft_eps": finite_float("stft_eps", stft_eps),
+            "win_length": positive_int("win_length", n_fft if win_length is None else win_length),
+            "padding": choice("padding", padding, features.PADDINGS),
+            "pad_mode": choice("pad_mode", pad_mode, features.PAD_MODES),
+            "drop_nyquist": flag("drop_nyquist", drop_nyquist),
+            "log": choice("log", log, features.LOGS),
             "peak_normalize": None
             if peak_normalize is None
-            else _finite_float("peak_normalize", peak_normalize),
-            "segments": _choice("segments", segments, SEGMENTS),
-            "segment_hop": _positive_int(
+            else finite_float("peak_normalize", peak_normalize),
+            "segments": choice("segments", segments, SEGMENTS),
+            "segment_hop": positive_int(
                 "segment_hop", n_samples if segment_hop is None else segment_hop
             ),
-            "tail": _choice("tail", tail, TAILS),
+            "tail": choice("tail", tail, TAILS),
             "max_clips_per_file": None
             if max_clips_per_file is None
-            else _positive_int("max_clips_per_file", max_clips_per_file),
-            "select": _choice("select", select, SELECTS),
+            else positive_int("max_clips_per_file", max_clips_per_file),
+            "select": choice("select", select, SELECTS),
             "min_level_db": None
             if min_level_db is None
-            else _finite_float("min_level_db", min_level_db),
+            else finite_float("min_level_db", min_level_db),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -426,10 +365,10 @@ class SpectrogramConfig:
         given = {**base, **{k: v for k, v in kwargs.items() if v is not None}, "preset": preset}
         if given.get("peak_normalize") == "none":  # the command line's way to turn it off
             given["peak_normalize"] = None
-        sample_rate = _positive_int("sample_rate", given.get("sample_rate", SAMPLE_RATE))
+        sample_rate = positive_int("sample_rate", given.get("sample_rate", SAMPLE_RATE))
         if frames is not None:
-            hop_length = _positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
-            if _positive_int("frames", frames) < 2:
+            hop_length = positive_int("hop_length", given.get("hop_length", HOP_LENGTH))
+            if positive_int("frames", frames) < 2:
                 raise ConfigError("Expected `frames` >= 2, since one frame is no clip.")
             # Values the constructor refuses are left for it to name.
             n_fft = given.get("n_fft", 2 * hop_length)
@@ -441,7 +380,7 @@ class SpectrogramConfig:
                 padding=padding if padding in features.PADDINGS else "center",
             )
         elif duration is not None:
-            seconds = _finite_float("duration", duration)
+            seconds = finite_float("duration", duration)
             if seconds <= 0:
                 raise ConfigError(f"Expected a positive `duration`. Got {seconds:g} s instead.")
             given["n_samples"] = round(seconds * sample_rate)
@@ -450,7 +389,7 @@ class SpectrogramConfig:
                     f"A `duration` of {seconds:g} s holds no sample at {sample_rate} Hz."
                 )
         if segment_hop is not None:
-            hop = _finite_float("segment_hop", segment_hop)
+            hop = finite_float("segment_hop", segment_hop)
             given["segment_hop"] = round(hop * sample_rate)
             if given["segment_hop"] <= 0:
                 raise ConfigError(

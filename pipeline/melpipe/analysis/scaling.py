@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from melpipe.analysis.stats import LEVELS, Range
+from melpipe.analysis.pixels import LEVELS
+from melpipe.analysis.stats import Range
 from melpipe.errors import ArgumentError
 
 

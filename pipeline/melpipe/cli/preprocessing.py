@@ -16,7 +16,8 @@ from melpipe.cli.errors import as_flags
 from melpipe.cli.progress import LOGS, progress
 from melpipe.cli.reports import echo_summary
 from melpipe.errors import MelpipeError
-from melpipe.run.executors import TLSFiles, open_executor, prepare_local_workers
+from melpipe.run.clusters import prepare_local_workers
+from melpipe.run.executors import TLSFiles, open_executor
 
 if TYPE_CHECKING:
     from melpipe.analysis.config import SpectrogramConfig

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from melpipe.analysis.stats import BINS_PER_UNIT
+from melpipe.analysis.pixels import BINS_PER_UNIT
 from melpipe.errors import ArgumentError, ExportError, ExtraMissingError, StoreError
 from melpipe.files import open_to_write
 from melpipe.read.reader import SpectrogramStore

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from melpipe.analysis import features
+from melpipe.analysis import inverse
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.pixels import Histogram
 from melpipe.analysis.scaling import image_to_logmel
 from melpipe.analysis.segments import covered_seconds
-from melpipe.analysis.stats import Figures, GlobalStats, Histogram, Range, StatsName
+from melpipe.analysis.stats import Figures, GlobalStats, Range, StatsName
 from melpipe.errors import ArgumentError, ClipIndexError
 from melpipe.sources import duplicates
 from melpipe.store.opened import ReadableStore
@@ -389,7 +390,7 @@ class SpectrogramStore:
                 f"Expected one image of shape {self.config.image_shape}. "
                 f"Got shape {np.shape(image)} instead."
             )
-        return features.to_audio(
+        return inverse.to_audio(
             self.to_features(image, clips=index),
             self.config,
             length=self.config.n_samples,

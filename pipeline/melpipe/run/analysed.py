@@ -13,16 +13,9 @@ from typing import Any
 import numpy as np
 
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.pixels import Histogram, PixelStats
 from melpipe.analysis.segments import Windows, choose_clips
-from melpipe.analysis.stats import (
-    Extrema,
-    Figures,
-    GlobalStats,
-    Histogram,
-    PixelStats,
-    StatsName,
-    StatsOptions,
-)
+from melpipe.analysis.stats import Extrema, Figures, GlobalStats, StatsName, StatsOptions
 from melpipe.errors import StatisticsError
 from melpipe.run.plan import Base, Found, Plan, Request
 from melpipe.run.results import MAX_REPORTED_FAILURES, FileValues, WindowResults, WriteSummary

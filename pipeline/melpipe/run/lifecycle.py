@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.pixels import PixelStats
 from melpipe.analysis.segments import Piece, Windows
-from melpipe.analysis.stats import GlobalStats, PixelStats
+from melpipe.analysis.stats import GlobalStats
 from melpipe.errors import StatisticsError
 from melpipe.run import rereads
 from melpipe.run.analysed import Analysed

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from melpipe.analysis.config import SpectrogramConfig
+from melpipe.analysis.pixels import LEVELS, PixelStats
 from melpipe.analysis.segments import loud_enough
-from melpipe.analysis.stats import LEVELS, PixelStats
 from melpipe.sources.headers import FileInfo
 from melpipe.sources.pcm import WholeFile
 from melpipe.store.schema import WINDOW_ARRAYS, WINDOW_PREFIX, ArraySpec

@@ -19,9 +19,10 @@ import numpy as np
 
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.features import spectrogram
+from melpipe.analysis.pixels import LEVELS, PixelStats, held
 from melpipe.analysis.scaling import level_counts, levels_of, scale_with_ends
 from melpipe.analysis.segments import Piece, audio_frames, rms_db
-from melpipe.analysis.stats import LEVELS, PixelStats, Range, held
+from melpipe.analysis.stats import Range
 from melpipe.errors import NonFiniteFeaturesError, StoreError
 from melpipe.run.results import Headers, WholeFiles, WindowResults, WriteSummary
 from melpipe.sources.audio import (

@@ -1,12 +1,13 @@
-"""The types the executors share with the planner: what a run asks of an executor
-(:class:`Work`), what an executor offers (:class:`Resources`), and the tree reduction both
-use to merge a pass's results. Pure: neither Dask nor the store."""
+"""The types the executors share with the planner and the run: what a run asks of an
+executor (:class:`Work`), what an executor offers (:class:`Resources`), the progress bar
+it updates, and the tree reduction both use to merge a pass's results. Pure: neither Dask
+nor the store."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from melpipe.errors import ArgumentError, ConfigError
 
@@ -59,3 +60,8 @@ class Work:
     samples_per_window: int
     exact: bool = True
     in_memory: bool = False
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+    def close(self) -> Any: ...

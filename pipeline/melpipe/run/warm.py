@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.features import spectrogram
 from melpipe.run import tasks  # noqa: F401  (decoding, the store, the statistics)
-from melpipe.run.executors import WORKER_LOG, send_dask_logs
+from melpipe.run.clusters import WORKER_LOG, send_dask_logs
 
 threadpool_limits(limits=1, user_api="blas")
 spectrogram(np.zeros((1, 4096), np.float32), SpectrogramConfig.from_options())

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from melpipe.analysis.stats import Histogram
+from melpipe.analysis.pixels import Histogram
 from melpipe.errors import ArgumentError, MelpipeError, StoreError
 from melpipe.sources.discover import filesystem
 from melpipe.store.schema import (

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from melpipe import records
 from melpipe.analysis.config import SpectrogramConfig
-from melpipe.analysis.stats import Figures, GlobalStats, StatsName, histogram_grid
+from melpipe.analysis.pixels import histogram_grid
+from melpipe.analysis.stats import Figures, GlobalStats, StatsName
 from melpipe.errors import RecordError, StoreError
 from melpipe.records import flat, key, not_recorded
 from melpipe.sources.discover import SkippedFolder

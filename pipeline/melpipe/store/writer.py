@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 from melpipe.analysis import features
-from melpipe.analysis.stats import BINS_PER_UNIT, Histogram, histogram_grid
+from melpipe.analysis.pixels import BINS_PER_UNIT, Histogram, histogram_grid
 from melpipe.errors import StoreError
 from melpipe.sources.discover import filesystem, utf8_safe
 from melpipe.store import lock
