@@ -45,9 +45,9 @@ def test_any_batch_size_and_tree_shape_gives_the_same_statistics(rows, batch_siz
     ok = ~np.isnan(lows)
     if not ok.any():
         with pytest.raises(StatisticsError, match="No clip"):
-            reduced.ranges()
+            reduced.mean_and_extrema()
         return
-    mean, extrema = reduced.ranges()
+    mean, extrema = reduced.mean_and_extrema()
     # Independent reference: plain numpy over the good files.
     assert extrema == Range(float(lows[ok].min()), float(highs[ok].max()))
     assert math.isclose(mean.min, np.mean(lows[ok], dtype=np.float64), rel_tol=1e-12,
@@ -59,7 +59,7 @@ def test_any_batch_size_and_tree_shape_gives_the_same_statistics(rows, batch_siz
 def test_mean_is_the_post_statistic_and_extrema_the_true_one():
     lows = np.array([-20.0, -10.0, np.nan], dtype=np.float32)
     highs = np.array([2.0, 6.0, np.nan], dtype=np.float32)
-    mean, extrema = Extrema.from_clips(lows, highs).ranges()
+    mean, extrema = Extrema.from_clips(lows, highs).mean_and_extrema()
     assert mean == Range(-15.0, 4.0)
     assert extrema == Range(-20.0, 6.0)
 

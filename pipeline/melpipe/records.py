@@ -53,10 +53,10 @@ def _key(field: dataclasses.Field[Any]) -> str:
 def keys(cls: type) -> list[str]:
     """Every key a record of ``cls`` writes at its own level, derived ones aside."""
     hints = get_type_hints(cls)
-    found: list[str] = []
+    names: list[str] = []
     for f in _fields(cls):
-        found += keys(_record_class(hints[f.name])) if f.metadata.get(_FLAT) else [_key(f)]
-    return found
+        names += keys(_record_class(hints[f.name])) if f.metadata.get(_FLAT) else [_key(f)]
+    return names
 
 
 def to_dict(record: Any) -> dict[str, Any]:
@@ -199,10 +199,10 @@ def _parse_scalar(hint: Any, value: Any, path: str) -> Any:
 
 
 def _record_class(hint: Any) -> type:
-    found = [a for a in (get_args(hint) or (hint,)) if dataclasses.is_dataclass(a)]
-    if not found:
+    records = [a for a in (get_args(hint) or (hint,)) if dataclasses.is_dataclass(a)]
+    if not records:
         raise TypeError(f"a flat field must hold a record, not {hint!r}")
-    return typing.cast(type, found[0])
+    return typing.cast(type, records[0])
 
 
 def _join(where: str, name: str) -> str:

@@ -155,7 +155,7 @@ class Extrema:
     def empty(cls) -> Extrema:
         return cls()
 
-    def ranges(self) -> tuple[Range, Range]:
+    def mean_and_extrema(self) -> tuple[Range, Range]:
         """The ``mean`` and ``extrema`` ranges; an error when no clip contributed."""
         if self.count == 0:
             raise StatisticsError("No clip could be analysed, so there are no statistics.")
@@ -311,7 +311,7 @@ class GlobalStats:
     @classmethod
     def of(cls, extrema: Extrema, summary: PixelSummary, options: StatsOptions) -> GlobalStats:
         """The statistics of clips with these extrema and this summary of their pixels."""
-        mean, bounds = extrema.ranges()
+        mean, bounds = extrema.mean_and_extrema()
         placeholder = Range(math.nan, math.nan)
         return cls(mean, bounds, placeholder, placeholder, placeholder, options, summary)._derive(
             options

@@ -72,8 +72,9 @@ class Request:
     input: str
     output: str
     config: SpectrogramConfig
-    stats: StatsName | None = parameter(None, Option(
-        kind=SCALES, help="Statistics that scale the images; all are computed and recorded.",
+    statistic: StatsName | None = parameter(None, Option(
+        name="stats", kind=SCALES,
+        help="Statistics that scale the images; all are computed and recorded.",
         shown="the preset's (mean for post), or --stats-from's",
     ))  # fmt: skip
     stats_from: str | None = parameter(None, Option(
@@ -213,8 +214,8 @@ def make_plan(request: Request, found: Found) -> Plan:
     StoreError
         OUTPUT is in the way, holds INPUT, or is a store this run cannot resume or replace.
     """
-    if request.stats is not None and request.stats not in SCALES:
-        raise ConfigError(f"Expected `stats` to be one of {SCALES}. Got {request.stats!r}.")
+    if request.statistic is not None and request.statistic not in SCALES:
+        raise ConfigError(f"Expected `stats` to be one of {SCALES}. Got {request.statistic!r}.")
     if request.duplicates not in DUPLICATES:
         raise ConfigError(
             f"Expected `duplicates` to be one of {DUPLICATES}. Got {request.duplicates!r}."
@@ -236,7 +237,7 @@ def make_plan(request: Request, found: Found) -> Plan:
             "make sense for the same analysis."
         )
     preset = PRESETS[request.config.preset]  # its statistic, unless asked for another
-    used: StatsName = request.stats or (source.used if source else preset.stats)
+    used: StatsName = request.statistic or (source.used if source else preset.stats)
     identity = {
         "input": request.input,
         "files": len(found.listing),
@@ -271,7 +272,7 @@ def _append(request: Request, found: Found) -> Plan:
     refusals = [
         (request.config != config, lambda: f"parameters: {request.config.differences(config)} "
                                            "(here, there)"),
-        (request.stats not in (None, record.used), lambda: f"`stats` ({request.stats!r}, "
+        (request.statistic not in (None, record.used), lambda: f"`stats` ({request.statistic!r}, "
                                                            f"{record.used!r})"),
         (given_options != options, lambda: "statistics options: "
                                            f"{_option_differences(given_options, options)}"),

@@ -118,7 +118,7 @@ def preprocess(
         input=os.fspath(input_dir),
         output=os.fspath(output),
         config=config or SpectrogramConfig(),
-        stats=stats,
+        statistic=stats,
         stats_from=None if stats_from is None else os.fspath(stats_from),
         options=_given(percentiles=percentiles, top_db=top_db, clip_std=clip_std),
         batch_size=batch_size,

@@ -204,10 +204,10 @@ def _list_url(root: str) -> Listing:
         raise
     except Exception as exc:  # each file system raises its own errors (auth, no bucket...)
         raise InputError(f"Cannot list input {root!r}: {type(exc).__name__}: {exc}") from exc
-    found = []
+    files = []
     for path in listed:
         rel = path[len(base) :].lstrip("/")
         parts = rel.split("/")
         if not any(p.startswith(".") for p in parts[:-1]) and is_audio_name(parts[-1]):
-            found.append(rel)
-    return Listing(root, tuple(sorted(found)))
+            files.append(rel)
+    return Listing(root, tuple(sorted(files)))

@@ -130,9 +130,9 @@ def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
                 raise
             continue
         digests[i], md5s[i] = got.bytes_sha256 or digests[i], got.pcm_md5 or md5s[i]
-    found = duplicates.groups(duplicates.assign(digests.tolist(), shapes, md5s.tolist()))
+    groups = duplicates.groups(duplicates.assign(digests.tolist(), shapes, md5s.tolist()))
     return DuplicateScan(
-        tuple(tuple(listing.files[i] for i in g) for g in found),
+        tuple(tuple(listing.files[i] for i in g) for g in groups),
         len(listing.files),
         len(rows),
         sum(sizes[i] for i in rows),
@@ -140,17 +140,17 @@ def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
     )
 
 
-def format_duplicates(found: DuplicateScan, *, max_groups: int = 20) -> str:
-    n_files = sum(len(g) - 1 for g in found.groups)
+def format_duplicates(report: DuplicateScan, *, max_groups: int = 20) -> str:
+    n_files = sum(len(g) - 1 for g in report.groups)
     lines = [
         f"duplicates: {n_files} files repeat the bytes or PCM samples of an earlier one, in "
-        f"{len(found.groups)} groups ({found.files} headers read; {found.read_whole} files "
+        f"{len(report.groups)} groups ({report.files} headers read; {report.read_whole} files "
         f"that share a size or a length with another read whole, "
-        f"{found.bytes_read / 1e6:.1f} MB, in {found.seconds:.2f} s)"
+        f"{report.bytes_read / 1e6:.1f} MB, in {report.seconds:.2f} s)"
     ]
-    lines += ["  " + " = ".join(utf8_safe(p) for p in g) for g in found.groups[:max_groups]]
-    if len(found.groups) > max_groups:
-        lines.append(f"  ... and {len(found.groups) - max_groups} more groups")
+    lines += ["  " + " = ".join(utf8_safe(p) for p in g) for g in report.groups[:max_groups]]
+    if len(report.groups) > max_groups:
+        lines.append(f"  ... and {len(report.groups) - max_groups} more groups")
     return "\n".join(lines)
 
 

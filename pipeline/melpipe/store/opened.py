@@ -97,13 +97,13 @@ def _stored_chunks(url: str, array: zarr.Array) -> set[int]:
     fs, path = filesystem(url)
     folder = f"{path}/{array.path}".rstrip("/")  # an array at the store's root has no path
     n_chunks = array.cdata_shape[0]
-    found = set()
+    stored = set()
     for stored in fs.find(folder):
         key = stored[len(folder) + 1 :]
         first = _FIRST_NUMBER.search(key)
         if first and int(first.group()) < n_chunks and chunk_key(array, int(first.group())) == key:
-            found.add(int(first.group()))
-    return found
+            stored.add(int(first.group()))
+    return stored
 
 
 _FIRST_NUMBER = re.compile(r"\d+")
@@ -228,12 +228,12 @@ class ReadableStore:
         counts = self.attrs.counts
         assert counts is not None  # a complete store's attributes are checked to have them
         decoded = int(np.count_nonzero(self.read("decoded")))
-        found = (self.sizes.files, decoded, self.sizes.clips)
-        if (counts.files, counts.decoded, counts.clips) != found:
+        held = (self.sizes.files, decoded, self.sizes.clips)
+        if (counts.files, counts.decoded, counts.clips) != held:
             raise StoreError(
                 f"{where} records {counts.files} files, {counts.decoded} decoded, "
-                f"{counts.clips} clips, but holds {found[0]} files, {found[1]} decoded, "
-                f"{found[2]} clips. The store was altered; run preprocess again."
+                f"{counts.clips} clips, but holds {held[0]} files, {held[1]} decoded, "
+                f"{held[2]} clips. The store was altered; run preprocess again."
             )
 
     def _check_chunks(self, where: str) -> None:
