@@ -11,16 +11,8 @@ from hypothesis import strategies as st
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.stats import Range
 from melpipe.errors import ConfigError, ResourceError, StoreError
-from melpipe.run.plan import (
-    Found,
-    Request,
-    Resources,
-    Source,
-    batch_bytes,
-    make_plan,
-    plan_batches,
-    tree_reduce,
-)
+from melpipe.run.plan import Found, Request, Source, batch_bytes, make_plan, plan_batches
+from melpipe.run.types import Resources, tree_reduce
 from melpipe.sources.discover import Listing
 from melpipe.store.schema import RUN_STATE, Counts, OutputState, StatsRecord, StoreAttrs
 from tests.helpers import a_source, simple_stats
@@ -141,7 +133,7 @@ def test_a_run_stopped_in_pass_1_is_resumed_from_its_start():
     ("change", "named"),
     [
         ({"batch_size": 5}, "batch_size"),
-        ({"stats": "extrema"}, "used"),
+        ({"statistic": "extrema"}, "used"),
         ({"scratch": False}, "scratch"),
         ({"config": SpectrogramConfig.from_options(n_mels=32)}, "n_mels (32, 64)"),
     ],

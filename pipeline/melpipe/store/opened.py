@@ -97,13 +97,13 @@ def _stored_chunks(url: str, array: zarr.Array) -> set[int]:
     fs, path = filesystem(url)
     folder = f"{path}/{array.path}".rstrip("/")  # an array at the store's root has no path
     n_chunks = array.cdata_shape[0]
-    stored = set()
+    chunks = set()
     for stored in fs.find(folder):
         key = stored[len(folder) + 1 :]
         first = _FIRST_NUMBER.search(key)
         if first and int(first.group()) < n_chunks and chunk_key(array, int(first.group())) == key:
-            stored.add(int(first.group()))
-    return stored
+            chunks.add(int(first.group()))
+    return chunks
 
 
 _FIRST_NUMBER = re.compile(r"\d+")
