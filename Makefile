@@ -8,7 +8,7 @@ DEMO_DIR ?= data/demo
 DEMO_STORE ?= data/demo.zarr
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install preprocess test bench bench-read bench-scale bench-stats lint format clean
+.PHONY: install preprocess test test-fast bench bench-read bench-scale bench-stats lint format clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ test: $(STAMP)
 	@# One test process per core; tests that share state across a module say so with
 	@# xdist_group, which keeps them in one process.
 	$(BIN)/python -m pytest -n auto --dist loadgroup
+
+# The unit tests alone (tests/unit): the inner loop, under two minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n auto --dist loadgroup tests/unit
 
 # BENCH_*_ARGS pass options to a benchmark, e.g. BENCH_PREPROCESS_ARGS="--files 16000".
 bench: $(STAMP) bench-read bench-scale

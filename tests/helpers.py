@@ -3,6 +3,7 @@ and ways to stop a run part-way. Test files import from here, never from each ot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -10,6 +11,8 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ import zarr
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.pixels import BINS_PER_UNIT
 from melpipe.analysis.stats import GlobalStats, PixelSummary, Range, StatsOptions
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout: docs, recipes, the package
+TESTS = REPO / "tests"
 
 # (relative path, sample rate, channels, seconds, subtype): a small dataset that mixes what
 # real ones mix, with clips both shorter and longer than the default one-second clip.
@@ -464,3 +470,59 @@ def long_and_short(root: Path) -> dict[str, tuple[Path, int]]:
         sf.write(folder / "b.flac", y[: (seconds - 1) * 44100], 44100, subtype="PCM_16")
         found[name] = folder, sum(p.stat().st_size for p in folder.iterdir())
     return found
+
+
+@dataclass(frozen=True)
+class Values:
+    """A partial result that keeps order and merges associatively: any grouping of
+    merges gives the same result."""
+
+    items: tuple[Any, ...] = ()
+
+    @classmethod
+    def empty(cls) -> Values:
+        return cls()
+
+    def merge(self, other: Values) -> Values:
+        return Values(self.items + other.items)
+
+
+def square_and_add(item: tuple[int, int], scale: int) -> Values:
+    x, y = item
+    return Values((Fraction(scale * x * x + y),))
+
+
+class Bar:
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update(self, n: int = 1) -> None:
+        self.updates += n
+
+    def close(self) -> None:
+        pass
+
+
+def reference_md5(values: np.ndarray, bits: int) -> str:
+    """FLAC's MD5 of samples: interleaved, each signed little-endian in bits / 8 bytes."""
+    width = bits // 8
+    packed = b"".join(v.to_bytes(width, "little", signed=True) for v in values.ravel().tolist())
+    return hashlib.md5(packed).hexdigest()
+
+
+def reference_starts(n_audio: int, n: int, hop: int, tail: str) -> list[int]:
+    """Window starts by a plain loop: every whole window, then (with "pad") one more that
+    reaches past the end if audio is left; a file shorter than a clip gives one window."""
+    if n_audio <= n:
+        return [0]
+    starts, s = [], 0
+    while s + n <= n_audio:
+        starts.append(s)
+        s += hop
+    if tail == "pad" and starts[-1] + n < n_audio and s < n_audio:
+        starts.append(s)
+    return starts
+
+
+def config_of(**options) -> SpectrogramConfig:
+    return SpectrogramConfig.from_options(n_mels=32, hop_length=128, **options)

@@ -143,6 +143,7 @@ def preprocess(
             assert attrs.counts is not None and attrs.stats is not None  # it is finished
             return RunReport(request.output, plan.action, attrs.counts, attrs.stats, (),
                              clock.laps, found.listing.skipped, executor.n_tasks,
+                             dropped=request.duplicates == "drop",
                              skipped_existing=plan.skipped)  # fmt: skip
         owner = lock.Owner.new(plan.run_id or uuid.uuid4().hex)
         with lock.hold(request.output, owner, create=target.creates) as claim:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pipeline" / "melpipe"
+from tests.helpers import REPO
+
+PACKAGE = REPO / "pipeline" / "melpipe"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 # The layers, lowest first. A layer imports the foundation and the layers its entry names;
 # nothing imports a layer above it.

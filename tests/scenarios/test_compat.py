@@ -34,13 +34,13 @@ from melpipe.analysis.features import ANALYSIS
 from melpipe.run.clusters import ONE_BLAS_THREAD
 from melpipe.store.schema import ARRAYS, FORMAT, FORMAT_VERSION, ROW_CHUNK
 from tests.helpers import (
+    REPO,
     assert_arrays_match,
     assert_one_line_error,
     assert_stats_match,
     run_cli,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 FORMAT_3 = "70ed724"  # the last commit that wrote format version 3
 FORMAT_5 = "7a697a0"  # the last commit that wrote format version 5, as specpipe
 CASES = {

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_dataset
+from tests.helpers import REPO, write_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 OTHER = """raise ImportError("this is another project's pipeline package")\n"""
 USERS = """raise SystemExit("the user's own pipeline.py was imported")\n"""
 

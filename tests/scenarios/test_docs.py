@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 
 from melpipe.store.schema import ARRAYS, RUN_STATE
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 VENV = Path(sys.prefix)
@@ -101,7 +101,7 @@ def run_console(code: str, folder: Path) -> None:
         words = shlex.split(command)
         if words[0] == "make":
             (target,) = words[1:]
-            if target == "test" or (folder, target) in _MADE:
+            if target in ("test", "test-fast") or (folder, target) in _MADE:
                 continue  # this run is `make test`; a target shown on two pages runs once
             argv = make(target, folder)
         else:

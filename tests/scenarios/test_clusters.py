@@ -2,90 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import psutil
 import pytest
+import zarr
 
-from melpipe.errors import ConfigError
 from melpipe.run.clusters import DaskExecutor
 from melpipe.run.executors import (
     AutoExecutor,
     LoopExecutor,
-    in_process_reason,
     open_executor,
 )
 from melpipe.run.types import Work
-from tests.helpers import run_cli
+from tests.helpers import Bar, Values, run_cli, square_and_add
 from tests.processes import RECIPES, Processes, start_dask_cluster, wait_for
-
-
-@dataclass(frozen=True)
-class Values:
-    """A partial result that keeps order and merges associatively: any grouping of
-    merges gives the same result."""
-
-    items: tuple[Any, ...] = ()
-
-    @classmethod
-    def empty(cls) -> Values:
-        return cls()
-
-    def merge(self, other: Values) -> Values:
-        return Values(self.items + other.items)
-
-
-def square_and_add(item: tuple[int, int], scale: int) -> Values:
-    x, y = item
-    return Values((Fraction(scale * x * x + y),))
-
-
-class Bar:
-    def __init__(self) -> None:
-        self.updates = 0
-
-    def update(self, n: int = 1) -> None:
-        self.updates += n
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture(
-    params=["loop", "local-cluster", pytest.param("scheduler-processes", marks=pytest.mark.cluster)]
-)
-def executor(request, dask_executor, tmp_path):
-    if request.param == "loop":
-        yield LoopExecutor()
-    elif request.param == "local-cluster":
-        yield dask_executor
-    else:  # a scheduler and a worker as separate processes, started by cluster/local's scripts
-        from distributed import Client
-
-        procs = Processes(tmp_path)
-        try:
-            address, _ = start_dask_cluster(procs, 1)
-            with Client(address) as client:
-                wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, "a worker")
-                yield DaskExecutor(client, split_every=3)
-        finally:
-            procs.stop_all()
-
-
-@pytest.mark.parametrize("n", [1, 2, 7, 30])
-def test_map_reduce_contract(executor, n):
-    xs, ys = list(range(n)), list(range(100, 100 + n))
-    bar = Bar()
-    items = list(zip(xs, ys, strict=True))
-    result = executor.map_reduce(square_and_add, items, 3, Values, bar)
-    assert result.items == tuple(Fraction(3 * x * x + y) for x, y in zip(xs, ys, strict=True))
-    assert bar.updates == n
-    resources = executor.resources
-    assert resources.workers >= 1
-    assert resources.in_client == isinstance(executor, LoopExecutor)
-    assert resources.memory_per_worker is None or resources.memory_per_worker > 2**20
 
 
 def listening_addresses(process: psutil.Process) -> set[str]:
@@ -122,34 +53,6 @@ def test_the_scheduler_script_binds_loopback_unless_told_otherwise(tmp_path):
         procs.stop_all()
 
 
-def test_options_that_contradict_each_other_are_refused():
-    with pytest.raises(ConfigError, match="positive number of `workers`"), open_executor(workers=0):
-        pass
-    with (
-        pytest.raises(ConfigError, match="cannot apply to `scheduler`"),
-        open_executor(workers=2, scheduler="tcp://127.0.0.1:1"),
-    ):
-        pass
-
-
-def blas_threads(_: int, __: None) -> Values:
-    from threadpoolctl import threadpool_info
-
-    return Values(
-        tuple(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
-    )
-
-
-def test_a_loop_runs_blas_on_one_thread_as_a_dask_worker_does():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=2, user_api="blas"):  # what a 2-core machine starts with
-        assert set(blas_threads(0, None).items) == {2}
-        inside = LoopExecutor().map_reduce(blas_threads, [0], None, Values, Bar()).items
-        assert set(blas_threads(0, None).items) == {2}  # given back afterwards
-    assert inside and set(inside) == {1}
-
-
 def worker_state(_: int, __: None) -> Values:
     """Whether the analysis ran in this process before this task (its imports done and
     the default filter bank built), and the BLAS threads."""
@@ -184,23 +87,6 @@ def test_workers_forces_a_local_cluster_however_small_the_run(dataset, tmp_path)
     assert "Dask tasks:" in result.stdout
 
 
-@pytest.mark.parametrize(
-    ("work", "cores", "because"),
-    [
-        (Work(100, 22050), 16, "100 windows take about 0.13 s here"),
-        (Work(10**6, 22050, in_memory=True), 16, "lives in this process's memory"),
-        (Work(10**6, 22050), 1, "this machine has one core"),
-        (Work(10**6, 22050), 2, None),
-        (Work(4000, 22050), 2, None),  # 5.3 s alone, 2.6 s on two: a cluster pays
-        (Work(2000, 22050), 2, "2000 windows take about 2.6 s here"),  # 1.3 s saved: no
-    ],
-)
-def test_the_choice_weighs_the_work_against_a_clusters_start(work, cores, because):
-    reason = in_process_reason(work, cores)
-    assert (reason is None) == (because is None)
-    assert because is None or because in reason
-
-
 def test_the_automatic_choice_waits_for_the_work_then_starts_a_cluster_for_a_large_run():
     with AutoExecutor(workers=1) as auto:
         auto.expect(Work(10, 22050, exact=False))  # a survey of 10 files: at least 10 windows
@@ -226,3 +112,88 @@ def test_a_dask_task_runs_several_items_and_the_result_is_the_same(dask_executor
     assert result.items == tuple(Fraction(2 * x * x + y) for x, y in items)
     assert bar.updates == 200
     assert dask_executor.n_tasks - before < 200 / 2  # map tasks and the reduction's together
+
+
+def test_preprocess_on_a_local_cluster_of_two_workers(dataset, tmp_path):
+    out = tmp_path / "cli.zarr"
+    result = run_cli("preprocess", dataset, out, "--workers", 2, "--n-mels", 64, "--batch-size", 4)
+    assert f"Wrote 10 clips to {out}, from 15 files: 10 decoded, 5 failed." in result.stdout
+    assert "bad/not_audio.wav: LibsndfileError: Format not recognised" in result.stdout
+    assert "Started a local Dask cluster of 2 worker processes" in result.stderr
+    assert "pass 1/2: statistics" in result.stderr and "pass 2/2: images" in result.stderr
+    group = zarr.open_group(out, mode="r")
+    assert group["images"].shape == (10, 64, 87)
+    assert group.attrs["status"] == "complete"
+
+
+def test_options_reach_the_store(dataset, tmp_path, cluster_address):
+    out = tmp_path / "options.zarr"
+    run_cli(
+        "preprocess",
+        dataset,
+        out,
+        "--scheduler",
+        cluster_address,
+        "--sample-rate",
+        16000,
+        "--n-mels",
+        40,
+        "--hop-length",
+        160,
+        "--n-fft",
+        400,
+        "--fmin",
+        50,
+        "--fmax",
+        7000,
+        "--frames",
+        50,
+        "--stats",
+        "extrema",
+    )
+    attrs = zarr.open_group(out, mode="r").attrs
+    config = attrs["config"]
+    assert (config["sample_rate"], config["n_mels"], config["hop_length"], config["n_fft"]) == (
+        16000,
+        40,
+        160,
+        400,
+    )
+    assert (config["fmin"], config["fmax"], config["n_frames"]) == (50, 7000, 50)
+    assert attrs["stats"]["used"] == "extrema"
+    assert zarr.open_group(out, mode="r")["images"].shape == (10, 40, 50)
+
+
+@pytest.fixture(
+    params=["loop", "local-cluster", pytest.param("scheduler-processes", marks=pytest.mark.cluster)]
+)
+def executor(request, dask_executor, tmp_path):
+    if request.param == "loop":
+        yield LoopExecutor()
+    elif request.param == "local-cluster":
+        yield dask_executor
+    else:  # a scheduler and a worker as separate processes, started by cluster/local's scripts
+        from distributed import Client
+
+        procs = Processes(tmp_path)
+        try:
+            address, _ = start_dask_cluster(procs, 1)
+            with Client(address) as client:
+                wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, "a worker")
+                yield DaskExecutor(client, split_every=3)
+        finally:
+            procs.stop_all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30])
+def test_map_reduce_contract(executor, n):
+    xs, ys = list(range(n)), list(range(100, 100 + n))
+    bar = Bar()
+    items = list(zip(xs, ys, strict=True))
+    result = executor.map_reduce(square_and_add, items, 3, Values, bar)
+    assert result.items == tuple(Fraction(3 * x * x + y) for x, y in zip(xs, ys, strict=True))
+    assert bar.updates == n
+    resources = executor.resources
+    assert resources.workers >= 1
+    assert resources.in_client == isinstance(executor, LoopExecutor)
+    assert resources.memory_per_worker is None or resources.memory_per_worker > 2**20

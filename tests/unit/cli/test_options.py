@@ -2,7 +2,6 @@
 click options are made from the declarations, and docs/cli.md's table says the same."""
 
 import re
-from pathlib import Path
 
 import click
 import pytest
@@ -11,8 +10,9 @@ from melpipe.analysis.config import SpectrogramConfig
 from melpipe.cli import options
 from melpipe.cli.app import main
 from melpipe.parameters import options_of
+from tests.helpers import REPO
 
-CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+CLI_DOC = REPO / "docs" / "cli.md"
 
 
 def documented_options() -> dict[str, tuple[tuple[str, ...], str]]:

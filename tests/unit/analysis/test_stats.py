@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from melpipe import records
 from melpipe.analysis.pixels import exact_sum
-from melpipe.analysis.stats import Extrema, GlobalStats, Range, merge_all
+from melpipe.analysis.stats import Extrema, GlobalStats, Range, StatsOptions, merge_all
 from melpipe.errors import StatisticsError
 from melpipe.run.types import tree_reduce
 from tests.helpers import simple_stats
@@ -89,3 +89,17 @@ def test_exact_sum_refuses_what_it_cannot_sum_exactly():
         exact_sum(np.zeros(3))
     with pytest.raises(StatisticsError, match="non-finite"):
         exact_sum(np.array([1.0, np.inf], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"percentiles": (50.0, 10.0)}, "`percentiles`"),
+        ({"percentiles": (0.0, 101.0)}, "`percentiles`"),
+        ({"top_db": -3.0}, "`top_db`"),
+        ({"clip_std": 0.0}, "`clip_std`"),
+    ],
+)
+def test_options_out_of_range_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        StatsOptions(**options)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import stored_objects
+from tests.helpers import TESTS, stored_objects
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = TESTS / "golden"
 STORES = sorted(p.name for p in (GOLDEN / "made").glob("*.zarr"))
 OUTPUTS = sorted(p.name for p in (GOLDEN / "made").glob("*.out"))
 # What differs between two runs of one command: who ran it, when, and with which libraries.

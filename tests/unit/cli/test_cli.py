@@ -9,56 +9,6 @@ from melpipe.cli.app import main
 from tests.helpers import run_cli, write_dataset
 
 
-def test_preprocess_on_a_local_cluster_of_two_workers(dataset, tmp_path):
-    out = tmp_path / "cli.zarr"
-    result = run_cli("preprocess", dataset, out, "--workers", 2, "--n-mels", 64, "--batch-size", 4)
-    assert f"Wrote 10 clips to {out}, from 15 files: 10 decoded, 5 failed." in result.stdout
-    assert "bad/not_audio.wav: LibsndfileError: Format not recognised" in result.stdout
-    assert "Started a local Dask cluster of 2 worker processes" in result.stderr
-    assert "pass 1/2: statistics" in result.stderr and "pass 2/2: images" in result.stderr
-    group = zarr.open_group(out, mode="r")
-    assert group["images"].shape == (10, 64, 87)
-    assert group.attrs["status"] == "complete"
-
-
-def test_options_reach_the_store(dataset, tmp_path, cluster_address):
-    out = tmp_path / "options.zarr"
-    run_cli(
-        "preprocess",
-        dataset,
-        out,
-        "--scheduler",
-        cluster_address,
-        "--sample-rate",
-        16000,
-        "--n-mels",
-        40,
-        "--hop-length",
-        160,
-        "--n-fft",
-        400,
-        "--fmin",
-        50,
-        "--fmax",
-        7000,
-        "--frames",
-        50,
-        "--stats",
-        "extrema",
-    )
-    attrs = zarr.open_group(out, mode="r").attrs
-    config = attrs["config"]
-    assert (config["sample_rate"], config["n_mels"], config["hop_length"], config["n_fft"]) == (
-        16000,
-        40,
-        160,
-        400,
-    )
-    assert (config["fmin"], config["fmax"], config["n_frames"]) == (50, 7000, 50)
-    assert attrs["stats"]["used"] == "extrema"
-    assert zarr.open_group(out, mode="r")["images"].shape == (10, 40, 50)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -4,12 +4,13 @@ that runs `dask scheduler`/`dask worker`, and the SLURM job script is what we in
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
+from tests.helpers import REPO
+
+CLUSTER = REPO / "cluster"
 
 
 @pytest.mark.parametrize("script", sorted((CLUSTER / "local").glob("*.sh")), ids=lambda p: p.name)
