@@ -526,3 +526,26 @@ def reference_starts(n_audio: int, n: int, hop: int, tail: str) -> list[int]:
 
 def config_of(**options) -> SpectrogramConfig:
     return SpectrogramConfig.from_options(n_mels=32, hop_length=128, **options)
+
+
+def start_and_wait_for(
+    argv: list[str], text: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start a command and read its error output until ``text`` appears.
+
+    The pipe is read a byte at a time, unbuffered: a buffer would hold output read past
+    ``text`` that :func:`rest_of` (which reads the pipe itself) never sees.
+    """
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                               env=env)  # fmt: skip
+    seen, wanted = b"", text.encode()
+    while wanted not in seen:
+        byte = process.stderr.read(1)
+        assert byte, f"the command ended before {text!r}:\n{seen.decode(errors='replace')}"
+        seen += byte
+    return process, seen.decode()
+
+
+def rest_of(process: subprocess.Popen, timeout: float) -> str:
+    """The error output of a command from :func:`start_and_wait_for`, once it ended."""
+    return process.communicate(timeout=timeout)[1].decode()

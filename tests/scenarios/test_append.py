@@ -161,7 +161,7 @@ def test_an_append_killed_leaves_the_store_as_it_was_and_runs_again_to_the_same_
 
 
 def test_an_append_killed_by_a_signal_is_run_again_by_the_same_command(folders, tmp_path):
-    from tests.scenarios.test_faults import start_and_wait_for
+    from tests.helpers import start_and_wait_for
 
     out, clean = tmp_path / "s.zarr", tmp_path / "clean.zarr"
     run(folders["first"], out, batch_size=1)

@@ -1,4 +1,6 @@
-"""The executors' one contract, run through each of them, and where a local cluster listens."""
+"""The executors' one contract, run through each of them, on real local clusters and
+scheduler processes: where a cluster listens, how the automatic choice starts one, and the
+command line on a local cluster of two workers and on a running scheduler."""
 
 from __future__ import annotations
 

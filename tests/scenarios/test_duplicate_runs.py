@@ -1,11 +1,6 @@
-"""Duplicates found without decoding: byte copies and lossless re-encodings, from each
-file's header and the hashes of the few files that could be the same; and a run that
-reads of each file no more than its clips need.
-
-The references are written here apart from melpipe: the MD5 of samples packed one by one
-with Python's ``int.to_bytes`` (as FLAC's format_input_ packs them), SHA-256 of the bytes
-with hashlib, a WAV's data chunk found by walking its RIFF chunks.
-"""
+"""Runs that find duplicates: byte copies and lossless re-encodings found from headers and
+the hashes of the few files that could be the same, dropped exactly, compared across an
+append; and runs that read of each file no more than their clips need."""
 
 from __future__ import annotations
 
@@ -27,7 +22,6 @@ from melpipe.run.runner import preprocess
 from tests.helpers import assert_stats_match, long_and_short, reference_md5, run_cli, tones
 
 CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)
-BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 
 
 def recording(folder: Path) -> dict[str, object]:

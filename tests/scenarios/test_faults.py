@@ -20,34 +20,18 @@ from melpipe.analysis.config import SpectrogramConfig
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
 from melpipe.sources.demo import generate_demo
-from tests.helpers import assert_one_line_error, assert_same_arrays, run_cli, write_dataset
+from tests.helpers import (
+    assert_one_line_error,
+    assert_same_arrays,
+    rest_of,
+    run_cli,
+    start_and_wait_for,
+    write_dataset,
+)
 
 
 def command(*args: object) -> list[str]:
     return [sys.executable, "-m", "melpipe", *map(str, args)]
-
-
-def start_and_wait_for(
-    argv: list[str], text: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, str]:
-    """Start a command and read its error output until ``text`` appears.
-
-    The pipe is read a byte at a time, unbuffered: a buffer would hold output read past
-    ``text`` that :func:`rest_of` (which reads the pipe itself) never sees.
-    """
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                               env=env)  # fmt: skip
-    seen, wanted = b"", text.encode()
-    while wanted not in seen:
-        byte = process.stderr.read(1)
-        assert byte, f"the command ended before {text!r}:\n{seen.decode(errors='replace')}"
-        seen += byte
-    return process, seen.decode()
-
-
-def rest_of(process: subprocess.Popen, timeout: float) -> str:
-    """The error output of a command from :func:`start_and_wait_for`, once it ended."""
-    return process.communicate(timeout=timeout)[1].decode()
 
 
 @pytest.fixture(scope="module")

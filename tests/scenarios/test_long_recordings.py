@@ -1,5 +1,5 @@
-"""Long recordings cut into many clips: the window arithmetic on plain values, then whole
-runs on real stores (and real worker processes) against librosa on the whole files."""
+"""Long recordings cut into many clips, by whole runs on real stores (and real worker
+processes), against librosa on the whole files; and a two-hour file in bounded memory."""
 
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def test_pass_2_decodes_objects_again_and_refuses_one_replaced_since_pass_1(s3, 
 
 
 def test_an_append_to_a_store_on_object_storage_equals_one_on_local_disk(s3, tmp_path):
-    from tests.scenarios.test_append import tones
+    from tests.helpers import tones
 
     fs, env = s3["fs"], {**os.environ, **s3["env"]}
     later = tones(tmp_path / "later", 5, seed=12)

@@ -16,6 +16,7 @@ from melpipe.read.reader import SpectrogramStore, open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
 from tests.helpers import (
+    TESTS,
     Interrupted,
     assert_images_match,
     assert_one_line_error,
@@ -29,16 +30,10 @@ from tests.helpers import (
 )
 from tests.references import REFERENCES, audio_diffusion_image
 
-torch = pytest.importorskip("torch")
-
-PLUCK = Path(__file__).parent / "audio" / "pluck-pcm16.wav"
+PLUCK = TESTS / "audio" / "pluck-pcm16.wav"
 
 
 # --- The sources' feature functions ---------------------------------------------------
-
-
-HIFIGAN_V1 = {"n_fft": 1024, "num_mels": 80, "sampling_rate": 22050, "hop_size": 256,
-              "win_size": 1024, "fmin": 0, "fmax": 8000}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
-"""The five statistics: their accumulators against plain numpy, then whole runs on a
-generated corpus against numpy over every pixel of librosa's log-mels, with the padding
-left out; their inverses; and their independence from batching."""
+"""The five statistics of whole runs on a generated corpus, against numpy over every pixel
+of librosa's log-mels, with the padding left out; their inverses; and their independence
+from batching, workers and scratch."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from melpipe.run.tasks import analyse
 from tests.helpers import assert_one_line_error, librosa_log_mel, read_all, run_cli, synth
 
 SYNC = LoopExecutor()
-FLOOR = float(np.log(np.float32(1e-9)))
 STEP = 1 / BINS_PER_UNIT
 
 # --- The accumulators on plain arrays -----------------------------------------------------

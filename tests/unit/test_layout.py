@@ -136,3 +136,17 @@ def test_a_task_given_another_pass_items_or_swapped_arguments_fails_type_checkin
     assert result.returncode == 1, result.stdout
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert [line.split(":")[1] for line in errors] == ["9", "13", "13"], result.stdout
+
+
+def test_tests_are_laid_out_as_the_code_and_import_no_other_test_file():
+    """tests/unit has a folder per layer; what test files share is in tests/helpers.py."""
+    tests = REPO / "tests"
+    assert {p.name for p in (tests / "unit").iterdir() if p.is_dir() and p.name in LAYERS} == (
+        LAYERS.keys()
+    )
+    for path in tests.rglob("test_*.py"):
+        names = imports(ast.parse(path.read_text()))
+        others = {
+            n for n in names if n.startswith(("tests.unit", "tests.scenarios", "tests.test_"))
+        }
+        assert not others, f"{path.relative_to(tests)} imports {sorted(others)}"

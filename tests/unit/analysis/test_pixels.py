@@ -1,6 +1,5 @@
-"""The five statistics: their accumulators against plain numpy, then whole runs on a
-generated corpus against numpy over every pixel of librosa's log-mels, with the padding
-left out; their inverses; and their independence from batching."""
+"""The exact pixel statistics against plain numpy: their accumulators for any batches and
+tree, subtraction, a flat band, and the histogram's grid."""
 
 from __future__ import annotations
 
@@ -17,10 +16,8 @@ from melpipe.analysis.pixels import BINS_PER_UNIT, Histogram, PixelStats, histog
 from melpipe.analysis.scaling import image_to_logmel, scale_to_uint8
 from melpipe.analysis.stats import Extrema, GlobalStats, StatsOptions, merge_all
 from melpipe.errors import StatisticsError
-from melpipe.run.executors import LoopExecutor
 from melpipe.run.types import tree_reduce
 
-SYNC = LoopExecutor()
 FLOOR = float(np.log(np.float32(1e-9)))
 STEP = 1 / BINS_PER_UNIT
 
@@ -117,23 +114,6 @@ def test_the_histogram_grid_covers_every_possible_value():
     assert first / BINS_PER_UNIT <= FLOOR < (first + 1) / BINS_PER_UNIT
     assert (first + n_bins) / BINS_PER_UNIT > np.log(np.finfo(np.float32).max)
     assert STEP <= 0.01
-
-
-FILES = [  # path, rate, channels, seconds: short ones padded, an 8 kHz one with empty bands
-    ("a/short_16k.wav", 16000, 1, 0.3),
-    ("a/long_44k_stereo.flac", 44100, 2, 2.35),
-    ("b/narrow_8k.wav", 8000, 1, 1.3),
-    ("b/mid_22k.wav", 22050, 1, 0.8),
-    ("c/silent_tail_32k.wav", 32000, 1, 1.6),
-]
-
-
-CHOICES = {
-    "every window": {},
-    "two loudest of each file": {"max_clips_per_file": 2, "select": "loudest"},
-    "four loudest of each file": {"max_clips_per_file": 4, "select": "loudest"},
-    "loud enough": {"min_level_db": -30.0},
-}
 
 
 def test_a_histogram_of_nothing_is_empty():

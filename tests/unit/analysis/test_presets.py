@@ -17,8 +17,6 @@ from tests.helpers import (
 )
 from tests.references import REFERENCES, reference_image_stack
 
-torch = pytest.importorskip("torch")
-
 PLUCK = TESTS / "audio" / "pluck-pcm16.wav"
 
 

@@ -1,5 +1,5 @@
-"""Long recordings cut into many clips: the window arithmetic on plain values, then whole
-runs on real stores (and real worker processes) against librosa on the whole files."""
+"""The window arithmetic of long recordings on plain values: where windows start, which
+become clips, and which segment options apply."""
 
 from __future__ import annotations
 
@@ -20,11 +20,8 @@ from melpipe.analysis.segments import (
     window_starts,
 )
 from melpipe.errors import ConfigError
-from melpipe.run.executors import LoopExecutor
 from melpipe.run.plan import plan_batches
 from tests.helpers import reference_starts
-
-SYNC = LoopExecutor()
 
 
 @settings(deadline=None)  # the first example builds a filter bank
@@ -133,13 +130,3 @@ def test_choose_clips_drops_every_window_of_a_file_that_failed_anywhere():
 def test_segment_options_that_cannot_apply_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         SpectrogramConfig.from_options(**options)
-
-
-# (path, rate, channels, seconds, subtype): long recordings of mixed rates and formats.
-LONG_FILES = [
-    ("music/a_44k_stereo.flac", 44100, 2, 7.3, "PCM_16"),
-    ("music/b_48k.wav", 48000, 1, 5.05, "PCM_24"),
-    ("field/c_16k.wav", 16000, 1, 4.0, "FLOAT"),
-    ("field/d_22k_stereo.wav", 22050, 2, 3.61, "PCM_16"),
-    ("field/e_short_32k.flac", 32000, 1, 0.4, "PCM_16"),
-]

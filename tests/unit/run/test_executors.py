@@ -1,4 +1,5 @@
-"""The executors' one contract, run through each of them, and where a local cluster listens."""
+"""The executors' choices without a cluster: options that contradict each other, BLAS on
+one thread, and where the automatic choice would run a run's work."""
 
 from __future__ import annotations
 

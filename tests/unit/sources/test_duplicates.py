@@ -1,11 +1,7 @@
-"""Duplicates found without decoding: byte copies and lossless re-encodings, from each
-file's header and the hashes of the few files that could be the same; and a run that
-reads of each file no more than its clips need.
-
-The references are written here apart from melpipe: the MD5 of samples packed one by one
-with Python's ``int.to_bytes`` (as FLAC's format_input_ packs them), SHA-256 of the bytes
-with hashlib, a WAV's data chunk found by walking its RIFF chunks.
-"""
+"""Duplicates found without decoding, against references written here apart from melpipe:
+the MD5 of samples packed one by one with Python's ``int.to_bytes`` (as FLAC's
+format_input_ packs them), a FLAC's STREAMINFO, a WAV's data chunk found by walking its
+RIFF chunks; and which files the candidates' rule reads."""
 
 from __future__ import annotations
 
@@ -17,14 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from melpipe.analysis.config import SpectrogramConfig
 from melpipe.sources import duplicates
 from melpipe.sources.audio import open_audio
 from melpipe.sources.headers import flac_stream_info
 from melpipe.sources.pcm import pcm_md5
 from tests.helpers import reference_md5
 
-CONFIG = SpectrogramConfig.from_options(n_mels=32, hop_length=256, duration=0.5)
 BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 
 
