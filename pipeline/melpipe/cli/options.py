@@ -8,7 +8,7 @@ A command lists the options it takes by name, in the order ``--help`` shows them
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -17,6 +17,8 @@ from melpipe.analysis.stats import StatsOptions
 from melpipe.parameters import Option, options_of
 from melpipe.run.executors import Cluster, TLSFiles
 from melpipe.run.plan import Request
+
+Command = TypeVar("Command", bound=Callable[..., Any])  # a command's function
 
 # Every declared option, by the keyword the library takes.
 DECLARED: dict[str, Option] = {
@@ -48,7 +50,7 @@ def help_of(option: Option) -> str:
     return f"{option.help}  [default: {option.shown}]" if option.shown else option.help
 
 
-def click_option(option: Option) -> Callable[[Any], Any]:
+def click_option(option: Option) -> Callable[[Command], Command]:
     """The click option of a declaration."""
     kwargs: dict[str, Any] = {"help": help_of(option)}
     if option.off is not None:
@@ -72,10 +74,10 @@ def click_option(option: Option) -> Callable[[Any], Any]:
     return click.option("/".join(option.flags), option.name, **kwargs)
 
 
-def declared(*names: str) -> Callable[[Any], Any]:
+def declared(*names: str) -> Callable[[Command], Command]:
     """A decorator that gives a command the declared options ``names``, in that order."""
 
-    def decorate(command: Any) -> Any:
+    def decorate(command: Command) -> Command:
         for name in reversed(names):
             command = click_option(DECLARED[name])(command)
         return command

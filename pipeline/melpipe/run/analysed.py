@@ -1,4 +1,5 @@
-"""What pass 1 found of a run's files and windows (:class:`Analysed`), and what the run
+"""What pass 1 found of a run's files and windows: the clips chosen (:class:`Chosen`), then
+with their statistics (:class:`Analysed`); and what the run
 adds to its store: its files' rows and its entry in the table of sources (:class:`Added`).
 """
 
@@ -35,27 +36,19 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class Analysed:
-    """What pass 1 found: the windows that became clips (rows of the run's windows, in
-    store order), their statistics and histogram, and what each file held."""
+class Chosen:
+    """The windows pass 1 chose as clips (rows of the run's windows, in store order), what
+    pass 1 found of every window, and what each file held; before their statistics."""
 
     chosen: np.ndarray
     clip_files: np.ndarray  # the file of each clip
     results: WindowResults
     files: FileValues
     dropped: np.ndarray  # the files left without clips as duplicates (--duplicates drop)
-    stats: GlobalStats | None = None
-    histogram: Histogram = dataclasses.field(default_factory=Histogram)
 
     @property
     def decoded(self) -> np.ndarray:
         return self.files.decoded
-
-    @property
-    def known_stats(self) -> GlobalStats:
-        """The statistics that scale the clips, known once they are chosen."""
-        assert self.stats is not None, "known once the clips are chosen"
-        return self.stats
 
     @classmethod
     def choose(
@@ -65,7 +58,7 @@ class Analysed:
         files: FileValues,
         config: SpectrogramConfig,
         request: Request,
-    ) -> Analysed:
+    ) -> Chosen:
         """Choose the clips: of the files that decoded, and that ``request`` does not
         leave out as duplicates.
 
@@ -115,9 +108,9 @@ class Analysed:
             return None
 
     def with_stats(
-        self, stats: GlobalStats | None, pixels: PixelStats, used: StatsName
+        self, stats: GlobalStats | None, histogram: Histogram, used: StatsName
     ) -> Analysed:
-        """With the statistics that scale the clips, and the clips' pixel histogram.
+        """These clips with the statistics that scale them, and their pixel histogram.
 
         Raises
         ------
@@ -126,21 +119,12 @@ class Analysed:
         """
         assert stats is not None  # given, or the clips' own (own_stats raises otherwise)
         stats.range(used)
-        return dataclasses.replace(self, stats=stats, histogram=pixels.histogram)
+        return self.known(stats, histogram)
 
-    def figures(self, band_levels: np.ndarray) -> dict[str, Figures]:
-        """How each statistic spends the levels on the clips' pixels that hold audio:
-        from the histogram (to one bin) for the four with one range, from the levels
-        pass 2 counted for ``band-moments``. A statistic with no usable range has none."""
-        figures: dict[str, Figures] = {}
-        for name, scale in self.known_stats.ranges().items():
-            try:
-                scale.check(name)
-                levels = band_levels if scale.per_band else self.histogram.levels(scale)
-                figures[name] = Figures.of(levels, scale, self.known_stats.pixels.db_per_unit)
-            except StatisticsError:
-                continue
-        return figures
+    def known(self, stats: GlobalStats, histogram: Histogram) -> Analysed:
+        """These clips with statistics known to scale them (a resumed run's, recorded)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Chosen)}
+        return Analysed(**fields, stats=stats, histogram=histogram)
 
     def clips_per_file(self, n_files: int) -> tuple[np.ndarray, np.ndarray]:
         """Each file's count of clips, and its first clip's row."""
@@ -171,6 +155,29 @@ class Analysed:
     def failures(self, paths: Sequence[str]) -> tuple[Failure, ...]:
         failed = np.flatnonzero(~self.decoded)[:MAX_REPORTED_FAILURES]
         return tuple(Failure(int(i), utf8_safe(paths[i]), str(self.files.error[i])) for i in failed)
+
+
+@dataclass(frozen=True)
+class Analysed(Chosen):
+    """What pass 1 found: the clips chosen, with the statistics that scale them and their
+    pixels' histogram."""
+
+    stats: GlobalStats
+    histogram: Histogram
+
+    def figures(self, band_levels: np.ndarray) -> dict[str, Figures]:
+        """How each statistic spends the levels on the clips' pixels that hold audio:
+        from the histogram (to one bin) for the four with one range, from the levels
+        pass 2 counted for ``band-moments``. A statistic with no usable range has none."""
+        figures: dict[str, Figures] = {}
+        for name, scale in self.stats.ranges().items():
+            try:
+                scale.check(name)
+                levels = band_levels if scale.per_band else self.histogram.levels(scale)
+                figures[name] = Figures.of(levels, scale, self.stats.pixels.db_per_unit)
+            except StatisticsError:
+                continue
+        return figures
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,7 +29,7 @@ from melpipe.analysis.segments import Piece, Windows
 from melpipe.analysis.stats import GlobalStats
 from melpipe.errors import StatisticsError
 from melpipe.run import rereads
-from melpipe.run.analysed import Analysed
+from melpipe.run.analysed import Analysed, Chosen
 from melpipe.run.executors import Executor
 from melpipe.run.outputs import Output
 from melpipe.run.plan import Plan, plan_batches
@@ -161,10 +161,10 @@ class Run:
                                         self.request)  # fmt: skip
         self.clock.lap("duplicates")
         try:
-            analysed = Analysed.choose(windows, results, files, self.config, self.request)
-            pixels = self._pixels(windows, results, analysed.chosen)
-            own = analysed.own_stats(pixels, plan.options, self.config.db_per_unit, plan.stats)
-            analysed = analysed.with_stats(plan.stats or own, pixels, plan.used)
+            chosen = Chosen.choose(windows, results, files, self.config, self.request)
+            pixels = self._pixels(windows, results, chosen.chosen)
+            own = chosen.own_stats(pixels, plan.options, self.config.db_per_unit, plan.stats)
+            analysed = chosen.with_stats(plan.stats or own, pixels.histogram, plan.used)
         except StatisticsError as exc:
             raise self.output.abort(self.claim, attrs, exc) from None
         self.output.record_pass_1(self.claim, attrs, windows, analysed, own)
@@ -207,7 +207,7 @@ class Run:
             items.append(ImagesItem(b, rows, analysed.results.take(rows),
                                     b.index not in plan.written,
                                     self._pieces(windows, rows)))  # fmt: skip
-        stats = analysed.known_stats
+        stats = analysed.stats
         context = self.stages.with_context(scale=stats.range(plan.used),
                                            band_scale=stats.band_moments)  # fmt: skip
         title = f"pass {plan.n_passes}/{plan.n_passes}: images"

@@ -26,7 +26,7 @@ from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.segments import Windows
 from melpipe.analysis.stats import Extrema, GlobalStats, StatsOptions, joined_summary
 from melpipe.errors import StatisticsError, StoreError
-from melpipe.run.analysed import Added, Analysed
+from melpipe.run.analysed import Added, Analysed, Chosen
 from melpipe.run.plan import Base, Found, Plan
 from melpipe.run.results import FileValues, WindowResults, WriteSummary
 from melpipe.sources.audio import libsndfile_version
@@ -137,10 +137,9 @@ class NewStore:
                 "with `overwrite=True`."
             )
         assert plan.stats is not None  # recorded by the pass 1 of a resumable store
-        analysed = Analysed.choose(windows, results, FileValues.from_values(state), config,
-                                   plan.request)  # fmt: skip
-        histogram = writer.histogram_from(state["histogram"], config)
-        return dataclasses.replace(analysed, stats=plan.stats, histogram=histogram)
+        chosen = Chosen.choose(windows, results, FileValues.from_values(state), config,
+                               plan.request)  # fmt: skip
+        return chosen.known(plan.stats, writer.histogram_from(state["histogram"], config))
 
     def record_pass_1(
         self,
@@ -157,7 +156,7 @@ class NewStore:
         values = self.added.values(analysed, windows, plan.request.config)
         writer.create_clips(claim, len(analysed.chosen), plan.batch_size)
         writer.write_chosen(claim, {**values, **analysed.results.window_values()})
-        stats = StatsRecord(analysed.known_stats, plan.used)
+        stats = StatsRecord(analysed.stats, plan.used)
         # Its own statistics now, for a run resumed after pass 1 (with --stats-from, they
         # are not the store's, and the run keeps nothing else they could come from).
         begun = self.added.record(claim, plan.request, analysed, WriteSummary.empty(), own)
@@ -177,7 +176,7 @@ class NewStore:
         clipped = source.clipped_low + source.clipped_high
         counts = Counts(source.files, int(analysed.decoded.sum()), source.clips)
         taken = StatsSource(plan.source.url, plan.source.run_id) if plan.source else None
-        record = StatsRecord(analysed.known_stats, plan.used, taken,
+        record = StatsRecord(analysed.stats, plan.used, taken,
                              clipped / source.pixels if source.pixels else 0.0,
                              analysed.figures(summary.band_levels))  # fmt: skip
         return dataclasses.replace(attrs, status="complete", stats=record, counts=counts,
