@@ -30,18 +30,19 @@ DURATION = 1.0  # seconds per clip
 SEGMENTS = ("first", "all")  # one clip from each file's start, or every window of it
 TAILS = ("pad", "drop")  # a last window shorter than a clip: zero-padded, or left out
 SELECTS = ("first", "loudest", "spread")  # which --max-clips-per-file windows are kept
-# Bounds far past any use, checked before anything is computed from a value: a store's
-# recorded config can claim anything, and checking n_mels = 10**8 bands took 2 GB.
 # How every file is brought to one shape (melpipe.sources.audio does it), as recorded.
 MONO = "mean of channels"
 RESAMPLER = "soxr_hq"  # librosa's name; soxr's quality "HQ"
 CROP = "start"
 PAD = "zeros at end"
-DERIVED: Any = None  # a default worked out from the other parameters
+# Bounds far past any use, checked before anything is computed from a value: a store's
+# recorded config can claim anything, and checking n_mels = 10**8 bands took 2 GB.
 MAX_N_FFT = 1 << 16  # 3 s at 22,050 Hz
 MAX_N_FRAMES = 1 << 16  # images 65,536 frames wide: 12 minutes at the default hop
-# Derived defaults: n_fft is twice hop_length (the post's choice), fmax the Nyquist
-# frequency of sample_rate, n_samples DURATION seconds at sample_rate.
+# A default worked out from the other parameters in __post_init__: n_fft is twice
+# hop_length (the post's choice), fmax the Nyquist frequency of sample_rate, n_samples
+# DURATION seconds at sample_rate.
+DERIVED: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,55 +179,54 @@ class SpectrogramConfig:
     def __post_init__(self) -> None:
         """Check every parameter as it is read, and work out the DERIVED ones."""
         # long because: one line per parameter, each checked as it is read
-        sample_rate, hop_length = self.sample_rate, self.hop_length
-        n_samples, n_fft, spectrum = self.n_samples, self.n_fft, self.spectrum
-        n_mels, fmin, fmax, mel_htk, mel_norm = (self.n_mels, self.fmin, self.fmax,
-                                                 self.mel_htk, self.mel_norm)  # fmt: skip
-        eps, preset, power, stft_eps = self.eps, self.preset, self.power, self.stft_eps
-        win_length, padding, pad_mode = self.win_length, self.padding, self.pad_mode
-        drop_nyquist, log, peak_normalize = self.drop_nyquist, self.log, self.peak_normalize
-        segments, segment_hop, tail = self.segments, self.segment_hop, self.tail
-        max_clips_per_file, select = self.max_clips_per_file, self.select
-        min_level_db = self.min_level_db
-        sample_rate = positive_int("sample_rate", sample_rate)
-        hop_length = positive_int("hop_length", hop_length)
+        sample_rate = positive_int("sample_rate", self.sample_rate)
+        hop_length = positive_int("hop_length", self.hop_length)
         n_samples = positive_int(
-            "n_samples", round(DURATION * sample_rate) if n_samples is None else n_samples
+            "n_samples", round(DURATION * sample_rate) if self.n_samples is None else self.n_samples
         )
-        # long because: one line per parameter, each checked as it is read
-        n_fft = positive_int("n_fft", 2 * hop_length if n_fft is None else n_fft)
-        spectrum = choice("spectrum", spectrum, features.SPECTRA)
+        n_fft = positive_int("n_fft", 2 * hop_length if self.n_fft is None else self.n_fft)
+        spectrum = choice("spectrum", self.spectrum, features.SPECTRA)
         values: dict[str, Any] = {
             "sample_rate": sample_rate,
             "n_samples": n_samples,
             "n_fft": n_fft,
             "hop_length": hop_length,
-            **bank(spectrum, sample_rate, n_mels, fmin, fmax, mel_htk, mel_norm),
-            "eps": finite_float("eps", eps),
-            "preset": choice("preset", preset, PRESET_NAMES),
-            "spectrum": spectrum,
-            "power": finite_float("power", power),
-            "stft_eps": finite_float("stft_eps", stft_eps),
-            "win_length": positive_int("win_length", n_fft if win_length is None else win_length),
-            "padding": choice("padding", padding, features.PADDINGS),
-            "pad_mode": choice("pad_mode", pad_mode, features.PAD_MODES),
-            "drop_nyquist": flag("drop_nyquist", drop_nyquist),
-            "log": choice("log", log, features.LOGS),
-            "peak_normalize": None
-            if peak_normalize is None
-            else finite_float("peak_normalize", peak_normalize),
-            "segments": choice("segments", segments, SEGMENTS),
-            "segment_hop": positive_int(
-                "segment_hop", n_samples if segment_hop is None else segment_hop
+            **bank(
+                spectrum,
+                sample_rate,
+                self.n_mels,
+                self.fmin,
+                self.fmax,
+                self.mel_htk,
+                self.mel_norm,
             ),
-            "tail": choice("tail", tail, TAILS),
+            "eps": finite_float("eps", self.eps),
+            "preset": choice("preset", self.preset, PRESET_NAMES),
+            "spectrum": spectrum,
+            "power": finite_float("power", self.power),
+            "stft_eps": finite_float("stft_eps", self.stft_eps),
+            "win_length": positive_int(
+                "win_length", n_fft if self.win_length is None else self.win_length
+            ),
+            "padding": choice("padding", self.padding, features.PADDINGS),
+            "pad_mode": choice("pad_mode", self.pad_mode, features.PAD_MODES),
+            "drop_nyquist": flag("drop_nyquist", self.drop_nyquist),
+            "log": choice("log", self.log, features.LOGS),
+            "peak_normalize": None
+            if self.peak_normalize is None
+            else finite_float("peak_normalize", self.peak_normalize),
+            "segments": choice("segments", self.segments, SEGMENTS),
+            "segment_hop": positive_int(
+                "segment_hop", n_samples if self.segment_hop is None else self.segment_hop
+            ),
+            "tail": choice("tail", self.tail, TAILS),
             "max_clips_per_file": None
-            if max_clips_per_file is None
-            else positive_int("max_clips_per_file", max_clips_per_file),
-            "select": choice("select", select, SELECTS),
+            if self.max_clips_per_file is None
+            else positive_int("max_clips_per_file", self.max_clips_per_file),
+            "select": choice("select", self.select, SELECTS),
             "min_level_db": None
-            if min_level_db is None
-            else finite_float("min_level_db", min_level_db),
+            if self.min_level_db is None
+            else finite_float("min_level_db", self.min_level_db),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
