@@ -24,7 +24,9 @@ class Option:
 
     ``name`` is the keyword the library takes (the field's, unless the command line gives
     the value in other units, as ``duration`` gives ``n_samples``); ``off`` names the flag
-    that turns a boolean off (``--no-scratch``), ``is_flag`` one that only turns it on.
+    that turns a boolean off (``--no-scratch``), ``is_flag`` one that only turns it on. An
+    option not given passes nothing (None, or False for ``is_flag``), so that the library's
+    default, the field's, applies.
     """
 
     name: str = ""
@@ -35,7 +37,6 @@ class Option:
     nargs: int = 1
     off: str | None = None
     is_flag: bool = False
-    default: Any = None  # what the command line passes when the option is not given
 
     @property
     def flag(self) -> str:

@@ -54,7 +54,7 @@ def click_option(option: Option) -> Callable[[Command], Command]:
     """The click option of a declaration."""
     kwargs: dict[str, Any] = {"help": help_of(option)}
     if option.off is not None:
-        kwargs["default"] = option.default
+        kwargs["default"] = None  # not given: the library's default applies
     elif option.is_flag:
         kwargs["is_flag"] = True
     else:
@@ -69,8 +69,6 @@ def click_option(option: Option) -> Callable[[Command], Command]:
             kwargs["nargs"] = option.nargs
         if option.metavar is not None:
             kwargs["metavar"] = option.metavar
-        if option.default is not None:
-            kwargs["default"] = option.default
     return click.option("/".join(option.flags), option.name, **kwargs)
 
 

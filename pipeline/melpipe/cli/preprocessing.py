@@ -67,12 +67,13 @@ def _run(
     """The run on its executor, and the seconds the executor took to be ready."""
     from melpipe.run import runner
 
+    given = {k: v for k, v in options.items() if v is not None}  # not given: the defaults
     started = time.perf_counter()
     with open_executor(**cluster, tls=tls) as ex:
-        options["progress"] = progress
         cluster_seconds = time.perf_counter() - started
         try:
-            report = runner.preprocess(input_dir, output, config, executor=ex, **options)
+            report = runner.preprocess(input_dir, output, config, executor=ex,
+                                       progress=progress, **given)  # fmt: skip
         except BaseException as exc:
             log = getattr(ex, "log", None)
             if log is not None and log.exists():  # something was logged: say where

@@ -87,7 +87,7 @@ class Request:
         shown=f"{DEFAULT_BATCH_SIZE}, or the store's with --append",
     ))  # fmt: skip
     scratch: bool = parameter(True, Option(
-        off="--no-scratch", default=True, shown="scratch",
+        off="--no-scratch", shown="scratch",
         help="Keep pass 1's log-mels in OUTPUT for pass 2 (4 bytes a pixel, until the end), "
         "or compute them again.",
     ))  # fmt: skip
@@ -100,7 +100,7 @@ class Request:
         "scaled with its statistics and options, unchanged.",
     ))  # fmt: skip
     duplicates: Duplicates = parameter("keep", Option(
-        kind=DUPLICATES, default="keep", help="Files with the same samples or bytes as one "
+        kind=DUPLICATES, help="Files with the same samples or bytes as one "
         "before them: stored and reported, or left without clips.",
     ))  # fmt: skip
 
