@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The commands that made the golden stores in made/, run from made/ with melpipe 0.6.0
 # (commit 7a77609, store format 9) after `python make_audio.py audio` had made ../audio.
-# tests/test_golden.py runs these same commands with the code of the day, in a copy of this
-# folder, and compares every object they write and every line they print.
+# tests/scenarios/test_golden.py runs these same commands with the code of the day, in a
+# copy of this folder, and compares every object they write and every line they print.
 set -euo pipefail
 melpipe=(${MELPIPE:-melpipe})
 run() {  # run NAME ARGS...: one command, its standard output kept as NAME.out

@@ -1,6 +1,6 @@
 """Datasets that grow: appends scaled with a store's frozen statistics, on real stores,
 killed at several points and run again. (Duplicates, which appends look for too, are in
-tests/test_duplicates.py.)"""
+tests/scenarios/test_duplicate_runs.py.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The cluster recipes a user copies: their scripts parse, their manifests are valid YAML
 that runs `dask scheduler`/`dask worker`, and the SLURM job script is what we intend.
-(The local scripts are also what tests/test_distributed.py starts its clusters with.)"""
+(The local scripts are also what tests/scenarios/test_distributed.py starts its clusters
+with.)"""
 
 import subprocess
 import sys

@@ -50,8 +50,12 @@ class Output(Protocol):
     """What differs between a run that makes a store and one that appends to a store."""
 
     added: Added  # the files this run adds, and where their rows start
-    base: Base | None  # the finished store an append adds to, as the plan read it
     creates: bool  # whether the lock makes OUTPUT itself (nothing was there)
+
+    @property
+    def base(self) -> Base | None:
+        """The finished store an append adds to, as the plan read it; None for a store of
+        the run's own."""
 
     def check_unchanged(self) -> None:
         """Refuse to go on if OUTPUT changed between looking and owning it."""
@@ -195,8 +199,7 @@ class Append:
     def __init__(self, plan: Plan, found: Found) -> None:
         assert found.base is not None  # the plan of an append read its store
         self.plan, self.found = plan, found
-        self.base: Base | None = found.base
-        self.store: Base = found.base
+        self.base: Base = found.base
         self.added = Added.of(plan, found)
         self.creates = False
 
@@ -207,11 +210,11 @@ class Append:
         """The store's run state made anew; nothing a reader sees changes."""
         plan, request = self.plan, self.plan.request
         logger.info("Appending %d files of %s to %s, after its %d clips%s.",
-                    len(plan.files), request.input, request.output, self.store.sizes.clips,
+                    len(plan.files), request.input, request.output, self.base.sizes.clips,
                     f" ({plan.skipped} files of this input are there already)"
                     if plan.skipped else "")  # fmt: skip
-        writer.begin_append(claim, self.store.sizes, len(windows), plan.scratch)
-        return self.store.attrs
+        writer.begin_append(claim, self.base.sizes, len(windows), plan.scratch)
+        return self.base.attrs
 
     def resumed(self, claim: lock.Claim, windows: Windows) -> Analysed | None:
         return None  # an append that stopped is run again from its start
