@@ -49,13 +49,16 @@ class Processes:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
             list(args),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=cwd,
             # The recipes' scripts find `dask` on PATH, as a user's activated venv gives it.
             # and the repository on PYTHONPATH lets workers import the tests' own functions.
             env={
@@ -220,3 +223,110 @@ class Outage:
             for each in (source, sink):
                 with contextlib.suppress(OSError):
                     each.close()
+
+
+SLURM_DAEMONS = ("munged", "slurmctld", "slurmd")
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo")
+
+
+def slurm_missing() -> str | None:
+    """Why this host cannot run SLURM's daemons for a test, or None when it can."""
+    missing = [name for name in (*SLURM_DAEMONS, *SLURM_COMMANDS) if not _which(name)]
+    if missing:
+        return f"needs Debian's slurm-wlm and munge packages (missing: {', '.join(missing)})"
+    if os.geteuid() != 0:
+        return "slurmd runs jobs as root here: run the SLURM tests as root (as CI does)"
+    return None
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
+SLURM_CONF = """\
+ClusterName=melpipe-tests
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+AuthInfo=socket={home}/munge/munge.socket
+CredType=cred/munge
+StateSaveLocation={home}/state
+SlurmdSpoolDir={home}/spool
+SlurmctldPidFile={home}/slurmctld.pid
+SlurmdPidFile={home}/slurmd.pid
+SlurmctldLogFile={home}/log/slurmctld.log
+SlurmdLogFile={home}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=tests Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def start_slurm(procs: Processes, home: Path) -> dict[str, str]:
+    """munged, slurmctld and slurmd started directly (there is no systemd here), one node
+    that is this host, on free ports; returns the environment that points SLURM's
+    commands at it (``SLURM_CONF``).
+
+    ``home`` must be a folder every user can enter (munged refuses a socket below a
+    folder without execute permission for all), so not pytest's private temporary folder.
+    """
+    import psutil
+
+    for sub in ("munge", "state", "spool", "log"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    for folder in (home, home / "munge"):
+        folder.chmod(0o755)
+    key = home / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    host = socket.gethostname().split(".")[0]
+    conf = home / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(
+        host=host, home=home, ctld_port=free_port(), slurmd_port=free_port(),
+        cpus=os.cpu_count() or 1,
+        memory_mb=int(psutil.virtual_memory().total / 2**20 * 0.9),
+    ))  # fmt: skip
+    env = {"SLURM_CONF": str(conf), "PATH": f"{os.environ['PATH']}:/usr/sbin:/sbin"}
+    munge = home / "munge"
+    procs.start("munged", "munged", "--foreground", f"--socket={munge}/munge.socket",
+                f"--key-file={key}", f"--pid-file={munge}/munged.pid",
+                f"--seed-file={munge}/munged.seed", f"--log-file={home}/log/munged.log",
+                env=env)  # fmt: skip
+    wait_for((munge / "munge.socket").exists, "munged's socket", timeout=30)
+    procs.start("slurmctld", "slurmctld", "-D", "-i", env=env)
+    procs.start("slurmd", "slurmd", "-D", env=env)
+    wait_for(lambda: _node_idle(env), "the SLURM node to be idle", timeout=60)
+    return env
+
+
+def _node_idle(env: dict[str, str]) -> bool:
+    state = subprocess.run(["sinfo", "--noheader", "--format=%t"], env={**os.environ, **env},
+                           capture_output=True, text=True)  # fmt: skip
+    return state.returncode == 0 and state.stdout.strip() == "idle"
+
+
+def slurm_jobs(env: dict[str, str]) -> list[tuple[str, str]]:
+    """The (job id, state) of every job SLURM holds."""
+    listed = subprocess.run(["squeue", "--noheader", "--format=%i %T"], check=True,
+                            env={**os.environ, **env}, capture_output=True, text=True)  # fmt: skip
+    return [tuple(line.split()) for line in listed.stdout.splitlines()]  # type: ignore[misc]
+
+
+def scheduler_address_in(path: Path) -> str | None:
+    """The address in a file that dask-jobqueue's recipe writes, once it is whole."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return text.strip() if text.endswith("\n") else None
