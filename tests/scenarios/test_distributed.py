@@ -1,5 +1,6 @@
 """Submission to a Dask cluster of separate processes started with the `dask` command:
-same bytes as a local run, a worker killed mid-run, TLS, and a client killed and resumed."""
+same bytes as a local run, a worker killed mid-run, TLS, and a client or the scheduler
+killed and the run resumed."""
 
 import os
 import re
@@ -181,6 +182,47 @@ def test_a_client_killed_mid_run_is_resumed_without_redoing_written_batches(
     for chunk, stat in images_before.items():  # written once, never again
         now = chunk.stat()
         assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), chunk
+    assert_same_bytes(out, local_run)
+
+
+def test_a_scheduler_killed_mid_pass_ends_the_run_in_one_line_and_the_command_resumes(
+    audio, local_run, procs, cluster, tmp_path
+):
+    address, workers = cluster
+    out = tmp_path / "lost-scheduler.zarr"
+    first = procs.start("first-client", *run_cli("preprocess", audio, out, "--scheduler",
+                                                 address, *OPTIONS))  # fmt: skip
+    wait_for(lambda: len(written_chunks(out)) >= 4, "some batches written", timeout=240)
+    procs.kill(procs.started[0])  # the scheduler, with SIGKILL
+    assert first.wait(timeout=120) == 1
+    stderr = procs.log("first-client").splitlines()
+    errors = [line for line in stderr if "Error" in line or "Traceback" in line]
+    assert errors == [
+        f"Error: Lost the Dask scheduler at {address} mid-run (FutureCancelledError). Start it "
+        "and its workers again, then run the same command: it resumes, keeping the batches "
+        "already written."
+    ], stderr[-20:]
+    for worker in workers:
+        procs.kill(worker)
+    time.sleep(1.0)  # nothing is left to write; let the file system settle
+    before = {p.name: p.stat() for p in written_chunks(out)}
+    assert 0 < len(before) < 200
+
+    again_procs = Processes(tmp_path / "again")
+    (tmp_path / "again").mkdir()
+    try:
+        again_address, _ = start_dask_cluster(again_procs, 2)
+        wait_for(lambda: n_workers_connected(again_address) == 2, "two workers again")
+        command = run_cli("preprocess", audio, out, "--scheduler", again_address, *OPTIONS)
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        again_procs.stop_all()
+    assert again.returncode == 0, again.stderr
+    resumed = re.search(r"(\d+) of 200 batches of clips are already written", again.stderr)
+    assert resumed and int(resumed.group(1)) >= len(before), again.stderr
+    for name, stat in before.items():  # written once, never again
+        now = (out / "clipped" / "c" / name).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), name
     assert_same_bytes(out, local_run)
 
 

@@ -105,16 +105,33 @@ class DaskExecutor:
         # in the workers' memory (about 100 kB per batch of pass 1).
         finished = as_completed(futures)
         del futures
-        while not finished.is_empty():
-            ready = finished.next_batch(block=False)
-            if not ready:  # a stop requested meanwhile ends the run here (melpipe.interrupts)
-                interrupts.wait(WAIT_SECONDS)
-            for future in ready:
-                if future.status == "error":  # fail now, not once every other task has run
-                    future.result()
-                bar.update(done.pop(future.key))
-        result: M = root.result()
+        with self._scheduler_kept():
+            while not finished.is_empty():
+                ready = finished.next_batch(block=False)
+                if not ready:  # a stop requested meanwhile ends the run here (interrupts)
+                    interrupts.wait(WAIT_SECONDS)
+                for future in ready:
+                    if future.status == "error":  # fail now, not once every other task ran
+                        future.result()
+                    bar.update(done.pop(future.key))
+            result: M = root.result()
         return result
+
+    @contextlib.contextmanager
+    def _scheduler_kept(self) -> Iterator[None]:
+        """Turns the loss of the scheduler mid-pass (its tasks cancelled, or their results
+        unreachable) into one line that says how to go on; a task's own error passes."""
+        address = self.client.scheduler.address
+        try:
+            yield
+        except Exception as exc:
+            if self.client.status == "running":
+                raise
+            raise SchedulerError(
+                f"Lost the Dask scheduler at {address} mid-run ({type(exc).__name__}). Start "
+                "it and its workers again, then run the same command: it resumes, keeping "
+                "the batches already written."
+            ) from exc
 
     def group_size(self, n_items: int) -> int:
         """Items per task: enough tasks for each worker to take :data:`TASKS_PER_WORKER`
@@ -129,7 +146,7 @@ class DaskExecutor:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str, tls: TLSFiles | None) -> Iterator[Any]:
+def connect(scheduler: str, tls: TLSFiles | None, log: Path) -> Iterator[Any]:
     from distributed import Client
 
     security = tls.security() if tls is not None else None
@@ -145,7 +162,9 @@ def connect(scheduler: str, tls: TLSFiles | None) -> Iterator[Any]:
             f"Could not connect to the Dask scheduler at {scheduler}: "
             f"{type(exc).__name__}: {exc}.{hint}"
         ) from exc
-    with client:
+    # The client's own messages (a lost scheduler's reconnection tracebacks among them) go
+    # to a file, as a local cluster's do: the run says what happened in one line.
+    with dask_logs_to(log), client:
         n = len(client.scheduler_info().get("workers", {}))
         logger.info("Connected to the Dask scheduler at %s (%d workers).", scheduler, n)
         _log_dashboard(client)
@@ -277,14 +296,20 @@ def send_dask_logs(path: Path, name: str = "distributed") -> Callable[[], None]:
     return undo
 
 
+# Dask's loggers with a terminal handler of their own (Dask's logging settings), which
+# do not pass their messages up to "distributed": the client's among them.
+DASK_LOGGERS = ("distributed", "distributed.client")
+
+
 @contextlib.contextmanager
 def dask_logs_to(path: Path) -> Iterator[None]:
-    """:func:`send_dask_logs` while the block runs."""
-    undo = send_dask_logs(path)
+    """:func:`send_dask_logs` of each of :data:`DASK_LOGGERS` while the block runs."""
+    undo = [send_dask_logs(path, name) for name in DASK_LOGGERS]
     try:
         yield
     finally:
-        undo()
+        for each in reversed(undo):
+            each()
 
 
 def _log_dashboard(client: Any) -> None:

@@ -249,8 +249,9 @@ def open_executor(
     if scheduler == SYNC:
         yield LoopExecutor()
     elif scheduler is not None:
-        with connect(scheduler, tls) as client:
-            yield DaskExecutor(client)
+        log = log_path()
+        with connect(scheduler, tls, log) as client:
+            yield DaskExecutor(client, log=log)
     elif workers is not None:
         log = log_path()
         with local_cluster(workers, log) as client:
