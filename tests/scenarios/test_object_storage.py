@@ -2,6 +2,7 @@
 credentials from the environment as boto finds them, worker processes reading and writing."""
 
 import dataclasses
+import gzip
 import os
 import subprocess
 import sys
@@ -256,3 +257,16 @@ def test_a_default_run_fetches_of_each_object_its_header_and_clip(counted_s3, co
     # The listing, the responses' headers: a few kB. The short files: whole, under a block.
     assert received["long"] <= 2 * URL_BLOCK + 128 * 1024, received
     assert received["long"] < 0.25 * size and received["short"] < received["long"], received
+
+
+def test_a_manifest_on_object_storage_names_files_of_an_input_there(s3, config, tmp_path):
+    s3["fs"].pipe("bucket/lists/train.txt.gz",
+                  gzip.compress(b"b/chirp_22k.wav\na/tone_16k.wav\nnot/there.wav\n"))  # fmt: skip
+    out = tmp_path / "listed.zarr"
+    preprocess("s3://bucket/audio", out, config, files_from="s3://bucket/lists/train.txt.gz",
+               executor=LoopExecutor())  # fmt: skip
+    store = open_store(out)
+    assert store.file_paths.tolist() == ["a/tone_16k.wav", "b/chirp_22k.wav", "not/there.wav"]
+    assert store.decoded.tolist() == [True, True, False]
+    assert "not/there.wav" in store.file_errors[2] or "NotFound" in store.file_errors[2]
+    assert len(store) == 2

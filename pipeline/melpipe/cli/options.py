@@ -39,8 +39,8 @@ CONVENTIONS = (
 )  # fmt: skip
 SEGMENTS = ("segments", "segment_hop", "tail", "max_clips_per_file", "select", "min_level_db")
 PREPROCESS = (
-    *SIZES, *CONVENTIONS, *SEGMENTS, "stats", *STATS, "stats_from", *CLUSTER, "batch_size",
-    *TLS, "scratch", "overwrite", "append", "duplicates",
+    "files_from", *SIZES, *CONVENTIONS, *SEGMENTS, "stats", *STATS, "stats_from", *CLUSTER,
+    "batch_size", *TLS, "scratch", "overwrite", "append", "duplicates",
 )  # fmt: skip
 SCAN = ("sample_rate", "hop_length", "duration", "frames", "preset", *SEGMENTS)
 

@@ -72,6 +72,10 @@ class Request:
     input: str
     output: str
     config: SpectrogramConfig
+    files_from: str | None = parameter(None, Option(
+        metavar="LIST", help="Take the files from this manifest (text, JSONL, CSV), "
+        "relative to INPUT, instead of a walk of INPUT.",
+    ))  # fmt: skip
     statistic: StatsName | None = parameter(None, Option(
         name="stats", kind=SCALES,
         help="Statistics that scale the images; all are computed and recorded.",

@@ -29,6 +29,7 @@ from melpipe.run.plan import Base, Duplicates, Found, Plan, Request, Source, mak
 from melpipe.run.results import FileValues
 from melpipe.run.stages import Progress, no_progress
 from melpipe.sources.discover import SkippedFolder, is_url, list_audio_files
+from melpipe.sources.manifests import read_manifest
 from melpipe.store import lock, opened
 from melpipe.store.schema import Counts, SourceRecord, StatsRecord
 
@@ -62,6 +63,7 @@ def preprocess(
     output: str | os.PathLike[str],
     config: SpectrogramConfig | None = None,
     *,
+    files_from: str | os.PathLike[str] | None = None,
     stats: StatsName | None = None,
     stats_from: str | os.PathLike[str] | None = None,
     percentiles: tuple[float, float] | None = None,
@@ -82,6 +84,9 @@ def preprocess(
     config : optional
         The analysis and segment parameters; default ``SpectrogramConfig()``, or, with
         ``append``, the store's (one given must equal it).
+    files_from : optional
+        A manifest that names the files, relative to ``input_dir``, instead of a walk of
+        it (:mod:`melpipe.sources.manifests`).
     stats, stats_from : optional
         The statistic that scales the images (all five are recorded), default "mean"; a
         finished store whose statistics scale them instead (the configs must agree),
@@ -118,6 +123,7 @@ def preprocess(
         input=os.fspath(input_dir),
         output=os.fspath(output),
         config=config or SpectrogramConfig(),
+        files_from=None if files_from is None else os.fspath(files_from),
         statistic=stats,
         stats_from=None if stats_from is None else os.fspath(stats_from),
         options=_given(percentiles=percentiles, top_db=top_db, clip_std=clip_std),
@@ -158,7 +164,10 @@ def _given(**options: Any) -> dict[str, Any]:
 def _look(request: Request, executor: Executor) -> Found:
     """Everything the plan depends on, read without changing anything."""
     with interrupts.interruptible():  # a walk of a large tree: a signal stops it at once
-        listing = list_audio_files(request.input)
+        if request.files_from is not None:
+            listing = read_manifest(request.files_from, request.input)
+        else:
+            listing = list_audio_files(request.input)
     source = _read_source(request.stats_from) if request.stats_from is not None else None
     return Found(
         listing=listing,
