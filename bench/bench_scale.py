@@ -138,6 +138,7 @@ def measure(n: int, root: Path, workdir: Path) -> dict:
             for i in range(2)
         ]
         time.sleep(3)  # let the workers connect
+        idle = idle_cpu(address, procs[0].pid)
         command = [
             sys.executable, "-m", "melpipe", "preprocess", str(folder),
             str(root / "data" / f"scale-{n}.zarr"), "--scheduler", address, "--overwrite",
@@ -171,7 +172,31 @@ def measure(n: int, root: Path, workdir: Path) -> dict:
         # The coordinator: the client process and the scheduler, CPU seconds during the run.
         "client_cpu_s": peaks.cpu_end["client"] - peaks.cpu["client"],
         "scheduler_cpu_s": peaks.cpu_end["scheduler"] - peaks.cpu["scheduler"],
+        # What a connected client and the scheduler spend per second doing nothing (their
+        # heartbeats with each other and the workers), to subtract for the run's own cost.
+        "idle_cpu_per_s": idle,
     }
+
+
+IDLE_SECONDS = 5.0
+
+
+def idle_cpu(address: str, scheduler_pid: int) -> float:
+    """CPU seconds per second of a Dask client that only stays connected, and of the
+    scheduler meanwhile: the heartbeats that grow with a run's time, not its files."""
+    waiting = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from distributed import Client; c = Client(sys.argv[1]); "
+        "print('up', flush=True); time.sleep(1e6)"), address],
+        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert waiting.stdout is not None and waiting.stdout.readline().strip() == "up"
+        time.sleep(1.0)  # past the connection's own work
+        before = _cpu(waiting.pid) + _cpu(scheduler_pid)
+        time.sleep(IDLE_SECONDS)
+        return (_cpu(waiting.pid) + _cpu(scheduler_pid) - before) / IDLE_SECONDS
+    finally:
+        waiting.kill()
+        waiting.wait()
 
 
 def coordinator_summary(smaller: dict, larger: dict) -> str:
@@ -185,13 +210,19 @@ def coordinator_summary(smaller: dict, larger: dict) -> str:
     def memory(row: dict) -> float:
         return (row["client_mib"] + row["scheduler_mib"]) * MiB
 
+    def net(row: dict) -> float:  # without the heartbeats of the run's wall time
+        return cpu(row) - row["idle_cpu_per_s"] * row["seconds"]
+
     per_file_us = 1e6 * (cpu(larger) - cpu(smaller)) / files
+    net_us = 1e6 * (net(larger) - net(smaller)) / files
     growth = (memory(larger) - memory(smaller)) / files
     return (
         f"coordinator from {smaller['files']} to {larger['files']} files: "
-        f"{per_file_us:.1f} us of CPU per file (client {larger['client_cpu_s']:.1f} s, "
-        f"scheduler {larger['scheduler_cpu_s']:.1f} s at {larger['files']}), so at most "
-        f"{1e6 / per_file_us if per_file_us > 0 else float('inf'):,.0f} files/s from one "
+        f"{per_file_us:.1f} us of CPU per file, {net_us:.1f} us net of idle heartbeats "
+        f"({larger['idle_cpu_per_s'] * 1e3:.0f} ms per second) (client "
+        f"{larger['client_cpu_s']:.1f} s, scheduler {larger['scheduler_cpu_s']:.1f} s at "
+        f"{larger['files']}), so at most "
+        f"{1e6 / net_us if net_us > 0 else float('inf'):,.0f} files/s from one "
         f"client; peak memory {growth:,.0f} bytes more per file"
     )
 

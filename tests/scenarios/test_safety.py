@@ -257,7 +257,8 @@ def test_an_unreadable_file_keeps_its_errno_in_the_reason(config):
         result = as_nobody(analyse, str(root), [piece], config)
     finally:
         shutil.rmtree(root)
-    assert result.windows.files[0].error == "PermissionError: [Errno 13] Permission denied"
+    assert result.windows.files is not None and result.windows.files.file.tolist() == [0]
+    assert result.windows.files.error[0] == "PermissionError: [Errno 13] Permission denied"
 
 
 # 10. Sizes without limits ------------------------------------------------------------------

@@ -33,7 +33,7 @@ from melpipe.run.analysed import Analysed, Chosen
 from melpipe.run.executors import Executor
 from melpipe.run.outputs import Output
 from melpipe.run.plan import Plan, plan_batches
-from melpipe.run.results import FileValues, Headers, WindowResults, WriteSummary
+from melpipe.run.results import FileRecords, FileValues, Headers, WindowResults, WriteSummary
 from melpipe.run.stages import Progress, Stage, Stages
 from melpipe.run.tasks import (
     AnalysisItem,
@@ -153,7 +153,8 @@ class Run:
                  for b in plan_batches(len(windows), plan.batch_size)]  # fmt: skip
         title = f"pass 1/{plan.n_passes}: statistics"
         results = self.stages(Stage(title, statistics_batch, items, WindowResults))
-        files = FileValues.of(len(paths), surveyed, results.files, windows.peaks)
+        records = results.files if results.files is not None else FileRecords.empty()
+        files = FileValues.of(len(paths), surveyed, records, windows.peaks)
         files = dataclasses.replace(files, probe=rereads.probes(windows, results, len(paths)))
         windows = windows.with_peaks(files.peak)  # as measured, for what decodes again
         self.clock.lap("statistics")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,9 @@ class WindowResults:
     audio_max: np.ndarray
     size: np.ndarray  # of the window's file, and when it was last modified, as read
     modified: np.ndarray
-    files: dict[int, FileInfo] = field(default_factory=dict)
+    # None where the values were taken apart from the files (:meth:`take`): a task's
+    # arguments carry no empty columns
+    files: FileRecords | None = None
     pixels: PixelStats = field(default_factory=PixelStats)
 
     def counted(self, config: SpectrogramConfig) -> np.ndarray:
@@ -57,13 +60,9 @@ class WindowResults:
         return cls(**fields)
 
     def merge(self, other: WindowResults) -> WindowResults:
-        files = dict(self.files)
-        for f, record in other.files.items():
-            # A file split over tasks failed if any of them failed; the first reason stays.
-            if f not in files or (record.error and not files[f].error):
-                files[f] = record
         joined = {name: np.concatenate([getattr(self, name), getattr(other, name)])
                   for name in _WINDOW_FIELDS}  # fmt: skip
+        files = _merged(self.files, other.files)
         return WindowResults(**joined, files=files, pixels=self.pixels.merge(other.pixels))
 
     def take(self, rows: np.ndarray) -> WindowResults:
@@ -74,6 +73,73 @@ class WindowResults:
     def empty(cls) -> WindowResults:
         none: dict[str, Any] = {_field(spec): np.empty(0, spec.dtype) for spec in WINDOW_ARRAYS}
         return cls(**none)
+
+
+@dataclass(frozen=True, eq=False)
+class FileRecords:
+    """What pass 1's tasks read of their files, as columns: one row per file and task, in
+    window order (a file whose windows span tasks has a row from each task).
+
+    Columns rather than a record per file: with 100,000 files a dict of slotted
+    ``FileInfo`` took 270 bytes per file in the client and 69 pickled on its way there;
+    these arrays take about 90, and merging them is a concatenation.
+    """
+
+    file: np.ndarray  # int64
+    frames: np.ndarray  # int64, and the next three: 0 where the header was not read
+    sample_rate: np.ndarray
+    channels: np.ndarray
+    size: np.ndarray
+    peak: np.ndarray  # float64, NaN where not measured
+    pcm_format: np.ndarray  # bytes (numpy "S"): a handful of names, b"" for none
+    pcm_md5: np.ndarray  # bytes (numpy "S"): hex, b"" where not known
+    error: np.ndarray  # object: str, "" for a file that decoded
+
+    @classmethod
+    def of(cls, records: Mapping[int, FileInfo]) -> FileRecords:
+        """One task's records, by file."""
+        infos = list(records.values())
+
+        def column(name: str, dtype: Any) -> np.ndarray:
+            return np.array([getattr(r, name) for r in infos], dtype=dtype)
+
+        return cls(
+            np.fromiter(records, np.int64, len(infos)), column("frames", np.int64),
+            column("sample_rate", np.int64), column("channels", np.int64),
+            column("size", np.int64), column("peak", np.float64),
+            np.array([r.pcm_format.encode() for r in infos], dtype=bytes),
+            np.array([r.pcm_md5.encode() for r in infos], dtype=bytes),
+            column("error", object),
+        )  # fmt: skip
+
+    @classmethod
+    def empty(cls) -> FileRecords:
+        return cls.of({})
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def merge(self, other: FileRecords) -> FileRecords:
+        # numpy's bytes of different widths concatenate to the wider
+        names = [f.name for f in dataclasses.fields(self)]
+        return FileRecords(**{n: np.concatenate([getattr(self, n), getattr(other, n)])
+                              for n in names})  # fmt: skip
+
+    def standing(self) -> np.ndarray:
+        """The row that stands for each file, by file: a file split over tasks failed if
+        any of them failed, and the first reason stays; else its first row."""
+        failed = self.error != ""
+        order = np.lexsort((np.arange(len(self)), ~failed, self.file))
+        firsts = np.flatnonzero(np.diff(self.file[order], prepend=-1))
+        return order[firsts]
+
+    def first_error(self) -> str:
+        """The first reason a file failed, or ""."""
+        return next((str(e) for e in self.error if e), "")
+
+
+def _merged(a: FileRecords | None, b: FileRecords | None) -> FileRecords | None:
+    return b if a is None else a if b is None else a.merge(b)
 
 
 def _field(spec: ArraySpec) -> str:
@@ -138,7 +204,7 @@ class FileValues:
         cls,
         n_files: int,
         surveyed: Sequence[FileInfo] | None,
-        records: Mapping[int, FileInfo],
+        records: FileRecords,
         peaks: np.ndarray | None = None,
     ) -> FileValues:
         """What the survey (``surveyed``, each file's header, if it ran) and pass 1
@@ -156,15 +222,15 @@ class FileValues:
         }  # fmt: skip
         # Pass 1's findings after the survey's: its header is the later reading, and a
         # failure in either fails the file.
-        for i, info in [*enumerate(surveyed or ()), *records.items()]:
+        for i, info in enumerate(surveyed or ()):
             if info.readable:
-                for name in ("frames", "sample_rate", "channels", "size", "pcm_format",
-                             "pcm_md5"):  # fmt: skip
+                for name in (*_COUNTS, "pcm_format", "pcm_md5"):
                     values[name][i] = getattr(info, name)
                 values["duration"][i] = info.duration
             if not math.isnan(info.peak):
                 values["peak"][i] = info.peak
             values["error"][i] = values["error"][i] or info.error
+        _take_records(values, records)
         if peaks is not None:
             values["peak"] = np.where(np.isnan(peaks), values["peak"], peaks)
         decoded = (values["error"] == "") & (values["sample_rate"] > 0)
@@ -179,6 +245,28 @@ class FileValues:
     def values(self) -> dict[str, np.ndarray]:
         """The store's file arrays of these names."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_COUNTS = ("frames", "sample_rate", "channels", "size")
+
+
+def _take_records(values: dict[str, Any], records: FileRecords) -> None:
+    """Set what pass 1's ``records`` say of their files in the file arrays ``values``."""
+    rows = records.standing()
+    files = records.file[rows]
+    readable = records.sample_rate[rows] > 0
+    at, read = files[readable], rows[readable]
+    for name in _COUNTS:
+        values[name][at] = getattr(records, name)[read]
+    values["duration"][at] = records.frames[read] / records.sample_rate[read]
+    for name in ("pcm_format", "pcm_md5"):  # one str per distinct name, as FileInfo's
+        names, which = np.unique(getattr(records, name)[read], return_inverse=True)
+        values[name][at] = np.array([sys.intern(n.decode()) for n in names], object)[which]
+    peak = records.peak[rows]
+    measured = ~np.isnan(peak)
+    values["peak"][files[measured]] = peak[measured]
+    before = values["error"][files]
+    values["error"][files] = np.where(before != "", before, records.error[rows])
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ from melpipe.analysis.scaling import level_counts, levels_of, scale_with_ends
 from melpipe.analysis.segments import Piece, audio_frames, rms_db
 from melpipe.analysis.stats import Range
 from melpipe.errors import NonFiniteFeaturesError, StoreError
-from melpipe.run.results import Headers, WholeFiles, WindowResults, WriteSummary
+from melpipe.run.results import FileRecords, Headers, WholeFiles, WindowResults, WriteSummary
 from melpipe.sources.audio import (
     describe_error,
     read_header,
@@ -163,7 +163,8 @@ def analyse(root: str, pieces: Sequence[Piece], config: SpectrogramConfig) -> Wi
         highs[ok] = logmel.max(axis=(1, 2))
         audio_max[ok] = _audio_max(logmel, frames[ok], highs[ok])
     level = np.where(ok, rms_db(clips), np.float32(np.nan)).astype(np.float32)
-    windows = WindowResults(ok, level, lows, highs, frames, audio_max, size, modified, files)
+    windows = WindowResults(ok, level, lows, highs, frames, audio_max, size, modified,
+                            FileRecords.of(files))  # fmt: skip
     return WindowAnalysis(logmel, windows)
 
 
@@ -255,9 +256,10 @@ def _logmels(
         return logmel
     result = analyse(run.root, pieces, run.config)
     if not result.windows.ok.all():
-        failed = next(r for r in result.windows.files.values() if r.error)
+        assert result.windows.files is not None  # analyse gives every file's record
+        reason = result.windows.files.first_error()
         raise StoreError(
-            f"A file that decoded in pass 1 no longer does ({failed.error}): the input "
+            f"A file that decoded in pass 1 no longer does ({reason}): the input "
             "changed during the run. Run again with `overwrite=True`."
         )
     _check_same(pieces, before, result.windows)
