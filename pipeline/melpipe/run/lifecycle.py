@@ -155,6 +155,7 @@ class Run:
         results = self.stages(Stage(title, statistics_batch, items, WindowResults))
         records = results.files if results.files is not None else FileRecords.empty()
         files = FileValues.of(len(paths), surveyed, records, windows.peaks)
+        results = dataclasses.replace(results, files=None)  # all in ``files`` now
         files = dataclasses.replace(files, probe=rereads.probes(windows, results, len(paths)))
         windows = windows.with_peaks(files.peak)  # as measured, for what decodes again
         self.clock.lap("statistics")
