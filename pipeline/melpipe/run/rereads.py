@@ -100,12 +100,14 @@ def find_duplicates(
     both = [files] if base is None else [base.files, files]
     n_old = added.first_file
     size = np.concatenate([np.where(f.decoded, f.size, 0) for f in both])
-    shape = [s for f in both for s in _shapes(f)]
+    shape = duplicates.shape_ids(*(np.concatenate([getattr(f, name) for f in both]) for name
+                                   in ("pcm_format", "sample_rate", "channels", "frames",
+                                       "decoded")))  # fmt: skip
     digests = np.concatenate([f.bytes_sha256 for f in both])
     md5s = np.concatenate([f.pcm_md5 for f in both])
-    probe = np.concatenate([np.where(f.decoded, f.probe, 0) for f in both]).tolist()
+    probe = np.concatenate([np.where(f.decoded, f.probe, 0) for f in both])
     new = np.arange(len(size)) >= n_old
-    want_bytes, want_pcm = duplicates.wanted(size.tolist(), shape, probe, digests, md5s, new)
+    want_bytes, want_pcm = duplicates.wanted(size, shape, probe, digests, md5s, new)
     rows = np.flatnonzero(want_bytes | want_pcm).tolist()
     paths = [*(base.paths if base else ()), *added.paths]
     title = "duplicates: files that share a size or a length with another"
@@ -118,21 +120,13 @@ def find_duplicates(
         digests[row] = got.bytes_sha256 or digests[row]
         md5s[row] = got.pcm_md5 or md5s[row]
     _warn_unread([paths[row] for row, got in read.items() if got.error])
-    old = base.files.duplicate_of.tolist() if base else []
+    old = base.files.duplicate_of if base else np.empty(0, np.int64)
     return dataclasses.replace(
         files,
         bytes_sha256=digests[n_old:],
         pcm_md5=md5s[n_old:],
-        duplicate_of=duplicates.assign(digests.tolist(), shape, md5s.tolist(), old),
+        duplicate_of=duplicates.assign(digests, shape, md5s, old),
     )
-
-
-def _shapes(files: FileValues) -> list[str]:
-    """Each file's PCM shape (:func:`melpipe.sources.duplicates.shape_of`); "" for one
-    that did not decode, which is compared with nothing."""
-    columns = (files.decoded, files.pcm_format, files.sample_rate, files.channels, files.frames)
-    return [duplicates.shape_of(*v) if ok else ""
-            for ok, *v in zip(*(c.tolist() for c in columns), strict=True)]  # fmt: skip
 
 
 def _location(row: int, path: str, added: Added, base: Base | None, request: Request) -> str:

@@ -15,34 +15,40 @@ twice over. Each group that holds one of a run's files is hashed, the store's fi
 too for an append; a default run reads every other file no further than its clips.
 
 Each file's ``duplicate_of`` is then the first file before it, in store order, with its
-key, or -1. Pure functions on arrays and strings, so that a run, an append and ``scan
---duplicates`` group the same way.
+key, or -1. Pure functions on arrays, so that a run, an append and ``scan --duplicates``
+group the same way; numpy's grouping, not a Python key per file, so that a run of
+millions of files does it in seconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 NOT_A_DUPLICATE = -1
 
 
-def shape_of(pcm_format: str, sample_rate: int, channels: int, frames: int) -> str:
-    """What two files whose PCM samples are the same share: their sample format, rate,
-    channels and length; "" for a file that holds no PCM (a lossy or other encoding)."""
-    if not pcm_format or frames <= 0:
-        return ""
-    return f"{pcm_format} {sample_rate} Hz {channels} ch {frames} frames"
-
-
-def key_of(bytes_sha256: str, shape: str, pcm_md5: str) -> str:
-    """What two files share when they are duplicates: the shape and MD5 of their PCM
-    samples where known (files whose bytes are equal have equal samples), else the hash
-    of their bytes; "" where neither is known, which matches nothing."""
-    if shape and pcm_md5:
-        return f"pcm:{shape}:{pcm_md5}"
-    return f"bytes:{bytes_sha256}" if bytes_sha256 else ""
+def shape_ids(
+    pcm_format: Sequence[str] | np.ndarray,
+    sample_rate: Sequence[int] | np.ndarray,
+    channels: Sequence[int] | np.ndarray,
+    frames: Sequence[int] | np.ndarray,
+    ok: Sequence[bool] | np.ndarray,
+) -> np.ndarray:
+    """What two files whose PCM samples are the same share (their sample format, rate,
+    channels and length) as one number per file, equal for equal shapes; 0 for a file
+    that holds no PCM (a lossy or other encoding), has no length, or is not ``ok``."""
+    formats = np.asarray(pcm_format, dtype=object)
+    length = np.asarray(frames, np.int64)
+    has = np.asarray(ok, bool) & (formats != "") & (length > 0)
+    ids = np.zeros(len(length), np.int64)
+    if has.any():
+        codes = _codes(formats[has])
+        columns = (codes, np.asarray(sample_rate, np.int64)[has],
+                   np.asarray(channels, np.int64)[has], length[has])  # fmt: skip
+        ids[has] = _group_ids(np.stack(columns)) + 1
+    return ids
 
 
 def probe_of(level: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -55,73 +61,92 @@ def probe_of(level: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
     return (folded | np.uint64(1)).view(np.int64)
 
 
-def shared(keys: Sequence[object], new: np.ndarray) -> np.ndarray:
-    """Whether each file's ``keys`` value (None for none) is also another file's, in a
-    group that holds at least one ``new`` file: the files to hash. Groups of the store's
-    files alone were compared when the later of them was added."""
-    rows_of: dict[object, list[int]] = {}
-    for row, key in enumerate(keys):
-        if key is not None:
-            rows_of.setdefault(key, []).append(row)
-    result = np.zeros(len(keys), bool)
-    for rows in rows_of.values():
-        if len(rows) > 1 and np.any(new[rows]):
-            result[rows] = True
+def shared(columns: np.ndarray, valid: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Whether each file's key (its column of ``columns``, k rows of integers, for the
+    files ``valid`` marks) is also another file's, in a group that holds at least one
+    ``new`` file: the files to hash. Groups of the store's files alone were compared
+    when the later of them was added."""
+    result = np.zeros(columns.shape[1], bool)
+    rows = np.flatnonzero(valid)
+    if len(rows):
+        group = _group_ids(columns[:, rows])
+        with_new = np.bincount(group, weights=np.asarray(new, bool)[rows]) > 0
+        result[rows] = (np.bincount(group)[group] > 1) & with_new[group]
     return result
 
 
 def wanted(
-    sizes: Sequence[int],
-    shapes: Sequence[str],
-    probes: Sequence[int],
+    sizes: Sequence[int] | np.ndarray,
+    shapes: np.ndarray,
+    probes: Sequence[int] | np.ndarray,
     digests: np.ndarray,
     md5s: np.ndarray,
     new: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which files to read whole for the hash of their bytes, and which for their samples':
-    those whose size, or shape, and probe another file shares (:func:`shared`), and whose
-    hash is not known yet (""). One row per file, the store's first; ``new`` marks a
-    run's; a size of 0, a shape of "" or a probe of 0 is compared with nothing."""
-    by_size = [(s, p) if s and p else None for s, p in zip(sizes, probes, strict=True)]
-    by_shape = [(h, p) if h and p else None for h, p in zip(shapes, probes, strict=True)]
-    return shared(by_size, new) & (digests == ""), shared(by_shape, new) & (md5s == "")
+    those whose size, or shape (:func:`shape_ids`), and probe another file shares
+    (:func:`shared`), and whose hash is not known yet (""). One row per file, the store's
+    first; ``new`` marks a run's; a size of 0, a shape of 0 or a probe of 0 is compared
+    with nothing."""
+    size, shape = np.asarray(sizes, np.int64), np.asarray(shapes, np.int64)
+    probe = np.asarray(probes, np.int64)
+    by_size = shared(np.stack([size, probe]), (size != 0) & (probe != 0), new)
+    by_shape = shared(np.stack([shape, probe]), (shape != 0) & (probe != 0), new)
+    return by_size & (digests == ""), by_shape & (md5s == "")
+
+
+def keys_of(digests: np.ndarray, shapes: np.ndarray, md5s: np.ndarray) -> np.ndarray:
+    """What two files share when they are duplicates, as one number per file: the shape
+    and MD5 of their PCM samples where both are known (files whose bytes are equal have
+    equal samples), else the hash of their bytes; -1 where neither is known, which
+    matches nothing."""
+    digests, md5s = np.asarray(digests, object), np.asarray(md5s, object)
+    shapes = np.asarray(shapes, np.int64)
+    pcm = (shapes != 0) & (md5s != "")
+    by_bytes = ~pcm & (digests != "")
+    keys = np.full(len(shapes), -1, np.int64)
+    if pcm.any():
+        keys[pcm] = _group_ids(np.stack([shapes[pcm], _codes(md5s[pcm])]))
+    if by_bytes.any():  # numbered after the samples' keys, so that none is both
+        keys[by_bytes] = _codes(digests[by_bytes]) + keys.max() + 1
+    return keys
 
 
 def assign(
-    digests: Sequence[str],
-    shapes: Sequence[str],
-    md5s: Sequence[str],
-    old_duplicate_of: Sequence[int] = (),
+    digests: np.ndarray,
+    shapes: np.ndarray,
+    md5s: np.ndarray,
+    old_duplicate_of: Sequence[int] | np.ndarray = (),
 ) -> np.ndarray:
-    """Each new file's ``duplicate_of``, from every file's hashes and shape (the store's
-    ``len(old_duplicate_of)`` files first, then the new ones)."""
-    keys = [key_of(*k) for k in zip(digests, shapes, md5s, strict=True)]
-    n_old = len(old_duplicate_of)
-    firsts = firsts_by_key(keys[:n_old], old_duplicate_of) if n_old else None
-    return first_of_each(keys[n_old:], firsts, n_old)
+    """Each new file's ``duplicate_of``: the first file before it, in store order, with
+    its key (:func:`keys_of`), or -1. From every file's hashes and shape, the store's
+    ``len(old_duplicate_of)`` files first, then the new ones; of the store's files only
+    the first of each group is a first for the new ones."""
+    keys = keys_of(digests, shapes, md5s)
+    old = np.asarray(old_duplicate_of, np.int64)
+    rows = np.arange(len(keys))
+    can_be_first = keys >= 0
+    can_be_first[: len(old)] &= old == NOT_A_DUPLICATE
+    # Rows ascend, so each key's first occurrence among them is its first file.
+    firsts_keys, at = np.unique(keys[can_be_first], return_index=True)
+    first_of_key = np.full(int(keys.max(initial=0)) + 1, NOT_A_DUPLICATE, np.int64)
+    first_of_key[firsts_keys] = rows[can_be_first][at]
+    new_rows, new_keys = rows[len(old) :], keys[len(old) :]
+    first = np.where(new_keys >= 0, first_of_key[np.maximum(new_keys, 0)], new_rows)
+    return np.where(first == new_rows, NOT_A_DUPLICATE, first).astype(np.int64)
 
 
-def first_of_each(
-    keys: Iterable[str], before: Mapping[str, int] | None = None, offset: int = 0
-) -> np.ndarray:
-    """For each key in order, the row of the first file with it, or -1 for the first of
-    its group. The files' rows count on from ``offset``, and ``before`` maps the keys of
-    files already in the store (rows below ``offset``) to their first file's row."""
-    firsts = dict(before or {})
-    result = []
-    for row, key in enumerate(keys, start=offset):
-        first = firsts.setdefault(key, row) if key else row
-        result.append(NOT_A_DUPLICATE if first == row else first)
-    return np.array(result, dtype=np.int64)
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Each of ``values`` (strings) as a number, equal for equal strings."""
+    _, codes = np.unique(values.astype(str), return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
 
 
-def firsts_by_key(keys: Sequence[str], duplicate_of: Sequence[int]) -> dict[str, int]:
-    """The first file's row of each key among a store's files."""
-    firsts: dict[str, int] = {}
-    for row, (key, first) in enumerate(zip(keys, duplicate_of, strict=True)):
-        if key and first == NOT_A_DUPLICATE:
-            firsts.setdefault(key, row)
-    return firsts
+def _group_ids(columns: np.ndarray) -> np.ndarray:
+    """Each column of ``columns`` (k rows of integers) as a number, equal for equal
+    columns."""
+    _, inverse = np.unique(columns, axis=1, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64)
 
 
 def groups(duplicate_of: np.ndarray) -> list[list[int]]:

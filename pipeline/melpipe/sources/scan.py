@@ -110,15 +110,16 @@ def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
     started = time.perf_counter()
     listing = list_audio_files(root)
     headers = [read_header(join(root, rel)) for rel in listing.files]
-    ok = [h.readable and not h.error for h in headers]
-    sizes = [h.size if k else 0 for h, k in zip(headers, ok, strict=True)]
-    shapes = [duplicates.shape_of(h.pcm_format, h.sample_rate, h.channels, h.frames) if k
-              else "" for h, k in zip(headers, ok, strict=True)]  # fmt: skip
+    ok = np.array([h.readable and not h.error for h in headers], bool)
+    sizes = np.where(ok, [h.size for h in headers], 0).astype(np.int64)
+    names = ("pcm_format", "sample_rate", "channels", "frames")
+    formats, rates, channels, frames = ([getattr(h, n) for h in headers] for n in names)
+    shapes = duplicates.shape_ids(formats, rates, channels, frames, ok)
     digests = np.full(len(headers), "", dtype=object)
     md5s = np.array([h.pcm_md5 for h in headers], dtype=object)
     # No file is decoded here, so none has a probe to tell it from others of its size or
     # length: those are all read whole.
-    new, probes = np.ones(len(headers), bool), [1] * len(headers)
+    new, probes = np.ones(len(headers), bool), np.ones(len(headers), np.int64)
     want_bytes, want_pcm = duplicates.wanted(sizes, shapes, probes, digests, md5s, new)
     rows = np.flatnonzero(want_bytes | want_pcm).tolist()
     for i in rows:
@@ -130,12 +131,12 @@ def find_duplicates(root: str | os.PathLike[str]) -> DuplicateScan:
                 raise
             continue
         digests[i], md5s[i] = got.bytes_sha256 or digests[i], got.pcm_md5 or md5s[i]
-    groups = duplicates.groups(duplicates.assign(digests.tolist(), shapes, md5s.tolist()))
+    groups = duplicates.groups(duplicates.assign(digests, shapes, md5s))
     return DuplicateScan(
         tuple(tuple(listing.files[i] for i in g) for g in groups),
         len(listing.files),
         len(rows),
-        sum(sizes[i] for i in rows),
+        int(sizes[rows].sum()),
         time.perf_counter() - started,
     )
 

@@ -121,15 +121,81 @@ def test_only_groups_with_a_new_file_and_one_probe_are_read_and_hashes_decide():
     probes = [1, 1, 5, 5, 5, 7, 8, 3, 3]
     new = np.arange(9) >= 2
     digests = np.array(["", "", "x", *[""] * 6], dtype=object)
-    want, _ = duplicates.wanted(sizes, [""] * 9, probes, digests, digests.copy(), new)
+    no_shape, one_shape = np.zeros(9, np.int64), np.ones(9, np.int64)
+    want, _ = duplicates.wanted(sizes, no_shape, probes, digests, digests.copy(), new)
     assert np.flatnonzero(want).tolist() == [3]
-    _, by_shape = duplicates.wanted([0] * 9, ["s"] * 9, probes, digests, digests.copy(), new)
+    _, by_shape = duplicates.wanted([0] * 9, one_shape, probes, digests, digests.copy(), new)
     assert np.flatnonzero(by_shape).tolist() == [3, 4, 7, 8]  # 2 has its MD5 already
-    shape = duplicates.shape_of("s16le", 44100, 2, 5)
-    assert (
-        duplicates.shape_of("", 44100, 2, 5) == "" and duplicates.shape_of("s16le", 8, 1, 0) == ""
-    )
+    shapes = duplicates.shape_ids(["s16le", "", "s16le", "s16le", "f32le"],
+                                  [44100, 44100, 8000, 44100, 44100], [2, 2, 1, 2, 2],
+                                  [5, 5, 0, 5, 5], [True, True, True, False, True])  # fmt: skip
+    shape = shapes[0]
+    assert shape > 0 and shapes[1:4].tolist() == [0, 0, 0] and shapes[4] not in (0, shape)
     # The store's two files (a copy and its original), then three new ones.
-    of = duplicates.assign(["b", "b", "", "b", "c"], ["", "", shape, "", shape],
-                           ["", "", "m", "", "m"], old_duplicate_of=[-1, 0])  # fmt: skip
+    of = duplicates.assign(np.array(["b", "b", "", "b", "c"], object),
+                           np.array([0, 0, shape, 0, shape]),
+                           np.array(["", "", "m", "", "m"], object),
+                           old_duplicate_of=[-1, 0])  # fmt: skip
     assert of.tolist() == [-1, 0, 2]
+
+
+def loop_wanted(sizes, shapes, probes, digests, md5s, new):
+    """The reference: a Python key per file, grouped in a dict."""
+
+    def shared(keys):
+        rows_of = {}
+        for row, key in enumerate(keys):
+            if key is not None:
+                rows_of.setdefault(key, []).append(row)
+        result = np.zeros(len(keys), bool)
+        for rows in rows_of.values():
+            if len(rows) > 1 and any(new[r] for r in rows):
+                result[rows] = True
+        return result
+
+    by_size = [(s, p) if s and p else None for s, p in zip(sizes, probes, strict=True)]
+    by_shape = [(h, p) if h and p else None for h, p in zip(shapes, probes, strict=True)]
+    return shared(by_size) & (digests == ""), shared(by_shape) & (md5s == "")
+
+
+def loop_assign(digests, shapes, md5s, old_duplicate_of):
+    """The reference: each file's key as a string, the first of each key in a dict."""
+    keys = [f"pcm:{h}:{m}" if h and m else f"bytes:{d}" if d else ""
+            for d, h, m in zip(digests, shapes, md5s, strict=True)]  # fmt: skip
+    n_old = len(old_duplicate_of)
+    firsts = {}
+    for row, (key, first) in enumerate(zip(keys[:n_old], old_duplicate_of, strict=True)):
+        if key and first == -1:
+            firsts.setdefault(key, row)
+    result = []
+    for row, key in enumerate(keys[n_old:], start=n_old):
+        first = firsts.setdefault(key, row) if key else row
+        result.append(-1 if first == row else first)
+    return result
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_grouping_equals_a_python_key_per_file(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    n_old = int(rng.integers(0, n))
+    sizes = rng.choice([0, 10, 20, 30], n)
+    probes = rng.choice([0, 1, 2, -5], n)
+    formats = rng.choice(["", "s16le", "f32le"], n).astype(object)
+    rates, channels = rng.choice([8000, 44100], n), rng.choice([1, 2], n)
+    frames, ok = rng.choice([0, 5, 9], n), rng.random(n) < 0.9
+    shapes = duplicates.shape_ids(formats, rates, channels, frames, ok)
+    columns = zip(formats, rates, channels, frames, ok, strict=True)
+    strings = [f"{f} {r} {c} {k}" if o and f and k > 0 else "" for f, r, c, k, o in columns]
+    assert [s == 0 for s in shapes] == [s == "" for s in strings]
+    digests = rng.choice(["", "d1", "d2", "d3"], n).astype(object)
+    md5s = rng.choice(["", "m1", "m2"], n).astype(object)
+    new = np.arange(n) >= n_old
+    got = duplicates.wanted(sizes, shapes, probes, digests, md5s, new)
+    expected = loop_wanted(sizes.tolist(), strings, probes.tolist(), digests, md5s, new)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The store's groups as a run would have left them.
+    old = duplicates.assign(digests[:n_old], shapes[:n_old], md5s[:n_old])
+    of = duplicates.assign(digests, shapes, md5s, old)
+    assert of.tolist() == loop_assign(digests, strings, md5s, old.tolist())
