@@ -15,6 +15,7 @@ from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
 from melpipe.sources.audio import URL_BLOCK
+from melpipe.sources.discover import list_audio_files
 from tests.helpers import (
     Interrupted,
     interrupt_images_after,
@@ -270,3 +271,17 @@ def test_a_manifest_on_object_storage_names_files_of_an_input_there(s3, config, 
     assert store.decoded.tolist() == [True, True, False]
     assert "not/there.wav" in store.file_errors[2] or "NotFound" in store.file_errors[2]
     assert len(store) == 2
+
+
+def test_a_listing_by_prefix_finds_what_a_local_walk_finds(s3, tmp_path):
+    local = tmp_path / "tree"
+    names = ["top.wav", "a/one.wav", "a/deep/two.flac", "b/three.ogg", ".hidden/no.wav",
+             "c/.hidden/no.wav", "c/notes.txt", "c/four.WAV"]  # fmt: skip
+    for name in names:
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(b"x")
+    s3["fs"].put(f"{local}/", "bucket/tree/", recursive=True)
+    s3["fs"].invalidate_cache()
+    listed = list_audio_files("s3://bucket/tree").files
+    assert listed == list_audio_files(local).files
+    assert listed == ("a/deep/two.flac", "a/one.wav", "b/three.ogg", "c/four.WAV", "top.wav")

@@ -194,12 +194,34 @@ def _is_folder(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+# Prefixes listed at once: an object store pages each listing, 1,000 keys a request, so
+# one prefix at a time waits on one round trip after another.
+LISTING_THREADS = 16
+
+
+def _find_by_prefix(fs: Any, base: str) -> list[str]:
+    """Every file under ``base``: the top level's files, and each folder (prefix) under it
+    listed whole, several at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    top = fs.ls(base, detail=True)
+    files = [e["name"] for e in top if e["type"] != "directory"]
+    folders = [e["name"] for e in top if e["type"] == "directory"]
+    # hidden folders are left out (as below), so not listed at all
+    folders = [f for f in folders if not f.rstrip("/").rsplit("/", 1)[-1].startswith(".")]
+    if folders:
+        with ThreadPoolExecutor(min(LISTING_THREADS, len(folders))) as pool:
+            for found in pool.map(fs.find, folders):
+                files.extend(found)
+    return files
+
+
 def _list_url(root: str) -> Listing:
     try:
         fs, base = filesystem(root)
         if not fs.isdir(base):
             raise InputError(f"Input {root!r} is not a folder.")
-        listed = fs.find(base)
+        listed = _find_by_prefix(fs, base)
     except InputError:
         raise
     except Exception as exc:  # each file system raises its own errors (auth, no bucket...)
