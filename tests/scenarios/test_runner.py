@@ -1,6 +1,7 @@
 """End-to-end runs on real worker processes, checked against an independent reference."""
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from melpipe.errors import ConfigError, InputError, StatisticsError, StoreError
 from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
+from melpipe.run.tasks import AnalysisItem, ImagesItem, RecountItem
 from melpipe.store.schema import RUN_STATE
 from tests.helpers import (
     BROKEN_FILES,
@@ -257,6 +259,36 @@ def test_scratch_and_recompute_write_the_same_bytes(dataset, config, tmp_path):
         # The root metadata records times and the plan, the lock file its owner.
         if rel.as_posix() not in ("zarr.json", "melpipe.lock"):
             assert (kept / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+class Pickling(LoopExecutor):
+    """Plain loops that pickle each task's item first, as a Dask client does, and keep the
+    pickles of the passes' items."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def map_reduce(self, fn, items, context, kind, bar):
+        passes = (AnalysisItem, RecountItem, ImagesItem)
+        self.sent += [pickle.dumps(item) for item in items if isinstance(item, passes)]
+        return super().map_reduce(fn, items, context, kind, bar)
+
+
+@pytest.mark.parametrize("scratch", [True, False])
+def test_tasks_read_their_files_paths_from_the_store_not_their_arguments(
+    dataset, config, tmp_path, scratch
+):
+    # What travels to the scheduler with each task holds no path, at any scale: a task
+    # reads its files' paths from the run's listing in the store (without the scratch
+    # array, pass 2 decodes the files again, so it reads them too).
+    executor = Pickling()
+    report = preprocess(dataset, tmp_path / "out.zarr", config, executor=executor,
+                        batch_size=4, scratch=scratch)  # fmt: skip
+    assert report.counts.decoded == len(GOOD_FILES)
+    names = [Path(rel).stem.encode() for rel, *_ in GOOD_FILES]
+    assert len(executor.sent) >= 2 * report.counts.clips / 4
+    assert not [n for n in names if any(n in sent for sent in executor.sent)]
+    assert not (tmp_path / "out.zarr" / "listing").exists()  # run state, gone at the end
 
 
 def test_an_unfinished_store_of_another_run_is_not_resumed(dataset, config, tmp_path):

@@ -16,6 +16,7 @@ window is analysed and :func:`choose` picks from their levels.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,14 +176,14 @@ class Windows:
     def with_peaks(self, peaks: np.ndarray) -> Windows:
         return Windows(self.file, self.start, np.asarray(peaks, np.float64))
 
-    def pieces(self, rows: np.ndarray, paths: Sequence[str]) -> Pieces:
-        """The windows at ``rows`` (ascending), grouped by file."""
+    def pieces(self, rows: np.ndarray) -> Pieces:
+        """The windows at ``rows`` (ascending), grouped by file, without the files' paths
+        (:meth:`Pieces.named`)."""
         files = self.file[rows]
         firsts = np.flatnonzero(np.diff(files, prepend=-1)) if len(rows) else np.empty(0, int)
         piece_files = files[firsts].astype(np.int64)
         return Pieces(
             piece_files,
-            tuple(paths[int(f)] for f in piece_files),
             self.start[rows].astype(np.int64),
             np.append(firsts, len(rows)).astype(np.int64),
             None if self.peaks is None else self.peaks[piece_files],
@@ -192,15 +193,23 @@ class Windows:
 @dataclass(frozen=True, eq=False)
 class Pieces(Sequence[Piece]):
     """The windows of consecutive files that one task decodes, one :class:`Piece` per file,
-    kept as a few arrays and the paths. Measured with 100,000 one-window files: 3.8 MiB in
-    the client, where a list of ``Piece`` objects took 24.5 MiB, and as much again in the
-    scheduler, which keeps every task's arguments."""
+    kept as a few arrays. A task's pieces travel without their paths, which the task reads
+    from the run's listing by file row (:meth:`named`): the client and the scheduler then
+    hold no path for it. (As arrays, with 100,000 one-window files: 3.8 MiB in the client
+    with the paths, where a list of ``Piece`` objects took 24.5 MiB, and as much again in
+    the scheduler, which keeps every task's arguments.)"""
 
     files: np.ndarray  # int64, the file of each piece
-    paths: tuple[str, ...]  # the path of each piece
     starts: np.ndarray  # int64, the start samples of every window, piece after piece
     bounds: np.ndarray  # int64, piece i's windows are starts[bounds[i]:bounds[i + 1]]
     peaks: np.ndarray | None = None  # float64, the peak of each piece's file
+    paths: tuple[str, ...] = ()  # the path of each piece, once named
+
+    def named(self, paths: Sequence[str]) -> Pieces:
+        """These pieces with their files' ``paths``, one per piece."""
+        if len(paths) != len(self):
+            raise ValueError(f"Expected {len(self)} paths, one per piece. Got {len(paths)}.")
+        return dataclasses.replace(self, paths=tuple(paths))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -208,6 +217,8 @@ class Pieces(Sequence[Piece]):
     def __getitem__(self, i: int) -> Piece:  # type: ignore[override]
         if not -len(self) <= i < len(self):
             raise IndexError(i)
+        if len(self.paths) != len(self):
+            raise ValueError("These pieces have no paths yet: name them first (Pieces.named).")
         i %= len(self)
         peak = math.nan if self.peaks is None else float(self.peaks[i])
         return Piece(int(self.files[i]), self.paths[i],

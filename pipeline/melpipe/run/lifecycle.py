@@ -25,7 +25,7 @@ import numpy as np
 
 from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.pixels import PixelStats
-from melpipe.analysis.segments import Piece, Windows
+from melpipe.analysis.segments import Pieces, Windows
 from melpipe.analysis.stats import GlobalStats
 from melpipe.errors import StatisticsError
 from melpipe.run import rereads
@@ -145,18 +145,11 @@ class Run:
         """Pass 1, the duplicates, the choice of clips, and what the store must record
         whether the statistics can be computed or not; and the statistics of these clips
         alone."""
-        plan, paths = self.plan, self.paths
+        plan = self.plan
         if self.config.peak_normalize is not None:
-            windows = rereads.with_peaks(self.stages, windows, paths, self.request.input,
+            windows = rereads.with_peaks(self.stages, windows, self.paths, self.request.input,
                                          plan.batch_size)  # fmt: skip
-        items = [AnalysisItem(b, windows.pieces(np.arange(b.start, b.stop), paths))
-                 for b in plan_batches(len(windows), plan.batch_size)]  # fmt: skip
-        title = f"pass 1/{plan.n_passes}: statistics"
-        results = self.stages(Stage(title, statistics_batch, items, WindowResults))
-        records = results.files if results.files is not None else FileRecords.empty()
-        files = FileValues.of(len(paths), surveyed, records, windows.peaks)
-        results = dataclasses.replace(results, files=None)  # all in ``files`` now
-        files = dataclasses.replace(files, probe=rereads.probes(windows, results, len(paths)))
+        results, files = self._pass_1(windows, surveyed)
         windows = windows.with_peaks(files.peak)  # as measured, for what decodes again
         self.clock.lap("statistics")
         files = rereads.find_duplicates(self.stages, files, self.output.added, self.output.base,
@@ -172,6 +165,23 @@ class Run:
         self.output.record_pass_1(self.claim, attrs, windows, analysed, own)
         self.clock.lap("statistics")
         return analysed, own
+
+    def _pass_1(
+        self, windows: Windows, surveyed: Sequence[FileInfo] | None
+    ) -> tuple[WindowResults, FileValues]:
+        """Pass 1's tasks over every window, and what they found: per window, and per file.
+        Its items and the files' records, by task, are dropped on return: the run keeps
+        neither to its end."""
+        items = [AnalysisItem(b, windows.pieces(np.arange(b.start, b.stop)))
+                 for b in plan_batches(len(windows), self.plan.batch_size)]  # fmt: skip
+        title = f"pass 1/{self.plan.n_passes}: statistics"
+        results = self.stages(Stage(title, statistics_batch, items, WindowResults))
+        records = results.files if results.files is not None else FileRecords.empty()
+        n_files = len(self.paths)
+        files = FileValues.of(n_files, surveyed, records, windows.peaks)
+        results = dataclasses.replace(results, files=None)  # all in ``files`` now
+        probe = rereads.probes(windows, results, n_files)
+        return results, dataclasses.replace(files, probe=probe)
 
     def _pixels(self, windows: Windows, results: WindowResults, chosen: np.ndarray) -> PixelStats:
         """The pixel statistics of the chosen clips.
@@ -217,10 +227,10 @@ class Run:
         self.clock.lap("images")
         return summary
 
-    def _pieces(self, windows: Windows, rows: np.ndarray) -> Sequence[Piece]:
+    def _pieces(self, windows: Windows, rows: np.ndarray) -> Pieces | None:
         """What a task after pass 1 decodes again of windows at ``rows``: nothing, when the
         scratch array holds their log-mels."""
-        return () if self.plan.scratch else windows.pieces(rows, self.paths)
+        return None if self.plan.scratch else windows.pieces(rows)
 
 
 def layout(surveyed: Sequence[FileInfo] | None, n_files: int, config: SpectrogramConfig) -> Windows:

@@ -2,7 +2,8 @@
 finished store. Both are one small protocol, :class:`Output`, that the run
 (:mod:`melpipe.run.lifecycle`) calls at the same points:
 
-- :meth:`~Output.prepare` once the run owns OUTPUT and knows its windows;
+- :meth:`~Output.prepare` once the run owns OUTPUT and knows its windows: the store made
+  ready, with the run's listing, which its tasks read their files' paths from;
 - :meth:`~Output.resumed`: what an earlier pass 1 found, if the run resumes after it;
 - :meth:`~Output.record_pass_1` once the clips and their statistics are known;
 - :meth:`~Output.complete`: the attributes that mark the store finished;
@@ -116,6 +117,7 @@ class NewStore:
         if plan.action == "resume":
             logger.info("Resuming the unfinished run in %s%s.", request.output,
                         " (pass 1 is done)" if plan.analysed else ", from pass 1")  # fmt: skip
+            writer.write_listing(claim, self.added.paths)  # the same files, by the plan
             return StoreAttrs.from_dict(self.found.output.attrs or {})
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         attrs = StoreAttrs(status="incomplete", run_id=claim.run_id, created=created,
@@ -125,6 +127,7 @@ class NewStore:
         sizes = Sizes(clips=0, files=len(self.found.listing.files), windows=len(windows))
         writer.create(claim, attrs, sizes=sizes, batch_size=plan.batch_size,
                       scratch=plan.scratch)  # fmt: skip
+        writer.write_listing(claim, self.added.paths)
         return attrs
 
     def resumed(self, claim: lock.Claim, windows: Windows) -> Analysed | None:
@@ -214,6 +217,7 @@ class Append:
                     f" ({plan.skipped} files of this input are there already)"
                     if plan.skipped else "")  # fmt: skip
         writer.begin_append(claim, self.base.sizes, len(windows), plan.scratch)
+        writer.write_listing(claim, self.added.paths)
         return self.base.attrs
 
     def resumed(self, claim: lock.Claim, windows: Windows) -> Analysed | None:

@@ -2,9 +2,10 @@
 
 These functions run inside Dask workers (or plain loops); they take and return small,
 picklable values, catch every per-file failure, and record it instead of raising. A batch
-is a run of consecutive windows, given as :class:`~melpipe.analysis.segments.Piece` values: the
+is a run of consecutive windows, given as :class:`~melpipe.analysis.segments.Pieces`: the
 windows of one file each, so a short file is one piece and a long recording is spread
-over many batches.
+over many batches. A task reads its files' paths from the run's listing in the store, by
+their rows, rather than receiving them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from melpipe.analysis.config import SpectrogramConfig
 from melpipe.analysis.features import spectrogram
 from melpipe.analysis.pixels import LEVELS, PixelStats, held
 from melpipe.analysis.scaling import level_counts, levels_of, scale_with_ends
-from melpipe.analysis.segments import Piece, audio_frames, rms_db
+from melpipe.analysis.segments import Piece, Pieces, audio_frames, rms_db
 from melpipe.analysis.stats import Range
 from melpipe.errors import NonFiniteFeaturesError, StoreError
 from melpipe.run.results import FileRecords, Headers, WholeFiles, WindowResults, WriteSummary
@@ -69,7 +70,7 @@ class AnalysisItem:
     """A pass-1 task: one batch of windows, the rows of its chunk, as pieces of files."""
 
     batch: Batch
-    pieces: Sequence[Piece]
+    pieces: Pieces
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class RecountItem:
 
     windows: np.ndarray
     results: WindowResults
-    pieces: Sequence[Piece] = ()
+    pieces: Pieces | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class ImagesItem:
     windows: np.ndarray
     results: WindowResults
     write: bool
-    pieces: Sequence[Piece] = ()
+    pieces: Pieces | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _audio_max(logmel: np.ndarray, frames: np.ndarray, highs: np.ndarray) -> np.
 def statistics_batch(item: AnalysisItem, run: RunContext) -> WindowResults:
     """Pass 1 over one batch of windows: what choosing the clips and their statistics
     need; with ``run.scratch``, the log-mels are also kept in the store for pass 2."""
-    result = analyse(run.root, item.pieces, run.config)
+    result = analyse(run.root, _named(item.pieces, run), run.config)
     if run.scratch:
         writer.write_scratch(run.claim, item.batch, _all_rows(result))
     windows = result.windows
@@ -241,8 +242,13 @@ def pixels_batch(item: RecountItem, run: RunContext) -> PixelStats:
     return PixelStats.of(logmel, item.results.frames, run.config.log_floor)
 
 
+def _named(pieces: Pieces, run: RunContext) -> Pieces:
+    """``pieces`` with their files' paths, read from the run's listing."""
+    return pieces.named(writer.read_listing(run.claim, pieces.files))
+
+
 def _logmels(
-    pieces: Sequence[Piece], windows: np.ndarray, before: WindowResults, run: RunContext
+    pieces: Pieces | None, windows: np.ndarray, before: WindowResults, run: RunContext
 ) -> np.ndarray:
     """The log-mels of windows that pass 1 analysed, from the scratch array or again; a
     file decoded again must be the one pass 1 read (:func:`_check_same`)."""
@@ -254,6 +260,8 @@ def _logmels(
                 f"{windows[0]}-{windows[-1]}. Run again with `overwrite=True`."
             )
         return logmel
+    assert pieces is not None, "without the scratch array, a task decodes its windows again"
+    pieces = _named(pieces, run)
     result = analyse(run.root, pieces, run.config)
     if not result.windows.ok.all():
         assert result.windows.files is not None  # analyse gives every file's record

@@ -298,7 +298,11 @@ def checked_array(group: zarr.Group, spec: ArraySpec, where: str) -> zarr.Array:
     node = group.get(spec.name)
     if not isinstance(node, zarr.Array):
         raise StoreError(f"{where} has no array {spec.name!r}: it is not a whole melpipe store.")
-    expected = np.dtypes.StringDType() if spec.dtype == "str" else np.dtype(spec.dtype)
+    expected: np.dtype[Any] = (
+        np.dtypes.StringDType() if spec.dtype == "str"
+        else np.dtype(object) if spec.dtype == "bytes"  # Zarr's variable-length bytes
+        else np.dtype(spec.dtype)
+    )  # fmt: skip
     if node.dtype != expected:
         raise StoreError(
             f"{where}: array {spec.name!r} holds {node.dtype}, not {expected}. The store was "

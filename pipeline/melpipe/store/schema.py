@@ -49,11 +49,15 @@ LOCK_FILES = frozenset({LOCK_FILE, FORMER_LOCK_FILE})
 # Rows per chunk of the arrays the client writes whole (files, clips' small values, the
 # windows' values): a few large objects, not one tiny object per batch.
 ROW_CHUNK = 65536
+# Rows per chunk of the run's listing, which each task reads its files' paths from: a
+# task's files fall in one or two chunks, and decoding one costs it well under a
+# millisecond (a chunk of ROW_CHUNK paths would cost each task tens).
+LISTING_CHUNK = 4096
 
 Status = Literal["incomplete", "complete", "failed"]
 # The dimensions arrays run along, row by row. A source's row of an array is one chunk of
 # its own: an append adds objects, and changes none a reader may be reading.
-ROW_DIMS = ("clip", "file", "window", "source")
+ROW_DIMS = ("clip", "file", "window", "source", "listed")
 
 
 class Step(enum.Enum):
@@ -63,6 +67,7 @@ class Step(enum.Enum):
     ANALYSIS = "analysis"  # pass 1, per batch of windows, by its task: one chunk each
     CHOSEN = "chosen"  # once pass 1 is done and the clips chosen, by the client, whole
     IMAGES = "images"  # pass 2, per batch of clips, by its task: one chunk each
+    LISTED = "listed"  # as the run starts, by the client, a chunk at a time: its listing
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class ArraySpec:
 
     name: str
     dims: tuple[str, ...]
-    dtype: str  # a numpy dtype name, or "str" for UTF-8 text
+    dtype: str  # a numpy dtype name, "str" for UTF-8 text, or "bytes" for any bytes
     fill: Any
     step: Step
     description: str
@@ -188,7 +193,12 @@ WINDOW_ARRAYS: tuple[ArraySpec, ...] = (
               "when the window's file was last modified as pass 1 read it, while the run "
               "lasts", "s"),
 )  # fmt: skip
-RUN_STATE = (SCRATCH, *WINDOW_ARRAYS)  # removed when the run finishes
+# The paths of the run's files, by their row in the run (an append's first is its own
+# row 0): what its tasks read their files' paths from, rather than receiving them.
+# Bytes, not text: a file name that is not UTF-8 is kept as it is, to be opened by it.
+LISTING = ArraySpec("listing", ("listed",), "bytes", b"", Step.LISTED,
+                    "the paths of the run's files, while the run lasts")  # fmt: skip
+RUN_STATE = (SCRATCH, *WINDOW_ARRAYS, LISTING)  # removed when the run finishes
 BY_NAME = {spec.name: spec for spec in (*ARRAYS, *RUN_STATE)}
 # Shown by xarray as coordinates of the clip dimension (CF's "coordinates" attribute).
 CLIP_COORDINATES = ("file_index", "start")
@@ -208,6 +218,7 @@ class Sizes:
     files: int
     windows: int = 0
     sources: int = 1
+    listed: int = 0  # the run's files, in its listing
 
 
 def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[int, ...]:
@@ -216,6 +227,7 @@ def shape_of(spec: ArraySpec, sizes: Sizes, config: SpectrogramConfig) -> tuple[
         "file": sizes.files,
         "window": sizes.windows,
         "source": sizes.sources,
+        "listed": sizes.listed,
         "mel": config.n_bands,
         "frame": config.n_frames,
         "bin": histogram_grid(config.eps)[1],
@@ -227,11 +239,13 @@ def chunks_of(
     spec: ArraySpec, sizes: Sizes, batch_size: int, config: SpectrogramConfig
 ) -> tuple[int, ...]:
     """One chunk per batch for an array tasks write (fewer rows when the array has fewer),
-    :data:`ROW_CHUNK` rows for one the client writes, one row for a source's; whole along
-    every other dimension."""
+    :data:`ROW_CHUNK` rows for one the client writes, one row for a source's,
+    :data:`LISTING_CHUNK` for the listing; whole along every other dimension."""
     shape = shape_of(spec, sizes, config)
     if spec.rows is None:
         return shape
+    if spec.step is Step.LISTED:
+        return (LISTING_CHUNK,)
     if not spec.batched:  # fixed, so that an append's rows continue the same chunks
         return (1 if spec.rows == "source" else ROW_CHUNK, *shape[1:])
     return (max(1, min(batch_size, shape[0])), *shape[1:])

@@ -11,8 +11,9 @@ With :mod:`.opened`, the only modules that speak Zarr's API.
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from melpipe.store.schema import (
     ARRAYS,
     BY_NAME,
     CLIP_COORDINATES,
+    LISTING,
     LOCK_FILE,
     RUN_STATE,
     SCRATCH,
@@ -104,26 +106,33 @@ def _create_array(
     overwrite: bool = False,
 ) -> zarr.Array:
     coordinates = {"coordinates": " ".join(CLIP_COORDINATES)} if spec.rows == "clip" else {}
-    return group.create_array(
-        spec.name,
-        shape=shape_of(spec, sizes, config),
-        chunks=chunks_of(spec, sizes, batch_size, config),
-        dtype=str if spec.dtype == "str" else spec.dtype,
-        fill_value=spec.fill,
-        # Measured: zstd saved only 16% of the scratch log-mels' bytes (mantissas do not
-        # compress) and made the array 1.6x slower to write and 3x slower to read.
-        compressors="auto" if spec.compressed else None,
-        dimension_names=spec.dims,
-        attributes={
-            "long_name": spec.description,
-            **({"units": spec.units} if spec.units else {}),
-            **({} if spec.name in CLIP_COORDINATES else coordinates),
-            **(_histogram_grid(config) if spec.name == HISTOGRAM else {}),
-        },
-        # Every chunk is written, so that a missing one is known to be missing.
-        config={"write_empty_chunks": True},
-        overwrite=overwrite,
-    )
+    with warnings.catch_warnings():
+        # Zarr warns that its variable-length bytes have no v3 specification yet: only the
+        # listing has them, which the run that wrote it reads, and removes when it ends.
+        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
+        return group.create_array(
+            spec.name,
+            shape=shape_of(spec, sizes, config),
+            chunks=chunks_of(spec, sizes, batch_size, config),
+            dtype=_DTYPES.get(spec.dtype, spec.dtype),
+            fill_value=spec.fill,
+            # Measured: zstd saved only 16% of the scratch log-mels' bytes (mantissas do not
+            # compress) and made the array 1.6x slower to write and 3x slower to read.
+            compressors="auto" if spec.compressed else None,
+            dimension_names=spec.dims,
+            attributes={
+                "long_name": spec.description,
+                **({"units": spec.units} if spec.units else {}),
+                **({} if spec.name in CLIP_COORDINATES else coordinates),
+                **(_histogram_grid(config) if spec.name == HISTOGRAM else {}),
+            },
+            # Every chunk is written, so that a missing one is known to be missing.
+            config={"write_empty_chunks": True},
+            overwrite=overwrite,
+        )
+
+
+_DTYPES: dict[str, Any] = {"str": str, "bytes": zarr.dtype.VariableLengthBytes()}
 
 
 def _histogram_grid(config: Any) -> dict[str, int]:
@@ -207,6 +216,42 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
     return region if hi - lo == len(rows) else region[rows - lo]  # consecutive: no copy
 
 
+def write_listing(claim: lock.Claim, paths: Sequence[str]) -> None:
+    """Make the run's listing anew (after a run stopped while writing it, say) and write
+    ``paths`` into it, a chunk at a time: the paths of its files, by row in the run."""
+    lock.check(claim)
+    group = zarr.open_group(claim.url, mode="r+", use_consolidated=False)
+    config = StoreAttrs.from_dict(group.attrs.asdict()).config
+    sizes = Sizes(0, 0, listed=len(paths))
+    array = _create_array(group, LISTING, sizes, 0, config, overwrite=True)
+    _cached_arrays.cache_clear()
+    _write_in_chunks(array, LISTING, paths)
+
+
+def read_listing(claim: lock.Claim, files: np.ndarray) -> list[str]:
+    """The paths of the run's files at rows ``files`` (ascending), from its listing.
+
+    Raises
+    ------
+    StoreError
+        A chunk of the listing is missing: its paths would read as "", which no file has.
+    """
+    arrays = _writable_arrays(claim)
+    if LISTING.name not in arrays or not len(files):
+        if not len(files):
+            return []
+        raise StoreError(f"Store {claim.url!r} has no listing of its run's files to read.")
+    lo, hi = int(files[0]), int(files[-1]) + 1
+    region = np.asarray(arrays[LISTING.name][lo:hi])[np.asarray(files) - lo]
+    paths = [bytes(p).decode("utf-8", "surrogateescape") for p in region]
+    if "" in paths:
+        raise StoreError(
+            f"Store {claim.url!r} lacks part of its run's listing (rows {lo}-{hi - 1}): its "
+            "data is gone. Run again with `overwrite=True`."
+        )
+    return paths
+
+
 def write_chosen(claim: lock.Claim, values: Mapping[str, Any]) -> None:
     """Write, whole, the arrays known once pass 1 is done and the clips are chosen: the
     windows' values, the file arrays and the clips' small values. Every array of that
@@ -215,7 +260,20 @@ def write_chosen(claim: lock.Claim, values: Mapping[str, Any]) -> None:
     specs = arrays_of(Step.CHOSEN)
     arrays = _writable_arrays(claim, [s.name for s in specs])
     for spec in specs:
-        arrays[spec.name][:] = _encode(spec, values[spec.name])
+        array, value = arrays[spec.name], values[spec.name]
+        assert len(value) == array.shape[0], f"{spec.name}: {len(value)} rows, not {array.shape[0]}"
+        _write_in_chunks(array, spec, value)
+
+
+def _write_in_chunks(array: zarr.Array, spec: ArraySpec, value: Any, start: int = 0) -> None:
+    """Write ``value`` at rows ``start`` on, a chunk at a time, each encoded only as it is
+    written: the client's peak is then one chunk's encoding, not a whole array's (its
+    paths, as text, take a copy of every path)."""
+    rows, stop = array.chunks[0], start + len(value)
+    cuts = [start, *range((start // rows + 1) * rows, stop, rows), stop]
+    for lo, hi in itertools.pairwise(cuts):
+        if lo < hi:
+            array[lo:hi] = _encode(spec, value[lo - start : hi - start])
 
 
 def write_rows(claim: lock.Claim, starts: Mapping[str, int], values: Mapping[str, Any]) -> None:
@@ -226,9 +284,7 @@ def write_rows(claim: lock.Claim, starts: Mapping[str, int], values: Mapping[str
     specs = [s for s in arrays_of(Step.CHOSEN) if s.rows != "window"]
     arrays = _writable_arrays(claim, [s.name for s in specs])
     for spec in specs:
-        value = _encode(spec, values[spec.name])
-        lo = starts[spec.dims[0]]
-        arrays[spec.name][lo : lo + len(value)] = value
+        _write_in_chunks(arrays[spec.name], spec, values[spec.name], starts[spec.dims[0]])
 
 
 def begin_append(claim: lock.Claim, committed: Sizes, windows: int, scratch: bool) -> None:
@@ -365,6 +421,8 @@ def _check_region(array: zarr.Array, batch: Batch) -> None:
 
 
 def _encode(spec: ArraySpec, value: Any) -> Any:
+    if spec.dtype == "bytes":
+        return np.array([t.encode("utf-8", "surrogateescape") for t in value], dtype=object)
     if spec.dtype == "str":
         return np.array([utf8_safe(str(t)) for t in value], dtype=np.dtypes.StringDType())
     return np.asarray(value, dtype=spec.dtype)

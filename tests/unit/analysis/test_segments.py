@@ -102,7 +102,8 @@ def test_a_ten_hour_recording_is_spread_over_many_even_tasks():
     batches = plan_batches(len(windows), 64)
     assert len(batches) == math.ceil(36003 / 64)
     for b in batches:
-        pieces = windows.pieces(np.arange(b.start, b.stop), paths)
+        pieces = windows.pieces(np.arange(b.start, b.stop))
+        pieces = pieces.named([paths[f] for f in pieces.files])
         assert sum(len(p.starts) for p in pieces) == len(b)  # the same work in every task
         for p in pieces:  # each a range of samples of one file
             assert p.path == paths[p.file] and np.all(np.diff(p.starts) == config.n_samples)

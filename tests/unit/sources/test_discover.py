@@ -1,5 +1,6 @@
 """Which files a run sees, in which order, and every folder it could not list, said so."""
 
+import hashlib
 import os
 import shutil
 import stat
@@ -7,7 +8,7 @@ import stat
 import pytest
 
 from melpipe.errors import InputError
-from melpipe.sources.discover import list_audio_files
+from melpipe.sources.discover import Listing, list_audio_files
 from tests.helpers import as_nobody, world_readable_folder
 
 
@@ -85,3 +86,12 @@ def test_a_fifo_with_an_audio_name_is_listed_to_fail_later(tmp_path):
     listing = list_audio_files(tmp_path)
     assert listing.files == ("dev.wav", "pipe.wav")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.wav").st_mode)
+
+
+@pytest.mark.parametrize("n", [0, 1, 65536, 65537, 140000])
+def test_the_fingerprint_is_the_digest_of_the_paths_joined(n):
+    # Hashed in parts (so that the listing is never held twice); the plain reference is
+    # the digest of every path joined by newlines, which stores record.
+    files = tuple(f"{i % 7}/clip \udcff{i}.wav" for i in range(n))
+    joined = "\n".join(files).encode("utf-8", "surrogateescape")
+    assert Listing("root", files).sha256() == hashlib.sha256(joined).hexdigest()

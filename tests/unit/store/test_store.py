@@ -15,7 +15,17 @@ from melpipe.errors import RunLockedError, StoreError
 from melpipe.read.reader import open_store
 from melpipe.run.plan import plan_batches
 from melpipe.store import lock, opened, writer
-from melpipe.store.schema import ARRAYS, Batch, Sizes, StoreAttrs, chunks_of, shape_of
+from melpipe.store.schema import (
+    ARRAYS,
+    BY_NAME,
+    LISTING_CHUNK,
+    ROW_CHUNK,
+    Batch,
+    Sizes,
+    StoreAttrs,
+    chunks_of,
+    shape_of,
+)
 from tests.helpers import copy_of, edit_attrs, random_rows, write_store
 
 CONFIG = SpectrogramConfig.from_options(n_mels=16, n_fft=256, hop_length=128, frames=10)
@@ -189,3 +199,41 @@ def test_the_fast_chunk_path_relies_on_what_zarr_provides(written):
     reader = open_store(path)
     assert reader._store._decoder is not None  # the fast path is taken for this store
     np.testing.assert_array_equal(reader[[9, 0, 5]], rows["images"][[9, 0, 5]])
+
+
+def test_the_listing_gives_back_every_path_by_row_across_chunks(tmp_path):
+    # Rows on both sides of a chunk's end, and a name that is not UTF-8, which must come
+    # back as the same str (surrogate escapes), to open the same file.
+    paths = [f"d{i % 3}/clip {i:05d}.wav" for i in range(LISTING_CHUNK + 10)]
+    paths[LISTING_CHUNK] = "caf\udce9/\u00e9t\u00e9.flac"
+    path = tmp_path / "s.zarr"
+    write_store(path, random_rows(np.random.default_rng(0), 3, CONFIG), CONFIG, batch_size=2)
+    with lock.hold(str(path), lock.Owner.new("test-run"), create=False) as claim:
+        writer.write_listing(claim, paths)
+        rows = np.array([0, 5, LISTING_CHUNK - 1, LISTING_CHUNK, LISTING_CHUNK + 9])
+        assert writer.read_listing(claim, rows) == [paths[i] for i in rows]
+        assert writer.read_listing(claim, np.arange(len(paths))) == paths
+        assert writer.read_listing(claim, np.empty(0, np.int64)) == []
+        (path / "listing" / "c" / "1").unlink()  # the second chunk gone
+        assert writer.read_listing(claim, np.arange(3)) == paths[:3]
+        with pytest.raises(StoreError, match=r"lacks part of its run's listing \(rows 4095-4096"):
+            writer.read_listing(claim, np.array([LISTING_CHUNK - 1, LISTING_CHUNK]))
+
+
+def test_arrays_written_a_chunk_at_a_time_equal_one_whole_write(tmp_path):
+    # The client writes its arrays chunk by chunk (its peak is one chunk's encoding); the
+    # stored bytes must be those of one write of the whole array, which zarr splits itself.
+    values = np.array([f"{'x' * (i % 50)}/{i}.wav" for i in range(2 * ROW_CHUNK + 3)])
+    spec = BY_NAME["path"]
+    for name, chunked in (("whole", False), ("chunked", True)):
+        group = zarr.create_group(tmp_path / f"{name}.zarr", zarr_format=3)
+        array = group.create_array("path", shape=(len(values),), chunks=(ROW_CHUNK,),
+                                   dtype=str, fill_value="")  # fmt: skip
+        if chunked:
+            writer._write_in_chunks(array, spec, values[:100])
+            writer._write_in_chunks(array, spec, values[100:], start=100)  # an append's rows
+        else:
+            array[:] = values
+    for key in ("c/0", "c/1", "c/2"):
+        whole = (tmp_path / "whole.zarr" / "path" / key).read_bytes()
+        assert (tmp_path / "chunked.zarr" / "path" / key).read_bytes() == whole, key
