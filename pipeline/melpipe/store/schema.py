@@ -50,8 +50,8 @@ LOCK_FILES = frozenset({LOCK_FILE, FORMER_LOCK_FILE})
 # windows' values): a few large objects, not one tiny object per batch.
 ROW_CHUNK = 65536
 # Rows per chunk of the run's listing, which each task reads its files' paths from: a
-# task's files fall in one or two chunks, and decoding one costs it well under a
-# millisecond (a chunk of ROW_CHUNK paths would cost each task tens).
+# task's files fall in one or two chunks. Measured on 2 busy cores, reading a task's 64
+# paths took about 2 ms from a chunk of 4,096 and 17 ms from one of ROW_CHUNK.
 LISTING_CHUNK = 4096
 
 Status = Literal["incomplete", "complete", "failed"]
