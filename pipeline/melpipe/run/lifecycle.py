@@ -55,6 +55,7 @@ from melpipe.store.schema import SourceRecord, StoreAttrs
 logger = logging.getLogger(__name__)
 
 SURVEY_BATCH = 256  # file headers read per task
+READ_BACK = 1024  # what pass 1's tasks found, read back this many batches at a time
 
 
 class Clock:
@@ -175,13 +176,24 @@ class Run:
         items = [AnalysisItem(b, windows.pieces(np.arange(b.start, b.stop)))
                  for b in plan_batches(len(windows), self.plan.batch_size)]  # fmt: skip
         title = f"pass 1/{self.plan.n_passes}: statistics"
-        results = self.stages(Stage(title, statistics_batch, items, WindowResults))
+        pixels = self.stages(Stage(title, statistics_batch, items, PixelStats))
+        results = self._found(len(items), pixels)
         records = results.files if results.files is not None else FileRecords.empty()
         n_files = len(self.paths)
         files = FileValues.of(n_files, surveyed, records, windows.peaks)
         results = dataclasses.replace(results, files=None)  # all in ``files`` now
         probe = rereads.probes(windows, results, n_files)
         return results, dataclasses.replace(files, probe=probe)
+
+    def _found(self, n_batches: int, pixels: PixelStats) -> WindowResults:
+        """What pass 1's tasks found, read back from the store in order, a slice of
+        batches at a time, with the statistics of the pixels they counted."""
+        parts = []
+        for start in range(0, n_batches, READ_BACK):
+            batches = range(start, min(start + READ_BACK, n_batches))
+            parts += [WindowResults.from_bytes(found)
+                      for found in writer.read_pass_1(self.claim, batches)]  # fmt: skip
+        return WindowResults.joined(parts, pixels)
 
     def _pixels(self, windows: Windows, results: WindowResults, chosen: np.ndarray) -> PixelStats:
         """The pixel statistics of the chosen clips.

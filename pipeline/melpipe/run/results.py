@@ -6,6 +6,7 @@ the run makes of them per file.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,50 @@ class WindowResults:
     def empty(cls) -> WindowResults:
         none: dict[str, Any] = {_field(spec): np.empty(0, spec.dtype) for spec in WINDOW_ARRAYS}
         return cls(**none)
+
+    def to_bytes(self) -> bytes:
+        """The windows' and files' values (not the pixels) as one object for the store:
+        a JSON header of each column's dtype and length, then the columns' bytes. Nothing
+        is unpickled reading it back, and it reads back in tens of microseconds (NumPy's
+        ``.npz`` took 1.3 ms per batch: 2 s of the client's time for 100,000 files)."""
+        files = self.files if self.files is not None else FileRecords.empty()
+        columns = [getattr(self, name) for name in _WINDOW_FIELDS]
+        columns += [getattr(files, name) for name in _FILE_FIELDS[:-1]]
+        columns.append(np.array(files.error.tolist(), dtype=str))  # text, not objects
+        columns = [np.ascontiguousarray(c) for c in columns]
+        header = json.dumps([[c.dtype.str, len(c)] for c in columns]).encode()
+        return b"".join([len(header).to_bytes(4, "little"), header,
+                         *(c.tobytes() for c in columns)])  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, found: bytes) -> WindowResults:
+        """What :meth:`to_bytes` gave, read back (without pixels)."""
+        size = int.from_bytes(found[:4], "little")
+        offset, columns = 4 + size, []
+        for dtype, length in json.loads(found[4 : 4 + size]):
+            column = np.frombuffer(found, np.dtype(dtype), length, offset)
+            offset += column.nbytes
+            columns.append(column)
+        windows: dict[str, Any] = dict(zip(_WINDOW_FIELDS, columns, strict=False))
+        files = dict(zip(_FILE_FIELDS, columns[len(_WINDOW_FIELDS) :], strict=True))
+        files["error"] = files["error"].astype(object)
+        return cls(**windows, files=FileRecords(**files))
+
+    @classmethod
+    def joined(cls, parts: Sequence[WindowResults], pixels: PixelStats) -> WindowResults:
+        """Consecutive parts as one, in order, with the pixel statistics of them all: what
+        merging them gives, with one concatenation per column."""
+        if not parts:
+            return dataclasses.replace(cls.empty(), pixels=pixels)
+        columns = {name: np.concatenate([getattr(p, name) for p in parts])
+                   for name in _WINDOW_FIELDS}  # fmt: skip
+        records = [p.files for p in parts if p.files is not None]
+        files = None
+        if records:
+            names = [f.name for f in dataclasses.fields(FileRecords)]
+            files = FileRecords(**{n: np.concatenate([getattr(r, n) for r in records])
+                                   for n in names})  # fmt: skip
+        return cls(**columns, files=files, pixels=pixels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +194,8 @@ def _field(spec: ArraySpec) -> str:
 
 
 _WINDOW_FIELDS = tuple(_field(spec) for spec in WINDOW_ARRAYS)
+_FILE_FIELDS = tuple(f.name for f in dataclasses.fields(FileRecords))
+assert _FILE_FIELDS[-1] == "error", "to_bytes writes the errors last, as text"
 
 
 @dataclass(frozen=True)

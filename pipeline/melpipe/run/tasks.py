@@ -209,18 +209,19 @@ def _audio_max(logmel: np.ndarray, frames: np.ndarray, highs: np.ndarray) -> np.
 
 
 @retried
-def statistics_batch(item: AnalysisItem, run: RunContext) -> WindowResults:
-    """Pass 1 over one batch of windows: what choosing the clips and their statistics
-    need; with ``run.scratch``, the log-mels are also kept in the store for pass 2."""
+def statistics_batch(item: AnalysisItem, run: RunContext) -> PixelStats:
+    """Pass 1 over one batch of windows: what choosing the clips needs, written to the
+    store (:func:`melpipe.store.writer.write_pass_1`), and the statistics of its pixels,
+    returned; with ``run.scratch``, the log-mels are also kept in the store for pass 2."""
     result = analyse(run.root, _named(item.pieces, run), run.config)
     if run.scratch:
         writer.write_scratch(run.claim, item.batch, _all_rows(result))
     windows = result.windows
+    writer.write_pass_1(run.claim, item.batch, windows.to_bytes())
     counted = windows.counted(run.config)[windows.ok]
     logmel = result.logmel if counted.all() else result.logmel[counted]
     frames = windows.frames[windows.ok][counted]
-    pixels = PixelStats.of(logmel, frames, run.config.log_floor)
-    return dataclasses.replace(windows, pixels=pixels)
+    return PixelStats.of(logmel, frames, run.config.log_floor)
 
 
 def _all_rows(result: WindowAnalysis) -> np.ndarray:

@@ -145,8 +145,16 @@ def _codes(values: np.ndarray) -> np.ndarray:
 def _group_ids(columns: np.ndarray) -> np.ndarray:
     """Each column of ``columns`` (k rows of integers) as a number, equal for equal
     columns."""
-    _, inverse = np.unique(columns, axis=1, return_inverse=True)
-    return inverse.reshape(-1).astype(np.int64)
+    # Sorted with lexsort, then numbered where a column differs from the one before:
+    # ``np.unique(columns, axis=1)`` gives the same numbers, but compares columns as
+    # records, which took 0.1 s per call for 100,000 files, ten times this.
+    n = columns.shape[1]
+    order = np.lexsort(columns[::-1])  # by the first row, then the next...
+    ordered = columns[:, order]
+    starts = np.any(ordered[:, 1:] != ordered[:, :-1], axis=0)
+    ids = np.empty(n, np.int64)
+    ids[order] = np.concatenate([[0], np.cumsum(starts)]) if n else []
+    return ids
 
 
 def groups(duplicate_of: np.ndarray) -> list[list[int]]:

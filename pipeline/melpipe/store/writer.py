@@ -31,6 +31,7 @@ from melpipe.store.schema import (
     CLIP_COORDINATES,
     LISTING,
     LOCK_FILE,
+    PASS_1,
     RUN_STATE,
     SCRATCH,
     WINDOW_ARRAYS,
@@ -82,6 +83,12 @@ def create(
         array = _create_array(group, spec, sizes, batch_size, config)
         if spec.step is Step.CREATE:
             array[:] = coordinates[spec.name]
+    _create_pass_1(group, sizes.windows, batch_size, config)
+
+
+def _create_pass_1(group: zarr.Group, windows: int, batch_size: int, config: Any) -> None:
+    batches = -(-windows // batch_size)
+    _create_array(group, PASS_1, Sizes(0, 0, batches=batches), batch_size, config)
 
 
 def create_clips(claim: lock.Claim, n_clips: int, batch_size: int) -> None:
@@ -216,6 +223,36 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
     return region if hi - lo == len(rows) else region[rows - lo]  # consecutive: no copy
 
 
+def write_pass_1(claim: lock.Claim, batch: Batch, found: bytes) -> None:
+    """What the pass-1 task of ``batch`` found, as one object (never empty)."""
+    lock.check(claim)
+    arrays = _writable_arrays(claim)
+    if PASS_1.name not in arrays:
+        raise StoreError(f"Store {claim.url!r} has no array of pass 1's results to write to.")
+    assert found, "an empty object reads as a missing one"
+    arrays[PASS_1.name][batch.index : batch.index + 1] = _encode(PASS_1, [found])
+
+
+def read_pass_1(claim: lock.Claim, batches: range) -> list[bytes]:
+    """What the pass-1 tasks of ``batches`` found, as they wrote it.
+
+    Raises
+    ------
+    StoreError
+        One is missing: its windows' values would otherwise be lost.
+    """
+    array = _writable_arrays(claim).get(PASS_1.name)
+    found = [] if array is None else np.asarray(array[batches.start : batches.stop]).tolist()
+    # The first batch with nothing read: an empty object, or one past the array's end.
+    missing = next((i for i, f in enumerate([*found, b""]) if not f), len(batches))
+    if missing < len(batches):
+        raise StoreError(
+            f"Store {claim.url!r} lacks what pass 1 found of batch {batches.start + missing}: "
+            "its data is gone. Run again with `overwrite=True`."
+        )
+    return found
+
+
 def write_listing(claim: lock.Claim, paths: Sequence[str]) -> None:
     """Make the run's listing anew (after a run stopped while writing it, say) and write
     ``paths`` into it, a chunk at a time: the paths of its files, by row in the run."""
@@ -300,6 +337,7 @@ def begin_append(claim: lock.Claim, committed: Sizes, windows: int, scratch: boo
     batch = int(images.chunks[0])
     for spec in [*WINDOW_ARRAYS, SCRATCH] if scratch else WINDOW_ARRAYS:
         _create_array(group, spec, Sizes(0, 0, windows), batch, config)
+    _create_pass_1(group, windows, batch, config)
     _cached_arrays.cache_clear()
 
 
@@ -421,8 +459,15 @@ def _check_region(array: zarr.Array, batch: Batch) -> None:
 
 
 def _encode(spec: ArraySpec, value: Any) -> Any:
-    if spec.dtype == "bytes":
-        return np.array([t.encode("utf-8", "surrogateescape") for t in value], dtype=object)
+    if spec.dtype == "bytes":  # as they are, or text as the file system gives it
+        encoded = [t if isinstance(t, bytes) else t.encode("utf-8", "surrogateescape")
+                   for t in value]  # fmt: skip
+        return np.array(encoded, dtype=object)
     if spec.dtype == "str":
-        return np.array([utf8_safe(str(t)) for t in value], dtype=np.dtypes.StringDType())
+        texts = [str(t) for t in value]
+        try:  # the common case, every name UTF-8: one check for all, not one per name
+            "\n".join(texts).encode("utf-8")
+        except UnicodeEncodeError:
+            texts = [utf8_safe(t) for t in texts]
+        return np.array(texts, dtype=np.dtypes.StringDType())
     return np.asarray(value, dtype=spec.dtype)

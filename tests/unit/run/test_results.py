@@ -2,12 +2,14 @@
 the record a plain loop over the tasks' records keeps (the first failure, else the first
 reading), and the file arrays it implies."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from melpipe.run.results import FileRecords, FileValues
+from melpipe.analysis.pixels import PixelStats
+from melpipe.run.results import FileRecords, FileValues, WindowResults
 from melpipe.sources.headers import FileInfo
 
 
@@ -79,3 +81,44 @@ def test_a_file_s_first_failure_outranks_readings_before_and_after_it():
     )
     assert merged.standing().tolist() == [1, 3]
     assert merged.first_error() == "A: first"
+
+
+def window_part(rng: np.random.Generator, n: int, tasks_files: dict[int, FileInfo]):
+    values = {
+        "ok": rng.random(n) < 0.8, "level": rng.normal(-30, 9, n).astype(np.float32),
+        "min": rng.normal(-20, 1, n).astype(np.float32),
+        "max": rng.normal(0, 1, n).astype(np.float32), "frames": rng.integers(0, 90, n),
+        "audio_max": rng.normal(0, 1, n).astype(np.float32),
+        "size": rng.integers(0, 10**7, n), "modified": rng.random(n) * 1.8e9,
+    }  # fmt: skip
+    return WindowResults(**values, files=FileRecords.of(tasks_files))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_what_a_task_found_travels_as_bytes_and_joins_as_merging_does(seed):
+    # Pass 1's tasks write what they found to the store as bytes, which the client reads
+    # back and joins; the reference is the tasks' own values merged one by one.
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(6):
+        files = {int(f): reading(rng) for f in sorted(rng.choice(30, 4, replace=False))}
+        parts.append(window_part(rng, int(rng.integers(0, 9)), files))
+    parts[2] = dataclasses.replace(parts[2], files=FileRecords.of(
+        {7: FileInfo(error="OSError: caf\udce9.wav cannot be opened")}))  # fmt: skip
+    merged = WindowResults.empty()
+    for part in parts:
+        merged = merged.merge(part)
+    pixels = PixelStats()
+    joined = WindowResults.joined([WindowResults.from_bytes(p.to_bytes()) for p in parts], pixels)
+    for f in dataclasses.fields(WindowResults):
+        if f.name not in ("files", "pixels"):
+            a, b = getattr(joined, f.name), getattr(merged, f.name)
+            assert a.dtype == b.dtype, f.name
+            np.testing.assert_array_equal(a, b, err_msg=f.name)
+    assert joined.files is not None and merged.files is not None
+    for f in dataclasses.fields(FileRecords):
+        a, b = getattr(joined.files, f.name), getattr(merged.files, f.name)
+        assert a.dtype.kind == b.dtype.kind, f.name
+        np.testing.assert_array_equal(a, b, err_msg=f.name)
+    assert joined.pixels is pixels
+    assert WindowResults.joined([], pixels).ok.shape == (0,)

@@ -199,3 +199,12 @@ def test_the_grouping_equals_a_python_key_per_file(seed):
     old = duplicates.assign(digests[:n_old], shapes[:n_old], md5s[:n_old])
     of = duplicates.assign(digests, shapes, md5s, old)
     assert of.tolist() == loop_assign(digests, strings, md5s, old.tolist())
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_columns_are_numbered_as_numpy_unique_numbers_them(n, rng):
+    # Group numbers come from a lexsort; numpy's unique over columns is the reference.
+    columns = rng.integers(-3, 3, size=(2, n), dtype=np.int64)
+    columns[:, ::5] = np.iinfo(np.int64).min  # extremes sort as numbers, not as bytes
+    _, reference = np.unique(columns, axis=1, return_inverse=True)
+    np.testing.assert_array_equal(duplicates._group_ids(columns), reference.reshape(-1))

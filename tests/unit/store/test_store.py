@@ -237,3 +237,21 @@ def test_arrays_written_a_chunk_at_a_time_equal_one_whole_write(tmp_path):
     for key in ("c/0", "c/1", "c/2"):
         whole = (tmp_path / "whole.zarr" / "path" / key).read_bytes()
         assert (tmp_path / "chunked.zarr" / "path" / key).read_bytes() == whole, key
+
+
+def test_what_pass_1_found_reads_back_by_batch_and_a_missing_one_is_named(tmp_path):
+    attrs = StoreAttrs(status="incomplete", run_id="test-run", created="2026-12-07",
+                       input="nowhere", config=CONFIG, plan={}, versions={})  # fmt: skip
+    path = str(tmp_path / "s.zarr")
+    with lock.hold(path, lock.Owner.new("test-run"), create=True) as claim:
+        writer.create(claim, attrs, sizes=Sizes(0, 10, windows=10), batch_size=4, scratch=False)
+        found = {0: b"first \x00 batch", 2: b"third"}
+        for index, value in found.items():
+            writer.write_pass_1(claim, Batch(index, 4 * index, min(4 * index + 4, 10)), value)
+        assert writer.read_pass_1(claim, range(2, 3)) == [b"third"]
+        with pytest.raises(StoreError, match="lacks what pass 1 found of batch 1: its data"):
+            writer.read_pass_1(claim, range(0, 3))
+        writer.write_pass_1(claim, Batch(1, 4, 8), b"second")
+        assert writer.read_pass_1(claim, range(0, 3)) == [b"first \x00 batch", b"second", b"third"]
+        with pytest.raises(StoreError, match="lacks what pass 1 found of batch 3"):
+            writer.read_pass_1(claim, range(0, 4))  # past the end: there is no batch 3
