@@ -273,6 +273,7 @@ def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> 
 
 
 def _renew(fs: fsspec.AbstractFileSystem, lock: str, owner: Owner, stop: threading.Event) -> None:
+    renewed = time.monotonic()
     while not stop.wait(RENEW_SECONDS):
         try:
             current = Owner.from_bytes(fs.cat_file(lock))
@@ -280,12 +281,22 @@ def _renew(fs: fsspec.AbstractFileSystem, lock: str, owner: Owner, stop: threadi
                 logger.warning("Lost the lease on %s to %s.", lock, current and current.describe())
                 return
             fs.pipe_file(lock, dataclasses.replace(owner, renewed=_now()).to_bytes())
+            renewed = time.monotonic()
         except Exception as exc:
             if not transient(exc):
                 raise
             # The storage is out of reach for now: the next renewal tries again, well
             # within the lease's LEASE_SECONDS.
-            logger.warning("Could not renew the lease on %s (%s); trying again.", lock, exc)
+            late = time.monotonic() - renewed
+            logger.log(renewal_level(late), "Could not renew the lease on %s for %.0f s (%s); "
+                       "trying again.", lock, late, exc)  # fmt: skip
+
+
+def renewal_level(late: float) -> int:
+    """How loudly to say that the lease could not be renewed for ``late`` seconds: a
+    blip of the storage, which the next renewal rides out as the tasks' retries do, not
+    on the terminal; once half the lease is gone, a warning there."""
+    return logging.WARNING if late >= LEASE_SECONDS / 2 else logging.DEBUG
 
 
 def check(claim: Claim) -> None:

@@ -1,5 +1,6 @@
 """One run owns a store at a time; a run that dies releases it; stale claims write nothing."""
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -57,3 +58,13 @@ def test_a_claim_taken_over_is_refused(tmp_path):
         lock.check(second)
         with pytest.raises(RunLockedError, match=r"now owned by run second .* not by run first"):
             lock.check(first)  # a task left running by the first run's dead client
+
+
+def test_a_renewal_missed_in_a_blip_stays_off_the_terminal_and_a_long_outage_does_not():
+    # A storage outage of a few seconds costs at most one renewal, which the next one
+    # makes up: like the tasks' retries it stays off the terminal. Once half
+    # the lease has gone unrenewed, the person running it should hear of it.
+    assert lock.renewal_level(lock.RENEW_SECONDS) == logging.DEBUG
+    assert lock.renewal_level(2 * lock.RENEW_SECONDS) == logging.DEBUG
+    assert lock.renewal_level(lock.LEASE_SECONDS / 2) == logging.WARNING
+    assert lock.LEASE_SECONDS / 2 > 2 * lock.RENEW_SECONDS  # two renewals may fail unheard
