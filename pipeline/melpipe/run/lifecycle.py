@@ -228,9 +228,10 @@ class Run:
         items = []
         for b in batches:
             rows = analysed.chosen[b.start - offset : b.stop - offset]
-            items.append(ImagesItem(b, rows, analysed.results.take(rows),
-                                    b.index not in plan.written,
-                                    self._pieces(windows, rows)))  # fmt: skip
+            again = self._pieces(windows, rows)  # None where the scratch array holds them
+            found = None if again is None else analysed.results.take(rows)
+            items.append(ImagesItem(b, rows, analysed.results.frames[rows],
+                                    b.index not in plan.written, again, found))  # fmt: skip
         stats = analysed.stats
         context = self.stages.with_context(scale=stats.range(plan.used),
                                            band_scale=stats.band_moments)  # fmt: skip

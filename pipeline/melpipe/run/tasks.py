@@ -87,15 +87,18 @@ class RecountItem:
 @dataclass(frozen=True)
 class ImagesItem:
     """A pass-2 task: one batch of clips, the rows of its chunk, with the rows of their
-    windows in the run, what pass 1 found of them, whether to write the batch (a resumed
-    run only summarises those it wrote before) and their pieces (as for
-    :class:`RecountItem`)."""
+    windows in the run, their frames that hold audio, whether to write the batch (a
+    resumed run only summarises those it wrote before), and, where the scratch array
+    does not hold their log-mels, their pieces and what pass 1 found of them, to decode
+    them again and check them (as for :class:`RecountItem`). The scheduler keeps every
+    item to the pass's end: nothing more travels than the task needs."""
 
     batch: Batch
     windows: np.ndarray
-    results: WindowResults
+    frames: np.ndarray
     write: bool
     pieces: Pieces | None = None
+    results: WindowResults | None = None
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,7 @@ def _named(pieces: Pieces, run: RunContext) -> Pieces:
 
 
 def _logmels(
-    pieces: Pieces | None, windows: np.ndarray, before: WindowResults, run: RunContext
+    pieces: Pieces | None, windows: np.ndarray, before: WindowResults | None, run: RunContext
 ) -> np.ndarray:
     """The log-mels of windows that pass 1 analysed, from the scratch array or again; a
     file decoded again must be the one pass 1 read (:func:`_check_same`)."""
@@ -261,7 +264,8 @@ def _logmels(
                 f"{windows[0]}-{windows[-1]}. Run again with `overwrite=True`."
             )
         return logmel
-    assert pieces is not None, "without the scratch array, a task decodes its windows again"
+    assert pieces is not None and before is not None, "without the scratch array, a task "
+    "decodes its windows again, and checks them against what pass 1 found"
     pieces = _named(pieces, run)
     result = analyse(run.root, pieces, run.config)
     if not result.windows.ok.all():
@@ -336,7 +340,7 @@ def images_batch(item: ImagesItem, run: RunContext) -> WriteSummary:
     ``images`` and ``clipped``."""
     assert run.scale is not None and run.band_scale is not None, "pass 2 has its scales"
     logmel = _logmels(item.pieces, item.windows, item.results, run)
-    frames = item.results.frames
+    frames = item.frames
     images, low, high = scale_with_ends(logmel, run.scale)
     clipped = low + high
     if item.write:
