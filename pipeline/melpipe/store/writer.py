@@ -83,12 +83,6 @@ def create(
         array = _create_array(group, spec, sizes, batch_size, config)
         if spec.step is Step.CREATE:
             array[:] = coordinates[spec.name]
-    _create_pass_1(group, sizes.windows, batch_size, config)
-
-
-def _create_pass_1(group: zarr.Group, windows: int, batch_size: int, config: Any) -> None:
-    batches = -(-windows // batch_size)
-    _create_array(group, PASS_1, Sizes(0, 0, batches=batches), batch_size, config)
 
 
 def create_clips(claim: lock.Claim, n_clips: int, batch_size: int) -> None:
@@ -226,11 +220,10 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
 def write_pass_1(claim: lock.Claim, batch: Batch, found: bytes) -> None:
     """What the pass-1 task of ``batch`` found, as one object (never empty)."""
     lock.check(claim)
-    arrays = _writable_arrays(claim)
-    if PASS_1.name not in arrays:
-        raise StoreError(f"Store {claim.url!r} has no array of pass 1's results to write to.")
     assert found, "an empty object reads as a missing one"
-    arrays[PASS_1.name][batch.index : batch.index + 1] = _encode(PASS_1, [found])
+    fs, path = filesystem(claim.url)
+    fs.makedirs(f"{path}/{PASS_1}", exist_ok=True)
+    fs.pipe_file(f"{path}/{PASS_1}/{batch.index}", found)
 
 
 def read_pass_1(claim: lock.Claim, batches: range) -> list[bytes]:
@@ -241,16 +234,16 @@ def read_pass_1(claim: lock.Claim, batches: range) -> list[bytes]:
     StoreError
         One is missing: its windows' values would otherwise be lost.
     """
-    array = _writable_arrays(claim).get(PASS_1.name)
-    found = [] if array is None else np.asarray(array[batches.start : batches.stop]).tolist()
-    # The first batch with nothing read: an empty object, or one past the array's end.
-    missing = next((i for i, f in enumerate([*found, b""]) if not f), len(batches))
-    if missing < len(batches):
+    fs, path = filesystem(claim.url)
+    keys = [f"{path}/{PASS_1}/{index}" for index in batches]
+    found = fs.cat(keys, on_error="omit") if keys else {}  # all at once, in parallel on S3
+    missing = next((i for i, key in zip(batches, keys, strict=True) if not found.get(key)), None)
+    if missing is not None:
         raise StoreError(
-            f"Store {claim.url!r} lacks what pass 1 found of batch {batches.start + missing}: "
-            "its data is gone. Run again with `overwrite=True`."
+            f"Store {claim.url!r} lacks what pass 1 found of batch {missing}: its data is "
+            "gone. Run again with `overwrite=True`."
         )
-    return found
+    return [found[key] for key in keys]
 
 
 def write_listing(claim: lock.Claim, paths: Sequence[str]) -> None:
@@ -337,7 +330,6 @@ def begin_append(claim: lock.Claim, committed: Sizes, windows: int, scratch: boo
     batch = int(images.chunks[0])
     for spec in [*WINDOW_ARRAYS, SCRATCH] if scratch else WINDOW_ARRAYS:
         _create_array(group, spec, Sizes(0, 0, windows), batch, config)
-    _create_pass_1(group, windows, batch, config)
     _cached_arrays.cache_clear()
 
 
@@ -345,9 +337,9 @@ def end_append(claim: lock.Claim) -> None:
     """Undo what :func:`begin_append` and a failed append did: the store as it was."""
     lock.check(claim)
     fs, path = filesystem(claim.url)
-    for spec in RUN_STATE:
-        if fs.exists(f"{path}/{spec.name}"):
-            fs.rm(f"{path}/{spec.name}", recursive=True)
+    for name in [spec.name for spec in RUN_STATE] + [PASS_1]:
+        if fs.exists(f"{path}/{name}"):
+            fs.rm(f"{path}/{name}", recursive=True)
     _cached_arrays.cache_clear()
 
 
@@ -409,9 +401,9 @@ def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
     lock.check(claim)
     put_attrs(claim, attrs)
     fs, path = filesystem(claim.url)
-    for spec in RUN_STATE:
-        if fs.exists(f"{path}/{spec.name}"):
-            fs.rm(f"{path}/{spec.name}", recursive=True)
+    for name in [spec.name for spec in RUN_STATE] + [PASS_1]:
+        if fs.exists(f"{path}/{name}"):
+            fs.rm(f"{path}/{name}", recursive=True)
     _cached_arrays.cache_clear()  # the run state's arrays are gone
     with warnings.catch_warnings():
         # Zarr warns that consolidated metadata is not in the v3 spec yet; xarray and zarr
