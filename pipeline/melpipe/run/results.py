@@ -112,11 +112,7 @@ class WindowResults:
         columns = {name: np.concatenate([getattr(p, name) for p in parts])
                    for name in _WINDOW_FIELDS}  # fmt: skip
         records = [p.files for p in parts if p.files is not None]
-        files = None
-        if records:
-            names = [f.name for f in dataclasses.fields(FileRecords)]
-            files = FileRecords(**{n: np.concatenate([getattr(r, n) for r in records])
-                                   for n in names})  # fmt: skip
+        files = FileRecords.concatenated(records) if records else None
         return cls(**columns, files=files, pixels=pixels)
 
 
@@ -165,10 +161,14 @@ class FileRecords:
         return len(self.file)
 
     def merge(self, other: FileRecords) -> FileRecords:
+        return FileRecords.concatenated([self, other])
+
+    @classmethod
+    def concatenated(cls, records: Sequence[FileRecords]) -> FileRecords:
+        """Consecutive records as one: each column concatenated once."""
         # numpy's bytes of different widths concatenate to the wider
-        names = [f.name for f in dataclasses.fields(self)]
-        return FileRecords(**{n: np.concatenate([getattr(self, n), getattr(other, n)])
-                              for n in names})  # fmt: skip
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: np.concatenate([getattr(r, n) for r in records]) for n in names})
 
     def standing(self) -> np.ndarray:
         """The row that stands for each file, by file: a file split over tasks failed if

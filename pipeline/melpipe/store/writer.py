@@ -266,13 +266,13 @@ def read_listing(claim: lock.Claim, files: np.ndarray) -> list[str]:
     StoreError
         A chunk of the listing is missing: its paths would read as "", which no file has.
     """
-    arrays = _writable_arrays(claim)
-    if LISTING.name not in arrays or not len(files):
-        if not len(files):
-            return []
+    if not len(files):
+        return []
+    listing = _writable_arrays(claim).get(LISTING.name)
+    if listing is None:
         raise StoreError(f"Store {claim.url!r} has no listing of its run's files to read.")
     lo, hi = int(files[0]), int(files[-1]) + 1
-    region = np.asarray(arrays[LISTING.name][lo:hi])[np.asarray(files) - lo]
+    region = np.asarray(listing[lo:hi])[np.asarray(files) - lo]
     paths = [bytes(p).decode("utf-8", "surrogateescape") for p in region]
     if "" in paths:
         raise StoreError(
@@ -336,11 +336,16 @@ def begin_append(claim: lock.Claim, committed: Sizes, windows: int, scratch: boo
 def end_append(claim: lock.Claim) -> None:
     """Undo what :func:`begin_append` and a failed append did: the store as it was."""
     lock.check(claim)
+    _remove_run_state(claim)
+    _cached_arrays.cache_clear()
+
+
+def _remove_run_state(claim: lock.Claim) -> None:
+    """Remove the run state's arrays and the pass_1 objects, where they are."""
     fs, path = filesystem(claim.url)
     for name in [spec.name for spec in RUN_STATE] + [PASS_1]:
         if fs.exists(f"{path}/{name}"):
             fs.rm(f"{path}/{name}", recursive=True)
-    _cached_arrays.cache_clear()
 
 
 def grow(claim: lock.Claim, sizes: Sizes) -> None:
@@ -400,10 +405,7 @@ def finish(claim: lock.Claim, attrs: StoreAttrs) -> None:
     """
     lock.check(claim)
     put_attrs(claim, attrs)
-    fs, path = filesystem(claim.url)
-    for name in [spec.name for spec in RUN_STATE] + [PASS_1]:
-        if fs.exists(f"{path}/{name}"):
-            fs.rm(f"{path}/{name}", recursive=True)
+    _remove_run_state(claim)
     _cached_arrays.cache_clear()  # the run state's arrays are gone
     with warnings.catch_warnings():
         # Zarr warns that consolidated metadata is not in the v3 spec yet; xarray and zarr
@@ -451,10 +453,8 @@ def _check_region(array: zarr.Array, batch: Batch) -> None:
 
 
 def _encode(spec: ArraySpec, value: Any) -> Any:
-    if spec.dtype == "bytes":  # as they are, or text as the file system gives it
-        encoded = [t if isinstance(t, bytes) else t.encode("utf-8", "surrogateescape")
-                   for t in value]  # fmt: skip
-        return np.array(encoded, dtype=object)
+    if spec.dtype == "bytes":  # text as the file system gives it
+        return np.array([t.encode("utf-8", "surrogateescape") for t in value], dtype=object)
     if spec.dtype == "str":
         texts = [str(t) for t in value]
         try:  # the common case, every name UTF-8: one check for all, not one per name
