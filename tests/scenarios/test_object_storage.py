@@ -282,6 +282,6 @@ def test_a_listing_by_prefix_finds_what_a_local_walk_finds(s3, tmp_path):
         (local / name).write_bytes(b"x")
     s3["fs"].put(f"{local}/", "bucket/tree/", recursive=True)
     s3["fs"].invalidate_cache()
-    listed = list_audio_files("s3://bucket/tree").files
-    assert listed == list_audio_files(local).files
+    listed = tuple(list_audio_files("s3://bucket/tree").files)
+    assert listed == tuple(list_audio_files(local).files)
     assert listed == ("a/deep/two.flac", "a/one.wav", "b/three.ogg", "c/four.WAV", "top.wav")

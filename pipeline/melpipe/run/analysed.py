@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -131,18 +130,20 @@ class Chosen:
         counts = np.bincount(self.clip_files, minlength=n_files).astype(np.int64)
         return counts, np.cumsum(counts) - counts
 
-    def clip_values(self, windows: Windows, config: SpectrogramConfig) -> dict[str, Any]:
-        """The clip arrays but ``images`` and ``clipped``."""
-        rows = self.chosen
-        start = windows.start[rows]
+    def clip_values(
+        self, windows: Windows, config: SpectrogramConfig, first_file: int = 0
+    ) -> dict[str, Callable[[], np.ndarray]]:
+        """How to make each clip array but ``images`` and ``clipped``, its files numbered
+        from ``first_file``."""
+        rows, results = self.chosen, self.results
         return {
-            "file_index": windows.file[rows],
-            "start_sample": start,
-            "start": start / config.sample_rate,
-            "clip_min": self.results.min[rows],
-            "clip_max": self.results.max[rows],
-            "level_db": self.results.level[rows],
-            "audio_frames": self.results.frames[rows],
+            "file_index": lambda: windows.file[rows] + first_file,
+            "start_sample": lambda: windows.start[rows],
+            "start": lambda: windows.start[rows] / config.sample_rate,
+            "clip_min": lambda: results.min[rows],
+            "clip_max": lambda: results.max[rows],
+            "level_db": lambda: results.level[rows],
+            "audio_frames": lambda: results.frames[rows],
         }
 
     def quiet(self, paths: Sequence[str], dropped: np.ndarray) -> tuple[str, ...]:
@@ -201,17 +202,21 @@ class Added:
         sizes = found.base.sizes
         return cls(plan.files, sizes.files, sizes.clips, sizes.sources, plan.skipped)
 
-    def values(self, analysed: Analysed, windows: Windows, config: SpectrogramConfig) -> dict:
-        """The rows of the arrays the client writes, as the store numbers them."""
-        n_clips, first_clip = analysed.clips_per_file(len(self.paths))
-        clips = analysed.clip_values(windows, config)
-        clips["file_index"] = clips["file_index"] + self.first_file
-        return {
-            **analysed.files.values(), "path": self.paths, "n_clips": n_clips,
-            "first_clip": first_clip + self.first_clip, **clips,
-            "source": np.full(len(self.paths), self.source, np.int64),
-            "histogram": writer.histogram_values(analysed.histogram, config),
-        }  # fmt: skip
+    def values(
+        self, analysed: Analysed, windows: Windows, config: SpectrogramConfig
+    ) -> writer.Columns:
+        """The rows of the arrays the client writes, as the store numbers them, each made
+        as it is written (so that the client holds one beside what they come from)."""
+        n = len(self.paths)
+        made = writer.Columns({
+            "path": lambda: self.paths,
+            "n_clips": lambda: analysed.clips_per_file(n)[0],
+            "first_clip": lambda: analysed.clips_per_file(n)[1] + self.first_clip,
+            **analysed.clip_values(windows, config, self.first_file),
+            "source": lambda: np.full(n, self.source, np.int64),
+            "histogram": lambda: writer.histogram_values(analysed.histogram, config),
+        })  # fmt: skip
+        return made.with_values(analysed.files.values())
 
     def record(
         self,
@@ -244,7 +249,14 @@ class Added:
     def groups(self, base: Base | None, duplicate_of: np.ndarray) -> tuple[tuple[str, ...], ...]:
         """The groups of duplicates that these files join, by path, each with its first
         file (the store's, in an append)."""
-        names = [*(base.paths if base else ()), *self.paths]
         before = np.full(self.first_file, duplicates.NOT_A_DUPLICATE, np.int64)
         groups = duplicates.groups(np.concatenate([before, duplicate_of]))
-        return tuple(tuple(utf8_safe(names[i]) for i in g) for g in groups)
+        return tuple(tuple(utf8_safe(self.path(int(i), base)) for i in g) for g in groups)
+
+    def path(self, row: int, base: Base | None) -> str:
+        """The path of the store's file at ``row``: one of these, or the store's (in an
+        append), read by row, since neither list is held whole in memory."""
+        if row >= self.first_file:
+            return self.paths[row - self.first_file]
+        assert base is not None  # rows before first_file are the store's
+        return base.paths[row]

@@ -162,7 +162,8 @@ class NewStore:
         plan = self.plan
         values = self.added.values(analysed, windows, plan.request.config)
         writer.create_clips(claim, len(analysed.chosen), plan.batch_size)
-        writer.write_chosen(claim, {**values, **analysed.results.window_values()})
+        windows_found = analysed.results.window_values()
+        writer.write_chosen(claim, values.with_values(windows_found))
         stats = StatsRecord(analysed.stats, plan.used)
         # Its own statistics now, for a run resumed after pass 1 (with --stats-from, they
         # are not the store's, and the run keeps nothing else they could come from).

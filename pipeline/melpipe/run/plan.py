@@ -30,6 +30,7 @@ from melpipe.parameters import Option, parameter
 from melpipe.run.types import Resources
 from melpipe.sources.audio import BLOCK_FRAMES, WARMUP
 from melpipe.sources.discover import Listing
+from melpipe.sources.sorted_paths import PathsOnDisk, not_in, sort_paths
 from melpipe.store.schema import (
     SCRATCH,
     WINDOW_ARRAYS,
@@ -41,6 +42,8 @@ from melpipe.store.schema import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from melpipe.run.results import FileValues
 
 Duplicates = Literal["keep", "drop"]
@@ -157,7 +160,7 @@ class Base:
     sizes: Sizes
     chunk_length: int
     paths: Sequence[str]
-    file_source: Sequence[int]
+    file_source: np.ndarray  # each file's row of the table of sources
     source_keys: tuple[str, ...]
     files: FileValues
 
@@ -188,7 +191,7 @@ class Plan:
     run_id: str | None = None  # the resumed store's
     analysed: bool = False
     written: frozenset[int] = field(default=frozenset())
-    files: tuple[str, ...] = ()  # what an append adds: the input's files not in the store
+    files: Sequence[str] = ()  # what an append adds: the input's files not in the store
     skipped: int = 0  # the input's files that an append leaves out: in the store already
 
     @property
@@ -294,9 +297,9 @@ def _append(request: Request, found: Found) -> Plan:
             f"An append scales with the statistics of {request.output!r} itself, unchanged: "
             "leave out `stats_from`."
         )
-    held = {p for p, s in zip(base.paths, base.file_source, strict=True)
-            if base.source_keys[s] == found.input_key}  # fmt: skip
-    files = tuple(p for p in found.listing.files if p not in held)
+    held = sort_paths(p for p, s in zip(base.paths, base.file_source, strict=True)
+                      if base.source_keys[s] == found.input_key)  # fmt: skip
+    files = PathsOnDisk.of(not_in(found.listing.files, held))  # neither held in memory
     check_memory(config, base.chunk_length, found.resources)
     return Plan(
         dataclasses.replace(request, config=config, batch_size=base.chunk_length),

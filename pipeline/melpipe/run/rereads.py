@@ -109,17 +109,16 @@ def find_duplicates(
     new = np.arange(len(size)) >= n_old
     want_bytes, want_pcm = duplicates.wanted(size, shape, probe, digests, md5s, new)
     rows = np.flatnonzero(want_bytes | want_pcm).tolist()
-    paths = [*(base.paths if base else ()), *added.paths]
     title = "duplicates: files that share a size or a length with another"
-    locations = [_location(row, paths[row], added, base, request) for row in rows]
+    locations = [_location(row, added.path(row, base), added, base, request) for row in rows]
     read = read_whole(stages, title, rows, locations, digest=want_bytes[rows],
                       samples=want_pcm[rows])  # fmt: skip
     for row, got in read.items():
         if row >= n_old:
-            _check_unchanged_file(got, files.size[row - n_old], paths[row])
+            _check_unchanged_file(got, files.size[row - n_old], added.path(row, base))
         digests[row] = got.bytes_sha256 or digests[row]
         md5s[row] = got.pcm_md5 or md5s[row]
-    _warn_unread([paths[row] for row, got in read.items() if got.error])
+    _warn_unread([added.path(row, base) for row, got in read.items() if got.error])
     old = base.files.duplicate_of if base else np.empty(0, np.int64)
     return dataclasses.replace(
         files,

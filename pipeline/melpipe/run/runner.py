@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import uuid
@@ -30,6 +31,7 @@ from melpipe.run.results import FileValues
 from melpipe.run.stages import Progress, no_progress
 from melpipe.sources.discover import SkippedFolder, is_url, list_audio_files
 from melpipe.sources.manifests import read_manifest
+from melpipe.sources.sorted_paths import PathsOnDisk
 from melpipe.store import lock, opened
 from melpipe.store.schema import Counts, SourceRecord, StatsRecord
 
@@ -138,6 +140,7 @@ def preprocess(
         if executor is None:
             executor = stack.enter_context(open_executor())
         found = _look(request, executor)
+        stack.callback(found.listing.close)
         if found.base is not None and config is None:  # an append: the store's parameters
             request = dataclasses.replace(request, config=found.base.attrs.config)
         plan = make_plan(request, found)
@@ -194,8 +197,8 @@ def _read_base(url: str) -> Base:
         attrs=attrs,
         sizes=store.sizes,
         chunk_length=store.chunk_length,
-        paths=store.read("path").tolist(),
-        file_source=store.read("source").tolist(),
+        paths=PathsOnDisk.of(itertools.chain.from_iterable(store.read_by_chunk("path"))),
+        file_source=store.read("source"),
         source_keys=tuple(_location_key(s.input) for s in attrs.sources),
         files=FileValues.from_values({name: store.read(name) for name in names}),
     )

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from melpipe.errors import InputError
+from melpipe.sources.sorted_paths import PathsOnDisk, sort_paths
 
 # Extensions of the containers libsndfile reads (soundfile.available_formats()). Files with
 # other extensions (metadata, transcripts, READMEs) are not audio and are left alone; a file
@@ -68,14 +70,20 @@ class SkippedFolder:
 
 @dataclass(frozen=True)
 class Listing:
-    """The audio files under an input location, in store order, and the folders skipped."""
+    """The audio files under an input location, in store order, and the folders skipped.
+    A walk's or a manifest's ``files`` are on disk (:class:`PathsOnDisk`), read by row."""
 
     root: str
-    files: tuple[str, ...]
+    files: Sequence[str]
     skipped: tuple[SkippedFolder, ...] = ()
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def close(self) -> None:
+        """Let the files' temporary file go, if they have one."""
+        if isinstance(self.files, PathsOnDisk):
+            self.files.close()
 
     def sha256(self) -> str:
         """A fingerprint of the list of files, which fixes every file's row."""
@@ -123,10 +131,8 @@ def _list_local(root: str) -> Listing:
     if not stat.S_ISDIR(top.st_mode):
         raise InputError(f"Input {root!r} is not a folder.")
     walk = _Walk(root, (top.st_dev, top.st_ino))
-    walk.run()
-    return Listing(
-        root, tuple(sorted(walk.files)), tuple(sorted(walk.skipped, key=lambda s: s.path))
-    )
+    files = sort_paths(walk.run())
+    return Listing(root, files, tuple(sorted(walk.skipped, key=lambda s: s.path)))
 
 
 class _Walk:
@@ -139,20 +145,20 @@ class _Walk:
 
     def __init__(self, root: str, identity: tuple[int, int]) -> None:
         self.root = root
-        self.files: list[str] = []
         self.skipped: list[SkippedFolder] = []
         self.seen = {identity: ""}  # folder identity -> the path it is listed under
         self.folders: list[str] = [""]  # real folders still to list, a stack
         self.links: list[str] = []  # links to folders, followed once no real folder is left
 
-    def run(self) -> None:
+    def run(self) -> Iterator[str]:
+        """The audio files' paths, as found."""
         while self.folders or self.links:
             if self.folders:
-                self._list(self.folders.pop())
+                yield from self._list(self.folders.pop())
             else:
-                self._follow(self.links.pop(0))
+                yield from self._follow(self.links.pop(0))
 
-    def _follow(self, path: str) -> None:
+    def _follow(self, path: str) -> Iterator[str]:
         try:
             info = os.stat(os.path.join(self.root, path))
         except OSError as exc:  # the link broke meanwhile
@@ -164,9 +170,9 @@ class _Walk:
             self.skipped.append(SkippedFolder(path, f"a link to {where}, which is listed already"))
             return
         self.seen[(info.st_dev, info.st_ino)] = path
-        self._list(path)
+        yield from self._list(path)
 
-    def _list(self, rel: str) -> None:
+    def _list(self, rel: str) -> Iterator[str]:
         try:
             with os.scandir(os.path.join(self.root, rel) if rel else self.root) as entries:
                 listed = sorted(entries, key=lambda e: e.name)
@@ -180,7 +186,7 @@ class _Walk:
             path = f"{rel}/{entry.name}" if rel else entry.name
             if not _is_folder(entry):
                 if is_audio_name(entry.name):
-                    self.files.append(path)
+                    yield path
             elif entry.is_symlink():
                 self.links.append(path)
             else:
@@ -207,21 +213,20 @@ def _is_folder(entry: os.DirEntry[str]) -> bool:
 LISTING_THREADS = 16
 
 
-def _find_by_prefix(fs: Any, base: str) -> list[str]:
+def _find_by_prefix(fs: Any, base: str) -> Iterator[str]:
     """Every file under ``base``: the top level's files, and each folder (prefix) under it
     listed whole, several at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     top = fs.ls(base, detail=True)
-    files = [e["name"] for e in top if e["type"] != "directory"]
+    yield from (e["name"] for e in top if e["type"] != "directory")
     folders = [e["name"] for e in top if e["type"] == "directory"]
     # hidden folders are left out (as below), so not listed at all
     folders = [f for f in folders if not f.rstrip("/").rsplit("/", 1)[-1].startswith(".")]
     if folders:
         with ThreadPoolExecutor(min(LISTING_THREADS, len(folders))) as pool:
             for found in pool.map(fs.find, folders):
-                files.extend(found)
-    return files
+                yield from found
 
 
 def _list_url(root: str) -> Listing:
@@ -229,15 +234,18 @@ def _list_url(root: str) -> Listing:
         fs, base = filesystem(root)
         if not fs.isdir(base):
             raise InputError(f"Input {root!r} is not a folder.")
-        listed = _find_by_prefix(fs, base)
+        files = sort_paths(_audio_under(_find_by_prefix(fs, base), base))
     except InputError:
         raise
     except Exception as exc:  # each file system raises its own errors (auth, no bucket...)
         raise InputError(f"Cannot list input {root!r}: {type(exc).__name__}: {exc}") from exc
-    files = []
+    return Listing(root, files)
+
+
+def _audio_under(listed: Iterator[str], base: str) -> Iterator[str]:
+    """The audio files of an object store's listing, relative to ``base``."""
     for path in listed:
         rel = path[len(base) :].lstrip("/")
         parts = rel.split("/")
         if not any(p.startswith(".") for p in parts[:-1]) and is_audio_name(parts[-1]):
-            files.append(rel)
-    return Listing(root, tuple(sorted(files)))
+            yield rel

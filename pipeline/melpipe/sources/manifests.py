@@ -14,7 +14,8 @@ Any of them may be compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``: fsspec infe
 the name), and local or an fsspec URL. Paths are relative to INPUT, or absolute ones under
 INPUT. Every line names a file of the run whatever its extension: one that names no file
 fails when it is opened, and is listed with the other failures. The files take the store's
-order (sorted), and a path given twice is one file.
+order (sorted), and a path given twice is one file. A manifest is sorted in ranges that
+spill to disk (:mod:`melpipe.sources.sorted_paths`), never held whole.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import IO, Any
 
 from melpipe.errors import InputError
 from melpipe.sources.discover import Listing, is_url
+from melpipe.sources.sorted_paths import sort_paths
 
 # The keys and columns that hold a file's path, in the order they are looked for.
 PATH_KEYS = ("path", "audio_filepath")
@@ -57,11 +59,11 @@ def read_manifest(location: str | os.PathLike[str], root: str | os.PathLike[str]
     location, root = os.fspath(location), os.fspath(root)
     _check_root(root)
     kind = manifest_kind(location)
-    files: set[str] = set()
     try:
         with _open_text(location) as stream:
-            for number, path in _paths(stream, kind, location):
-                files.add(_relative(path, root, location, number))
+            named = (_relative(path, root, location, number)
+                     for number, path in _paths(stream, kind, location))  # fmt: skip
+            files = sort_paths(named)
     except InputError:
         raise
     except FileNotFoundError:
@@ -72,7 +74,7 @@ def read_manifest(location: str | os.PathLike[str], root: str | os.PathLike[str]
         ) from exc
     if not files:
         raise InputError(f"The manifest {location!r} names no file.")
-    return Listing(root, tuple(sorted(files)))
+    return Listing(root, files)
 
 
 def _check_root(root: str) -> None:

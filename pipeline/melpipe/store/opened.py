@@ -251,10 +251,17 @@ class ReadableStore:
                     "gone. Run preprocess again."
                 )
 
-    def read(self, name: str) -> np.ndarray:
-        """A whole clip, file or coordinate array (strings as Python objects)."""
+    def read(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+        """A clip, file or coordinate array, whole or its ``rows`` (strings as Python
+        objects)."""
         with self._decoding(name):
-            return decoded(BY_NAME[name], self._arrays[name][:])
+            return decoded(BY_NAME[name], self._arrays[name][rows])
+
+    def read_by_chunk(self, name: str) -> Iterator[np.ndarray]:
+        """A clip or file array, a chunk of rows at a time."""
+        array = self._arrays[name]
+        for start in range(0, array.shape[0], array.chunks[0]):
+            yield self.read(name, slice(start, start + array.chunks[0]))
 
     def histogram(self, sources: slice = slice(None)) -> Histogram:
         """The histogram of the pixels that hold audio of the clips of ``sources`` (rows

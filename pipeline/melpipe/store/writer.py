@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -280,6 +280,28 @@ def read_listing(claim: lock.Claim, files: np.ndarray) -> list[str]:
             "data is gone. Run again with `overwrite=True`."
         )
     return paths
+
+
+class Columns(Mapping[str, Any]):
+    """Columns to write, each made only when asked for: the client then holds the one
+    being written beside what they are made from, not all of them at once."""
+
+    def __init__(self, made: Mapping[str, Callable[[], Any]]) -> None:
+        self._made = dict(made)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._made[name]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._made)
+
+    def __len__(self) -> int:
+        return len(self._made)
+
+    def with_values(self, values: Mapping[str, Any]) -> Columns:
+        """These columns and ``values``, made already."""
+        return Columns({**self._made, **{k: functools.partial(values.__getitem__, k)
+                                          for k in values}})  # fmt: skip
 
 
 def write_chosen(claim: lock.Claim, values: Mapping[str, Any]) -> None:

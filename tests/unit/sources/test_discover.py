@@ -9,6 +9,7 @@ import pytest
 
 from melpipe.errors import InputError
 from melpipe.sources.discover import Listing, list_audio_files
+from melpipe.sources.sorted_paths import PathsOnDisk
 from tests.helpers import as_nobody, world_readable_folder
 
 
@@ -26,7 +27,7 @@ def test_order_does_not_depend_on_creation_order(tmp_path):
     for name in ["b.wav", "a/z.wav", "a.wav", "A.wav"]:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert list_audio_files(tmp_path).files == ("A.wav", "a.wav", "a/z.wav", "b.wav")
+    assert tuple(list_audio_files(tmp_path).files) == ("A.wav", "a.wav", "a/z.wav", "b.wav")
 
 
 def test_no_audio_is_an_error(tmp_path):
@@ -54,7 +55,7 @@ def test_links_to_folders_are_followed_and_loops_reported(tmp_path):
     (root / "real" / "loop").symlink_to(root)  # a link back up: would never end
     (root / "again").symlink_to(root / "real")  # the same folder under a second name
     listing = list_audio_files(root)
-    assert listing.files == ("linked/deep/far.wav", "real/r.wav")
+    assert tuple(listing.files) == ("linked/deep/far.wav", "real/r.wav")
     skipped = {s.path: s.reason for s in listing.skipped}
     assert skipped == {
         "again": "a link to real, which is listed already",
@@ -70,21 +71,27 @@ def test_an_unreadable_folder_is_reported_with_its_errno():
         (root / "locked").mkdir()
         (root / "locked" / "b.wav").write_bytes(b"x")
         (root / "locked").chmod(0)
-        listing = as_nobody(list_audio_files, str(root))
+        files, skipped = as_nobody(_listed, str(root))
     finally:
         (root / "locked").chmod(0o755)
         shutil.rmtree(root)
-    assert listing.files == ("ok/a.wav",)
-    assert [(s.path, s.reason) for s in listing.skipped] == [
+    assert files == ("ok/a.wav",)
+    assert [(s.path, s.reason) for s in skipped] == [
         ("locked", "cannot be read: [Errno 13] Permission denied")
     ]
+
+
+def _listed(root):
+    """A listing as it can travel between processes (its files are on disk, in this one)."""
+    listing = list_audio_files(root)
+    return tuple(listing.files), listing.skipped
 
 
 def test_a_fifo_with_an_audio_name_is_listed_to_fail_later(tmp_path):
     os.mkfifo(tmp_path / "pipe.wav")
     (tmp_path / "dev.wav").symlink_to("/dev/null")
     listing = list_audio_files(tmp_path)
-    assert listing.files == ("dev.wav", "pipe.wav")
+    assert tuple(listing.files) == ("dev.wav", "pipe.wav")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.wav").st_mode)
 
 
@@ -95,3 +102,5 @@ def test_the_fingerprint_is_the_digest_of_the_paths_joined(n):
     files = tuple(f"{i % 7}/clip \udcff{i}.wav" for i in range(n))
     joined = "\n".join(files).encode("utf-8", "surrogateescape")
     assert Listing("root", files).sha256() == hashlib.sha256(joined).hexdigest()
+    on_disk = Listing("root", PathsOnDisk.of(files))  # as a walk gives them
+    assert on_disk.sha256() == hashlib.sha256(joined).hexdigest()
