@@ -44,6 +44,7 @@ bench: $(STAMP) bench-read bench-scale
 	$(BIN)/python -m bench.bench_long $(BENCH_LONG_ARGS)
 	$(BIN)/python -m bench.bench_presets $(BENCH_PRESETS_ARGS)
 	$(BIN)/python -m bench.bench_hashes $(BENCH_HASHES_ARGS)
+	$(BIN)/python -m bench.bench_listing $(BENCH_LISTING_ARGS)
 
 bench-read: $(STAMP)
 	$(BIN)/python bench/bench_read.py $(BENCH_READ_ARGS)

@@ -367,7 +367,8 @@ def write_store(
     )
     with lock.hold(str(path), lock.Owner.new("test-run"), create=True) as claim:
         sizes = Sizes(clips=0, files=n_files, windows=n)
-        writer.create(claim, attrs, sizes=sizes, batch_size=batch_size, scratch=False)
+        writer.create(claim, attrs, sizes=sizes, batch_size=batch_size)
+        writer.create_windows(claim, n, batch_size, scratch=False)
         writer.create_clips(claim, n, batch_size)
         windows = {
             "window_ok": np.ones(n, bool),

@@ -1,5 +1,6 @@
 """End-to-end runs on real worker processes, checked against an independent reference."""
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -13,7 +14,7 @@ from melpipe.errors import ConfigError, InputError, StatisticsError, StoreError
 from melpipe.read.reader import open_store
 from melpipe.run.executors import LoopExecutor
 from melpipe.run.runner import preprocess
-from melpipe.run.tasks import AnalysisItem, ImagesItem, RecountItem
+from melpipe.run.tasks import AnalysisItem, ImagesItem, RecountItem, SurveyItem
 from melpipe.store.schema import RUN_STATE
 from tests.helpers import (
     BROKEN_FILES,
@@ -269,18 +270,21 @@ class Pickling(LoopExecutor):
         self.sent: list[bytes] = []
 
     def map_reduce(self, fn, items, context, kind, bar):
-        passes = (AnalysisItem, RecountItem, ImagesItem)
+        passes = (SurveyItem, AnalysisItem, RecountItem, ImagesItem)
         self.sent += [pickle.dumps(item) for item in items if isinstance(item, passes)]
         return super().map_reduce(fn, items, context, kind, bar)
 
 
-@pytest.mark.parametrize("scratch", [True, False])
+@pytest.mark.parametrize(("scratch", "segments"), [(True, "first"), (False, "first"),
+                                                  (True, "all")])  # fmt: skip
 def test_tasks_read_their_files_paths_from_the_store_not_their_arguments(
-    dataset, config, tmp_path, scratch
+    dataset, config, tmp_path, scratch, segments
 ):
     # What travels to the scheduler with each task holds no path, at any scale: a task
     # reads its files' paths from the run's listing in the store (without the scratch
-    # array, pass 2 decodes the files again, so it reads them too).
+    # array, pass 2 decodes the files again, so it reads them too; with --segments all,
+    # the survey of headers reads them first).
+    config = dataclasses.replace(config, segments=segments)
     executor = Pickling()
     report = preprocess(dataset, tmp_path / "out.zarr", config, executor=executor,
                         batch_size=4, scratch=scratch)  # fmt: skip

@@ -1,8 +1,10 @@
 """One run of a plan, from owning OUTPUT to finishing it, read top to bottom in
 :meth:`Run.carry_out`:
 
-1. with ``--segments all``, a survey of the file headers, which lays out the windows;
-2. OUTPUT made ready (:meth:`Output.prepare <melpipe.run.outputs.Output.prepare>`);
+1. OUTPUT made ready (:meth:`Output.prepare <melpipe.run.outputs.Output.prepare>`), with
+   the run's listing;
+2. with ``--segments all``, a survey of the file headers, which lays out the windows
+   (their run state made by :meth:`~melpipe.run.outputs.Output.lay_out`);
 3. pass 1 over batches of windows: their levels and log-mel extrema (and the log-mels,
    kept for pass 2), reduced as a tree; then the duplicates, the choice of clips among
    the windows and their statistics, exactly; all of it recorded in OUTPUT;
@@ -107,12 +109,13 @@ class Run:
         self.output.check_unchanged()
         first = self.config.segments == "first"  # one window or more per file
         self.executor.expect(self._work(len(self.paths), exact=first))
+        attrs = self.output.prepare(self.claim)
         surveyed = None if first else self._survey()
         windows = layout(surveyed, len(self.paths), self.config)
         self.executor.expect(self._work(len(windows)))
         logger.info("%d audio files, %d windows to analyse in batches of up to %d.",
                     len(self.paths), len(windows), self.plan.batch_size)  # fmt: skip
-        attrs = self.output.prepare(self.claim, windows)
+        self.output.lay_out(self.claim, windows)
         self.clock.lap("startup")
         analysed = self.output.resumed(self.claim, windows)
         if analysed is not None:
@@ -135,7 +138,7 @@ class Run:
         no header)."""
         self.clock.lap("startup")
         groups = plan_batches(len(self.paths), SURVEY_BATCH)
-        items = [SurveyItem(tuple(self.paths[g.start : g.stop])) for g in groups]
+        items = [SurveyItem(g) for g in groups]
         surveyed = self.stages(Stage("survey: file headers", survey_batch, items, Headers))
         self.clock.lap("survey")
         return surveyed.files

@@ -2,8 +2,9 @@
 finished store. Both are one small protocol, :class:`Output`, that the run
 (:mod:`melpipe.run.lifecycle`) calls at the same points:
 
-- :meth:`~Output.prepare` once the run owns OUTPUT and knows its windows: the store made
-  ready, with the run's listing, which its tasks read their files' paths from;
+- :meth:`~Output.prepare` once the run owns OUTPUT: the store made ready, with the run's
+  listing, which its tasks read their files' paths from;
+- :meth:`~Output.lay_out` once it knows its windows: their run state;
 - :meth:`~Output.resumed`: what an earlier pass 1 found, if the run resumes after it;
 - :meth:`~Output.record_pass_1` once the clips and their statistics are known;
 - :meth:`~Output.complete`: the attributes that mark the store finished;
@@ -61,8 +62,12 @@ class Output(Protocol):
     def check_unchanged(self) -> None:
         """Refuse to go on if OUTPUT changed between looking and owning it."""
 
-    def prepare(self, claim: lock.Claim, windows: Windows) -> StoreAttrs:
-        """Make OUTPUT ready for the passes; its attributes as they then stand."""
+    def prepare(self, claim: lock.Claim) -> StoreAttrs:
+        """Make OUTPUT ready for the passes, with the run's listing; its attributes as
+        they then stand."""
+
+    def lay_out(self, claim: lock.Claim, windows: Windows) -> None:
+        """Make the run state of the run's windows, unless a resumed pass 1 holds it."""
 
     def resumed(self, claim: lock.Claim, windows: Windows) -> Analysed | None:
         """What an earlier pass 1 found, read back, if the run resumes after it."""
@@ -111,7 +116,7 @@ class NewStore:
         if not self.creates:  # else the lock made OUTPUT itself, exclusively
             _check_unchanged(self.plan, self.found)
 
-    def prepare(self, claim: lock.Claim, windows: Windows) -> StoreAttrs:
+    def prepare(self, claim: lock.Claim) -> StoreAttrs:
         """A resumed store's attributes as recorded; else the store made anew."""
         plan, request = self.plan, self.plan.request
         if plan.action == "resume":
@@ -124,11 +129,14 @@ class NewStore:
                            input=request.input, config=request.config, plan=plan.identity,
                            versions=_versions(), skipped=self.found.listing.skipped)  # fmt: skip
         writer.clear(claim)  # what melpipe wrote there before, and only that
-        sizes = Sizes(clips=0, files=len(self.found.listing.files), windows=len(windows))
-        writer.create(claim, attrs, sizes=sizes, batch_size=plan.batch_size,
-                      scratch=plan.scratch)  # fmt: skip
+        sizes = Sizes(clips=0, files=len(self.found.listing.files))
+        writer.create(claim, attrs, sizes=sizes, batch_size=plan.batch_size)
         writer.write_listing(claim, self.added.paths)
         return attrs
+
+    def lay_out(self, claim: lock.Claim, windows: Windows) -> None:
+        if not self.plan.analysed:  # else pass 1's run state is there to resume from
+            writer.create_windows(claim, len(windows), self.plan.batch_size, self.plan.scratch)
 
     def resumed(self, claim: lock.Claim, windows: Windows) -> Analysed | None:
         if not self.plan.analysed:
@@ -210,16 +218,19 @@ class Append:
     def check_unchanged(self) -> None:
         _check_unchanged(self.plan, self.found)
 
-    def prepare(self, claim: lock.Claim, windows: Windows) -> StoreAttrs:
+    def prepare(self, claim: lock.Claim) -> StoreAttrs:
         """The store's run state made anew; nothing a reader sees changes."""
         plan, request = self.plan, self.plan.request
         logger.info("Appending %d files of %s to %s, after its %d clips%s.",
                     len(plan.files), request.input, request.output, self.base.sizes.clips,
                     f" ({plan.skipped} files of this input are there already)"
                     if plan.skipped else "")  # fmt: skip
-        writer.begin_append(claim, self.base.sizes, len(windows), plan.scratch)
+        writer.begin_append(claim, self.base.sizes)
         writer.write_listing(claim, self.added.paths)
         return self.base.attrs
+
+    def lay_out(self, claim: lock.Claim, windows: Windows) -> None:
+        writer.create_windows(claim, len(windows), self.base.chunk_length, self.plan.scratch)
 
     def resumed(self, claim: lock.Claim, windows: Windows) -> Analysed | None:
         return None  # an append that stopped is run again from its start

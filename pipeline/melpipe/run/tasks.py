@@ -60,9 +60,9 @@ class RunContext:
 
 @dataclass(frozen=True)
 class SurveyItem:
-    """A survey task's files, by path relative to the input."""
+    """A survey task's files, by row of the run's listing."""
 
-    paths: tuple[str, ...]
+    files: Batch
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,8 @@ def _check_same(pieces: Sequence[Piece], before: WindowResults, now: WindowResul
 def survey_batch(item: SurveyItem, run: RunContext) -> Headers:
     """What the headers of some files say, for laying out their windows
     (``--segments all``): each checked to hold the length it declares."""
-    return Headers(tuple(read_header(join(run.root, rel), whole=True) for rel in item.paths))
+    paths = writer.read_listing(run.claim, np.arange(item.files.start, item.files.stop))
+    return Headers(tuple(read_header(join(run.root, rel), whole=True) for rel in paths))
 
 
 @dataclass(frozen=True)

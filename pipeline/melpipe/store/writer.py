@@ -63,13 +63,11 @@ def clear(claim: lock.Claim) -> None:
             fs.rm(f"{path}/{name}", recursive=True)
 
 
-def create(
-    claim: lock.Claim, attrs: StoreAttrs, *, sizes: Sizes, batch_size: int, scratch: bool
-) -> None:
+def create(claim: lock.Claim, attrs: StoreAttrs, *, sizes: Sizes, batch_size: int) -> None:
     """Create the store in the claimed, empty location: the group with its attributes,
-    the coordinates, the file arrays and the run state of ``sizes.windows`` windows (with
-    ``scratch``, their log-mels too). The clip arrays come once pass 1 has chosen the
-    clips (:func:`create_clips`)."""
+    the coordinates and the file arrays. The run state of its windows comes once they are
+    laid out (:func:`create_windows`), the clip arrays once pass 1 has chosen the clips
+    (:func:`create_clips`)."""
     lock.check(claim)
     group = zarr.create_group(claim.url, zarr_format=3, attributes=attrs.to_dict())
     config = attrs.config
@@ -78,11 +76,21 @@ def create(
         "mel": centres[::-1].copy(),  # row 0 is the highest band
         "frame": features.frame_times(config, config.n_frames),
     }
-    specs = [a for a in ARRAYS if a.rows != "clip"] + [*WINDOW_ARRAYS]
-    for spec in [*specs, SCRATCH] if scratch else specs:
+    for spec in [a for a in ARRAYS if a.rows != "clip"]:
         array = _create_array(group, spec, sizes, batch_size, config)
         if spec.step is Step.CREATE:
             array[:] = coordinates[spec.name]
+
+
+def create_windows(claim: lock.Claim, windows: int, batch_size: int, scratch: bool) -> None:
+    """Create (or create again) the run state of ``windows`` windows: the arrays of what
+    pass 1 finds of them and, with ``scratch``, their log-mels."""
+    lock.check(claim)
+    group = zarr.open_group(claim.url, mode="r+", use_consolidated=False)
+    config = StoreAttrs.from_dict(group.attrs.asdict()).config
+    for spec in [*WINDOW_ARRAYS, SCRATCH] if scratch else WINDOW_ARRAYS:
+        _create_array(group, spec, Sizes(0, 0, windows), batch_size, config, overwrite=True)
+    _cached_arrays.cache_clear()
 
 
 def create_clips(claim: lock.Claim, n_clips: int, batch_size: int) -> None:
@@ -183,7 +191,7 @@ def write(claim: lock.Claim, batch: Batch, values: Mapping[str, Any]) -> None:
 def write_scratch(claim: lock.Claim, batch: Batch, logmel: np.ndarray) -> None:
     """Pass 1's log-mels for one batch of windows, one per window (NaN where it failed)."""
     lock.check(claim)
-    arrays = _writable_arrays(claim)
+    arrays = _writable_arrays(claim, [SCRATCH.name])  # made after the survey read others
     if SCRATCH.name not in arrays:
         raise StoreError(f"Store {claim.url!r} has no scratch array to write to.")
     _check_region(arrays[SCRATCH.name], batch)
@@ -199,7 +207,7 @@ def read_scratch(claim: lock.Claim, rows: np.ndarray) -> np.ndarray:
         A chunk pass 1 should have written is missing: its rows would otherwise be read as
         the fill value, and turned into images of nothing.
     """
-    arrays = _writable_arrays(claim)
+    arrays = _writable_arrays(claim, [SCRATCH.name])  # made after the survey read others
     if SCRATCH.name not in arrays:
         raise StoreError(f"Store {claim.url!r} has no scratch array to read from.")
     scratch = arrays[SCRATCH.name]
@@ -268,7 +276,7 @@ def read_listing(claim: lock.Claim, files: np.ndarray) -> list[str]:
     """
     if not len(files):
         return []
-    listing = _writable_arrays(claim).get(LISTING.name)
+    listing = _writable_arrays(claim, [LISTING.name]).get(LISTING.name)
     if listing is None:
         raise StoreError(f"Store {claim.url!r} has no listing of its run's files to read.")
     lo, hi = int(files[0]), int(files[-1]) + 1
@@ -339,19 +347,14 @@ def write_rows(claim: lock.Claim, starts: Mapping[str, int], values: Mapping[str
         _write_in_chunks(arrays[spec.name], spec, values[spec.name], starts[spec.dims[0]])
 
 
-def begin_append(claim: lock.Claim, committed: Sizes, windows: int, scratch: bool) -> None:
-    """Make a finished store ready for an append of ``windows`` windows: what an append
-    killed before left (its run state, rows past the ``committed`` sizes) removed, and
-    the run state made anew. Nothing a reader of the store sees changes."""
+def begin_append(claim: lock.Claim, committed: Sizes) -> None:
+    """Make a finished store ready for an append: what an append killed before left (its
+    run state, rows past the ``committed`` sizes) removed; the append's run state comes
+    next (:func:`write_listing`, :func:`create_windows`). Nothing a reader of the store
+    sees changes."""
     end_append(claim)
     group = zarr.open_group(claim.url, mode="r+", use_consolidated=False)
-    config = StoreAttrs.from_dict(group.attrs.asdict()).config
-    _resize(group, committed, config)
-    images = group["images"]
-    assert isinstance(images, zarr.Array)  # the store was checked on opening
-    batch = int(images.chunks[0])
-    for spec in [*WINDOW_ARRAYS, SCRATCH] if scratch else WINDOW_ARRAYS:
-        _create_array(group, spec, Sizes(0, 0, windows), batch, config)
+    _resize(group, committed, StoreAttrs.from_dict(group.attrs.asdict()).config)
     _cached_arrays.cache_clear()
 
 

@@ -244,7 +244,7 @@ def test_what_pass_1_found_reads_back_by_batch_and_a_missing_one_is_named(tmp_pa
                        input="nowhere", config=CONFIG, plan={}, versions={})  # fmt: skip
     path = str(tmp_path / "s.zarr")
     with lock.hold(path, lock.Owner.new("test-run"), create=True) as claim:
-        writer.create(claim, attrs, sizes=Sizes(0, 10, windows=10), batch_size=4, scratch=False)
+        writer.create(claim, attrs, sizes=Sizes(0, 10, windows=10), batch_size=4)
         found = {0: b"first \x00 batch", 2: b"third"}
         for index, value in found.items():
             writer.write_pass_1(claim, Batch(index, 4 * index, min(4 * index + 4, 10)), value)
