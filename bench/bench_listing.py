@@ -1,6 +1,6 @@
 """What keeping a listing on disk costs the client, against holding it in memory.
 
-    python -m bench.bench_listing [--paths N]
+    python -m bench.bench_listing [--paths N] [--workdir DIR]
 
 ``N`` relative paths shaped as a dataset's ("0042/clip_0042137.wav", a thousand to a
 folder), made as they are consumed, in the order a walk gives them (nearly sorted) and
@@ -11,7 +11,7 @@ a million paths), in runs of 2**18 that are merged, and reading every path back.
 timing is the best of three.
 Prints seconds and microseconds per path, the ratio to the baseline, and the Python
 memory each holds at its peak (tracemalloc, on a separate run), and writes
-bench/results/listing.json.
+``DIR/bench/results/listing.json``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def peak_bytes(work: Callable[[], Any]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paths", type=int, default=1_000_000)
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="Where results go.")
     args = parser.parse_args()
     n = args.paths
     order = random.Random(0).sample(range(n), n)
@@ -86,7 +87,7 @@ def main() -> None:
         results.append({"case": name, "seconds": seconds, "peak_bytes": peak, "ratio": ratio})
         print(f"{name:40s} {seconds:6.2f} s  {1e6 * seconds / n:5.2f} us/path  "
               f"{ratio:4.2f}x baseline  peak {peak / n:6.1f} B/path")  # fmt: skip
-    out = ROOT / "bench" / "results" / "listing.json"
+    out = args.workdir / "bench" / "results" / "listing.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"paths": n, "results": results}, indent=2))
 

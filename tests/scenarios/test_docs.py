@@ -43,6 +43,7 @@ BENCH_ARGS = {
     "BENCH_LONG_ARGS": "--minutes 0.5",
     "BENCH_PRESETS_ARGS": "--seconds 0.01 --batch 4",
     "BENCH_HASHES_ARGS": "--files 4 --minutes 0.05",
+    "BENCH_LISTING_ARGS": "--paths 2000",
     "BENCH_READ_ARGS": "--count 96 --passes 1 --epochs 1",
     "BENCH_SCALE_ARGS": "--sizes 50",
     "BENCH_STATS_ARGS": "--count 2",
